@@ -1,0 +1,53 @@
+"""The project's menu: `nox -l` lists what each session does."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["conformance"]
+nox.options.error_on_missing_interpreters = True
+
+PYTHON = "3.11"
+
+
+def install_project(session: nox.Session, *extras: str) -> None:
+    """Install the project (editable) with the given extras into the session's venv."""
+    spec = f".[{','.join(extras)}]" if extras else "."
+    session.install("-e", spec)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the project's own tests (unit and integration, real PostgreSQL and Redis)."""
+    install_project(session, "dev", "bench")
+    session.run("pytest", "-n", "2", "--dist", "loadgroup", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def conformance(session: nox.Session) -> None:
+    """Stand the reference stack up (or use --target-url) and run the conformance suite."""
+    install_project(session)
+    session.run("python", "-m", "conformance", "run", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def serve(session: nox.Session) -> None:
+    """Serve the reference job service; without DATABASE_URL/REDIS_URL, on embedded ones."""
+    install_project(session)
+    session.run("python", "-m", "reference_server", "serve", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Check style and common mistakes with ruff."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """Type-check the packages with mypy (strict)."""
+    install_project(session, "dev")
+    session.run("mypy")
