@@ -51,3 +51,10 @@ def typecheck(session: nox.Session) -> None:
     """Type-check the packages with mypy (strict)."""
     install_project(session, "dev")
     session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def load(session: nox.Session) -> None:
+    """Locust load test of a profile (default smoke) with thresholds; --sweep for sizing."""
+    install_project(session)
+    session.run("python", "-m", "loadtests", *session.posargs)
