@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -273,3 +275,28 @@ def test_links_cover_the_stateful_sequences(doc: Doc) -> None:
     assert "cancelJob" in targets("/api/v1/jobs/{id}", "get", "200")
     assert "leaseJobs" in targets("/api/v1/workers", "post", "201")
     assert {"completeJob", "failJob"} <= targets("/api/v1/workers/{id}/lease", "post", "200")
+
+
+def _template(path: str) -> str:
+    """A path with its parameter names blanked, so `/jobs/<uuid:job_id>` meets `/jobs/{id}`."""
+    return re.sub(r"<[^>]+>|\{[^}]+\}", "{}", path)
+
+
+def test_server_routes_are_exactly_the_documented_operations(doc: Doc) -> None:
+    """The app's routing table and the document's operations differ in neither direction."""
+    from reference_server.app import create_app
+    from reference_server.config import Settings
+
+    app = create_app(Settings(APP_ENVIRONMENT="test", METRICS_ENABLED=True))
+    # Quart adds a static route by default; it serves nothing while the folder does not exist.
+    static_served = app.static_folder is not None and Path(app.static_folder).is_dir()
+    served = {
+        (method.lower(), _template(rule.rule))
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static" or static_served
+        for method in rule.methods or ()
+        if method not in {"HEAD", "OPTIONS"}
+    }
+    documented = {(method, _template(path)) for method, path in operations(doc)}
+    assert sorted(served - documented) == [], "served but not documented"
+    assert sorted(documented - served) == [], "documented but not served"
