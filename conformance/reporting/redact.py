@@ -1,0 +1,111 @@
+"""Defensive redaction of secrets in evidence before any report is written.
+
+Checks redact their own evidence; this second pass catches what slips through (a bearer token in
+a curl command, a password in a URL, a secret in an env file excerpt), because a report is handed
+around far more widely than the deployment it describes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from conformance.model import Evidence, Finding, RunResult
+
+MASK = "***"
+
+#: Header names whose values are credentials, whatever the check thought.
+SENSITIVE_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+        "x-csrf-token",
+    }
+)
+
+_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)([^/\s:@'\"]+):([^/\s@'\"]+)@")
+_HEADER_LINE = re.compile(
+    r"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-api-key|api-key|x-auth-token"
+    r"|x-csrf-token)(\s*:\s*)[^'\"\r\n]*"
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic|token)(\s+)(?!\*\*\*)[A-Za-z0-9._~+/=-]{8,}")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+# KEY=value (env files, query strings, form bodies) for keys that name a secret.
+_ASSIGNMENT = re.compile(
+    r"(?i)\b([A-Za-z0-9_.-]*(?:password|passwd|secret|token|api_?key|private_?key)[A-Za-z0-9_]*)"
+    r"(=)(?!\*\*\*)([^&\s'\",;]+)"
+)
+# "key": "value" in JSON bodies.
+_JSON_FIELD = re.compile(
+    r"(?i)(\"[A-Za-z0-9_]*(?:password|passwd|secret|token|api_?key|private_?key)[A-Za-z0-9_]*\""
+    r"\s*:\s*)\"(?!\*\*\*)[^\"]*\""
+)
+_CURL_USER = re.compile(r"((?:^|\s)(?:-u|--user)\s+['\"]?)([^:\s'\"]+):([^\s'\"]+)")
+
+
+def redact_text(text: str) -> str:
+    """Mask credentials in free text: URLs, headers, bearer tokens, JWTs, secret assignments."""
+    text = _URL_USERINFO.sub(rf"\1\2:{MASK}@", text)
+    text = _HEADER_LINE.sub(rf"\1\2{MASK}", text)
+    text = _BEARER.sub(rf"\1\2{MASK}", text)
+    text = _JWT.sub(MASK, text)
+    text = _ASSIGNMENT.sub(rf"\1\2{MASK}", text)
+    text = _JSON_FIELD.sub(rf'\1"{MASK}"', text)
+    return _CURL_USER.sub(rf"\1\2:{MASK}", text)
+
+
+def redact_light(text: str) -> str:
+    """Mask only unmistakable credentials (for expected/actual, which quote settings by name)."""
+    text = _URL_USERINFO.sub(rf"\1\2:{MASK}@", text)
+    text = _BEARER.sub(rf"\1\2{MASK}", text)
+    return _JWT.sub(MASK, text)
+
+
+def redact_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {
+        name: MASK if name.lower() in SENSITIVE_HEADERS else redact_light(value)
+        for name, value in headers.items()
+    }
+
+
+def _opt(text: str | None) -> str | None:
+    return None if text is None else redact_text(text)
+
+
+def redact_evidence(evidence: Evidence) -> Evidence:
+    return dataclasses.replace(
+        evidence,
+        summary=redact_text(evidence.summary),
+        curl=_opt(evidence.curl),
+        headers=redact_headers(evidence.headers),
+        command=_opt(evidence.command),
+        output=_opt(evidence.output),
+    )
+
+
+def _redact_finding(finding: Finding) -> Finding:
+    return dataclasses.replace(
+        finding,
+        message=redact_light(finding.message),
+        expected=None if finding.expected is None else redact_light(finding.expected),
+        actual=None if finding.actual is None else redact_light(finding.actual),
+        evidence=tuple(redact_evidence(e) for e in finding.evidence),
+    )
+
+
+def redact_result(result: RunResult) -> RunResult:
+    """The same run with every finding's evidence passed through the redaction rules."""
+    items = tuple(
+        dataclasses.replace(item, findings=tuple(_redact_finding(f) for f in item.findings))
+        for item in result.items
+    )
+    run = dataclasses.replace(
+        result.run, target=None if result.run.target is None else redact_light(result.run.target)
+    )
+    return RunResult(run=run, items=items)
+

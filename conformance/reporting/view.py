@@ -1,0 +1,73 @@
+"""What every report says about an item: its headline finding, expected vs actual, guide order."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from conformance.model import Evidence, Finding, ItemResult, RunResult, Status
+
+#: Statuses a release manager has to look at, in the order reports list them.
+ATTENTION = (Status.ERROR, Status.FAILED, Status.UNATTESTED, Status.WAIVED)
+
+
+def headline(item: ItemResult) -> Finding | None:
+    """The finding that gave the item its status (the first of the worst), if any."""
+    for finding in item.findings:
+        if finding.status is item.status:
+            return finding
+    return item.findings[0] if item.findings else None
+
+
+def expected(item: ItemResult) -> str | None:
+    found = headline(item)
+    if found is not None and found.expected is not None:
+        return found.expected
+    return next((f.expected for f in item.findings if f.expected is not None), None)
+
+
+def actual(item: ItemResult) -> str | None:
+    found = headline(item)
+    if found is not None and found.actual is not None:
+        return found.actual
+    return next((f.actual for f in item.findings if f.actual is not None), None)
+
+
+def message(item: ItemResult) -> str:
+    found = headline(item)
+    return found.message if found is not None else ""
+
+
+def evidence(item: ItemResult) -> list[Evidence]:
+    """Every finding's evidence, once each, in finding order."""
+    seen: list[Evidence] = []
+    for finding in item.findings:
+        for piece in finding.evidence:
+            if piece not in seen:
+                seen.append(piece)
+    return seen
+
+
+def section_key(section: str) -> tuple[tuple[int, str], ...]:
+    """Sort key putting guide sections in the guide's order: 2.1 < 3.1 < 3.10 < 10.1."""
+    parts = re.findall(r"\d+|[^\d.]+", section)
+    return tuple((int(p), "") if p.isdigit() else (1 << 30, p) for p in parts)
+
+
+def by_section(items: Iterable[ItemResult]) -> list[tuple[str, list[ItemResult]]]:
+    """Items grouped by guide section, sections in guide order, items in run (catalogue) order."""
+    groups: dict[str, list[ItemResult]] = {}
+    for item in items:
+        groups.setdefault(item.entry.section, []).append(item)
+    return sorted(groups.items(), key=lambda pair: section_key(pair[0]))
+
+
+def is_blocker(result: RunResult, item: ItemResult) -> bool:
+    return any(b is item for b in result.blockers())
+
+
+def needing_attention(result: RunResult) -> list[ItemResult]:
+    """Non-passing items that matter, worst status first, guide order within a status."""
+    order = {status: rank for rank, status in enumerate(ATTENTION)}
+    picked = [i for i in result.items if i.status in order]
+    return sorted(picked, key=lambda i: (order[i.status], section_key(i.entry.section)))
