@@ -1,15 +1,513 @@
-"""The conformance kit's pytest plugin (registered as a pytest11 entry point)."""
+"""The conformance kit's pytest plugin (registered as a pytest11 entry point).
+
+Every registered check becomes one test item of the virtual module `conformance/suite.py`, marked
+with the phases and severities of the catalogue items it speaks for. An item runs its check with a
+CheckContext built from the `--tf-*` options and ships the findings in `report.user_properties`
+(plain JSON, so pytest-xdist workers hand them to the controller). The controller folds the findings
+per catalogue item, applies attestations and waivers, and keeps the RunResult in its stash.
+
+Run it directly with `pytest conformance/suite.py --tf-...` or through `python -m conformance run`.
+CheckContext.extra carries: `insecure` (bool), `api_key`, `email`, `password` (credentials of the
+live target), `taskforge_dir` (the server's /opt/taskforge) and `host_root` (prefix for files the
+host checks read; "/" except in tests).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import pytest
+
+from conformance import __version__, hookspecs
+from conformance.attestations import load_attestations
+from conformance.checks.registry import CheckContext, CheckSpec
+from conformance.model import (
+    Attestation,
+    CatalogueEntry,
+    Evidence,
+    Finding,
+    Phase,
+    RunInfo,
+    RunResult,
+    Severity,
+    Status,
+    Waiver,
+    to_jsonable,
+)
+from conformance.runner import (
+    Outcome,
+    Selection,
+    fold_items,
+    git_commit,
+    new_run_id,
+    parse_phase,
+    parse_severity,
+    phase_marker,
+)
+from conformance.waivers import load_waivers
+from conformance.yamlrecords import ConfigError
+
+if TYPE_CHECKING:
+    from conformance.stack import Target
+
+SUITE_PATH = Path(__file__).with_name("suite.py")
+FINDINGS_PROPERTY = "taskforge_findings"
+DEFAULT_TASKFORGE_DIR = "/opt/taskforge"
+
+
+@dataclass(kw_only=True)
+class RunState:
+    """What the controller gathers during a run and what it ends with."""
+
+    active: bool = False
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    checks: list[CheckSpec] = field(default_factory=list)
+    catalogue: list[CatalogueEntry] = field(default_factory=list)
+    selection: Selection = field(default_factory=Selection)
+    waivers: list[Waiver] = field(default_factory=list)
+    attestations: list[Attestation] = field(default_factory=list)
+    outcome: Outcome = field(default_factory=Outcome)
+    ran_checks: set[str] = field(default_factory=set)
+    result: RunResult | None = None
+    config_error: ConfigError | None = None
+    report_dir: Path | None = None
+
+
+STATE_KEY = pytest.StashKey[RunState]()
+CONTEXT_KEY = pytest.StashKey[CheckContext]()
+
+
+# --- options and markers -----------------------------------------------------------------------
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("taskforge", "TaskForge conformance")
-    group.addoption(
-        "--tf-target-url",
-        dest="tf_target_url",
-        default=None,
-        help="Base URL of the TaskForge deployment to verify",
+
+    def path_option(name: str, help_text: str) -> None:
+        group.addoption(f"--tf-{name}", dest=f"tf_{name.replace('-', '_')}", default=None,
+                        metavar="PATH", help=help_text)
+
+    path_option("env-file", "the deployment's .env file (static checks)")
+    path_option("compose-file", "the deployment's docker-compose.prod.yml (static checks)")
+    path_option("dockerfile", "the deployment's production Dockerfile (static checks)")
+    path_option("nginx-conf", "the nginx configuration (static checks)")
+    path_option("prometheus-config", "prometheus.yml (static checks)")
+    group.addoption("--tf-prometheus-rules", dest="tf_prometheus_rules", action="append",
+                    default=[], metavar="PATH", help="Prometheus alert rule file (repeatable)")
+    group.addoption("--tf-target-url", dest="tf_target_url", default=None, metavar="URL",
+                    help="Base URL of the TaskForge deployment to verify (external target)")
+    path_option("target-file", "JSON file describing the target and its credentials "
+                               "(written by `python -m conformance run`)")
+    path_option("ca-bundle", "PEM file of the CA that signed the target's certificate")
+    group.addoption("--tf-insecure", dest="tf_insecure", action="store_true", default=False,
+                    help="do not verify the target's TLS certificate (its checks still run)")
+    group.addoption("--tf-token", dest="tf_token", default=os.environ.get("TASKFORGE_TOKEN"),
+                    metavar="TOKEN", help="access token for the target (default: $TASKFORGE_TOKEN)")
+    group.addoption("--tf-hosts", dest="tf_hosts", action="append", default=[],
+                    metavar="SPEC", help="testinfra host for host checks, e.g. local:// or "
+                                         "ssh://user@host (repeatable)")
+    group.addoption("--tf-taskforge-dir", dest="tf_taskforge_dir", default=DEFAULT_TASKFORGE_DIR,
+                    metavar="PATH", help="the deployment directory on the host")
+    group.addoption("--tf-host-root", dest="tf_host_root", default="/", metavar="PATH",
+                    help="prefix of the files host checks read (tests use a fake root)")
+    path_option("log-file", "file of the server's JSON log lines")
+    group.addoption("--tf-log-command", dest="tf_log_command", default=None, metavar="CMD",
+                    help="command printing the server's recent log lines")
+    group.addoption("--tf-database-url", dest="tf_database_url", default=None, metavar="URL",
+                    help="PostgreSQL URL reachable from here")
+    group.addoption("--tf-redis-url", dest="tf_redis_url", default=None, metavar="URL",
+                    help="Redis URL reachable from here")
+    group.addoption("--tf-allow-writes", dest="tf_allow_writes", action="store_true",
+                    default=False, help="let checks write to a target that is not the reference "
+                                        "stack (beyond one smoke job and a rate-limit probe)")
+    group.addoption("--tf-phase", dest="tf_phase", action="append", default=[],
+                    metavar="PHASE", help="run only items of this phase (repeatable)")
+    group.addoption("--tf-severity", dest="tf_severity", default=None, metavar="LEVEL",
+                    help="run only items of this severity or a more serious one")
+    path_option("waivers", "YAML file of waivers")
+    path_option("attestations", "YAML file of attestations")
+    group.addoption("--tf-require-attestations", dest="tf_require_attestations",
+                    action="store_true", default=False,
+                    help="unattested blocking items make the verdict NOT READY")
+    path_option("reports-dir", "write the reports of the run under this directory")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for phase in Phase:
+        config.addinivalue_line("markers", f"{phase_marker(phase)}: checks of the {phase.value} "
+                                           "phase of the deployment guide")
+    for severity in Severity:
+        config.addinivalue_line("markers", f"{severity.value}: checks of {severity.value} "
+                                           "severity")
+    state = RunState(active=_is_suite_run(config))
+    config.stash[STATE_KEY] = state
+    if not state.active:
+        return
+    try:
+        state.selection = Selection(
+            phases=frozenset(parse_phase(p) for p in config.option.tf_phase),
+            min_severity=(parse_severity(config.option.tf_severity)
+                          if config.option.tf_severity else None),
+        )
+        state.checks = list(config.hook.pytest_taskforge_checks(config=config) or [])
+        state.catalogue = list(config.hook.pytest_taskforge_catalogue(config=config) or [])
+        known = {e.id for e in state.catalogue}
+        today = datetime.now(UTC).date()
+        if config.option.tf_waivers:
+            state.waivers = load_waivers(Path(config.option.tf_waivers), known)
+        if config.option.tf_attestations:
+            state.attestations = load_attestations(Path(config.option.tf_attestations), known,
+                                                   today)
+        config.stash[CONTEXT_KEY] = build_context(config)
+    except ConfigError as exc:
+        state.config_error = exc
+        raise pytest.UsageError(str(exc)) from None
+    except ValueError as exc:  # conformance.catalogue.CatalogueError: "file:line: problem"
+        state.config_error = ConfigError(str(exc))
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _is_suite_run(config: pytest.Config) -> bool:
+    """Only runs that collect the suite module gather and fold findings."""
+    for arg in config.args:
+        if arg == "conformance.suite":
+            return True
+        try:
+            if Path(arg.split("::")[0]).resolve() == SUITE_PATH:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+# --- where the checks and the catalogue come from ----------------------------------------------
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_taskforge_checks(config: pytest.Config) -> list[CheckSpec]:
+    from conformance.checks.registry import registered_checks
+
+    return list(registered_checks())
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_taskforge_catalogue(config: pytest.Config) -> list[CatalogueEntry]:
+    from conformance.catalogue import load_catalogue
+
+    return list(load_catalogue().values())
+
+
+# --- the context checks run with ---------------------------------------------------------------
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
+def build_context(config: pytest.Config) -> CheckContext:
+    """The CheckContext of this process, from the options (and the target file, if any)."""
+    opt = config.option
+    target: Target | None = None
+    token: str | None = opt.tf_token
+    extra: dict[str, Any] = {
+        "insecure": bool(opt.tf_insecure),
+        "taskforge_dir": opt.tf_taskforge_dir,
+        "host_root": opt.tf_host_root,
+    }
+    if opt.tf_target_file:
+        target, file_token, auth = read_target_file(Path(opt.tf_target_file))
+        token = token or file_token
+        extra.update({k: v for k, v in auth.items() if v is not None})
+    elif opt.tf_target_url:
+        from conformance.stack import Target
+
+        target = Target(
+            base_url=opt.tf_target_url.rstrip("/"), provider="external", is_reference=False,
+            ca_bundle=_path(opt.tf_ca_bundle), database_url=opt.tf_database_url,
+            redis_url=opt.tf_redis_url, log_file=_path(opt.tf_log_file), env={},
+            admin_email=None, admin_password=None,
+        )
+    # Writes beyond the smoke job and the rate-limit probe only on our own stack or when asked.
+    allow_writes = bool(opt.tf_allow_writes) or (target is not None and target.is_reference)
+    return CheckContext(
+        env_file=_path(opt.tf_env_file),
+        compose_file=_path(opt.tf_compose_file),
+        dockerfile=_path(opt.tf_dockerfile),
+        nginx_conf=_path(opt.tf_nginx_conf),
+        prometheus_config=_path(opt.tf_prometheus_config),
+        prometheus_rules=tuple(Path(p).expanduser() for p in opt.tf_prometheus_rules),
+        target=target,
+        token=token,
+        hosts=tuple(opt.tf_hosts),
+        log_file=_path(opt.tf_log_file) or (target.log_file if target else None),
+        log_command=opt.tf_log_command,
+        database_url=opt.tf_database_url or (target.database_url if target else None),
+        redis_url=opt.tf_redis_url or (target.redis_url if target else None),
+        allow_writes=allow_writes,
+        extra=extra,
     )
+
+
+def write_target_file(path: Path, target: Target, *, token: str | None = None,
+                      auth: dict[str, str | None] | None = None) -> None:
+    """Hand a target and its credentials to every test process, readable by the owner only."""
+    data = {"target": to_jsonable(_target_fields(target)), "token": token, "auth": auth or {}}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out, default=str)
+
+
+def _target_fields(target: Target) -> dict[str, Any]:
+    names = ("base_url", "provider", "is_reference", "ca_bundle", "database_url", "redis_url",
+             "log_file", "env", "admin_email", "admin_password")
+    fields = {name: getattr(target, name) for name in names}
+    fields["env"] = dict(fields["env"] or {})
+    for name in ("ca_bundle", "log_file"):
+        fields[name] = str(fields[name]) if fields[name] is not None else None
+    return fields
+
+
+def read_target_file(path: Path) -> tuple[Target, str | None, dict[str, Any]]:
+    from conformance.stack import Target
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        fields = data["target"]
+        target = Target(
+            base_url=fields["base_url"], provider=fields["provider"],
+            is_reference=bool(fields["is_reference"]), ca_bundle=_path(fields["ca_bundle"]),
+            database_url=fields["database_url"], redis_url=fields["redis_url"],
+            log_file=_path(fields["log_file"]), env=dict(fields["env"]),
+            admin_email=fields["admin_email"], admin_password=fields["admin_password"],
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"unusable target file: {exc}", file=path) from None
+    return target, data.get("token"), dict(data.get("auth") or {})
+
+
+# --- collection: one item per check ------------------------------------------------------------
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.resolve() == SUITE_PATH and parent.config.stash[STATE_KEY].active:
+        return SuiteModule.from_parent(parent, path=file_path)
+    return None
+
+
+class SuiteModule(pytest.File):
+    """The virtual module holding one item per registered check."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        state = self.config.stash[STATE_KEY]
+        entries = {e.id: e for e in state.catalogue}
+        for spec in state.checks:
+            spoken = [entries[i] for i in spec.item_ids if i in entries]
+            if spoken and not any(state.selection.covers(e) for e in spoken):
+                continue  # none of its items is in the selected phases or severities
+            yield CheckItem.from_parent(self, name=spec.name, spec=spec, entries=spoken)
+
+
+class CheckFailed(Exception):
+    """A check reported failed or errored findings (not a crash of the check)."""
+
+    def __init__(self, findings: list[Finding]):
+        super().__init__(f"{len(findings)} finding(s)")
+        self.findings = findings
+
+
+class CheckItem(pytest.Item):
+    def __init__(self, *, spec: CheckSpec, entries: list[CatalogueEntry], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.spec = spec
+        for marker in sorted({phase_marker(e.phase) for e in entries}
+                             | {e.severity.value for e in entries}):
+            self.add_marker(marker)
+
+    def runtest(self) -> None:
+        context = self.config.stash[CONTEXT_KEY]
+        started = time.perf_counter()
+        try:
+            findings = self.spec.run(context)
+        except Exception as exc:
+            findings = [
+                Finding(
+                    item_id=item_id, status=Status.ERROR, check=self.spec.name,
+                    message=f"the check crashed: {type(exc).__name__}: {exc}",
+                    evidence=(Evidence(kind="text", summary="traceback",
+                                       output=traceback.format_exc(limit=-4)),),
+                )
+                for item_id in self.spec.item_ids
+            ]
+        elapsed = time.perf_counter() - started
+        share = elapsed / len(findings) if findings else 0.0
+        findings = [
+            replace(f, check=f.check or self.spec.name,
+                    duration_seconds=f.duration_seconds or share)
+            for f in findings
+        ]
+        self.user_properties.append((FINDINGS_PROPERTY, json.dumps(to_jsonable(findings))))
+        bad = [f for f in findings if f.status in (Status.FAILED, Status.ERROR)]
+        if bad:
+            raise CheckFailed(bad)
+        if findings and all(f.status is Status.NOT_APPLICABLE for f in findings):
+            pytest.skip(findings[0].message or "not applicable")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: Any = None) -> str:
+        if isinstance(excinfo.value, CheckFailed):
+            return "\n".join(describe(f) for f in excinfo.value.findings)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, self.spec.name
+
+
+def describe(finding: Finding) -> str:
+    """One line about a finding, with where it points and what was expected."""
+    parts = [f"{finding.item_id} {finding.status.value}: {finding.message}"]
+    if finding.expected is not None or finding.actual is not None:
+        parts.append(f"(expected {finding.expected}, actual {finding.actual})")
+    for evidence in finding.evidence:
+        if evidence.file:
+            where = f"{evidence.file}:{evidence.line}" if evidence.line else evidence.file
+            parts.append(f"[{where}]")
+            break
+    return " ".join(parts)
+
+
+# --- the controller: gather findings, fold them, build the result ------------------------------
+
+
+def findings_from_json(text: str) -> list[Finding]:
+    return [
+        Finding(
+            item_id=raw["item_id"], status=Status(raw["status"]), check=raw["check"],
+            message=raw.get("message", ""), expected=raw.get("expected"),
+            actual=raw.get("actual"),
+            evidence=tuple(Evidence(**{k: v for k, v in ev.items()})
+                           for ev in raw.get("evidence", ())),
+            duration_seconds=float(raw.get("duration_seconds", 0.0)),
+        )
+        for raw in json.loads(text)
+    ]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "call":
+        return
+    for name, value in report.user_properties:
+        if name == FINDINGS_PROPERTY:
+            state = _controller_state()
+            if state is not None:
+                state.outcome.add(findings_from_json(str(value)))
+                state.ran_checks.add(report.nodeid.rsplit("::", 1)[-1])
+
+
+_CONFIG: list[pytest.Config] = []  # the config of this process, for hooks that get none
+
+
+def _controller_state() -> RunState | None:
+    if not _CONFIG:
+        return None
+    state = _CONFIG[-1].stash.get(STATE_KEY, None)
+    return state if state is not None and state.active else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _CONFIG.append(session.config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if _CONFIG and _CONFIG[-1] is config:
+        _CONFIG.pop()
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or not state.active or hasattr(config, "workerinput"):
+        return  # xdist workers only ship findings; the controller folds them
+    state.result = build_result(config, state)
+    reports_dir = config.option.tf_reports_dir
+    if reports_dir:
+        from conformance.reporting import write_reports
+
+        state.report_dir = write_reports(state.result, Path(reports_dir))
+
+
+def build_result(config: pytest.Config, state: RunState, *,
+                 today: date | None = None) -> RunResult:
+    entries = state.selection.entries(state.catalogue)
+    checked = {i for spec in state.checks for i in spec.item_ids}
+    items = fold_items(
+        entries, state.outcome.findings, checked_ids=checked, waivers=state.waivers,
+        attestations=state.attestations, today=today,
+    )
+    context = config.stash.get(CONTEXT_KEY, None)
+    target = context.target if context else None
+    finished = datetime.now(UTC)
+    info = RunInfo(
+        run_id=new_run_id(finished),
+        suite_version=__version__,
+        git_commit=git_commit(SUITE_PATH.parent),
+        target=target.base_url if target else None,
+        provider=target.provider if target else None,
+        started_at=state.started_at,
+        finished_at=finished,
+        options=run_options(config, context),
+        require_attestations=bool(config.option.tf_require_attestations),
+    )
+    return RunResult(run=info, items=items)
+
+
+def run_options(config: pytest.Config, context: CheckContext | None) -> dict[str, Any]:
+    """The options of the run as the reports show them (no secrets)."""
+    opt = config.option
+    options: dict[str, Any] = {
+        "phases": list(opt.tf_phase),
+        "severity": opt.tf_severity,
+        "waivers": opt.tf_waivers,
+        "attestations": opt.tf_attestations,
+        "require_attestations": bool(opt.tf_require_attestations),
+        "workers": getattr(opt, "numprocesses", None),
+    }
+    if context is not None:
+        options.update({
+            "env_file": context.env_file, "compose_file": context.compose_file,
+            "dockerfile": context.dockerfile, "nginx_conf": context.nginx_conf,
+            "prometheus_config": context.prometheus_config,
+            "prometheus_rules": list(context.prometheus_rules),
+            "hosts": list(context.hosts), "log_file": context.log_file,
+            "log_command": context.log_command,
+            "allow_writes": context.allow_writes,
+            "insecure": bool(context.extra.get("insecure")),
+            "authenticated": bool(context.token or context.extra.get("api_key")
+                                  or context.extra.get("email")),
+        })
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or state.result is None:
+        return
+    result = state.result
+    counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
+    terminalreporter.write_sep("=", "TaskForge conformance")
+    terminalreporter.write_line(f"verdict: {result.verdict.value} ({counts})")
+    for item in result.blockers():
+        terminalreporter.write_line(f"  blocker {item.entry.id} ({item.status.value}): "
+                                    f"{item.entry.title}")
+    if state.report_dir is not None:
+        terminalreporter.write_line(f"reports: {state.report_dir}")
