@@ -1,0 +1,670 @@
+"""The job engine: the job state machine on PostgreSQL, leasing, retries and background work.
+
+PostgreSQL is the source of truth. Dequeue is `FOR UPDATE SKIP LOCKED` over a partial index of ready
+jobs; waiting lessees wake on LISTEN/NOTIFY; a reaper returns expired leases and promotes due
+scheduled jobs; a built-in pool runs the built-in job types. Never imports Quart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Final, cast
+from uuid import UUID, uuid4
+
+import asyncpg
+import orjson
+
+from reference_server import metrics, queries
+from reference_server.backoff import retry_delay
+from reference_server.builtin_jobs import BuiltinPool
+from reference_server.exceptions import Conflict, NotFound, ValidationFailed
+from reference_server.models import (
+    Job,
+    JobSpec,
+    JobStatus,
+    Queue,
+    QueueSettings,
+    Worker,
+)
+from reference_server.notifications import Notifier
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from reference_server.config import Settings
+
+Q = queries.load("jobs.sql")
+
+log = logging.getLogger(__name__)
+
+#: Rows handled per statement by the reaper and the promoter, so one pass never holds many locks.
+MAINTENANCE_BATCH = 1000
+#: Bound on the reaper's passes per tick when a backlog of expired leases builds up.
+MAINTENANCE_MAX_PASSES = 20
+#: The built-in pool's lease outlives the job's own timeout by this much.
+BUILTIN_LEASE_MARGIN_SECONDS = 60
+#: A long-poll re-checks this often when the listener is down (degraded mode, not the normal path).
+DEGRADED_POLL_SECONDS = 0.5
+
+
+class _Unset:
+    """Marks an argument the caller did not give (distinct from None, which clears a value)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset()
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _translate_db_error(exc: asyncpg.PostgresError) -> Exception:
+    """Constraint violations are the client's doing (bounds the HTTP layer also checks)."""
+    if isinstance(exc, asyncpg.CheckViolationError | asyncpg.NumericValueOutOfRangeError):
+        return ValidationFailed("a value is out of range", details=[str(exc)])
+    return cast("Exception", exc)
+
+
+class Engine:
+    """All job, queue and worker operations, each scoped to an organisation."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        lease_seconds_default: int = 30,
+        builtin_workers: int = 4,
+        builtin_batch_size: int = 32,
+        reaper_interval_seconds: float = 1.0,
+        heartbeat_interval_seconds: int = 10,
+    ) -> None:
+        self._pool = pool
+        self.lease_seconds_default = lease_seconds_default
+        self.heartbeat_interval_seconds = heartbeat_interval_seconds
+        self.reaper_interval_seconds = reaper_interval_seconds
+        self.notifier = Notifier(pool)
+        #: The lessee id of this process's built-in pool (no row in `workers`: it serves every org).
+        self.builtin_worker_id = uuid4()
+        self.builtin: BuiltinPool | None = (
+            BuiltinPool(self, runners=builtin_workers, batch_size=builtin_batch_size)
+            if builtin_workers > 0
+            else None
+        )
+        self._stopping = False
+        self._reaper_wake = asyncio.Event()
+        self._reaper_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_settings(cls, pool: asyncpg.Pool, settings: Settings, **options: Any) -> Engine:
+        return cls(pool, builtin_workers=settings.BUILTIN_WORKERS, **options)
+
+    # Lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen for wake-ups, start the reaper and the built-in pool."""
+        self._stopping = False
+        await self.notifier.start()
+        if self._reaper_task is None:
+            self._reaper_wake.clear()
+            self._reaper_task = asyncio.create_task(self._reaper(), name="taskforge-reaper")
+        if self.builtin is not None:
+            self.builtin.start()
+
+    async def stop(self, grace_seconds: float = 30.0) -> None:
+        """Stop leasing, let in-flight built-in jobs finish within the grace, release the rest."""
+        self._stopping = True
+        self.notifier.wake_all()
+        if self.builtin is not None:
+            await self.builtin.stop(grace_seconds)
+        if self._reaper_task is not None:
+            self._reaper_wake.set()
+            self._reaper_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper_task
+            self._reaper_task = None
+        await self.notifier.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def ping_database(self, timeout: float) -> bool:
+        """True when the database answers within `timeout` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._pool.acquire() as conn:
+                    return bool(await conn.fetchval(Q["ping"]) == 1)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+
+    # Jobs --------------------------------------------------------------------------------
+
+    async def submit(self, org_id: UUID, spec: JobSpec) -> tuple[Job, bool]:
+        """Insert one job; with a known idempotency key return the existing job and False."""
+        try:
+            row = await self._pool.fetchrow(
+                Q["insert_job"],
+                org_id,
+                spec.queue_name,
+                spec.job_type,
+                _json_text(spec.payload),
+                spec.priority,
+                spec.scheduled_for,
+                spec.max_attempts,
+                spec.timeout_seconds,
+                spec.idempotency_key,
+            )
+        except asyncpg.ForeignKeyViolationError:
+            # The queue was deleted between our read of it and the insert.
+            raise NotFound(f"queue {spec.queue_name!r} not found") from None
+        except asyncpg.PostgresError as exc:
+            raise _translate_db_error(exc) from exc
+        if row is not None:
+            metrics.JOB_SUBMITTED.labels(row["queue_name"], row["job_type"]).inc()
+            return Job.from_row(row), True
+        if spec.idempotency_key is not None:
+            existing = await self._pool.fetchrow(
+                Q["job_by_idempotency_key"], org_id, spec.idempotency_key
+            )
+            if existing is not None:
+                return Job.from_row(existing), False
+        raise NotFound(f"queue {spec.queue_name!r} not found")
+
+    async def submit_batch(self, org_id: UUID, specs: Sequence[JobSpec]) -> list[UUID]:
+        """Insert all jobs in one transaction, or none (unknown queue → NotFound)."""
+        if not specs:
+            return []
+        async with self._pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    if any(s.idempotency_key is not None for s in specs):
+                        return await self._submit_each(conn, org_id, specs)
+                    return await self._submit_together(conn, org_id, specs)
+            except asyncpg.ForeignKeyViolationError:
+                raise NotFound("a queue of the batch was deleted meanwhile") from None
+            except asyncpg.PostgresError as exc:
+                raise _translate_db_error(exc) from exc
+
+    async def _submit_together(
+        self, conn: asyncpg.Connection, org_id: UUID, specs: Sequence[JobSpec]
+    ) -> list[UUID]:
+        rows = await conn.fetch(
+            Q["insert_jobs"],
+            org_id,
+            [s.queue_name for s in specs],
+            [s.job_type for s in specs],
+            [_json_text(s.payload) for s in specs],
+            [s.priority for s in specs],
+            [s.max_attempts for s in specs],
+            [s.timeout_seconds for s in specs],
+            [s.scheduled_for for s in specs],
+        )
+        if len(rows) != len(specs):
+            known = {r["queue_name"] for r in rows}
+            missing = sorted({s.queue_name for s in specs} - known)
+            raise NotFound(f"queue {missing[0]!r} not found", details={"queues": missing})
+        counts = Counter((r["queue_name"], r["job_type"]) for r in rows)
+        for (queue, job_type), n in counts.items():
+            metrics.JOB_SUBMITTED.labels(queue, job_type).inc(n)
+        # Identity values follow the insertion order, which follows the items' order.
+        return [r["id"] for r in sorted(rows, key=lambda r: r["seq"])]
+
+    async def _submit_each(
+        self, conn: asyncpg.Connection, org_id: UUID, specs: Sequence[JobSpec]
+    ) -> list[UUID]:
+        ids: list[UUID] = []
+        created: Counter[tuple[str, str]] = Counter()
+        for spec in specs:
+            row = await conn.fetchrow(
+                Q["insert_job"],
+                org_id,
+                spec.queue_name,
+                spec.job_type,
+                _json_text(spec.payload),
+                spec.priority,
+                spec.scheduled_for,
+                spec.max_attempts,
+                spec.timeout_seconds,
+                spec.idempotency_key,
+            )
+            if row is not None:
+                created[(row["queue_name"], row["job_type"])] += 1
+            elif spec.idempotency_key is not None:
+                row = await conn.fetchrow(
+                    Q["job_by_idempotency_key"], org_id, spec.idempotency_key
+                )
+            if row is None:
+                raise NotFound(f"queue {spec.queue_name!r} not found")
+            ids.append(row["id"])
+        for (queue, job_type), n in created.items():
+            metrics.JOB_SUBMITTED.labels(queue, job_type).inc(n)
+        return ids
+
+    async def get_job(self, org_id: UUID, job_id: UUID) -> Job:
+        row = await self._pool.fetchrow(Q["get_job"], org_id, job_id)
+        if row is None:
+            raise NotFound("job not found")
+        return Job.from_row(row)
+
+    async def list_jobs(
+        self,
+        org_id: UUID,
+        *,
+        queue_name: str | None = None,
+        status: JobStatus | str | None = None,
+        job_type: str | None = None,
+        page: int = 1,
+        limit: int = 20,
+    ) -> tuple[list[Job], int]:
+        """One page of the organisation's jobs, newest first, and the total matching."""
+        page, limit = max(1, page), max(1, limit)
+        status_text = JobStatus(status).value if status is not None else None
+        filters = (org_id, queue_name, status_text, job_type)
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(Q["list_jobs"], *filters, limit, (page - 1) * limit)
+            total = await conn.fetchval(Q["count_jobs"], *filters)
+        return [Job.from_row(r) for r in rows], int(total)
+
+    async def cancel_job(self, org_id: UUID, job_id: UUID) -> Job:
+        """pending or scheduled → cancelled; any other state is a Conflict."""
+        row = await self._pool.fetchrow(Q["cancel_job"], org_id, job_id)
+        if row is None:
+            job = await self.get_job(org_id, job_id)
+            raise Conflict(f"a {job.status} job cannot be cancelled")
+        return Job.from_row(row)
+
+    async def retry_job(self, org_id: UUID, job_id: UUID) -> Job:
+        """failed or dead → pending with attempts reset; any other state is a Conflict."""
+        row = await self._pool.fetchrow(Q["retry_job"], org_id, job_id)
+        if row is None:
+            job = await self.get_job(org_id, job_id)
+            raise Conflict(f"a {job.status} job cannot be retried")
+        return Job.from_row(row)
+
+    # Queues ------------------------------------------------------------------------------
+
+    async def create_queue(
+        self,
+        org_id: UUID,
+        *,
+        name: str,
+        description: str | None = None,
+        priority: int = 0,
+        settings: Mapping[str, Any] | None = None,
+        conn: asyncpg.Connection | None = None,
+    ) -> Queue:
+        """A new queue; Conflict when the organisation already has one of that name."""
+        try:
+            merged = QueueSettings().merged(settings)
+        except ValueError as exc:
+            raise ValidationFailed(str(exc)) from None
+        args = (
+            org_id,
+            name,
+            description,
+            priority,
+            merged.max_attempts,
+            merged.timeout_seconds,
+            float(merged.initial_retry_delay_seconds),
+            float(merged.max_retry_delay_seconds),
+            float(merged.backoff_multiplier),
+            merged.retention_days,
+        )
+        try:
+            if conn is not None:
+                row = await conn.fetchrow(Q["insert_queue"], *args)
+            else:
+                row = await self._pool.fetchrow(Q["insert_queue"], *args)
+        except asyncpg.PostgresError as exc:
+            raise _translate_db_error(exc) from exc
+        if row is None:
+            raise Conflict(f"queue {name!r} already exists")
+        return Queue.from_row(row)
+
+    async def create_default_queue(
+        self, org_id: UUID, conn: asyncpg.Connection | None = None
+    ) -> Queue:
+        """The queue `default` every new organisation gets (inside the caller's transaction)."""
+        try:
+            return await self.create_queue(
+                org_id, name="default", description="Default queue", conn=conn
+            )
+        except Conflict:
+            row = await (conn or self._pool).fetchrow(Q["get_queue"], org_id, "default")
+            assert row is not None  # it conflicted, so it exists (rows are never deleted here)
+            return Queue.from_row(row)
+
+    async def list_queues(self, org_id: UUID) -> list[Queue]:
+        return [Queue.from_row(r) for r in await self._pool.fetch(Q["list_queues"], org_id)]
+
+    async def get_queue(self, org_id: UUID, name: str) -> Queue:
+        row = await self._pool.fetchrow(Q["get_queue"], org_id, name)
+        if row is None:
+            raise NotFound(f"queue {name!r} not found")
+        return Queue.from_row(row)
+
+    async def update_queue(
+        self,
+        org_id: UUID,
+        name: str,
+        *,
+        description: str | _Unset | None = UNSET,
+        priority: int | _Unset = UNSET,
+        settings: Mapping[str, Any] | _Unset | None = UNSET,
+    ) -> Queue:
+        """Change the given fields; settings merge key by key into the current ones."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(Q["lock_queue"], org_id, name)
+            if row is None:
+                raise NotFound(f"queue {name!r} not found")
+            current = Queue.from_row(row)
+            try:
+                merged = current.settings.merged(
+                    None if isinstance(settings, _Unset) else settings
+                )
+            except ValueError as exc:
+                raise ValidationFailed(str(exc)) from None
+            try:
+                updated = await conn.fetchrow(
+                    Q["update_queue"],
+                    org_id,
+                    name,
+                    current.description if isinstance(description, _Unset) else description,
+                    current.priority if isinstance(priority, _Unset) else priority,
+                    merged.max_attempts,
+                    merged.timeout_seconds,
+                    float(merged.initial_retry_delay_seconds),
+                    float(merged.max_retry_delay_seconds),
+                    float(merged.backoff_multiplier),
+                    merged.retention_days,
+                )
+            except asyncpg.PostgresError as exc:
+                raise _translate_db_error(exc) from exc
+        return Queue.from_row(updated)
+
+    async def delete_queue(self, org_id: UUID, name: str) -> None:
+        """Delete a queue and its finished jobs; Conflict while it holds unfinished jobs."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            # The row lock makes concurrent submits to this queue wait for us (their FK check).
+            row = await conn.fetchrow(Q["lock_queue"], org_id, name)
+            if row is None:
+                raise NotFound(f"queue {name!r} not found")
+            if await conn.fetchval(Q["queue_has_unfinished_jobs"], row["id"]):
+                raise Conflict(f"queue {name!r} still holds unfinished jobs")
+            await conn.execute(Q["delete_queue_jobs"], row["id"])
+            await conn.execute(Q["delete_queue"], row["id"])
+
+    async def queue_stats(self, org_id: UUID, name: str) -> dict[str, Any]:
+        """Counts by status, age of the oldest ready job, jobs succeeded in the last minute."""
+        queue = await self.get_queue(org_id, name)
+        row = await self._pool.fetchrow(Q["queue_stats"], queue.id)
+        assert row is not None  # an aggregate always yields a row
+        found = orjson.loads(row["counts"])
+        counts = {status.value: int(found.get(status.value, 0)) for status in JobStatus}
+        oldest = row["oldest_pending_age_seconds"]
+        return {
+            "queue_name": queue.name,
+            "paused": queue.paused,
+            "counts": counts,
+            "total": sum(counts.values()),
+            "oldest_pending_age_seconds": max(0.0, float(oldest)) if oldest is not None else None,
+            "throughput_per_minute": float(row["succeeded_last_minute"]),
+        }
+
+    async def pause_queue(self, org_id: UUID, name: str) -> Queue:
+        """A paused queue accepts jobs but leases none."""
+        row = await self._pool.fetchrow(Q["set_queue_paused"], org_id, name, True)
+        if row is None:
+            raise NotFound(f"queue {name!r} not found")
+        return Queue.from_row(row)
+
+    async def resume_queue(self, org_id: UUID, name: str) -> Queue:
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(Q["set_queue_paused"], org_id, name, False)
+            if row is None:
+                raise NotFound(f"queue {name!r} not found")
+            queue_id = str(row["id"])
+            # Its ready jobs may have waited for this: wake lessees of every kind.
+            await conn.fetchval(Q["notify_wake"], [queue_id, queue_id + ":b"])
+        return Queue.from_row(row)
+
+    # Workers -----------------------------------------------------------------------------
+
+    async def register_worker(
+        self, org_id: UUID, *, name: str, queues: Sequence[str], max_concurrent_jobs: int
+    ) -> Worker:
+        try:
+            row = await self._pool.fetchrow(
+                Q["insert_worker"],
+                org_id,
+                name,
+                list(queues),
+                max_concurrent_jobs,
+                self.heartbeat_interval_seconds,
+            )
+        except asyncpg.PostgresError as exc:
+            raise _translate_db_error(exc) from exc
+        assert row is not None
+        return Worker.from_row(row)
+
+    async def heartbeat(self, org_id: UUID, worker_id: UUID) -> Worker:
+        """Mark the worker alive and extend the leases of every job it holds."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(Q["touch_worker"], org_id, worker_id)
+            if row is None:
+                raise NotFound("worker not found")
+            status = await conn.execute(
+                Q["extend_leases"], org_id, worker_id, self.lease_seconds_default
+            )
+        return dataclasses.replace(Worker.from_row(row), active_jobs=int(status.split()[-1]))
+
+    async def list_workers(self, org_id: UUID) -> list[Worker]:
+        return [Worker.from_row(r) for r in await self._pool.fetch(Q["list_workers"], org_id)]
+
+    async def lease(
+        self,
+        org_id: UUID,
+        worker_id: UUID,
+        *,
+        max_jobs: int,
+        lease_seconds: int | None = None,
+        wait_seconds: float = 0,
+    ) -> list[Job]:
+        """Lease up to `max_jobs` ready jobs of the worker's queues, highest priority, oldest first.
+
+        With nothing ready, wait up to `wait_seconds` for a notification that work arrived.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, wait_seconds)
+        seconds = int(lease_seconds or self.lease_seconds_default)
+        max_jobs = max(1, max_jobs)
+        while True:
+            row = await self._pool.fetchrow(Q["worker_queues"], org_id, worker_id)
+            if row is None:
+                raise NotFound("worker not found")
+            with self.notifier.watch_queues(row["queue_ids"]) as woken:
+                jobs = await self._lease_from(row["ready_queue_ids"], worker_id, max_jobs, seconds)
+                remaining = deadline - loop.time()
+                if jobs or self._stopping or remaining <= 0:
+                    return jobs
+                if not self.notifier.listening:
+                    remaining = min(remaining, DEGRADED_POLL_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), remaining)
+
+    async def _lease_from(
+        self, queue_ids: Sequence[UUID], worker_id: UUID, max_jobs: int, seconds: int
+    ) -> list[Job]:
+        if not queue_ids or self._stopping:
+            return []
+        if len(queue_ids) == 1:
+            rows = await self._pool.fetch(
+                Q["lease_one_queue"], queue_ids[0], max_jobs, worker_id, seconds
+            )
+        else:
+            rows = await self._pool.fetch(
+                Q["lease_many_queues"], list(queue_ids), max_jobs, worker_id, seconds
+            )
+        return self._leased(rows)
+
+    def _leased(self, rows: Iterable[Any]) -> list[Job]:
+        jobs = sorted((Job.from_row(r) for r in rows), key=lambda j: (-j.priority, j.seq))
+        for job in jobs:
+            if job.started_at is not None:
+                waited = (job.started_at - job.scheduled_for).total_seconds()
+                metrics.JOB_WAIT_DURATION.labels(job.queue_name).observe(max(0.0, waited))
+        return jobs
+
+    async def complete_job(
+        self, org_id: UUID, job_id: UUID, *, worker_id: UUID, output: Any = None
+    ) -> Job:
+        """processing → succeeded, only by the worker holding the lease (else Conflict)."""
+        row = await self._pool.fetchrow(
+            Q["complete_job"], org_id, job_id, worker_id, _json_text(output)
+        )
+        if row is None:
+            job = await self.get_job(org_id, job_id)
+            raise Conflict(f"job is {job.status} and not leased by worker {worker_id}")
+        job = Job.from_row(row)
+        self._count_finished(job, "succeeded")
+        return job
+
+    async def fail_job(
+        self,
+        org_id: UUID,
+        job_id: UUID,
+        *,
+        worker_id: UUID,
+        error_message: str,
+        retryable: bool = True,
+    ) -> Job:
+        """processing → scheduled with backoff, or dead after the last attempt / when final."""
+        return await self.fail_leased(
+            job_id,
+            org_id=org_id,
+            worker_id=worker_id,
+            error_message=error_message,
+            retryable=retryable,
+        )
+
+    async def fail_leased(
+        self,
+        job_id: UUID,
+        *,
+        org_id: UUID | None,
+        worker_id: UUID,
+        error_message: str,
+        retryable: bool,
+    ) -> Job:
+        """The fail transition; org_id None only for the built-in pool's own leases."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(Q["lock_job_for_failure"], job_id, org_id)
+            if row is None:
+                raise NotFound("job not found")
+            job = Job.from_row(row)
+            if job.status is not JobStatus.PROCESSING or job.worker_id != worker_id:
+                raise Conflict(f"job is {job.status} and not leased by worker {worker_id}")
+            if retryable and job.attempt_count < job.max_attempts:
+                settings = QueueSettings(
+                    initial_retry_delay_seconds=row["initial_retry_delay_seconds"],
+                    max_retry_delay_seconds=row["max_retry_delay_seconds"],
+                    backoff_multiplier=row["backoff_multiplier"],
+                )
+                delay = retry_delay(job.attempt_count, settings)
+                updated = await conn.fetchrow(Q["schedule_retry"], job_id, delay, error_message)
+                result = "failed"
+            else:
+                updated = await conn.fetchrow(Q["mark_dead"], job_id, error_message)
+                result = "dead"
+        assert updated is not None  # the row is locked by us
+        failed = Job.from_row(updated)
+        self._count_finished(failed, result)
+        return failed
+
+    def _count_finished(self, job: Job, result: str) -> None:
+        metrics.JOB_PROCESSED.labels(job.queue_name, job.job_type, result).inc()
+        if job.started_at is not None:
+            end = job.completed_at or job.updated_at
+            metrics.JOB_PROCESSING_DURATION.labels(job.queue_name, job.job_type).observe(
+                max(0.0, (end - job.started_at).total_seconds())
+            )
+
+    # The built-in pool's side of the store -------------------------------------------------
+
+    async def lease_builtin(self, max_jobs: int) -> list[Job]:
+        """Lease built-in jobs of any organisation for this process's pool."""
+        if self._stopping:
+            return []
+        rows = await self._pool.fetch(
+            Q["lease_builtin"], max_jobs, self.builtin_worker_id, BUILTIN_LEASE_MARGIN_SECONDS
+        )
+        return self._leased(rows)
+
+    async def complete_builtin(self, results: Sequence[tuple[UUID, str]]) -> set[UUID]:
+        """Acknowledge many built-in successes in one statement; returns the ids recorded."""
+        rows = await self._pool.fetch(
+            Q["complete_jobs"],
+            [job_id for job_id, _ in results],
+            [output for _, output in results],
+            self.builtin_worker_id,
+        )
+        return {r["id"] for r in rows}
+
+    async def release_jobs(self, job_ids: Sequence[UUID], worker_id: UUID) -> int:
+        """Hand leases back unfinished (shutdown): pending again, the attempt not counted."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(Q["release_jobs"], list(job_ids), worker_id)
+            if rows:
+                await conn.fetchval(Q["notify_wake"], [r["wake_key"] for r in rows])
+        return len(rows)
+
+    # Maintenance -------------------------------------------------------------------------
+
+    async def reap_expired_leases(self) -> int:
+        """Expired leases back to pending (an attempt spent) or dead; returns how many."""
+        total = 0
+        for _ in range(MAINTENANCE_MAX_PASSES):
+            async with self._pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(Q["reap_expired_leases"], MAINTENANCE_BATCH)
+                wake = [r["wake_key"] for r in rows if r["status"] == JobStatus.PENDING]
+                if wake:
+                    await conn.fetchval(Q["notify_wake"], wake)
+            for r in rows:
+                if r["status"] == JobStatus.DEAD:
+                    metrics.JOB_PROCESSED.labels(r["queue_name"], r["job_type"], "dead").inc()
+            total += len(rows)
+            if len(rows) < MAINTENANCE_BATCH:
+                break
+        return total
+
+    async def promote_due_jobs(self) -> int:
+        """Scheduled jobs now due become pending and wake their lessees; returns how many."""
+        total = 0
+        for _ in range(MAINTENANCE_MAX_PASSES):
+            async with self._pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(Q["promote_due_jobs"], MAINTENANCE_BATCH)
+                if rows:
+                    await conn.fetchval(Q["notify_wake"], [r["wake_key"] for r in rows])
+            total += len(rows)
+            if len(rows) < MAINTENANCE_BATCH:
+                break
+        return total
+
+    async def _reaper(self) -> None:
+        while not self._stopping:
+            try:
+                await self.reap_expired_leases()
+                await self.promote_due_jobs()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("lease reaper pass failed; trying again next tick", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reaper_wake.wait(), self.reaper_interval_seconds)

@@ -1,0 +1,303 @@
+-- Named queries of the job engine (reference_server/engine.py), loaded by reference_server/queries.py.
+-- JSON parameters travel as text and are cast here, so the queries work whether or not the pool has
+-- a JSON codec installed. asyncpg prepares each statement once per connection.
+
+-- name: insert_job
+-- One job; DO NOTHING on an idempotency-key hit (the caller then reads the existing job).
+INSERT INTO jobs (organization_id, queue_id, queue_name, job_type, payload, priority, status,
+                  max_attempts, timeout_seconds, scheduled_for, idempotency_key)
+SELECT q.organization_id, q.id, q.name, $3, $4::text::jsonb, $5,
+       CASE WHEN $6::timestamptz > now() THEN 'scheduled' ELSE 'pending' END,
+       coalesce($7::int, q.max_attempts), coalesce($8::int, q.timeout_seconds),
+       coalesce($6::timestamptz, now()), $9::text
+FROM queues q
+WHERE q.organization_id = $1 AND q.name = $2
+ON CONFLICT (organization_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING *
+
+-- name: insert_jobs
+-- Many jobs of one organisation in one statement; items naming an unknown queue drop out of the
+-- join, which the caller detects by the row count (and rolls back).
+INSERT INTO jobs (organization_id, queue_id, queue_name, job_type, payload, priority, status,
+                  max_attempts, timeout_seconds, scheduled_for)
+SELECT q.organization_id, q.id, q.name, i.job_type, i.payload::jsonb, i.priority,
+       CASE WHEN i.scheduled_for > now() THEN 'scheduled' ELSE 'pending' END,
+       coalesce(i.max_attempts, q.max_attempts), coalesce(i.timeout_seconds, q.timeout_seconds),
+       coalesce(i.scheduled_for, now())
+FROM unnest($2::text[], $3::text[], $4::text[], $5::int2[], $6::int4[], $7::int4[],
+            $8::timestamptz[]) WITH ORDINALITY
+         AS i (queue_name, job_type, payload, priority, max_attempts, timeout_seconds,
+               scheduled_for, ord)
+JOIN queues q ON q.organization_id = $1 AND q.name = i.queue_name
+ORDER BY i.ord
+RETURNING id, seq, queue_name, job_type
+
+-- name: job_by_idempotency_key
+SELECT * FROM jobs WHERE organization_id = $1 AND idempotency_key = $2
+
+-- name: get_job
+SELECT * FROM jobs WHERE organization_id = $1 AND id = $2
+
+-- name: list_jobs
+SELECT * FROM jobs
+WHERE organization_id = $1
+  AND ($2::text IS NULL OR queue_name = $2)
+  AND ($3::text IS NULL OR status = $3)
+  AND ($4::text IS NULL OR job_type = $4)
+ORDER BY created_at DESC, seq DESC
+LIMIT $5 OFFSET $6
+
+-- name: count_jobs
+SELECT count(*) FROM jobs
+WHERE organization_id = $1
+  AND ($2::text IS NULL OR queue_name = $2)
+  AND ($3::text IS NULL OR status = $3)
+  AND ($4::text IS NULL OR job_type = $4)
+
+-- name: cancel_job
+UPDATE jobs
+SET status = 'cancelled', completed_at = now(), updated_at = now()
+WHERE organization_id = $1 AND id = $2 AND status IN ('pending', 'scheduled')
+RETURNING *
+
+-- name: retry_job
+-- A fresh start: attempts reset, due now, and lessees of its queue woken.
+UPDATE jobs
+SET status = 'pending', attempt_count = 0, scheduled_for = now(), worker_id = NULL,
+    lease_expires_at = NULL, lease_seconds = NULL, started_at = NULL, completed_at = NULL,
+    output = NULL, error_message = NULL, updated_at = now()
+WHERE organization_id = $1 AND id = $2 AND status IN ('failed', 'dead')
+RETURNING *, pg_notify('taskforge_jobs', taskforge_wake_key(queue_id, job_type)) AS notified
+
+-- name: worker_queues
+-- The queues a worker leases from: all of them (to wait on) and the unpaused ones (to lease from).
+SELECT w.id,
+       ARRAY(SELECT q.id FROM queues q
+             WHERE q.organization_id = w.organization_id AND q.name = ANY (w.queues)) AS queue_ids,
+       ARRAY(SELECT q.id FROM queues q
+             WHERE q.organization_id = w.organization_id AND q.name = ANY (w.queues)
+               AND NOT q.paused) AS ready_queue_ids
+FROM workers w
+WHERE w.organization_id = $1 AND w.id = $2
+
+-- name: lease_one_queue
+-- The common case, one queue: an ordered scan of jobs_ready_idx, no sort.
+WITH picked AS (
+    SELECT id FROM jobs
+    WHERE queue_id = $1 AND status IN ('pending', 'scheduled') AND scheduled_for <= now()
+    ORDER BY priority DESC, seq
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j
+SET status = 'processing', worker_id = $3, attempt_count = j.attempt_count + 1,
+    started_at = now(), lease_seconds = $4::int,
+    lease_expires_at = now() + make_interval(secs => $4::int),
+    updated_at = now()
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.*
+
+-- name: lease_many_queues
+WITH picked AS (
+    SELECT id FROM jobs
+    WHERE queue_id = ANY ($1::uuid[]) AND status IN ('pending', 'scheduled')
+      AND scheduled_for <= now()
+    ORDER BY priority DESC, seq
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j
+SET status = 'processing', worker_id = $3, attempt_count = j.attempt_count + 1,
+    started_at = now(), lease_seconds = $4::int,
+    lease_expires_at = now() + make_interval(secs => $4::int),
+    updated_at = now()
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.*
+
+-- name: lease_builtin
+-- The built-in pool: every organisation, built-in job types only (jobs_builtin_ready_idx; the type
+-- list must match the index predicate), unpaused queues. The lease outlives the job's timeout by
+-- $3 seconds, so a crashed server's jobs come back through the reaper.
+WITH picked AS (
+    SELECT j.id FROM jobs j
+    WHERE j.status IN ('pending', 'scheduled')
+      AND j.job_type IN ('test_job', 'echo', 'sleep', 'fail')
+      AND j.scheduled_for <= now()
+      AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.id = j.queue_id AND q.paused)
+    ORDER BY j.priority DESC, j.seq
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j
+SET status = 'processing', worker_id = $2, attempt_count = j.attempt_count + 1,
+    started_at = now(), lease_seconds = j.timeout_seconds + $3,
+    lease_expires_at = now() + make_interval(secs => j.timeout_seconds + $3), updated_at = now()
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.*
+
+-- name: complete_job
+UPDATE jobs
+SET status = 'succeeded', output = $4::text::jsonb, completed_at = now(), lease_expires_at = NULL,
+    updated_at = now()
+WHERE organization_id = $1 AND id = $2 AND status = 'processing' AND worker_id = $3
+RETURNING *
+
+-- name: complete_jobs
+-- Group acknowledgement of the built-in pool; returns the ids still leased by it (and so completed).
+UPDATE jobs j
+SET status = 'succeeded', output = d.output::jsonb, completed_at = now(), lease_expires_at = NULL,
+    updated_at = now()
+FROM unnest($1::uuid[], $2::text[]) AS d (id, output)
+WHERE j.id = d.id AND j.status = 'processing' AND j.worker_id = $3
+RETURNING j.id
+
+-- name: lock_job_for_failure
+-- The job and its queue's retry settings, locked for the fail transition. $2 NULL: any organisation
+-- (the built-in pool, which leased the job itself).
+SELECT j.*, q.initial_retry_delay_seconds, q.max_retry_delay_seconds, q.backoff_multiplier
+FROM jobs j
+JOIN queues q ON q.id = j.queue_id
+WHERE j.id = $1 AND ($2::uuid IS NULL OR j.organization_id = $2)
+FOR UPDATE OF j
+
+-- name: schedule_retry
+UPDATE jobs
+SET status = 'scheduled', scheduled_for = now() + make_interval(secs => $2), error_message = $3,
+    worker_id = NULL, lease_expires_at = NULL, lease_seconds = NULL, updated_at = now()
+WHERE id = $1
+RETURNING *
+
+-- name: mark_dead
+UPDATE jobs
+SET status = 'dead', error_message = $2, completed_at = now(), lease_expires_at = NULL,
+    lease_seconds = NULL, updated_at = now()
+WHERE id = $1
+RETURNING *
+
+-- name: release_jobs
+-- Shutdown: leases handed back unfinished do not count as an attempt.
+UPDATE jobs
+SET status = 'pending', attempt_count = greatest(attempt_count - 1, 0), worker_id = NULL,
+    lease_expires_at = NULL, lease_seconds = NULL, started_at = NULL, updated_at = now()
+WHERE id = ANY ($1::uuid[]) AND status = 'processing' AND worker_id = $2
+RETURNING id, taskforge_wake_key(queue_id, job_type) AS wake_key
+
+-- name: reap_expired_leases
+-- Leases that ran out: back to pending (the attempt counts) or dead when none are left.
+WITH expired AS (
+    SELECT id FROM jobs
+    WHERE status = 'processing' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j
+SET status = CASE WHEN j.attempt_count >= j.max_attempts THEN 'dead' ELSE 'pending' END,
+    completed_at = CASE WHEN j.attempt_count >= j.max_attempts THEN now() END,
+    error_message = 'lease expired', worker_id = NULL, lease_expires_at = NULL,
+    lease_seconds = NULL, updated_at = now()
+FROM expired
+WHERE j.id = expired.id
+RETURNING j.id, j.queue_name, j.job_type, j.status, taskforge_wake_key(j.queue_id, j.job_type) AS wake_key
+
+-- name: promote_due_jobs
+-- Scheduled jobs that fell due become pending, so waiting lessees can be woken for them.
+WITH due AS (
+    SELECT id FROM jobs
+    WHERE status = 'scheduled' AND scheduled_for <= now()
+    ORDER BY scheduled_for
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j
+SET status = 'pending', updated_at = now()
+FROM due
+WHERE j.id = due.id
+RETURNING taskforge_wake_key(j.queue_id, j.job_type) AS wake_key
+
+-- name: notify_wake
+SELECT count(pg_notify('taskforge_jobs', k)) FROM (SELECT DISTINCT k FROM unnest($1::text[]) AS k) AS w
+
+-- name: insert_queue
+INSERT INTO queues (organization_id, name, description, priority, max_attempts, timeout_seconds,
+                    initial_retry_delay_seconds, max_retry_delay_seconds, backoff_multiplier,
+                    retention_days)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (organization_id, name) DO NOTHING
+RETURNING *
+
+-- name: get_queue
+SELECT * FROM queues WHERE organization_id = $1 AND name = $2
+
+-- name: lock_queue
+SELECT * FROM queues WHERE organization_id = $1 AND name = $2 FOR UPDATE
+
+-- name: list_queues
+SELECT * FROM queues WHERE organization_id = $1 ORDER BY priority DESC, name
+
+-- name: update_queue
+UPDATE queues
+SET description = $3, priority = $4, max_attempts = $5, timeout_seconds = $6,
+    initial_retry_delay_seconds = $7, max_retry_delay_seconds = $8, backoff_multiplier = $9,
+    retention_days = $10, updated_at = now()
+WHERE organization_id = $1 AND name = $2
+RETURNING *
+
+-- name: set_queue_paused
+UPDATE queues SET paused = $3, updated_at = now()
+WHERE organization_id = $1 AND name = $2
+RETURNING *
+
+-- name: queue_has_unfinished_jobs
+SELECT EXISTS (
+    SELECT 1 FROM jobs
+    WHERE queue_id = $1 AND status IN ('pending', 'scheduled', 'processing', 'failed')
+)
+
+-- name: delete_queue_jobs
+DELETE FROM jobs WHERE queue_id = $1
+
+-- name: delete_queue
+DELETE FROM queues WHERE id = $1
+
+-- name: queue_stats
+SELECT
+    (SELECT coalesce(jsonb_object_agg(s.status, s.n), '{}'::jsonb)::text
+     FROM (SELECT status, count(*) AS n FROM jobs WHERE queue_id = $1 GROUP BY status) AS s)
+        AS counts,
+    (SELECT extract(epoch FROM now() - min(scheduled_for))::float8 FROM jobs
+     WHERE queue_id = $1 AND status IN ('pending', 'scheduled') AND scheduled_for <= now())
+        AS oldest_pending_age_seconds,
+    (SELECT count(*) FROM jobs
+     WHERE queue_id = $1 AND status = 'succeeded' AND completed_at > now() - interval '1 minute')
+        AS succeeded_last_minute
+
+-- name: insert_worker
+INSERT INTO workers (organization_id, name, queues, max_concurrent_jobs, heartbeat_interval_seconds)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING *, 0 AS active_jobs, now() AS observed_at
+
+-- name: touch_worker
+UPDATE workers SET last_heartbeat_at = now()
+WHERE organization_id = $1 AND id = $2
+RETURNING *, now() AS observed_at
+
+-- name: extend_leases
+-- Heartbeat: every lease the worker holds runs again for its own length from now.
+UPDATE jobs
+SET lease_expires_at = now() + make_interval(secs => coalesce(lease_seconds, $3)), updated_at = now()
+WHERE organization_id = $1 AND worker_id = $2 AND status = 'processing'
+
+-- name: list_workers
+SELECT w.*, now() AS observed_at,
+       (SELECT count(*) FROM jobs j WHERE j.worker_id = w.id AND j.status = 'processing')::int
+           AS active_jobs
+FROM workers w
+WHERE w.organization_id = $1
+ORDER BY w.created_at, w.id
+
+-- name: ping
+SELECT 1
