@@ -1,0 +1,141 @@
+"""Auth endpoints: register, login (throttled per email), refresh (rotating), logout, validate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+from quart import Blueprint, Response, g
+
+from reference_server.api.common import (
+    RequestModel,
+    accounts,
+    engine,
+    no_content,
+    ok,
+    parse_body,
+    principal,
+    rate_limit,
+    require,
+    set_audit_target,
+    state,
+)
+from reference_server.exceptions import AuthenticationFailed
+from reference_server.security import TokenType, hash_password, verify_password
+
+blueprint = Blueprint("auth", __name__)
+
+Email = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+    ),
+]
+#: argon2 cost grows with the input: an upper bound keeps a login from being a CPU lever.
+Password = Annotated[str, Field(min_length=8, max_length=1024)]
+
+
+class RegisterRequest(RequestModel):
+    email: Email
+    password: Password
+    organization_name: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+    ]
+
+
+class LoginRequest(RequestModel):
+    email: Email
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class RefreshRequest(RequestModel):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+@blueprint.post("/auth/register")
+async def register() -> Response:
+    await rate_limit(None)
+    body = await parse_body(RegisterRequest)
+    password_hash = await hash_password(body.password)
+    user = await accounts().register(
+        email=body.email,
+        password_hash=password_hash,
+        organization_name=body.organization_name,
+        engine=engine(),
+    )
+    g.audit_actor = f"user:{user.id}"
+    g.audit_org = user.organization_id
+    set_audit_target(user.organization_id)
+    return ok({"user_id": str(user.id), "organization_id": str(user.organization_id)}, 201)
+
+
+@blueprint.post("/auth/login")
+async def login() -> Response:
+    await rate_limit(None)
+    body = await parse_body(LoginRequest)
+    st = state()
+    assert st.login_throttle is not None
+    await st.login_throttle.check(body.email)
+    user = await accounts().user_by_email(body.email)
+    valid = await verify_password(user.password_hash if user else None, body.password)
+    if user is None or not valid:
+        await st.login_throttle.record_failure(body.email)
+        raise AuthenticationFailed("invalid email or password")
+    await st.login_throttle.reset(body.email)
+    g.audit_actor = f"user:{user.id}"
+    g.audit_org = user.organization_id
+    pair = st.tokens.issue_pair(user.id, user.organization_id, user.permissions)
+    return ok(pair.to_api())
+
+
+@blueprint.post("/auth/refresh")
+async def refresh() -> Response:
+    await rate_limit(None)
+    body = await parse_body(RefreshRequest)
+    st = state()
+    claims = st.tokens.verify(body.refresh_token, TokenType.REFRESH)
+    assert st.refresh_tokens is not None
+    remaining = int((claims.expires_at - datetime.now(UTC)).total_seconds()) + 60
+    if not await st.refresh_tokens.consume(claims.jti, remaining):
+        raise AuthenticationFailed("refresh token already used or revoked")
+    # Permissions come from the user's current role, not from the old token.
+    user = await accounts().get_user(claims.organization_id, claims.user_id)
+    if user is None:
+        raise AuthenticationFailed("unknown user")
+    g.audit_actor = f"user:{user.id}"
+    g.audit_org = user.organization_id
+    pair = st.tokens.issue_pair(user.id, user.organization_id, user.permissions)
+    return ok(pair.to_api())
+
+
+@blueprint.post("/auth/logout")
+async def logout() -> Response:
+    await rate_limit(None)
+    body = await parse_body(RefreshRequest)
+    st = state()
+    claims = st.tokens.verify(body.refresh_token, TokenType.REFRESH)
+    assert st.refresh_tokens is not None
+    remaining = int((claims.expires_at - datetime.now(UTC)).total_seconds()) + 60
+    await st.refresh_tokens.consume(claims.jti, remaining)
+    g.audit_actor = f"user:{claims.user_id}"
+    g.audit_org = claims.organization_id
+    return no_content()
+
+
+@blueprint.get("/auth/validate")
+@require(None)
+async def validate() -> Response:
+    who = principal()
+    return ok(
+        {
+            "valid": True,
+            "user_id": str(who.user_id),
+            "organization_id": str(who.organization_id),
+            "permissions": sorted(who.permissions),
+            "expires_at": who.expires_at.isoformat().replace("+00:00", "Z")
+            if who.expires_at
+            else None,
+            "credential_type": who.kind,
+        }
+    )

@@ -1,0 +1,264 @@
+"""What every blueprint shares: the app state, envelopes, body parsing and the auth decorator."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+import orjson
+import pydantic
+from pydantic import BaseModel, ConfigDict
+from quart import Response, current_app, g, request
+
+from reference_server.exceptions import (
+    AuthenticationFailed,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from reference_server.security import (
+    Principal,
+    TokenType,
+    hash_api_key,
+    looks_like_api_key,
+    role_permissions,
+)
+
+if TYPE_CHECKING:
+    import asyncpg
+    import redis.asyncio
+
+    from reference_server.accounts import AccountStore
+    from reference_server.config import Settings
+    from reference_server.engine import Engine
+    from reference_server.ratelimit import (
+        LoginThrottle,
+        RateLimiter,
+        RedisGuard,
+        RefreshTokenRegistry,
+    )
+    from reference_server.security import TokenService
+
+P = ParamSpec("P")
+R = TypeVar("R")
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(kw_only=True)
+class AppState:
+    """Per-process resources, opened in the app's lifespan."""
+
+    settings: Settings
+    tokens: TokenService
+    pool: asyncpg.Pool | None = None
+    redis: redis.asyncio.Redis | None = None
+    guard: RedisGuard | None = None
+    limiter: RateLimiter | None = None
+    login_throttle: LoginThrottle | None = None
+    refresh_tokens: RefreshTokenRegistry | None = None
+    accounts: AccountStore | None = None
+    engine: Engine | None = None
+    shutting_down: bool = False
+
+
+def state() -> AppState:
+    value: AppState = current_app.extensions["taskforge"]
+    return value
+
+
+def engine() -> Engine:
+    eng = state().engine
+    assert eng is not None, "engine used outside the app's lifespan"
+    return eng
+
+
+def accounts() -> AccountStore:
+    store = state().accounts
+    assert store is not None, "accounts used outside the app's lifespan"
+    return store
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def request_id() -> str:
+    return str(getattr(g, "request_id", "") or "")
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body, default=str),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def ok(data: Any, status: int = 200, message: str | None = None) -> Response:
+    """The success envelope of the contract."""
+    body: dict[str, Any] = {"success": True, "data": data}
+    if message is not None:
+        body["message"] = message
+    body["timestamp"] = now_iso()
+    body["request_id"] = request_id()
+    return json_response(body, status)
+
+
+def no_content() -> Response:
+    return Response(b"", status=204)
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"success": False, "error": error, "timestamp": now_iso(), "request_id": request_id()}
+
+
+class RequestModel(BaseModel):
+    """Strict request bodies: no type coercion, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _field_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
+    details = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        details.append({"field": loc, "message": err["msg"], "type": err["type"]})
+    return details
+
+
+def _is_json(content_type: str) -> bool:
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or (
+        mime.startswith("application/") and mime.endswith("+json")
+    )
+
+
+async def parse_body(model: type[M], *, optional: bool = False) -> M:
+    """The request's JSON body validated against model; 415, 413 or 400 otherwise.
+
+    optional: an empty body (no Content-Type) stands for {}, for endpoints whose fields all default.
+    """
+    raw = await request.get_data(as_text=False)
+    if optional and not raw:
+        return model.model_validate_json(b"{}")
+    if not _is_json(request.headers.get("Content-Type", "")):
+        raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
+    try:
+        return model.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        raise ValidationFailed("request validation failed", details=_field_errors(exc)) from None
+
+
+def parse_query(model: type[M]) -> M:
+    """Query parameters validated against model (lax: they are strings on the wire)."""
+    values = {k: v for k, v in request.args.items() if v != ""}
+    try:
+        return model.model_validate(values, strict=False)
+    except pydantic.ValidationError as exc:
+        raise ValidationFailed("invalid query parameters", details=_field_errors(exc)) from None
+
+
+def client_ip() -> str:
+    addr = request.remote_addr or ""
+    try:
+        return str(ipaddress.ip_address(addr))
+    except ValueError:
+        return "unknown"
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise AuthenticationFailed("malformed Authorization header")
+    return value.strip()
+
+
+async def authenticate() -> Principal:
+    """The caller, from `Authorization: Bearer <jwt|tf_key>` or `X-API-Key: tf_...`."""
+    st = state()
+    api_key = request.headers.get("X-API-Key")
+    token = _bearer()
+    if token is not None and token.startswith("tf_"):
+        api_key, token = token, None
+    if api_key is not None:
+        if not looks_like_api_key(api_key):
+            raise AuthenticationFailed("invalid API key")
+        found = await accounts().find_api_key(hash_api_key(api_key))
+        if found is None:
+            raise AuthenticationFailed("invalid API key")
+        return found
+    if token is None:
+        raise AuthenticationFailed("missing credentials")
+    claims = st.tokens.verify(token, TokenType.ACCESS)
+    return Principal(
+        kind="user",
+        user_id=claims.user_id,
+        organization_id=claims.organization_id,
+        permissions=claims.permissions,
+        credential_id=claims.jti,
+        expires_at=claims.expires_at,
+    )
+
+
+async def rate_limit(principal: Principal | None) -> None:
+    limiter = state().limiter
+    if limiter is None:
+        return
+    keys = [f"ip:{client_ip()}"]
+    if principal is not None:
+        keys.insert(0, principal.rate_key)
+    result = await limiter.hit(*keys)
+    if result is not None:
+        g.rate_limit_headers = result.headers()
+
+
+def require(
+    permission: str | None,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Authenticate, check the permission and count the request against the rate limits."""
+
+    def decorator(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(view)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            principal = await authenticate()
+            g.principal = principal
+            await rate_limit(principal)
+            if permission is not None:
+                principal.require(permission)
+            return await view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def principal() -> Principal:
+    value: Principal = g.principal
+    return value
+
+
+def set_audit_target(target: object) -> None:
+    """What the mutating call acted on, for its audit row (ids and names only)."""
+    g.audit_target = str(target)
+
+
+def user_permissions(role: str) -> frozenset[str]:
+    return role_permissions(role)
+
+
+def parse_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None

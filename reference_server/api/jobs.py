@@ -1,0 +1,167 @@
+"""Jobs: submit (single and batch), get, list with filters, cancel, retry; complete and fail."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from quart import Blueprint, Response
+
+from reference_server.api.common import (
+    RequestModel,
+    engine,
+    ok,
+    parse_body,
+    parse_query,
+    principal,
+    require,
+    set_audit_target,
+)
+from reference_server.api.queues import QueueName
+from reference_server.models import JobSpec, JobStatus
+from reference_server.security import Permission
+
+blueprint = Blueprint("jobs", __name__)
+
+MAX_BATCH = 1000
+
+
+class SubmitJobRequest(RequestModel):
+    queue_name: QueueName
+    job_type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    payload: dict[str, Any]
+    priority: Annotated[int, Field(ge=0, le=9)] = 0
+    max_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
+    scheduled_for: AwareDatetime | None = None
+    timeout_seconds: Annotated[int, Field(ge=1, le=86400)] | None = None
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+
+    def spec(self) -> JobSpec:
+        return JobSpec(
+            queue_name=self.queue_name,
+            job_type=self.job_type,
+            payload=self.payload,
+            priority=self.priority,
+            max_attempts=self.max_attempts,
+            scheduled_for=self.scheduled_for,
+            timeout_seconds=self.timeout_seconds,
+            idempotency_key=self.idempotency_key,
+        )
+
+
+class SubmitBatchRequest(RequestModel):
+    jobs: Annotated[list[SubmitJobRequest], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class ListJobsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    queue_name: str | None = None
+    status: JobStatus | None = None
+    job_type: str | None = None
+    page: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+
+
+class CompleteRequest(RequestModel):
+    worker_id: uuid.UUID
+    output: dict[str, Any] | list[Any] | str | int | float | bool | None = None
+
+
+class FailRequest(RequestModel):
+    worker_id: uuid.UUID
+    error_message: Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+    retryable: bool = True
+
+
+@blueprint.post("/jobs")
+@require(Permission.JOB_WRITE)
+async def submit_job() -> Response:
+    body = await parse_body(SubmitJobRequest)
+    job, created = await engine().submit(principal().organization_id, body.spec())
+    set_audit_target(job.id)
+    return ok(job.to_api(), 201 if created else 200)
+
+
+@blueprint.post("/jobs/batch")
+@require(Permission.JOB_WRITE)
+async def submit_batch() -> Response:
+    body = await parse_body(SubmitBatchRequest)
+    ids = await engine().submit_batch(principal().organization_id, [j.spec() for j in body.jobs])
+    set_audit_target(f"{len(ids)} jobs")
+    return ok({"ids": [str(i) for i in ids]}, 201)
+
+
+@blueprint.get("/jobs")
+@require(Permission.JOB_READ)
+async def list_jobs() -> Response:
+    query = parse_query(ListJobsQuery)
+    found, total = await engine().list_jobs(
+        principal().organization_id,
+        queue_name=query.queue_name,
+        status=query.status,
+        job_type=query.job_type,
+        page=query.page,
+        limit=query.limit,
+    )
+    return ok(
+        {
+            "jobs": [j.to_api() for j in found],
+            "pagination": {
+                "page": query.page,
+                "limit": query.limit,
+                "total": total,
+                "pages": math.ceil(total / query.limit) if total else 0,
+            },
+        }
+    )
+
+
+@blueprint.get("/jobs/<uuid:job_id>")
+@require(Permission.JOB_READ)
+async def get_job(job_id: uuid.UUID) -> Response:
+    job = await engine().get_job(principal().organization_id, job_id)
+    return ok(job.to_api())
+
+
+@blueprint.post("/jobs/<uuid:job_id>/cancel")
+@require(Permission.JOB_WRITE)
+async def cancel_job(job_id: uuid.UUID) -> Response:
+    job = await engine().cancel_job(principal().organization_id, job_id)
+    return ok(job.to_api())
+
+
+@blueprint.post("/jobs/<uuid:job_id>/retry")
+@require(Permission.JOB_WRITE)
+async def retry_job(job_id: uuid.UUID) -> Response:
+    job = await engine().retry_job(principal().organization_id, job_id)
+    return ok(job.to_api())
+
+
+@blueprint.post("/jobs/<uuid:job_id>/complete")
+@require(Permission.WORKER_WRITE)
+async def complete_job(job_id: uuid.UUID) -> Response:
+    body = await parse_body(CompleteRequest)
+    output = body.output if isinstance(body.output, dict) or body.output is None else {
+        "result": body.output
+    }
+    job = await engine().complete_job(
+        principal().organization_id, job_id, worker_id=body.worker_id, output=output
+    )
+    return ok(job.to_api())
+
+
+@blueprint.post("/jobs/<uuid:job_id>/fail")
+@require(Permission.WORKER_WRITE)
+async def fail_job(job_id: uuid.UUID) -> Response:
+    body = await parse_body(FailRequest)
+    job = await engine().fail_job(
+        principal().organization_id,
+        job_id,
+        worker_id=body.worker_id,
+        error_message=body.error_message,
+        retryable=body.retryable,
+    )
+    return ok(job.to_api())

@@ -1,0 +1,332 @@
+"""The Quart application factory: middleware, the one error handler, and the lifespan of the pools.
+
+`create_app(settings)` builds the app; the asyncpg pool, the Redis client and the engine are opened
+in `before_serving` and closed in `after_serving`, so tests drive them with `app.test_app()`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import redis.asyncio
+from quart import Quart, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from reference_server import metrics
+from reference_server.accounts import AccountStore, AuditEntry
+from reference_server.api import api_keys, auth, jobs, operations, queues, workers
+from reference_server.api.common import AppState, client_ip, error_body, json_response, state
+from reference_server.engine import Engine
+from reference_server.exceptions import (
+    ApiError,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
+from reference_server.observability import configure_logging, get_logger
+from reference_server.ratelimit import (
+    LoginThrottle,
+    RateLimiter,
+    RedisGuard,
+    RefreshTokenRegistry,
+)
+from reference_server.security import TokenService
+
+if TYPE_CHECKING:
+    from reference_server.config import Settings
+
+API_PREFIX = "/api/v1"
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: A client's X-Request-ID is echoed only when it is this tame (it ends up in logs and the audit).
+SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+REDIS_TIMEOUT_SECONDS = 0.5
+RETRY_AFTER_SECONDS = "5"
+CORS_ALLOWED_HEADERS = "Authorization, Content-Type, X-API-Key, X-Request-ID"
+CORS_EXPOSED_HEADERS = (
+    "X-Request-ID, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
+)
+CORS_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+
+log = get_logger("reference_server.http")
+
+#: Errors meaning "the database is not there", answered with 503 rather than 500.
+_DB_DOWN_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def _database_unavailable(exc: BaseException) -> bool:
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 5:
+        if isinstance(current, _DB_DOWN_ERRORS):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+def create_app(settings: Settings) -> Quart:
+    """Build the application for these settings (secrets already present)."""
+    if not settings.JWT_SECRET or not settings.JWT_REFRESH_SECRET:
+        settings = settings.with_generated_secrets()
+    assert settings.JWT_SECRET is not None and settings.JWT_REFRESH_SECRET is not None
+    configure_logging(settings)
+
+    app = Quart("reference_server")
+    app.config["MAX_CONTENT_LENGTH"] = settings.MAX_BODY_BYTES
+    app.config["BODY_TIMEOUT"] = 30
+    # Quart would answer OPTIONS itself; preflights are ours (CORS exactly as configured).
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.extensions["taskforge"] = AppState(
+        settings=settings,
+        tokens=TokenService(
+            access_secret=settings.JWT_SECRET,
+            refresh_secret=settings.JWT_REFRESH_SECRET,
+            access_minutes=settings.JWT_EXPIRY_TIME_MINUTES,
+            refresh_minutes=settings.JWT_REFRESH_EXPIRY_TIME_MINUTES,
+        ),
+    )
+
+    app.register_blueprint(operations.blueprint)
+    if settings.METRICS_ENABLED:
+        app.add_url_rule(
+            settings.METRICS_ENDPOINT, "metrics", operations.metrics_view, methods=["GET"]
+        )
+    for module in (auth, api_keys, queues, jobs, workers):
+        app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
+
+    app.before_serving(_open_resources)
+    app.after_serving(_close_resources)
+    app.before_request(_before_request)
+    app.after_request(_after_request)
+    app.register_error_handler(Exception, _handle_error)
+    return app
+
+
+# Lifespan ---------------------------------------------------------------------------------------
+
+
+async def _open_resources() -> None:
+    st = state()
+    settings = st.settings
+    dsn = settings.database_url
+    if dsn is None:
+        raise RuntimeError("DATABASE_URL is not set")
+    st.pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=settings.POOL_SIZE, timeout=10, command_timeout=60
+    )
+    if settings.redis_url:
+        st.redis = redis.asyncio.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        )
+    st.guard = RedisGuard(st.redis)
+    fail_open = settings.RATE_LIMIT_FAILURE_MODE.value == "open"
+    st.limiter = RateLimiter(
+        st.guard,
+        per_minute=settings.RATE_LIMIT_PER_MINUTE,
+        enabled=settings.RATE_LIMIT_ENABLED,
+        fail_open=fail_open,
+    )
+    st.login_throttle = LoginThrottle(st.guard, fail_open=fail_open)
+    st.refresh_tokens = RefreshTokenRegistry(st.guard)
+    st.accounts = AccountStore(st.pool)
+    st.engine = Engine.from_settings(st.pool, settings)
+    await st.engine.start()
+    log.info(
+        "serving",
+        environment=settings.APP_ENVIRONMENT.value,
+        pool_size=settings.POOL_SIZE,
+        redis=st.redis is not None,
+    )
+
+
+async def _close_resources() -> None:
+    st = state()
+    st.shutting_down = True
+    if st.engine is not None:
+        await st.engine.stop(st.settings.SHUTDOWN_GRACE_SECONDS)
+    if st.redis is not None:
+        await st.redis.aclose()
+    if st.pool is not None:
+        await st.pool.close()
+    log.info("stopped")
+
+
+# Middleware -------------------------------------------------------------------------------------
+
+
+async def _before_request() -> Response | None:
+    g.started = time.perf_counter()
+    client_id = request.headers.get("X-Request-ID", "")
+    g.request_id = client_id if SANE_REQUEST_ID.match(client_id) else uuid.uuid4().hex
+    settings = state().settings
+    if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
+        return _preflight()
+    length = request.content_length
+    if length is not None and length > settings.MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"request body over {settings.MAX_BODY_BYTES} bytes")
+    return None
+
+
+def _preflight() -> Response:
+    response = Response(b"", status=204)
+    origin = request.headers.get("Origin")
+    if origin and origin in state().settings.CORS_ALLOWED_ORIGINS:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+        response.headers["Access-Control-Allow-Headers"] = CORS_ALLOWED_HEADERS
+        response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
+def _security_headers(response: Response) -> None:
+    settings = state().settings
+    headers = response.headers
+    if settings.SECURITY_HSTS:
+        headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+    headers["Content-Security-Policy"] = settings.SECURITY_CSP
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["X-Frame-Options"] = "DENY"
+    headers["Referrer-Policy"] = "no-referrer"
+    headers["Cache-Control"] = headers.get("Cache-Control", "no-store")
+    origin = request.headers.get("Origin")
+    headers.add("Vary", "Origin")
+    if origin and origin in settings.CORS_ALLOWED_ORIGINS:
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS
+
+
+async def _after_request(response: Response) -> Response:
+    request_id = str(getattr(g, "request_id", "") or uuid.uuid4().hex)
+    response.headers["X-Request-ID"] = request_id
+    for name, value in getattr(g, "rate_limit_headers", {}).items():
+        response.headers.setdefault(name, value)
+    _security_headers(response)
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    elapsed = time.perf_counter() - getattr(g, "started", time.perf_counter())
+    metrics.HTTP_REQUEST_DURATION.labels(
+        method=request.method, route=route, status_code=str(response.status_code)
+    ).observe(elapsed)
+    principal = getattr(g, "principal", None)
+    if request.method in MUTATING_METHODS and request.path.startswith(API_PREFIX + "/"):
+        await _audit(response, route, principal)
+    log.info(
+        "request",
+        request_id=request_id,
+        method=request.method,
+        path=request.path,
+        route=route,
+        status=response.status_code,
+        duration_ms=round(elapsed * 1000, 2),
+        user_id=str(principal.user_id) if principal is not None else None,
+        organization_id=str(principal.organization_id) if principal is not None else None,
+    )
+    return response
+
+
+async def _audit(response: Response, route: str, principal: Any) -> None:
+    st = state()
+    if st.accounts is None:
+        return
+    target = getattr(g, "audit_target", None)
+    if target is None and request.view_args:
+        target = ",".join(str(v) for v in request.view_args.values())
+    org_id = principal.organization_id if principal is not None else getattr(g, "audit_org", None)
+    actor = principal.actor if principal is not None else getattr(g, "audit_actor", "anonymous")
+    ip = client_ip()
+    entry = AuditEntry(
+        actor=actor,
+        organization_id=org_id,
+        action=f"{request.method} {route}",
+        target=target,
+        source_ip=None if ip == "unknown" else ip,
+        request_id=str(g.request_id),
+        status_code=response.status_code,
+    )
+    try:
+        await st.accounts.audit(entry)
+    except Exception as exc:
+        log.error("audit row not written", error=type(exc).__name__, action=entry.action)
+
+
+# The one error handler --------------------------------------------------------------------------
+
+_HTTP_CODES = {
+    400: "VALIDATION_001",
+    401: "AUTH_001",
+    403: "PERM_001",
+    404: "RESOURCE_NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "RESOURCE_CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMIT_EXCEEDED",
+    503: "SERVICE_UNAVAILABLE",
+}
+_HTTP_MESSAGES = {
+    400: "bad request",
+    404: "no such resource",
+    405: "method not allowed",
+    413: "request body too large",
+    415: "unsupported media type",
+}
+
+
+async def _handle_error(exc: Exception) -> Response:
+    """Map every exception to the contract's error envelope; internals never leave the process."""
+    if isinstance(exc, ApiError):
+        status, code, message, details, headers = (
+            exc.status,
+            exc.code,
+            exc.message,
+            exc.details,
+            dict(exc.headers),
+        )
+    elif isinstance(exc, HTTPException):
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status, "INTERNAL_ERROR" if status >= 500 else "VALIDATION_001")
+        message = _HTTP_MESSAGES.get(status, exc.name.lower())
+        details, headers = None, {}
+        if status == 400:
+            details = [{"field": "body", "message": "malformed request"}]
+        allowed = getattr(exc, "valid_methods", None)
+        if status == 405 and allowed:
+            headers["Allow"] = ", ".join(sorted(allowed))
+    elif _database_unavailable(exc):
+        log.error("database unavailable", error=type(exc).__name__)
+        status, code, message, details = 503, "SERVICE_UNAVAILABLE", "database unavailable", None
+        headers = {"Retry-After": RETRY_AFTER_SECONDS}
+    else:
+        log.exception("unhandled error", error=type(exc).__name__)
+        status, code, message, details, headers = (
+            500,
+            "INTERNAL_ERROR",
+            "internal error",
+            None,
+            {},
+        )
+    if isinstance(exc, ServiceUnavailable) and "Retry-After" not in headers:
+        headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return json_response(error_body(code, message, details), status, headers)
+
+
+def app_from_environment() -> Quart:
+    """The app of a `serve` worker process: settings from the environment the parent prepared."""
+    import os
+    from pathlib import Path
+
+    from reference_server.config import load_settings
+
+    env_file = os.environ.get("TASKFORGE_ENV_FILE")
+    return create_app(load_settings(Path(env_file) if env_file else None))

@@ -1,0 +1,174 @@
+"""`python -m reference_server serve|migrate`: the reference server's command line.
+
+This module imports neither the app nor the metrics at the top: with WORKERS > 1,
+PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client creates the metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reference_server.config import Settings, load_settings
+from reference_server.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+#: Tells worker processes which env file the parent read (the environment still wins).
+ENV_FILE_VARIABLE = "TASKFORGE_ENV_FILE"
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3  # a dependency (database, embedded service) could not be reached or started
+#: Granian kills a worker that has not stopped this long after the grace period.
+KILL_MARGIN_SECONDS = 10
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m reference_server", description="The TaskForge reference job service."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the API (WORKERS processes)")
+    serve.add_argument("--env-file", type=Path, help="read settings from this file too")
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
+    migrate = sub.add_parser("migrate", help="apply pending migrations (sqlx-compatible)")
+    migrate.add_argument("--database-url", help="defaults to DATABASE_URL / DB_* settings")
+    migrate.add_argument("--env-file", type=Path, help="read settings from this file too")
+    return parser
+
+
+def _migrate(dsn: str) -> list[int]:
+    from reference_server.migrate import apply_migrations
+
+    return [m.version for m in asyncio.run(apply_migrations(dsn))]
+
+
+def _short(exc: BaseException) -> str:
+    """One line about an error, without URLs (they may carry passwords)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:200] if "://" not in text else type(exc).__name__
+
+
+def command_migrate(args: argparse.Namespace) -> int:
+    dsn = args.database_url
+    if dsn is None:
+        settings = load_settings(args.env_file)
+        dsn = settings.database_url
+    if dsn is None:
+        return _fail("DATABASE_URL is required (or --database-url)", EXIT_CONFIG)
+    try:
+        applied = _migrate(dsn)
+    except Exception as exc:
+        return _fail(f"DATABASE_URL migration failed ({_short(exc)})", EXIT_UNAVAILABLE)
+    print(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else ""))
+    return EXIT_OK
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    settings = load_settings(args.env_file)
+    if args.env_file is not None:
+        os.environ[ENV_FILE_VARIABLE] = str(args.env_file.resolve())
+    with contextlib.ExitStack() as stack:
+        if settings.database_url is None or settings.redis_url is None:
+            if settings.is_production:
+                missing = "DATABASE_URL" if settings.database_url is None else "REDIS_URL"
+                return _fail(f"{missing} is required in production", EXIT_CONFIG)
+            status = _start_embedded(settings, stack)
+            if status:
+                return status
+        if not settings.JWT_SECRET or not settings.JWT_REFRESH_SECRET:
+            # Generated once here and handed to every worker, so tokens verify in all of them.
+            generated = settings.with_generated_secrets()
+            os.environ["JWT_SECRET"] = str(generated.JWT_SECRET)
+            os.environ["JWT_REFRESH_SECRET"] = str(generated.JWT_REFRESH_SECRET)
+            print("JWT secrets were not set: generated random ones for this run", flush=True)
+        settings = load_settings(args.env_file)
+        dsn = settings.database_url
+        assert dsn is not None
+        if not args.no_migrate:
+            try:
+                applied = _migrate(dsn)
+            except Exception as exc:
+                return _fail(f"DATABASE_URL migration failed ({_short(exc)})", EXIT_UNAVAILABLE)
+            print(f"migrations applied: {len(applied)}", flush=True)
+        if settings.WORKERS > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            metrics_dir = tempfile.mkdtemp(prefix="taskforge-metrics-")
+            stack.callback(shutil.rmtree, metrics_dir, ignore_errors=True)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        return _run_granian(settings)
+    return EXIT_OK  # pragma: no cover - the with block always returns
+
+
+def _start_embedded(settings: Settings, stack: contextlib.ExitStack) -> int:
+    from reference_server.devservices import DevServiceError, EmbeddedPostgres, EmbeddedRedis
+
+    try:
+        if settings.database_url is None:
+            pg = EmbeddedPostgres()
+            stack.callback(pg.stop)
+            pg.start()
+            os.environ["DATABASE_URL"] = pg.url
+            print(f"embedded PostgreSQL: {pg.url}", flush=True)
+        if settings.redis_url is None:
+            rd = EmbeddedRedis()
+            stack.callback(rd.stop)
+            rd.start()
+            os.environ["REDIS_URL"] = rd.url
+            print(f"embedded Redis: {rd.url}", flush=True)
+    except (DevServiceError, OSError) as exc:
+        return _fail(f"embedded services did not start ({_short(exc)})", EXIT_UNAVAILABLE)
+    return EXIT_OK
+
+
+def _run_granian(settings: Settings) -> int:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    tls: dict[str, Path] = {}
+    if settings.TLS_CERT_FILE is not None and settings.TLS_KEY_FILE is not None:
+        for name, path in (("TLS_CERT_FILE", settings.TLS_CERT_FILE),
+                           ("TLS_KEY_FILE", settings.TLS_KEY_FILE)):
+            if not path.is_file():
+                return _fail(f"{name} is not a readable file", EXIT_CONFIG)
+        tls = {"ssl_cert": settings.TLS_CERT_FILE, "ssl_key": settings.TLS_KEY_FILE}
+    server = Granian(
+        "reference_server.app:app_from_environment",
+        factory=True,
+        address=settings.APPLICATION_HOST,
+        port=settings.APPLICATION_PORT,
+        interface=Interfaces.ASGI,
+        workers=settings.WORKERS,
+        backpressure=settings.MAX_CONNECTIONS,
+        workers_kill_timeout=int(settings.SHUTDOWN_GRACE_SECONDS) + KILL_MARGIN_SECONDS,
+        **tls,  # type: ignore[arg-type]
+    )
+    try:
+        server.serve()
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else 1
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return command_serve(args)
+        return command_migrate(args)
+    except ConfigurationError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    except KeyboardInterrupt:
+        return EXIT_OK

@@ -1,0 +1,234 @@
+"""Structured JSON logs (structlog) with secret redaction, and the Prometheus exposition.
+
+Logs go to stdout and, when LOG_FILE_PATH is set and writable, are appended to that file too.
+A redaction processor runs last before rendering, so no processor or caller can leak a secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
+
+if TYPE_CHECKING:
+    from reference_server.config import Settings
+
+REDACTED = "[REDACTED]"
+
+#: Keys whose values are secrets whatever they hold.
+SECRET_KEY_PATTERN = re.compile(
+    r"pass(word)?|secret|token|api[_-]?key|authorization|cookie|database_url|dsn|credential",
+    re.IGNORECASE,
+)
+#: Secrets recognisable by their shape, wherever they appear in a value.
+SECRET_VALUE_PATTERNS = (
+    re.compile(r"\btf_[A-Za-z0-9]{32}\b"),  # API keys
+    re.compile(r"\beyJ[\w-]*\.[\w-]*\.[\w-]*"),  # JWTs
+    re.compile(r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9_]+"),  # Stripe keys
+    re.compile(r"\bwhsec_[A-Za-z0-9_]+"),
+    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"),
+)
+#: user:password@ in URLs (postgresql://, redis://): the password part goes.
+URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
+
+
+class Redactor:
+    """A structlog processor replacing secrets in the event dict, recursively."""
+
+    def __init__(self, known_secrets: Iterable[str] = ()) -> None:
+        # Whole configured secrets (JWT keys, DB password) are masked even inside free text.
+        self.known = sorted({s for s in known_secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def scrub_text(self, text: str) -> str:
+        for secret in self.known:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        for pattern in SECRET_VALUE_PATTERNS:
+            text = pattern.sub(REDACTED, text)
+        return URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+
+    def scrub(self, value: Any, depth: int = 0) -> Any:
+        if depth > 8:
+            return REDACTED
+        if isinstance(value, str):
+            return self.scrub_text(value)
+        if isinstance(value, Mapping):
+            return {
+                k: REDACTED
+                if isinstance(k, str) and SECRET_KEY_PATTERN.search(k)
+                else self.scrub(v, depth + 1)
+                for k, v in value.items()
+            }
+        if isinstance(value, list | tuple | set):
+            return [self.scrub(v, depth + 1) for v in value]
+        if isinstance(value, BaseException):
+            return self.scrub_text(repr(value))
+        return value
+
+    def __call__(
+        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        return {
+            key: REDACTED
+            if SECRET_KEY_PATTERN.search(key) and key != "event"
+            else self.scrub(value)
+            for key, value in event_dict.items()
+        }
+
+
+class TeeLogger:
+    """Writes each rendered line to stdout and, when open, to the log file (O_APPEND)."""
+
+    def __init__(self, file_fd: int | None, name: str) -> None:
+        self.file_fd = file_fd
+        self.name = name
+
+    def msg(self, message: str) -> None:
+        line = (message + "\n").encode()
+        try:
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass  # a closed stdout must not take a request down
+        if self.file_fd is not None:
+            # One write per line on an O_APPEND descriptor: lines of processes do not interleave.
+            with contextlib.suppress(OSError):
+                os.write(self.file_fd, line)
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+class _TeeFactory:
+    def __init__(self, file_fd: int | None) -> None:
+        self.file_fd = file_fd
+
+    def __call__(self, *args: Any) -> TeeLogger:
+        return TeeLogger(self.file_fd, str(args[0]) if args else "reference_server")
+
+
+def _add_logger_name(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    event_dict.setdefault("logger", getattr(logger, "name", "reference_server"))
+    return event_dict
+
+
+class _ForwardToStructlog(logging.Handler):
+    """Routes records of libraries using stdlib logging through the same redacting pipeline."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            log = structlog.get_logger(record.name)
+            fields: dict[str, Any] = {}
+            if record.exc_info and record.exc_info[1] is not None:
+                fields["error"] = type(record.exc_info[1]).__name__
+            log.log(record.levelno, record.getMessage(), **fields)
+        except Exception:
+            self.handleError(record)
+
+
+def _rename_event(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    event_dict["message"] = event_dict.pop("event", "")
+    return event_dict
+
+
+def _json_renderer(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
+    return orjson.dumps(event_dict, default=str).decode()
+
+
+_open_fd: int | None = None
+
+
+def known_secrets(settings: Settings) -> list[str]:
+    """The configured values that must never appear in a log line."""
+    values = [
+        settings.JWT_SECRET,
+        settings.JWT_REFRESH_SECRET,
+        settings.DB_PASSWORD,
+        settings.REDIS_PASSWORD,
+        settings.SMTP_PASSWORD,
+        settings.STRIPE_SECRET_KEY,
+        settings.STRIPE_WEBHOOK_SECRET,
+        settings.database_url,
+        settings.redis_url,
+    ]
+    return [v for v in values if v]
+
+
+def configure_logging(settings: Settings) -> None:
+    """Configure structlog and stdlib logging for this process; safe to call again."""
+    global _open_fd
+    if _open_fd is not None:
+        os.close(_open_fd)
+        _open_fd = None
+    problem = None
+    if settings.LOG_FILE_PATH is not None:
+        try:
+            settings.LOG_FILE_PATH.parent.mkdir(parents=True, exist_ok=True)
+            _open_fd = os.open(
+                settings.LOG_FILE_PATH, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640
+            )
+        except OSError as exc:
+            problem = exc.strerror or type(exc).__name__
+    level = logging.getLevelNamesMapping()[settings.LOG_LEVEL.value.upper()]
+    renderer: Any = (
+        _json_renderer
+        if settings.LOG_FORMAT.value == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            _add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+            structlog.processors.format_exc_info,
+            Redactor(known_secrets(settings)),
+            _rename_event,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=_TeeFactory(_open_fd),
+        cache_logger_on_first_use=False,
+    )
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not isinstance(h, _ForwardToStructlog)]
+    root.addHandler(_ForwardToStructlog())
+    root.setLevel(max(level, logging.INFO))
+    if problem is not None:
+        # Keep serving: the file is a convenience, stdout is the contract.
+        structlog.get_logger("reference_server").warning(
+            "log file unwritable; logging to stdout only",
+            path=str(settings.LOG_FILE_PATH),
+            reason=problem,
+        )
+
+
+def get_logger(name: str = "reference_server") -> Any:
+    # Lazy: the proxy binds at first use, after configure_logging has run.
+    return structlog.get_logger(name)
+
+
+def metrics_exposition() -> tuple[bytes, str]:
+    """The Prometheus text of this process, or of all processes in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

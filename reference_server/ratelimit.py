@@ -1,0 +1,226 @@
+"""What Redis is for here: rate limits, login-attempt limits and refresh-token revocation.
+
+Every call goes through RedisGuard, which remembers an outage for a moment so that a dead Redis
+costs one failed connection per second, not one per request. When Redis is down, rate limiting
+follows RATE_LIMIT_FAILURE_MODE (open: let requests through; closed: 503), and the
+taskforge_redis_up gauge says 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import redis.exceptions
+
+from reference_server import metrics
+from reference_server.exceptions import RateLimited, ServiceUnavailable
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+T = TypeVar("T")
+
+WINDOW_SECONDS = 60
+LOGIN_MAX_FAILURES = 5
+LOGIN_WINDOW_SECONDS = 15 * 60
+#: After a failed Redis call, skip Redis for this long before trying again.
+OUTAGE_BACKOFF_SECONDS = 1.0
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+class RedisUnavailable(Exception):
+    """Redis did not answer (or is known to be down for a moment)."""
+
+
+class RedisGuard:
+    """Runs Redis calls, tracking whether Redis is up (and the taskforge_redis_up gauge)."""
+
+    def __init__(self, client: redis.asyncio.Redis | None) -> None:
+        self.client = client
+        self._down_until = 0.0
+        metrics.REDIS_UP.set(1 if client is not None else 0)
+
+    @property
+    def up(self) -> bool:
+        return self.client is not None and time.monotonic() >= self._down_until
+
+    def mark_down(self) -> None:
+        self._down_until = time.monotonic() + OUTAGE_BACKOFF_SECONDS
+        metrics.REDIS_UP.set(0)
+
+    async def run(self, call: Callable[[redis.asyncio.Redis], Awaitable[T]]) -> T:
+        if self.client is None or not self.up:
+            raise RedisUnavailable("redis is down")
+        try:
+            result = await call(self.client)
+        except REDIS_ERRORS as exc:
+            self.mark_down()
+            raise RedisUnavailable(type(exc).__name__) from None
+        metrics.REDIS_UP.set(1)
+        return result
+
+    async def ping(self) -> bool:
+        """A probe that ignores the outage memory (health checks must see recovery)."""
+        if self.client is None:
+            return False
+        try:
+            await self.client.ping()
+        except REDIS_ERRORS:
+            self.mark_down()
+            return False
+        self._down_until = 0.0
+        metrics.REDIS_UP.set(1)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitState:
+    limit: int
+    remaining: int
+    reset_at: int  # unix seconds when the window ends
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(max(0, self.remaining)),
+            "X-RateLimit-Reset": str(self.reset_at),
+        }
+
+
+class RateLimiter:
+    """Fixed one-minute windows per credential and per client IP."""
+
+    def __init__(
+        self, guard: RedisGuard, *, per_minute: int, enabled: bool, fail_open: bool
+    ) -> None:
+        self.guard = guard
+        self.per_minute = per_minute
+        self.enabled = enabled
+        self.fail_open = fail_open
+
+    def _unavailable(self) -> None:
+        if not self.fail_open:
+            raise ServiceUnavailable(
+                "rate limiter unavailable",
+                headers={"Retry-After": str(int(OUTAGE_BACKOFF_SECONDS) + 1)},
+            )
+
+    async def hit(self, *keys: str) -> RateLimitState | None:
+        """Count one request against each key; raise RateLimited when any is over the limit.
+
+        Returns None when limiting is off or Redis is down in fail-open mode.
+        """
+        if not self.enabled:
+            return None
+        now = time.time()
+        window = int(now // WINDOW_SECONDS)
+        reset_at = (window + 1) * WINDOW_SECONDS
+        names = [f"rl:{key}:{window}" for key in keys]
+
+        async def count(client: redis.asyncio.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                # SET NX EX then INCR: Redis 6 has no EXPIRE NX, and this keeps one round trip.
+                pipe.set(name, 0, ex=WINDOW_SECONDS + 1, nx=True)
+                pipe.incr(name)
+            return list(await pipe.execute())
+
+        try:
+            results = await self.guard.run(count)
+        except RedisUnavailable:
+            self._unavailable()
+            return None
+        used = max(int(r) for r in results[1::2])
+        state = RateLimitState(
+            limit=self.per_minute, remaining=self.per_minute - used, reset_at=reset_at
+        )
+        if used > self.per_minute:
+            retry_after = max(1, math.ceil(reset_at - now))
+            raise RateLimited(
+                "rate limit exceeded",
+                headers={"Retry-After": str(retry_after), **state.headers()},
+            )
+        return state
+
+
+def _email_key(email: str) -> str:
+    # Hashed: the email is personal data and Redis keys show up in monitoring.
+    return "login:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+class LoginThrottle:
+    """At most LOGIN_MAX_FAILURES failed logins per email per 15 minutes."""
+
+    def __init__(self, guard: RedisGuard, *, fail_open: bool) -> None:
+        self.guard = guard
+        self.fail_open = fail_open
+
+    async def check(self, email: str) -> None:
+        key = _email_key(email)
+
+        async def read(client: redis.asyncio.Redis) -> tuple[int, int]:
+            pipe = client.pipeline(transaction=False)
+            pipe.get(key)
+            pipe.ttl(key)
+            count, ttl = await pipe.execute()
+            return int(count or 0), int(ttl)
+
+        try:
+            failures, ttl = await self.guard.run(read)
+        except RedisUnavailable:
+            if not self.fail_open:
+                raise ServiceUnavailable(
+                    "login throttle unavailable", headers={"Retry-After": "2"}
+                ) from None
+            return
+        if failures >= LOGIN_MAX_FAILURES:
+            retry_after = ttl if ttl > 0 else LOGIN_WINDOW_SECONDS
+            raise RateLimited(
+                "too many failed login attempts", headers={"Retry-After": str(retry_after)}
+            )
+
+    async def record_failure(self, email: str) -> None:
+        key = _email_key(email)
+
+        async def incr(client: redis.asyncio.Redis) -> None:
+            pipe = client.pipeline(transaction=False)
+            pipe.set(key, 0, ex=LOGIN_WINDOW_SECONDS, nx=True)
+            pipe.incr(key)
+            await pipe.execute()
+
+        with contextlib.suppress(RedisUnavailable):
+            await self.guard.run(incr)
+
+    async def reset(self, email: str) -> None:
+        key = _email_key(email)
+        with contextlib.suppress(RedisUnavailable):
+            await self.guard.run(lambda client: client.delete(key))
+
+
+class RefreshTokenRegistry:
+    """Refresh tokens are single use: a jti, once used or logged out, is refused."""
+
+    def __init__(self, guard: RedisGuard) -> None:
+        self.guard = guard
+
+    async def consume(self, jti: str, ttl_seconds: int) -> bool:
+        """Mark the jti used; True when it was unused until now (atomic against replays).
+
+        Raises ServiceUnavailable when Redis is down: rotation cannot be enforced without it.
+        """
+        name = f"refresh:used:{jti}"
+        try:
+            result = await self.guard.run(
+                lambda client: client.set(name, 1, ex=max(1, ttl_seconds), nx=True)
+            )
+        except RedisUnavailable:
+            raise ServiceUnavailable(
+                "token service unavailable", headers={"Retry-After": "2"}
+            ) from None
+        return bool(result)
