@@ -33,6 +33,15 @@ def conformance(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def report(session: nox.Session) -> None:
+    """Re-render a run's reports from its results.json: `nox -s report -- reports/<run-id>`."""
+    if len(session.posargs) != 1:
+        session.error("usage: nox -s report -- <run-dir>")
+    install_project(session)
+    session.run("python", "-m", "conformance.reporting", "render", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def serve(session: nox.Session) -> None:
     """Serve the reference job service; without DATABASE_URL/REDIS_URL, on embedded ones."""
     install_project(session)
