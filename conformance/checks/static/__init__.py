@@ -1,0 +1,1 @@
+"""Static checks of deployment artifacts: .env, compose file, Dockerfile, nginx, Prometheus, sizing."""
