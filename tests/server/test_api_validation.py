@@ -1,0 +1,141 @@
+"""Bad input: 400 with the offending fields, 415, 413; nothing half-written; never a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+from api_support import Api, error_code, register, running_app
+
+JOB = {"queue_name": "default", "job_type": "test_job", "payload": {"k": "v"}, "priority": 5}
+
+
+async def _submit(api: Api, token: str, **kwargs: Any) -> Any:
+    return await api.post("/api/v1/jobs", token=token, **kwargs)
+
+
+async def _fields(response: Any) -> set[str]:
+    body = await response.get_json()
+    assert body["error"]["code"] == "VALIDATION_001", body
+    return {d["field"] for d in body["error"]["details"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"priority": 10}, "priority"),
+        ({"priority": -1}, "priority"),
+        ({"priority": "5"}, "priority"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"max_attempts": 11}, "max_attempts"),
+        ({"job_type": ""}, "job_type"),
+        ({"job_type": "x" * 101}, "job_type"),
+        ({"payload": [1, 2]}, "payload"),
+        ({"scheduled_for": "tomorrow"}, "scheduled_for"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+async def test_schema_violations_name_the_field(
+    database_url: str, redis_url: str, change: dict[str, Any], field: str
+) -> None:
+    async with running_app(database_url, redis_url) as api:
+        account = await register(api)
+        response = await _submit(api, account["access_token"], json={**JOB, **change})
+    assert response.status_code == 400
+    assert field in await _fields(response)
+
+
+async def test_malformed_json_and_missing_fields(database_url: str, redis_url: str) -> None:
+    async with running_app(database_url, redis_url) as api:
+        token = (await register(api))["access_token"]
+        broken = await _submit(
+            api, token, data=b'{"queue_name": ', headers={"Content-Type": "application/json"}
+        )
+        missing = await _submit(api, token, json={"queue_name": "default"})
+        not_object = await _submit(api, token, json=[JOB])
+    assert broken.status_code == 400
+    assert await _fields(broken) == {"body"}
+    assert missing.status_code == 400
+    assert {"job_type", "payload"} <= await _fields(missing)
+    assert not_object.status_code == 400
+
+
+async def test_non_json_body_is_415(database_url: str, redis_url: str) -> None:
+    async with running_app(database_url, redis_url) as api:
+        token = (await register(api))["access_token"]
+        form = await _submit(api, token, form={"queue_name": "default"})
+        text = await _submit(api, token, data=b"hello", headers={"Content-Type": "text/plain"})
+    assert form.status_code == 415
+    assert await error_code(form) == "UNSUPPORTED_MEDIA_TYPE"
+    assert text.status_code == 415
+
+
+async def test_body_over_the_limit_is_413(database_url: str, redis_url: str) -> None:
+    async with running_app(database_url, redis_url, MAX_BODY_BYTES=4096) as api:
+        token = (await register(api))["access_token"]
+        big = {**JOB, "payload": {"blob": "x" * 10_000}}
+        declared = await _submit(api, token, json=big)
+        # No Content-Length: the size is counted as the body streams in.
+        streamed = await api.client.post(
+            "/api/v1/jobs",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                     "Transfer-Encoding": "chunked"},
+            data=b"{" + b" " * 8000 + b"}",
+        )
+        small = await _submit(api, token, json=JOB)
+    assert declared.status_code == 413
+    assert await error_code(declared) == "PAYLOAD_TOO_LARGE"
+    assert streamed.status_code == 413
+    assert small.status_code == 201
+
+
+async def test_rejected_batch_inserts_nothing(database_url: str, redis_url: str) -> None:
+    async with running_app(database_url, redis_url) as api:
+        token = (await register(api))["access_token"]
+        bad_item = await api.post(
+            "/api/v1/jobs/batch", token=token, json={"jobs": [JOB, {**JOB, "priority": 99}]}
+        )
+        unknown_queue = await api.post(
+            "/api/v1/jobs/batch", token=token, json={"jobs": [JOB, {**JOB, "queue_name": "nope"}]}
+        )
+        empty = await api.post("/api/v1/jobs/batch", token=token, json={"jobs": []})
+        too_many = await api.post("/api/v1/jobs/batch", token=token, json={"jobs": [JOB] * 1001})
+    assert bad_item.status_code == 400
+    assert "jobs.1.priority" in await _fields(bad_item)
+    assert unknown_queue.status_code == 404
+    assert empty.status_code == 400
+    assert too_many.status_code == 400
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM jobs") == 0
+    finally:
+        await conn.close()
+
+
+async def test_bad_query_parameters_are_400(database_url: str, redis_url: str) -> None:
+    async with running_app(database_url, redis_url) as api:
+        token = (await register(api))["access_token"]
+        over = await api.get("/api/v1/jobs?limit=101", token=token)
+        status = await api.get("/api/v1/jobs?status=exploded", token=token)
+        page = await api.get("/api/v1/jobs?page=abc", token=token)
+    assert over.status_code == 400 and "limit" in await _fields(over)
+    assert status.status_code == 400 and "status" in await _fields(status)
+    assert page.status_code == 400 and "page" in await _fields(page)
+
+
+async def test_unexpected_errors_are_500_without_internals(
+    database_url: str, redis_url: str
+) -> None:
+    async with running_app(database_url, redis_url) as api:
+
+        @api.app.get("/boom")
+        async def boom() -> str:
+            raise RuntimeError("secret internal detail /etc/passwd")
+
+        response = await api.get("/boom")
+        text = (await response.get_data()).decode()
+    assert response.status_code == 500
+    assert await error_code(response) == "INTERNAL_ERROR"
+    assert "secret internal detail" not in text
+    assert "Traceback" not in text
