@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 from conformance.model import ItemResult, RunResult, Status
@@ -10,6 +11,14 @@ from conformance.reporting import view
 
 FILENAME = "junit.xml"
 SUITE_NAME = "taskforge-conformance"
+
+
+#: Characters XML 1.0 cannot carry at all (terminal escapes in command output are common).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(text: str) -> str:
+    return _NOT_XML.sub("\N{REPLACEMENT CHARACTER}", text)
 
 
 def _details(item: ItemResult) -> str:
@@ -24,12 +33,12 @@ def _details(item: ItemResult) -> str:
         lines.append(ev.describe(piece))
     if item.entry.remediation:
         lines.append(f"remediation: {item.entry.remediation}")
-    return "\n".join(lines)
+    return _xml_text("\n".join(lines))
 
 
 def _one_line(text: str, limit: int = 300) -> str:
     first = text.strip().splitlines()[0] if text.strip() else ""
-    return first if len(first) <= limit else first[: limit - 3] + "..."
+    return _xml_text(first if len(first) <= limit else first[: limit - 3] + "...")
 
 
 def _outcome(result: RunResult, item: ItemResult, case: ET.Element) -> str | None:
@@ -60,7 +69,7 @@ def _outcome(result: RunResult, item: ItemResult, case: ET.Element) -> str | Non
     else:
         return None
     skipped = ET.SubElement(case, "skipped", message=_one_line(reason))
-    skipped.text = reason
+    skipped.text = _xml_text(reason)
     return "skipped"
 
 
@@ -77,14 +86,14 @@ def render(result: RunResult) -> str:
         ("provider", run.provider or ""),
         ("verdict", result.verdict.value),
     ):
-        ET.SubElement(properties, "property", name=name, value=value)
+        ET.SubElement(properties, "property", name=name, value=_xml_text(value))
     for item in result.items:
         entry = item.entry
         case = ET.SubElement(
             suite,
             "testcase",
             classname=f"guide {entry.section}",
-            name=f"{entry.id} {entry.title}",
+            name=_xml_text(f"{entry.id} {entry.title}"),
             time=f"{item.duration_seconds:.3f}",
         )
         props = ET.SubElement(case, "properties")
@@ -95,7 +104,7 @@ def render(result: RunResult) -> str:
             ("kind", entry.kind.value),
             ("status", item.status.value),
         ):
-            ET.SubElement(props, "property", name=name, value=value)
+            ET.SubElement(props, "property", name=name, value=_xml_text(value))
         counters["tests"] += 1
         bumped = _outcome(result, item, case)
         if bumped:

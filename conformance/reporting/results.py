@@ -89,6 +89,11 @@ def _item(result: RunResult, item: ItemResult) -> dict[str, Any]:
     }
 
 
+def timestamp(moment: datetime) -> str:
+    """ISO 8601 with an offset; a naive time is taken as local time (what now() gives)."""
+    return (moment if moment.tzinfo else moment.astimezone()).isoformat()
+
+
 def to_document(result: RunResult) -> dict[str, Any]:
     """The results.json document for a run (evidence is expected to be redacted already)."""
     run = result.run
@@ -100,10 +105,10 @@ def to_document(result: RunResult) -> dict[str, Any]:
             "git_commit": run.git_commit,
             "target": run.target,
             "provider": run.provider,
-            "started_at": run.started_at.isoformat(),
-            "finished_at": run.finished_at.isoformat(),
+            "started_at": timestamp(run.started_at),
+            "finished_at": timestamp(run.finished_at),
             "duration_seconds": (run.finished_at - run.started_at).total_seconds(),
-            "options": to_jsonable(run.options),
+            "options": json.loads(json.dumps(to_jsonable(run.options), default=str)),
             "require_attestations": run.require_attestations,
         },
         "verdict": result.verdict.value,

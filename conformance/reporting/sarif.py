@@ -7,8 +7,10 @@ errored, unattested, waived); passed and not-applicable items are rules without 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 from conformance.model import Evidence, ItemResult, RunResult, Severity, Status
 from conformance.reporting import evidence as ev
@@ -33,7 +35,12 @@ def _uri(path: str) -> str:
     posix = path.replace("\\", "/")
     if posix.startswith("/"):
         return PurePosixPath(posix).as_uri()
-    return posix.removeprefix("./")
+    return quote(posix.removeprefix("./"), safe="/:@!$&'()*+,;=-._~")
+
+
+def _utc(moment: datetime) -> str:
+    aware = moment if moment.tzinfo else moment.astimezone()
+    return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _location(piece: Evidence) -> dict[str, Any]:
@@ -118,8 +125,8 @@ def to_document(result: RunResult) -> dict[str, Any]:
         "invocations": [
             {
                 "executionSuccessful": not any(i.status is Status.ERROR for i in result.items),
-                "startTimeUtc": run.started_at.isoformat(),
-                "endTimeUtc": run.finished_at.isoformat(),
+                "startTimeUtc": _utc(run.started_at),
+                "endTimeUtc": _utc(run.finished_at),
             }
         ],
         "results": results,

@@ -17,7 +17,7 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "reports" / "screenshots" / "
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
-    reason="chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)",
+    reason="no chromium/chromedriver on PATH (apt-get install chromium chromium-driver)",
 )
 
 if CHROMIUM is not None and CHROMEDRIVER is not None:

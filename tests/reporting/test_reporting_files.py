@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 
 import jsonschema
@@ -18,7 +20,7 @@ from reporting_factories import (
     run_result,
 )
 
-from conformance.model import Status
+from conformance.model import Evidence, RunResult, Status
 from conformance.reporting import FILENAMES, ReportError, redact, results, sarif, write_reports
 
 SARIF_SCHEMA = Path(__file__).parent / "data" / "sarif-schema-2.1.0.json"
@@ -239,3 +241,26 @@ def test_no_report_file_contains_a_secret(tmp_path: Path) -> None:
 )
 def test_redact_text_masks_credentials(raw: str, masked: str) -> None:
     assert redact.redact_text(raw) == masked
+
+
+def test_awkward_but_legal_runs_still_write_valid_files(tmp_path: Path) -> None:
+    """Naive timestamps, Path options, an unusual evidence kind, terminal escapes in output."""
+    odd = Evidence(kind="sql", summary="SHOW max_connections", output="\x1b[31m100\x1b[0m")
+    spaced = Evidence(kind="file", file="conf/my nginx.conf", line=3)
+    base = run_result([item("DB-MAX-CONN", Status.ERROR, evidence=(odd, spaced))])
+    naive = dataclasses.replace(
+        base.run,
+        started_at=datetime(2026, 11, 28, 20, 0, 0),
+        finished_at=datetime(2026, 11, 28, 20, 1, 0),
+        options={"env_file": Path("/etc/taskforge/.env")},
+    )
+    run_dir = write_reports(RunResult(run=naive, items=base.items), tmp_path)
+
+    loaded = results.load(run_dir)  # validates against the schema on the way in
+    assert loaded.run.options == {"env_file": "/etc/taskforge/.env"}
+    assert loaded.run.started_at.tzinfo is not None
+    JUnitXml.fromfile(str(run_dir / "junit.xml"))  # no control character broke the XML
+    document = _sarif(run_dir)
+    jsonschema.Draft4Validator(json.loads(SARIF_SCHEMA.read_text())).validate(document)
+    location = document["runs"][0]["results"][0]["locations"][0]  # type: ignore[index]
+    assert location["physicalLocation"]["artifactLocation"]["uri"] == "conf/my%20nginx.conf"
