@@ -51,7 +51,8 @@ def _point_latest(reports_root: Path, run_dir: Path) -> None:
     """Replace reports/latest by a relative symlink to run_dir in one rename."""
     latest = reports_root / LATEST
     if latest.exists() and not latest.is_symlink():
-        raise ReportError(f"{latest} exists and is not a symlink; move it away")
+        # An OSError, like any other failure to write into reports/, so runners treat it alike.
+        raise FileExistsError(f"{latest} exists and is not a symlink; move it away")
     tmp = reports_root / f".{LATEST}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(run_dir.name, target_is_directory=True)

@@ -264,3 +264,14 @@ def test_awkward_but_legal_runs_still_write_valid_files(tmp_path: Path) -> None:
     jsonschema.Draft4Validator(json.loads(SARIF_SCHEMA.read_text())).validate(document)
     location = document["runs"][0]["results"][0]["locations"][0]  # type: ignore[index]
     assert location["physicalLocation"]["artifactLocation"]["uri"] == "conf/my%20nginx.conf"
+
+
+def test_a_real_latest_directory_is_never_replaced(tmp_path: Path) -> None:
+    (tmp_path / "latest").mkdir()
+    (tmp_path / "latest" / "keep.txt").write_text("someone's notes")
+
+    with pytest.raises(FileExistsError, match="not a symlink"):
+        write_reports(run_result(mixed_items()), tmp_path)
+
+    assert (tmp_path / "latest" / "keep.txt").read_text() == "someone's notes"
+    assert (tmp_path / "run-1" / "results.json").exists()
