@@ -1,0 +1,21 @@
+"""Live checks: a running deployment probed over HTTPS, SQL, Redis, its logs and its backups.
+
+Each module covers one concept; importing the package registers every check (see `checks.all`).
+"""
+
+from __future__ import annotations
+
+from conformance.checks.live import (  # noqa: F401 - importing registers the checks
+    auth,
+    backup,
+    cors,
+    database,
+    headers,
+    health,
+    jobs,
+    logs,
+    metrics,
+    ratelimit,
+    redis,
+    tls,
+)

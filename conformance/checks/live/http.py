@@ -1,0 +1,290 @@
+"""The HTTP side of the live checks: one client factory, login, envelopes, and curl reproducers.
+
+Every exchange a finding rests on is kept as a curl command with the secrets redacted, so a reader
+can replay it without the report leaking a token or a password.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import ssl
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from conformance.checks.live.common import shorten, target_of
+from conformance.model import Evidence
+
+if TYPE_CHECKING:
+    from conformance.checks.registry import CheckContext
+    from conformance.stack import Target
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+READ_TIMEOUT_SECONDS = 10.0
+#: Connection attempts retried by the transport; an HTTP answer is never retried blindly.
+CONNECT_RETRIES = 2
+#: A 429 is waited out once when the server asks for at most this long (the rate-limit probe may
+#: have used up the budget another check needs).
+MAX_RETRY_AFTER_SECONDS = 5.0
+USER_AGENT = "taskforge-conformance"
+
+REDACTED = "<redacted>"
+_SECRET_HEADERS = frozenset(
+    {"authorization", "x-api-key", "cookie", "set-cookie", "proxy-authorization"}
+)
+_SECRET_KEY = re.compile(r"pass(word)?|token|secret|api[_-]?key|credential", re.IGNORECASE)
+_SHOWN_HEADERS = (
+    "content-type", "strict-transport-security", "content-security-policy",
+    "x-content-type-options", "x-frame-options", "referrer-policy",
+    "access-control-allow-origin", "access-control-allow-methods",
+    "access-control-allow-headers", "access-control-allow-credentials", "vary",
+    "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after",
+    "x-request-id", "location", "www-authenticate",
+)
+
+
+def ssl_context(target: Target) -> ssl.SSLContext:
+    """Verification against the target's CA bundle when it has one, else the system's store."""
+    if target.ca_bundle is not None:
+        return ssl.create_default_context(cafile=str(target.ca_bundle))
+    return ssl.create_default_context()
+
+
+def make_client(target: Target, *, timeout: float = READ_TIMEOUT_SECONDS) -> httpx.Client:
+    """A client bound to the target: verified TLS, bounded timeouts, bounded connect retries."""
+    transport = httpx.HTTPTransport(verify=ssl_context(target), retries=CONNECT_RETRIES)
+    return httpx.Client(
+        base_url=target.base_url.rstrip("/"),
+        transport=transport,
+        timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_SECONDS),
+        headers={"User-Agent": USER_AGENT},
+        follow_redirects=False,
+    )
+
+
+def _redact_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if _SECRET_KEY.search(str(k)) else _redact_json(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact_json(v) for v in value]
+    return value
+
+
+def redact_body(content: bytes) -> str:
+    """A request or response body with every secret-looking JSON field replaced."""
+    if not content:
+        return ""
+    try:
+        return json.dumps(_redact_json(json.loads(content)), separators=(",", ":"))
+    except ValueError:
+        text = content.decode("utf-8", "replace")
+        # Not JSON: still hide anything that looks like a bearer token or key=value secret.
+        text = re.sub(r"(?i)(bearer\s+)\S+", r"\1" + REDACTED, text)
+        return re.sub(r"(?i)((?:pass(?:word)?|token|secret)\w*[=:]\s*)\S+", r"\1" + REDACTED, text)
+
+
+def redact_header(name: str, value: str) -> str:
+    if name.lower() not in _SECRET_HEADERS:
+        return value
+    scheme, _, rest = value.partition(" ")
+    return f"{scheme} {REDACTED}" if rest and name.lower() == "authorization" else REDACTED
+
+
+def curl_for(request: httpx.Request, *, cacert: Path | None = None) -> str:
+    """A curl command that replays the request, with credentials and secrets redacted."""
+    parts = ["curl", "-sS", "-i"]
+    if cacert is not None:
+        parts += ["--cacert", str(cacert)]
+    if request.method != "GET":
+        parts += ["-X", request.method]
+    skip = {"host", "content-length", "accept-encoding", "connection", "user-agent", "accept"}
+    for name, value in request.headers.items():
+        if name.lower() not in skip:
+            parts += ["-H", f"{name}: {redact_header(name, value)}"]
+    body = redact_body(request.content)
+    if body:
+        parts += ["--data-raw", body]
+    parts.append(str(request.url))
+    return shlex.join(parts)
+
+
+def shown_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    lower = {k.lower(): v for k, v in headers.items()}
+    return {name: lower[name] for name in _SHOWN_HEADERS if name in lower}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Tokens:
+    access_token: str
+    refresh_token: str | None
+
+
+class LiveClient:
+    """An httpx client for one target, which also writes evidence for its exchanges."""
+
+    def __init__(self, target: Target, *, timeout: float = READ_TIMEOUT_SECONDS) -> None:
+        self.target = target
+        self.http = make_client(target, timeout=timeout)
+
+    def __enter__(self) -> LiveClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
+    def request(
+        self, method: str, path: str, *, retry_429: bool = True, **kwargs: Any
+    ) -> httpx.Response:
+        response = self.http.request(method, path, **kwargs)
+        if retry_429 and response.status_code == 429:
+            wait = retry_after_seconds(response.headers.get("retry-after"))
+            if wait is not None and wait <= MAX_RETRY_AFTER_SECONDS:
+                time.sleep(max(wait, 0.1))
+                response = self.http.request(method, path, **kwargs)
+        return response
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", path, **kwargs)
+
+    def curl(self, request: httpx.Request) -> str:
+        return curl_for(request, cacert=self.target.ca_bundle)
+
+    def evidence(self, response: httpx.Response, summary: str = "") -> Evidence:
+        return Evidence(
+            kind="http",
+            summary=summary or f"{response.request.method} {response.request.url.path}",
+            curl=self.curl(response.request),
+            status_code=response.status_code,
+            headers=shown_headers(response.headers),
+            output=shorten(redact_body(response.content)),
+        )
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def payload_of(response: httpx.Response) -> Any:
+    """The body's `data` for a success envelope, else the whole JSON body (None if not JSON)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if isinstance(body, dict) and "success" in body and "data" in body:
+        return body["data"]
+    return body
+
+
+def error_code_of(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return str(error.get("code")) if isinstance(error, dict) and error.get("code") else None
+
+
+# Logins are cached per (base URL, email): every check of a run shares one session per process,
+# so a run does not trip the login throttle.
+_TOKENS: dict[tuple[str, str], Tokens] = {}
+_TOKENS_LOCK = threading.Lock()
+
+
+def login_credentials(ctx: CheckContext) -> tuple[str, str] | None:
+    target = target_of(ctx)
+    email = ctx.extra.get("email") or target.admin_email
+    password = ctx.extra.get("password") or target.admin_password
+    return (str(email), str(password)) if email and password else None
+
+
+def login(ctx: CheckContext, client: LiveClient) -> Tokens | None:
+    """Log in with the context's credentials (cached); None when the context has none."""
+    credentials = login_credentials(ctx)
+    if credentials is None:
+        return None
+    key = (client.target.base_url, credentials[0])
+    with _TOKENS_LOCK:
+        if key in _TOKENS:
+            return _TOKENS[key]
+        response = client.post(
+            "/api/v1/auth/login", json={"email": credentials[0], "password": credentials[1]}
+        )
+        data = payload_of(response)
+        if response.status_code != 200 or not isinstance(data, dict) or "access_token" not in data:
+            raise LoginError(client.evidence(response, "login with the given credentials"))
+        tokens = Tokens(
+            access_token=str(data["access_token"]),
+            refresh_token=str(data["refresh_token"]) if data.get("refresh_token") else None,
+        )
+        _TOKENS[key] = tokens
+        return tokens
+
+
+class LoginError(RuntimeError):
+    """The credentials given for the target were refused."""
+
+    def __init__(self, evidence: Evidence) -> None:
+        super().__init__(f"login refused with HTTP {evidence.status_code}")
+        self.evidence = evidence
+
+
+def auth_headers(ctx: CheckContext, client: LiveClient) -> dict[str, str] | None:
+    """Headers that authenticate as the user the run acts for; None when no credential is known.
+
+    Raises LoginError when login credentials are given but refused.
+    """
+    api_key = ctx.extra.get("api_key")
+    if ctx.token:
+        return {"Authorization": f"Bearer {ctx.token}"}
+    if api_key:
+        return {"X-API-Key": str(api_key)}
+    tokens = login(ctx, client)
+    return {"Authorization": f"Bearer {tokens.access_token}"} if tokens else None
+
+
+def secrets_in_use(ctx: CheckContext) -> dict[str, str]:
+    """Secrets the run knows (and logs must never show), by a name for the report."""
+    found: dict[str, str] = {}
+    if ctx.token:
+        found["the token given with --token"] = ctx.token
+    if ctx.extra.get("api_key"):
+        found["the API key given with --api-key"] = str(ctx.extra["api_key"])
+    credentials = login_credentials(ctx)
+    if credentials is not None:
+        found["the login password"] = credentials[1]
+        target = target_of(ctx)
+        tokens = _TOKENS.get((target.base_url, credentials[0]))
+        if tokens is not None:
+            found["the access token"] = tokens.access_token
+            if tokens.refresh_token:
+                found["the refresh token"] = tokens.refresh_token
+    return found
+
+
+def host_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
