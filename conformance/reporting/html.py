@@ -73,6 +73,7 @@ def _item(result: RunResult, item: ItemResult) -> dict[str, Any]:
 def context(result: RunResult) -> dict[str, Any]:
     """What the template shows; filters offer only the values present in the run."""
     counts = result.counts()
+    titles = view.section_titles()
     present = {
         "status": [s.value for s in Status if counts[s.value]],
         "phase": [p.value for p in Phase if any(i.entry.phase is p for i in result.items)],
@@ -90,7 +91,7 @@ def context(result: RunResult) -> dict[str, Any]:
         "blockers": [_item(result, item) for item in result.blockers()],
         "filters": present,
         "sections": [
-            (section, [_item(result, item) for item in items])
+            (section, titles.get(section, ""), [_item(result, item) for item in items])
             for section, items in view.by_section(result.items)
         ],
     }

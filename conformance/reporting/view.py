@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
 
 from conformance.model import Evidence, Finding, ItemResult, RunResult, Status
+
+#: The deployment guide the catalogue quotes; its headings name the sections in reports.
+GUIDE_PATH = Path(__file__).resolve().parents[1] / "guide.md"
+_HEADING = re.compile(r"^#{2,6}\s+(\d+(?:\.\d+)*)\.?\s+(.+?)\s*$")
 
 #: Statuses a release manager has to look at, in the order reports list them.
 ATTENTION = (Status.ERROR, Status.FAILED, Status.UNATTESTED, Status.WAIVED)
@@ -71,3 +77,20 @@ def needing_attention(result: RunResult) -> list[ItemResult]:
     order = {status: rank for rank, status in enumerate(ATTENTION)}
     picked = [i for i in result.items if i.status in order]
     return sorted(picked, key=lambda i: (order[i.status], section_key(i.entry.section)))
+
+
+@cache
+def section_titles() -> dict[str, str]:
+    """Guide section number to its heading, in the guide's words; empty when the guide is absent."""
+    try:
+        text = GUIDE_PATH.read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    titles: dict[str, str] = {}
+    fenced = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced  # "# comment" lines in code blocks are not headings
+        elif not fenced and (match := _HEADING.match(line)):
+            titles.setdefault(match.group(1), match.group(2))
+    return titles

@@ -275,3 +275,18 @@ def test_a_real_latest_directory_is_never_replaced(tmp_path: Path) -> None:
 
     assert (tmp_path / "latest" / "keep.txt").read_text() == "someone's notes"
     assert (tmp_path / "run-1" / "results.json").exists()
+
+
+def test_html_is_self_contained_and_follows_the_guide_order(tmp_path: Path) -> None:
+    run_dir = write_reports(run_result(mixed_items()), tmp_path)
+    page = (run_dir / "readiness.html").read_text()
+
+    assert "<link" not in page
+    assert " src=" not in page
+    assert "@import" not in page
+    assert "default-src 'none'" in page  # the browser itself refuses any network load
+    assert '§ 3.1 <span lang="id">File Environment (.env)</span>' in page
+    sections = [page.index(f'data-section="{s}"') for s in ("3.1", "3.2", "4.1", "6", "10.2")]
+    assert sections == sorted(sections)
+    assert '<blockquote lang="id">Teks panduan untuk NET-HTTPS-ONLY (bahasa Indonesia).' in page
+    assert page.index('id="blockers"') < page.index('class="guide-section"')
