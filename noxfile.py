@@ -33,6 +33,13 @@ def conformance(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """Fuzz the API with schemathesis against the contract (the reference stack or --target-url)."""
+    install_project(session)
+    session.run("python", "-m", "conformance.fuzz", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def report(session: nox.Session) -> None:
     """Re-render a run's reports from its results.json: `nox -s report -- reports/<run-id>`."""
     if len(session.posargs) != 1:
