@@ -142,6 +142,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     action="store_true", default=False,
                     help="unattested blocking items make the verdict NOT READY")
     path_option("reports-dir", "write the reports of the run under this directory")
+    group.addoption("--tf-no-summary", dest="tf_no_summary", action="store_true", default=False,
+                    help="leave the verdict summary to the caller (python -m conformance run)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -500,7 +502,7 @@ def run_options(config: pytest.Config, context: CheckContext | None) -> dict[str
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     state = config.stash.get(STATE_KEY, None)
-    if state is None or state.result is None:
+    if state is None or state.result is None or config.option.tf_no_summary:
         return
     result = state.result
     counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)

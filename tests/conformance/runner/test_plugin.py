@@ -158,8 +158,12 @@ def test_findings_travel_from_xdist_workers_to_the_controller(
     suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_FAIL", "1")
-    out = suite.runpytest_subprocess("-p", "fakesuite", str(SUITE_PATH), "-n", "2",
-                                     "-p", "no:cacheprovider")
+    # Only the plugins named here, in the controller and both workers: a quick start.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    ini = suite.makeini("[pytest]\n")
+    out = suite.runpytest_subprocess(
+        "-c", str(ini), "-p", "conformance.plugin", "-p", "xdist.plugin", "-p", "fakesuite",
+        str(SUITE_PATH), "-n", "2", "-p", "no:cacheprovider")
     out.stdout.fnmatch_lines([
         "*verdict: NOT READY (1 passed, 1 failed, 1 unattested, 2 not_applicable)*",
         "*blocker FAKE-STATIC-BLOCKER (failed)*",

@@ -1,0 +1,525 @@
+"""`python -m conformance run|list|diff|report`: the release manager's entry point.
+
+`run` loads the catalogue, waivers and attestations (a bad file stops it with one line, exit 2),
+stands up or wraps the target (the reference stack by default), probes it once (unreachable: one
+line, exit 3), runs the checks through pytest and the conformance plugin, writes the reports and
+exits with the verdict's status (0 ready, 1 blocked). Ctrl-C cleans the stack up and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+
+from conformance.checks.registry import CheckSpec
+from conformance.model import CatalogueEntry, ExitStatus, Kind, Phase, RunResult, Status
+from conformance.runner import Selection, expired_waivers, parse_phase, parse_severity
+from conformance.yamlrecords import ConfigError
+
+if TYPE_CHECKING:
+    from conformance.stack import Target
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_COMPOSE_DIR = PACKAGE_DIR.parent / "compose"
+EXAMPLES_DIR = PACKAGE_DIR / "examples"
+INTERRUPTED = 130
+PROBE_TIMEOUT_SECONDS = 4.0
+#: Inputs a reference stack supplies; a check needing one of them needs a live target.
+LIVE_NEEDS = frozenset({"target", "database_url", "redis_url", "log_file"})
+#: Phases whose explicit selection brings the host checks in (on this machine unless --hosts).
+HOST_PHASES = frozenset({Phase.PRE_DEPLOY, Phase.DAILY, Phase.MONTHLY})
+
+
+class UsageError(Exception):
+    """Bad command line: one line on stderr, exit status 2."""
+
+
+class Unreachable(Exception):
+    """The target could not be stood up or did not answer: one line, exit status 3."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+@dataclass(kw_only=True)
+class Suite:
+    """Where the checks and the catalogue come from; tests swap in small made-up ones."""
+
+    checks: list[CheckSpec] | None = None
+    catalogue: list[CatalogueEntry] | None = None
+    pytest_plugins: tuple[str, ...] = ()  # extra `-p` plugins for every pytest process
+    pytest_args: tuple[str, ...] = field(default_factory=tuple)
+
+    def load_checks(self) -> list[CheckSpec]:
+        if self.checks is None:
+            from conformance.checks.registry import registered_checks
+
+            self.checks = list(registered_checks())
+        return self.checks
+
+    def load_catalogue(self) -> list[CatalogueEntry]:
+        if self.catalogue is None:
+            from conformance.catalogue import load_catalogue
+
+            try:
+                self.catalogue = list(load_catalogue().values())
+            except ValueError as exc:  # CatalogueError: "file:line: problem"
+                raise ConfigError(str(exc)) from None
+        return self.catalogue
+
+
+# --- argument parsing --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m conformance",
+                     description="Check a TaskForge deployment against its deployment guide.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run the conformance checks and write the reports")
+    target = run.add_argument_group("target")
+    target.add_argument("--stack", choices=("auto", "docker", "embedded", "external"),
+                        default="auto", help="how to get a target (default: auto; external "
+                                             "when --target-url is given)")
+    target.add_argument("--target-url", help="base URL of a deployment to verify")
+    target.add_argument("--token", help="access token for the target (or $TASKFORGE_TOKEN)")
+    target.add_argument("--api-key", help="API key for the target")
+    target.add_argument("--email", help="login e-mail for the target")
+    target.add_argument("--password", help="login password (or $TASKFORGE_PASSWORD)")
+    target.add_argument("--ca-bundle", type=Path, help="PEM of the CA of the target's certificate")
+    target.add_argument("--insecure", action="store_true",
+                        help="skip TLS verification for the other checks (the TLS checks still "
+                             "report the certificate)")
+    target.add_argument("--database-url", help="PostgreSQL URL of the deployment, reachable here")
+    target.add_argument("--redis-url", help="Redis URL of the deployment, reachable here")
+    target.add_argument("--log-file", type=Path, help="file of the server's JSON log lines")
+    target.add_argument("--log-command", help="command printing the server's recent log lines")
+    target.add_argument("--allow-writes", action="store_true",
+                        help="allow writes beyond one smoke job and a bounded rate-limit probe "
+                             "on a target that is not the reference stack")
+
+    files = run.add_argument_group("deployment files (static checks)")
+    files.add_argument("--env-file", type=Path)
+    files.add_argument("--compose-file", type=Path)
+    files.add_argument("--dockerfile", type=Path)
+    files.add_argument("--nginx-conf", type=Path)
+    files.add_argument("--prometheus-config", type=Path)
+    files.add_argument("--prometheus-rules", type=Path, action="append", default=[],
+                       help="alert rule file (repeatable)")
+
+    hosts = run.add_argument_group("hosts")
+    hosts.add_argument("--hosts", action="append", default=[], metavar="SPEC",
+                       help="testinfra host spec, e.g. ssh://user@server (repeatable; default: "
+                            "local:// when --phase pre-deploy, daily or monthly is selected)")
+    hosts.add_argument("--taskforge-dir", default="/opt/taskforge",
+                       help="the deployment directory on the host (default: /opt/taskforge)")
+
+    select = run.add_argument_group("selection and verdict")
+    select.add_argument("--phase", action="append", default=[],
+                        help="static, pre-deploy, post-deploy, production, daily, weekly, monthly "
+                             "(repeatable; default: all)")
+    select.add_argument("--severity", help="only this severity and more serious ones")
+    select.add_argument("--waivers", type=Path, help="YAML file of waivers")
+    select.add_argument("--attestations", type=Path, help="YAML file of attestations")
+    select.add_argument("--require-attestations", action="store_true",
+                        help="unattested blocking items block the verdict (implied by "
+                             "--phase pre-deploy)")
+    select.add_argument("-n", "--workers", type=int, default=None,
+                        help="pytest-xdist worker processes (default: 0, in-process)")
+    select.add_argument("--reports-dir", type=Path, default=Path("reports"),
+                        help="where reports/<run-id>/ is written (default: ./reports)")
+
+    listing = commands.add_parser("list", help="print the catalogue")
+    listing.add_argument("--phase", action="append", default=[])
+    listing.add_argument("--severity")
+
+    diff = commands.add_parser("diff", help="compare two runs; exit 1 on a regression")
+    diff.add_argument("old", type=Path)
+    diff.add_argument("new", type=Path)
+
+    report = commands.add_parser("report", help="re-render the reports of a run directory")
+    report.add_argument("run_dir", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, suite: Suite | None = None,
+         out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    suite = suite or Suite()
+    try:
+        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+        if args.command == "run":
+            return run(args, suite, out)
+        if args.command == "list":
+            return list_catalogue(args, suite, out)
+        if args.command == "diff":
+            from conformance.reporting import diff
+
+            return diff.main([str(args.old), str(args.new)], out=out)
+        if args.command == "report":
+            return render_report(args.run_dir, out)
+        raise UsageError("a command is needed: run, list, diff or report")
+    except (UsageError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(ExitStatus.USAGE)
+    except Unreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(ExitStatus.UNREACHABLE)
+    except KeyboardInterrupt:
+        print("interrupted: the stack has been cleaned up", file=sys.stderr)
+        return INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`list | head`): stop quietly, not with a traceback at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def render_report(run_dir: Path, out: TextIO) -> int:
+    from conformance.reporting import FILENAMES, ReportError, render_run_dir
+
+    try:
+        render_run_dir(run_dir)
+    except ReportError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"re-rendered {', '.join(FILENAMES)} in {run_dir}", file=out)
+    return 0
+
+
+def selection_of(args: argparse.Namespace) -> Selection:
+    return Selection(
+        phases=frozenset(parse_phase(p) for p in args.phase),
+        min_severity=parse_severity(args.severity) if args.severity else None,
+    )
+
+
+def list_catalogue(args: argparse.Namespace, suite: Suite, out: TextIO) -> int:
+    entries = selection_of(args).entries(suite.load_catalogue())
+    rows = [("ID", "SECTION", "PHASE", "SEVERITY", "KIND", "TITLE")]
+    rows += [(e.id, e.section, e.phase.value, e.severity.value, e.kind.value, e.title)
+             for e in entries]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True)]
+        print("  ".join([*cells, row[5]]), file=out)
+    print(f"{len(entries)} items", file=out)
+    return 0
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class Plan:
+    """What a run will do, decided before anything is started."""
+
+    selection: Selection
+    files: dict[str, Path | None]
+    rules: list[Path]
+    hosts: list[str]
+    needs_target: bool
+    require_attestations: bool
+    defaults_from_repo: bool
+
+
+FILE_OPTIONS = ("env_file", "compose_file", "dockerfile", "nginx_conf", "prometheus_config")
+
+
+def repo_artifacts() -> tuple[dict[str, Path | None], list[Path]]:
+    """The reference deployment's own files in compose/ (present in a source checkout)."""
+    found = {
+        "env_file": REPO_COMPOSE_DIR / ".env.example",
+        "compose_file": REPO_COMPOSE_DIR / "docker-compose.prod.yml",
+        "dockerfile": REPO_COMPOSE_DIR / "Dockerfile",
+        "nginx_conf": REPO_COMPOSE_DIR / "nginx" / "nginx.conf",
+        "prometheus_config": REPO_COMPOSE_DIR / "prometheus" / "prometheus.yml",
+    }
+    files: dict[str, Path | None] = {k: (p if p.is_file() else None) for k, p in found.items()}
+    prometheus = REPO_COMPOSE_DIR / "prometheus"
+    rules = sorted(p for p in prometheus.glob("*.y*ml") if p.name != "prometheus.yml"
+                   ) if prometheus.is_dir() else []
+    return files, rules
+
+
+def make_plan(args: argparse.Namespace, suite: Suite) -> Plan:
+    selection = selection_of(args)
+    files: dict[str, Path | None] = {name: getattr(args, name) for name in FILE_OPTIONS}
+    rules = list(args.prometheus_rules)
+    for name, path in [*files.items(), *(("prometheus_rules", r) for r in rules)]:
+        if path is not None and not path.is_file():
+            raise UsageError(f"--{name.replace('_', '-')} {path}: no such file")
+    for name in ("ca_bundle", "log_file", "waivers", "attestations"):
+        path = getattr(args, name)
+        if path is not None and not path.is_file():
+            raise UsageError(f"--{name.replace('_', '-')} {path}: no such file")
+    explicit_files = any(files.values()) or bool(rules)
+    defaults_from_repo = not explicit_files and not args.target_url
+    if defaults_from_repo:
+        files, rules = repo_artifacts()
+    if args.stack == "external" and not args.target_url:
+        raise UsageError("--stack external needs --target-url")
+    if args.workers is not None and args.workers < 0:
+        raise UsageError("--workers must be 0 or more")
+
+    entries = {e.id for e in selection.entries(suite.load_catalogue())}
+    selected = [c for c in suite.load_checks() if entries.intersection(c.item_ids)]
+    supplied = {"database_url": args.database_url, "redis_url": args.redis_url,
+                "log_file": args.log_file}
+    needs_target = bool(args.target_url) or any(
+        need in LIVE_NEEDS and not supplied.get(need) for c in selected for need in c.needs)
+    hosts = list(args.hosts)
+    if not hosts and selection.phases & HOST_PHASES:
+        hosts = ["local://"]
+    require = bool(args.require_attestations) or Phase.PRE_DEPLOY in selection.phases
+    return Plan(selection=selection, files=files, rules=rules, hosts=hosts,
+                needs_target=needs_target, require_attestations=require,
+                defaults_from_repo=defaults_from_repo)
+
+
+def check_files(args: argparse.Namespace, suite: Suite) -> None:
+    """Read waivers and attestations before anything starts: a bad file is exit 2, at once."""
+    from conformance.attestations import load_attestations
+    from conformance.waivers import load_waivers
+
+    known = {e.id for e in suite.load_catalogue()}
+    if args.waivers:
+        load_waivers(args.waivers, known)
+    if args.attestations:
+        load_attestations(args.attestations, known, datetime.now(UTC).date())
+
+
+@contextlib.contextmanager
+def target_of(args: argparse.Namespace, plan: Plan, out: TextIO) -> Iterator[Target | None]:
+    """The reference stack (stood up here, torn down after) or the user's deployment."""
+    if not plan.needs_target:
+        yield None
+        return
+    from conformance.stack import open_stack
+
+    kind = "external" if args.target_url else args.stack
+    options: dict[str, Any] = {}
+    if kind == "external":
+        options = {"target_url": args.target_url, "database_url": args.database_url,
+                   "redis_url": args.redis_url, "ca_bundle": args.ca_bundle}
+    elif args.stack == "auto" and args.target_url is None:
+        kind = "auto"
+    stack = open_stack(kind, **options)
+    try:
+        target = stack.__enter__()
+    except (KeyboardInterrupt, UsageError, ConfigError):
+        raise
+    except Exception as exc:
+        raise Unreachable(f"could not stand the {kind} target up: "
+                          f"{type(exc).__name__}: {exc}") from None
+    try:
+        yield target
+    except BaseException:
+        if not stack.__exit__(*sys.exc_info()):
+            raise
+    else:
+        stack.__exit__(None, None, None)
+
+
+def probe(base_url: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+    """One bounded request: any HTTP answer means reachable; TLS is judged by the TLS checks."""
+    import httpx
+
+    try:
+        with httpx.Client(verify=False, timeout=httpx.Timeout(timeout),  # noqa: S501
+                          follow_redirects=False) as client:
+            client.get(f"{base_url.rstrip('/')}/health")
+    except httpx.TransportError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise Unreachable(f"target {base_url} unreachable: {reason}") from None
+
+
+def pytest_arguments(args: argparse.Namespace, plan: Plan, suite: Suite, workdir: Path,
+                     target: Target | None) -> list[str]:
+    from conformance.plugin import SUITE_PATH, write_target_file
+
+    ini = workdir / "pytest.ini"
+    ini.write_text("[pytest]\n", encoding="utf-8")  # the user's own pytest config stays out
+    # `-p conformance.plugin` reaches the xdist workers; here it is registered already (run()).
+    argv = ["-c", str(ini), "--rootdir", str(PACKAGE_DIR.parent), "-p", "no:cacheprovider",
+            "-p", "conformance.plugin", "-q", "--tf-no-summary"]
+    workers = args.workers or 0
+    if workers > 0:
+        argv += ["-p", "xdist.plugin", "-n", str(workers)]
+    for plugin in suite.pytest_plugins:
+        argv += ["-p", plugin]
+    for name, path in plan.files.items():
+        if path is not None:
+            argv += [f"--tf-{name.replace('_', '-')}", str(path)]
+    for rule in plan.rules:
+        argv += ["--tf-prometheus-rules", str(rule)]
+    for host in plan.hosts:
+        argv += ["--tf-hosts", host]
+    argv += ["--tf-taskforge-dir", args.taskforge_dir]
+    for phase in plan.selection.phases:
+        argv += ["--tf-phase", phase.value]
+    if plan.selection.min_severity is not None:
+        argv += ["--tf-severity", plan.selection.min_severity.value]
+    if args.waivers:
+        argv += ["--tf-waivers", str(args.waivers)]
+    if args.attestations:
+        argv += ["--tf-attestations", str(args.attestations)]
+    if plan.require_attestations:
+        argv.append("--tf-require-attestations")
+    if args.allow_writes:
+        argv.append("--tf-allow-writes")
+    if args.insecure:
+        argv.append("--tf-insecure")
+    for name in ("database_url", "redis_url", "log_file", "log_command"):
+        value = getattr(args, name)
+        if value is not None:
+            argv += [f"--tf-{name.replace('_', '-')}", str(value)]
+    if target is not None:
+        # Credentials travel in a file only this user can read, not on command lines.
+        target_file = workdir / "target.json"
+        write_target_file(
+            target_file, target,
+            token=args.token or os.environ.get("TASKFORGE_TOKEN"),
+            auth={"api_key": args.api_key, "email": args.email,
+                  "password": args.password or os.environ.get("TASKFORGE_PASSWORD")},
+        )
+        argv += ["--tf-target-file", str(target_file)]
+    argv += list(suite.pytest_args)
+    argv.append(str(SUITE_PATH))
+    return argv
+
+
+class _Collector:
+    """Picks the run result out of the plugin's stash when pytest is done."""
+
+    def __init__(self) -> None:
+        self.result: RunResult | None = None
+
+    def pytest_unconfigure(self, config: Any) -> None:
+        from conformance.plugin import STATE_KEY
+
+        state = config.stash.get(STATE_KEY, None)
+        if state is not None and state.result is not None:
+            self.result = state.result
+
+
+@contextlib.contextmanager
+def _no_plugin_autoload() -> Iterator[None]:
+    """Only the plugins we name: faster start-up (also in every xdist worker), no surprises."""
+    saved = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
+        else:
+            os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = saved
+
+
+def run(args: argparse.Namespace, suite: Suite, out: TextIO) -> int:
+    import pytest
+
+    import conformance.plugin
+
+    plan = make_plan(args, suite)
+    check_files(args, suite)
+    with target_of(args, plan, out) as target, \
+            tempfile.TemporaryDirectory(prefix="taskforge-run-") as workdir:
+        if target is not None:
+            probe(target.base_url)
+        print_safety(target, args, out)
+        argv = pytest_arguments(args, plan, suite, Path(workdir), target)
+        collector = _Collector()
+        with _no_plugin_autoload():
+            code = pytest.main(argv, plugins=[conformance.plugin, collector])
+        if code == pytest.ExitCode.INTERRUPTED:
+            raise KeyboardInterrupt
+        if code == pytest.ExitCode.USAGE_ERROR or collector.result is None:
+            raise ConfigError(f"the checks could not run (pytest exit status {int(code)})")
+        result = collector.result
+        result = replace(result, run=replace(
+            result.run, options={**result.run.options, "stack": args.stack,
+                                 "defaults_from_repo": plan.defaults_from_repo}))
+    report_dir = write(result, args.reports_dir, out)
+    print_summary(result, report_dir, out)
+    return int(result.exit_status)
+
+
+def write(result: RunResult, reports_dir: Path, out: TextIO) -> Path | None:
+    from conformance.reporting import write_reports
+
+    try:
+        return write_reports(result, reports_dir)
+    except OSError as exc:
+        print(f"warning: reports not written to {reports_dir}: {exc}", file=out)
+        return None
+
+
+def print_safety(target: Target | None, args: argparse.Namespace, out: TextIO) -> None:
+    if target is None:
+        print("target: none (no live checks selected)", file=out)
+        return
+    print(f"target: {target.base_url} ({target.provider})", file=out)
+    if target.is_reference:
+        print("writes: allowed (the reference stack was started for this run)", file=out)
+    elif args.allow_writes:
+        print("writes: ALLOWED by --allow-writes on a deployment that is not the reference "
+              "stack", file=out)
+    else:
+        print("writes: read-mostly (one tagged smoke job and a bounded rate-limit probe; "
+              "--allow-writes to lift)", file=out)
+    if args.insecure:
+        print("tls: --insecure: certificates are not verified by the other checks", file=out)
+
+
+def print_summary(result: RunResult, report_dir: Path | None, out: TextIO) -> None:
+    unattested = [i for i in result.items if i.status is Status.UNATTESTED]
+    if unattested:
+        gate = ("they block the verdict (attestations required)"
+                if result.run.require_attestations
+                else "they do not gate this run; --require-attestations or --phase pre-deploy "
+                     "makes them gate")
+        print(f"\nunattested ({len(unattested)}): {gate}", file=out)
+        for item in unattested:
+            entry = item.entry
+            print(f"  {entry.id} [{entry.section}, {entry.phase.value}, {entry.severity.value}] "
+                  f"{entry.title}", file=out)
+        print(f"to attest, list them in a YAML file passed with --attestations "
+              f"(example: {EXAMPLES_DIR / 'attestations.yaml'}):", file=out)
+        from conformance.attestations import how_to_attest
+
+        print("attestations:", file=out)
+        print(how_to_attest(unattested[0].entry.id, unattested[0].entry.attestation), file=out)
+    expired = expired_waivers(result.items)
+    for item in expired:
+        waiver = item.waiver
+        assert waiver is not None
+        print(f"waiver expired: {item.entry.id} expired on {waiver.expires.isoformat()} "
+              f"(owner: {waiver.owner}); the item counts as {item.status.value}", file=out)
+    for item in result.items:
+        if item.status is Status.WAIVED and item.waiver is not None:
+            print(f"waived: {item.entry.id} until {item.waiver.expires.isoformat()} "
+                  f"(owner: {item.waiver.owner})", file=out)
+    blockers = result.blockers()
+    if blockers:
+        print(f"\nblockers ({len(blockers)}):", file=out)
+        for item in blockers:
+            first = next((f for f in item.findings if f.status is item.status), None)
+            why = f": {first.message}" if first and first.message else ""
+            print(f"  {item.entry.id} {item.status.value}{why}", file=out)
+    counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
+    automated = sum(1 for i in result.items if i.entry.kind is Kind.AUTOMATED)
+    if report_dir is not None:
+        print(f"reports: {report_dir}", file=out)
+    print(f"verdict: {result.verdict.value} ({counts}; {automated} automated items) "
+          f"exit {int(result.exit_status)}", file=out)

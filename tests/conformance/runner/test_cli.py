@@ -1,0 +1,194 @@
+"""`python -m conformance`: exit statuses 0, 1, 2, 3, the summary, and the catalogue listing."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conformance import cli
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> cli.Suite:
+    """The made-up registry of fakesuite.py, for the runner and its xdist workers."""
+    import fakesuite
+
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    monkeypatch.delenv("FAKE_FAIL", raising=False)
+    return cli.Suite(checks=fakesuite.CHECKS, catalogue=fakesuite.ENTRIES,
+                     pytest_plugins=("fakesuite",),
+                     # fakesuite is imported here before pytest could rewrite its asserts
+                     pytest_args=("-W", "ignore::pytest.PytestAssertRewriteWarning"))
+
+
+@pytest.fixture(autouse=True)
+def _importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fakesuite is imported by name, here and by pytest's `-p`."""
+    monkeypatch.syspath_prepend(str(HERE))
+
+
+def run(argv: list[str], suite: cli.Suite) -> tuple[int, str]:
+    out = io.StringIO()
+    code = cli.main(argv, suite=suite, out=out)
+    return code, out.getvalue()
+
+
+def static_args(tmp_path: Path) -> list[str]:
+    env = tmp_path / "prod.env"
+    env.write_text("APP_ENVIRONMENT=production\n")
+    return ["run", "--phase", "static", "--env-file", str(env),
+            "--reports-dir", str(tmp_path / "reports")]
+
+
+def test_ready_run_exits_0_and_writes_the_reports(fake: cli.Suite, tmp_path: Path) -> None:
+    code, out = run(static_args(tmp_path), fake)
+    assert code == 0
+    assert "verdict: READY (" in out
+    assert "target: none" in out
+    data = json.loads((tmp_path / "reports" / "latest" / "results.json").read_text())
+    assert data["run"]["options"]["env_file"].endswith("prod.env")
+
+
+def test_failed_blocker_exits_1_and_is_listed(
+    fake: cli.Suite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_FAIL", "1")
+    code, out = run(static_args(tmp_path), fake)
+    assert code == 1
+    assert "FAKE-STATIC-BLOCKER failed: the blocker is broken" in out
+    assert "verdict: NOT READY" in out
+
+
+def test_valid_waiver_makes_it_ready_with_waivers_and_expired_one_does_not(
+    fake: cli.Suite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_FAIL", "1")
+    waivers = tmp_path / "waivers.yaml"
+    template = ("waivers:\n  - id: FAKE-STATIC-BLOCKER\n    justification: vendor patch due\n"
+                "    owner: Ana\n    expires: {}\n")
+    waivers.write_text(template.format("2999-01-31"))
+    code, out = run([*static_args(tmp_path), "--waivers", str(waivers)], fake)
+    assert (code, "verdict: READY WITH WAIVERS") == (0, out.splitlines()[-1][:27])
+    assert "waived: FAKE-STATIC-BLOCKER until 2999-01-31 (owner: Ana)" in out
+
+    waivers.write_text(template.format("2020-01-31"))
+    code, out = run([*static_args(tmp_path), "--waivers", str(waivers)], fake)
+    assert code == 1
+    assert "waiver expired: FAKE-STATIC-BLOCKER expired on 2020-01-31 (owner: Ana)" in out
+
+
+def test_malformed_waivers_stop_the_run_with_file_and_line(
+    fake: cli.Suite, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    waivers = tmp_path / "waivers.yaml"
+    waivers.write_text("waivers:\n  - id: FAKE-STATIC-OK\n    owner: Ana\n"
+                       "    expires: 2999-01-01\n")
+    code, _ = run([*static_args(tmp_path), "--waivers", str(waivers)], fake)
+    assert code == 2
+    assert capsys.readouterr().err == f"error: {waivers}:2: missing 'justification'\n"
+    assert not (tmp_path / "reports").exists()
+
+
+def test_unattested_items_are_listed_with_how_to_attest_and_gate_only_when_asked(
+    fake: cli.Suite, tmp_path: Path
+) -> None:
+    base = ["run", "--reports-dir", str(tmp_path / "reports"), "--hosts", "local://"]
+    code, out = run([*base, "--phase", "static", "--phase", "pre-deploy"], fake)
+    assert code == 1  # --phase pre-deploy requires attestations
+    assert "FAKE-ATTESTED [6.1, pre-deploy, blocker]" in out
+    assert "  - id: FAKE-ATTESTED" in out
+    assert "# evidence expected: a signed change ticket" in out
+
+    attestations = tmp_path / "attestations.yaml"
+    attestations.write_text("attestations:\n  - id: FAKE-ATTESTED\n    by: Ops\n"
+                            "    on: 2026-01-02\n    evidence: CHG-7\n")
+    code, out = run([*base, "--phase", "static", "--phase", "pre-deploy",
+                     "--attestations", str(attestations)], fake)
+    assert code == 0
+    assert "unattested (" not in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--phase", "someday"], "error: unknown phase 'someday'"),
+        (["run", "--severity", "huge"], "error: unknown severity 'huge'"),
+        (["run", "--env-file", "/nonexistent/.env"], "error: --env-file /nonexistent/.env: "
+                                                    "no such file"),
+        (["run", "--stack", "external"], "error: --stack external needs --target-url"),
+        (["run", "--frobnicate"], "error: unrecognized arguments: --frobnicate"),
+        ([], "error: a command is needed"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    fake: cli.Suite, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = run(argv, fake)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(message)
+    assert err.count("\n") == 1
+
+
+def test_findings_come_back_from_xdist_workers(
+    fake: cli.Suite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import xdist.workermanage
+
+    # Local xdist workers start from the sys.path frozen when xdist was imported (before this
+    # test put fakesuite's directory on it).
+    monkeypatch.setattr(xdist.workermanage, "_sys_path", [str(HERE), *sys.path])
+    monkeypatch.setenv("FAKE_FAIL", "1")
+    code, out = run([*static_args(tmp_path), "--workers", "2"], fake)
+    assert code == 1
+    assert "verdict: NOT READY (2 passed, 1 failed;" in out
+
+
+def test_list_prints_id_section_phase_severity_kind_title(fake: cli.Suite) -> None:
+    code, out = run(["list", "--phase", "pre-deploy"], fake)
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].split() == ["ID", "SECTION", "PHASE", "SEVERITY", "KIND", "TITLE"]
+    assert lines[1].split() == ["FAKE-ATTESTED", "6.1", "pre-deploy", "blocker", "attested",
+                                "title", "of", "FAKE-ATTESTED"]
+    assert lines[-1] == "1 items"
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_target_exits_3_with_one_line() -> None:
+    url = f"https://127.0.0.1:{closed_port()}"
+    done = subprocess.run(
+        [sys.executable, "-m", "conformance", "run", "--target-url", url, "--phase",
+         "post-deploy"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"error: target {url} unreachable")
+    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stdout
+
+
+def test_probe_gives_up_on_a_silent_listener() -> None:
+    """A port that accepts but never answers is unreachable after the probe's timeout."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        with pytest.raises(cli.Unreachable, match="unreachable"):
+            cli.probe(f"http://127.0.0.1:{port}", timeout=0.5)
