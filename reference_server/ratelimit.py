@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import math
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -93,8 +94,33 @@ class RateLimitState:
         }
 
 
+#: Sliding-window log, atomically over several keys: a request is admitted only when every key
+#: has room, and then counted in every key. Returns {admitted, used, ms until the oldest expires}.
+SLIDING_WINDOW_LUA = """
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local used, wait = 0, 0
+for _, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local n = redis.call('ZCARD', key)
+  if n > used then used = n end
+  if n >= limit then
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    local until_free = tonumber(oldest[2]) + window - now
+    if until_free > wait then wait = until_free end
+  end
+end
+if used >= limit then return {0, used, wait} end
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now, ARGV[4])
+  redis.call('PEXPIRE', key, window)
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {1, used + 1, tonumber(oldest[2]) + window - now}
+"""
+
+
 class RateLimiter:
-    """Fixed one-minute windows per credential and per client IP."""
+    """A sliding one-minute window per credential and per client IP."""
 
     def __init__(
         self, guard: RedisGuard, *, per_minute: int, enabled: bool, fail_open: bool
@@ -118,30 +144,33 @@ class RateLimiter:
         """
         if not self.enabled:
             return None
-        now = time.time()
-        window = int(now // WINDOW_SECONDS)
-        reset_at = (window + 1) * WINDOW_SECONDS
-        names = [f"rl:{key}:{window}" for key in keys]
+        now_ms = int(time.time() * 1000)
+        names = [f"rl:{key}" for key in keys]
+        member = f"{now_ms}:{uuid.uuid4().hex[:12]}"
 
         async def count(client: redis.asyncio.Redis) -> list[Any]:
-            pipe = client.pipeline(transaction=False)
-            for name in names:
-                # SET NX EX then INCR: Redis 6 has no EXPIRE NX, and this keeps one round trip.
-                pipe.set(name, 0, ex=WINDOW_SECONDS + 1, nx=True)
-                pipe.incr(name)
-            return list(await pipe.execute())
+            result = await client.eval(
+                SLIDING_WINDOW_LUA,
+                len(names),
+                *names,
+                now_ms,
+                WINDOW_SECONDS * 1000,
+                self.per_minute,
+                member,
+            )
+            return list(result)
 
         try:
-            results = await self.guard.run(count)
+            admitted, used, wait_ms = await self.guard.run(count)
         except RedisUnavailable:
             self._unavailable()
             return None
-        used = max(int(r) for r in results[1::2])
+        reset_at = math.ceil((now_ms + int(wait_ms)) / 1000)
         state = RateLimitState(
-            limit=self.per_minute, remaining=self.per_minute - used, reset_at=reset_at
+            limit=self.per_minute, remaining=self.per_minute - int(used), reset_at=reset_at
         )
-        if used > self.per_minute:
-            retry_after = max(1, math.ceil(reset_at - now))
+        if not int(admitted):
+            retry_after = max(1, math.ceil(int(wait_ms) / 1000))
             raise RateLimited(
                 "rate limit exceeded",
                 headers={"Retry-After": str(retry_after), **state.headers()},

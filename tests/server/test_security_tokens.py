@@ -1,0 +1,285 @@
+"""Token attacks, refresh rotation, logout, login lockout, API keys and permission checks."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import jwt
+import orjson
+from api_support import (
+    ACCESS_SECRET,
+    PASSWORD,
+    error_code,
+    login,
+    new_email,
+    register,
+    running_app,
+)
+
+
+def _claims(account: dict[str, str], **changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims = {
+        "sub": account["user_id"],
+        "org": account["organization_id"],
+        "perms": ["job:read", "job:write"],
+        "iat": now,
+        "exp": now + 600,
+        "jti": uuid.uuid4().hex,
+        "typ": "access",
+    }
+    claims.update(changes)
+    return claims
+
+
+def _unsigned(claims: dict[str, Any], alg: str = "none") -> str:
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(orjson.dumps({"alg": alg, "typ": "JWT"}))
+    return f"{header}.{b64(orjson.dumps(claims))}."
+
+
+async def test_token_attacks_are_refused(database_url: str, redis_url: str) -> None:
+    async with running_app(database_url, redis_url) as api:
+        account = await register(api)
+        claims = _claims(account)
+        attacks = {
+            "alg none": _unsigned(claims, "none"),
+            "alg None": _unsigned(claims, "None"),
+            "wrong key": jwt.encode(claims, "not-the-server-key-" * 3, algorithm="HS256"),
+            "HS512 with the right key": jwt.encode(claims, ACCESS_SECRET, algorithm="HS512"),
+            "refresh as access": account["refresh_token"],
+            "refresh-typed token signed with the access key": jwt.encode(
+                {**claims, "typ": "refresh"}, ACCESS_SECRET, algorithm="HS256"
+            ),
+            "no jti": jwt.encode(
+                {k: v for k, v in claims.items() if k != "jti"}, ACCESS_SECRET, algorithm="HS256"
+            ),
+            "garbage": "not.a.token",
+        }
+        results = {}
+        for name, token in attacks.items():
+            response = await api.get("/api/v1/auth/validate", token=token)
+            results[name] = (response.status_code, await error_code(response))
+        expired = await api.get(
+            "/api/v1/auth/validate",
+            token=jwt.encode(
+                _claims(account, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600),
+                ACCESS_SECRET,
+                algorithm="HS256",
+            ),
+        )
+        missing = await api.get("/api/v1/auth/validate")
+        wrong_scheme = await api.get(
+            "/api/v1/auth/validate", headers={"Authorization": "Basic dXNlcjpwYXNz"}
+        )
+        genuine = await api.get("/api/v1/auth/validate", token=account["access_token"])
+    assert results == dict.fromkeys(attacks, (401, "AUTH_001"))
+    assert expired.status_code == 401 and await error_code(expired) == "AUTH_002"
+    assert missing.status_code == 401 and await error_code(missing) == "AUTH_001"
+    assert wrong_scheme.status_code == 401
+    assert genuine.status_code == 200
+    data = (await genuine.get_json())["data"]
+    assert data["valid"] is True
+    assert data["organization_id"] == account["organization_id"]
+    assert "api_key:write" in data["permissions"]
+
+
+async def test_refresh_rotates_and_the_old_token_is_refused(
+    database_url: str, redis_url: str
+) -> None:
+    async with running_app(database_url, redis_url) as api:
+        account = await register(api)
+        old = account["refresh_token"]
+        first = await api.post("/api/v1/auth/refresh", json={"refresh_token": old})
+        replay = await api.post("/api/v1/auth/refresh", json={"refresh_token": old})
+        new_pair = (await first.get_json())["data"]
+        works = await api.get("/api/v1/auth/validate", token=new_pair["access_token"])
+        access_as_refresh = await api.post(
+            "/api/v1/auth/refresh", json={"refresh_token": new_pair["access_token"]}
+        )
+    assert first.status_code == 200
+    assert new_pair["token_type"] == "Bearer" and new_pair["expires_in"] == 3600
+    assert new_pair["refresh_token"] != old
+    assert replay.status_code == 401 and await error_code(replay) == "AUTH_001"
+    assert works.status_code == 200
+    assert access_as_refresh.status_code == 401
+
+
+async def test_logout_revokes_the_refresh_token(database_url: str, redis_url: str) -> None:
+    async with running_app(database_url, redis_url) as api:
+        account = await register(api)
+        out = await api.post(
+            "/api/v1/auth/logout", json={"refresh_token": account["refresh_token"]}
+        )
+        after = await api.post(
+            "/api/v1/auth/refresh", json={"refresh_token": account["refresh_token"]}
+        )
+    assert out.status_code == 204
+    assert after.status_code == 401
+
+
+async def test_login_locks_after_five_failures(database_url: str, redis_url: str) -> None:
+    async with running_app(database_url, redis_url) as api:
+        email = new_email()
+        await register(api, email)
+        failures = [
+            await api.post("/api/v1/auth/login", json={"email": email, "password": "wrong-pass"})
+            for _ in range(5)
+        ]
+        locked = await api.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+        other = await register(api)  # another email is not locked
+    assert [r.status_code for r in failures] == [401] * 5
+    assert locked.status_code == 429
+    assert await error_code(locked) == "RATE_LIMIT_EXCEEDED"
+    assert 0 < int(locked.headers["Retry-After"]) <= 900
+    assert other["access_token"]
+
+
+async def test_wrong_password_and_unknown_email_look_alike(
+    database_url: str, redis_url: str
+) -> None:
+    async with running_app(database_url, redis_url) as api:
+        email = new_email()
+        await register(api, email)
+        wrong = await api.post("/api/v1/auth/login", json={"email": email, "password": "nope-nope"})
+        unknown = await api.post(
+            "/api/v1/auth/login", json={"email": new_email(), "password": "nope-nope"}
+        )
+        duplicate = await api.post(
+            "/api/v1/auth/register",
+            json={"email": email.upper(), "password": PASSWORD, "organization_name": "Again"},
+        )
+        short = await api.post(
+            "/api/v1/auth/register",
+            json={"email": new_email(), "password": "short", "organization_name": "X"},
+        )
+    assert (await wrong.get_json())["error"] == (await unknown.get_json())["error"]
+    assert duplicate.status_code == 409
+    assert short.status_code == 400
+
+
+async def test_passwords_are_stored_as_argon2_hashes(database_url: str, redis_url: str) -> None:
+    async with running_app(database_url, redis_url) as api:
+        account = await register(api)
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchval(
+            "SELECT password_hash FROM users WHERE id = $1", uuid.UUID(account["user_id"])
+        )
+    finally:
+        await conn.close()
+    assert stored.startswith("$argon2id$")
+    assert PASSWORD not in stored
+
+
+async def test_api_keys_shown_once_usable_both_ways_and_revocable(
+    database_url: str, redis_url: str
+) -> None:
+    async with running_app(database_url, redis_url) as api:
+        token = (await register(api))["access_token"]
+        created = await api.post(
+            "/api/v1/api-keys",
+            token=token,
+            json={"name": "ci", "permissions": ["job:read", "job:write"]},
+        )
+        assert created.status_code == 201
+        key_info = (await created.get_json())["data"]
+        key = key_info["key"]
+        listed = await (await api.get("/api/v1/api-keys", token=token)).get_json()
+        as_bearer = await api.post(
+            "/api/v1/jobs",
+            token=key,
+            json={"queue_name": "default", "job_type": "t", "payload": {}},
+        )
+        as_header = await api.get("/api/v1/jobs", headers={"X-API-Key": key})
+        beyond_its_permissions = await api.get("/api/v1/queues", headers={"X-API-Key": key})
+        revoked = await api.delete(f"/api/v1/api-keys/{key_info['id']}", token=token)
+        after_revoke = await api.get("/api/v1/jobs", headers={"X-API-Key": key})
+        lookalike = await api.get("/api/v1/jobs", headers={"X-API-Key": "tf_" + "A" * 32})
+    assert len(key) == 35 and key.startswith("tf_") and key[3:].isalnum()
+    assert all("key" not in k for k in listed["data"]["api_keys"])
+    assert key not in orjson.dumps(listed).decode()
+    assert as_bearer.status_code == 201
+    assert as_header.status_code == 200
+    assert "X-RateLimit-Limit" in as_header.headers
+    assert beyond_its_permissions.status_code == 403
+    assert await error_code(beyond_its_permissions) == "PERM_001"
+    assert revoked.status_code == 204
+    assert after_revoke.status_code == 401
+    assert lookalike.status_code == 401
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchval("SELECT key_hash FROM api_keys")
+        everything = await conn.fetchval("SELECT row_to_json(k)::text FROM api_keys k")
+    finally:
+        await conn.close()
+    assert len(stored) == 32  # SHA-256
+    assert key not in everything
+
+
+async def test_api_key_cannot_exceed_its_creator(database_url: str, redis_url: str) -> None:
+    async with running_app(database_url, redis_url) as api:
+        admin = (await register(api))["access_token"]
+        limited = (
+            await (
+                await api.post(
+                    "/api/v1/api-keys",
+                    token=admin,
+                    json={"name": "limited", "permissions": ["api_key:write", "job:read"]},
+                )
+            ).get_json()
+        )["data"]["key"]
+        escalate = await api.post(
+            "/api/v1/api-keys",
+            token=limited,
+            json={"name": "more", "permissions": ["queue:write"]},
+        )
+        unknown_permission = await api.post(
+            "/api/v1/api-keys", token=admin, json={"name": "x", "permissions": ["root"]}
+        )
+    assert escalate.status_code == 403
+    assert unknown_permission.status_code == 400
+
+
+async def test_member_role_holds_the_contract_permissions(
+    database_url: str, redis_url: str
+) -> None:
+    async with running_app(database_url, redis_url) as api:
+        admin = await register(api)
+        email = new_email("member")
+        # No endpoint invites members (the contract has none); the row is what an admin tool writes.
+        conn = await asyncpg.connect(database_url)
+        try:
+            admin_hash = await conn.fetchval(
+                "SELECT password_hash FROM users WHERE id = $1", uuid.UUID(admin["user_id"])
+            )
+            await conn.execute(
+                "INSERT INTO users (organization_id, email, password_hash, role) "
+                "VALUES ($1, $2, $3, 'member')",
+                uuid.UUID(admin["organization_id"]),
+                email,
+                admin_hash,
+            )
+        finally:
+            await conn.close()
+        member = (await login(api, email))["access_token"]
+        submit = await api.post(
+            "/api/v1/jobs", token=member, json={"queue_name": "default", "job_type": "t",
+                                                "payload": {}}
+        )
+        read_queues = await api.get("/api/v1/queues", token=member)
+        write_queue = await api.post("/api/v1/queues", token=member, json={"name": "mine"})
+        workers = await api.get("/api/v1/workers", token=member)
+        keys = await api.post(
+            "/api/v1/api-keys", token=member, json={"name": "k", "permissions": ["job:read"]}
+        )
+    assert submit.status_code == 201
+    assert read_queues.status_code == 200
+    assert [write_queue.status_code, workers.status_code, keys.status_code] == [403, 403, 403]
+
