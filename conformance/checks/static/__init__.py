@@ -1,1 +1,1 @@
-"""Static checks of deployment artifacts: .env, compose file, Dockerfile, nginx, Prometheus, sizing."""
+"""Static checks of deployment artifacts: .env, compose, Dockerfile, nginx, Prometheus, sizing."""

