@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from reporting_factories import item, mixed_items, run_result, waiver_for
 
 from conformance.model import ExitStatus, ItemResult, Kind, Severity, Status, Verdict
 from conformance.reporting import markdown, write_reports
+from conformance.runner import fold_items
 
 
 def _forced_blocker(status: Status = Status.FAILED, **options: Any) -> ItemResult:
@@ -114,3 +116,28 @@ def test_mixed_run_markdown_lists_blocker_then_error_then_failed_then_unattested
                                    "ENV-JWT-SECRET-STRENGTH", "OPS-ONCALL", "TLS-CERT-PINNED")]
     assert order == sorted(order)
     assert "ENV-LOG-LEVEL" not in md  # passed items stay out of the comment
+
+
+@pytest.mark.parametrize(
+    ("waiver_days", "verdict", "exit_status"),
+    [(None, "NOT READY", 1), (30, "READY WITH WAIVERS", 0), (-1, "NOT READY", 1)],
+)
+def test_waivers_applied_by_the_runner_reach_the_reports(
+    tmp_path: Path, waiver_days: int | None, verdict: str, exit_status: int
+) -> None:
+    """A forced blocker, then a valid waiver for it, then an expired one (runner.fold_items)."""
+    blocker = _forced_blocker()
+    passed = item("ENV-LOG-LEVEL", Status.PASSED)
+    waivers = [] if waiver_days is None else [waiver_for(blocker.entry.id, days=waiver_days)]
+    items = fold_items(
+        [blocker.entry, passed.entry],
+        {blocker.entry.id: blocker.findings, passed.entry.id: passed.findings},
+        checked_ids={blocker.entry.id, passed.entry.id},
+        waivers=waivers,
+    )
+
+    run_dir = write_reports(run_result(list(items)), tmp_path)
+
+    document = json.loads((run_dir / "results.json").read_text())
+    assert (document["verdict"], document["exit_status"]) == (verdict, exit_status)
+    assert verdict in (run_dir / "readiness.md").read_text().splitlines()[0]
