@@ -5,4 +5,11 @@ from __future__ import annotations
 import conformance.checks.live  # noqa: F401 - live checks against a running deployment
 
 # Static checks of deployment artifacts (.env, compose, Dockerfile, NGINX, Prometheus, sizing).
-from conformance.checks.static import compose, dockerfile, env, nginx, prometheus, sizing  # noqa: F401  # noqa: F401
+from conformance.checks.static import (  # noqa: F401
+    compose,
+    dockerfile,
+    env,
+    nginx,
+    prometheus,
+    sizing,
+)
