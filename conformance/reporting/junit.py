@@ -92,7 +92,7 @@ def render(result: RunResult) -> str:
         case = ET.SubElement(
             suite,
             "testcase",
-            classname=f"guide {entry.section}",
+            classname=entry.section,
             name=_xml_text(f"{entry.id} {entry.title}"),
             time=f"{item.duration_seconds:.3f}",
         )

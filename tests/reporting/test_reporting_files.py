@@ -141,7 +141,7 @@ def test_junit_is_accepted_by_junitparser_with_one_case_per_item(tmp_path: Path)
     assert suites[0].failures == 2
     assert suites[0].errors == 1
     blocker = cases["NET-HTTPS-ONLY Title of NET-HTTPS-ONLY"]
-    assert blocker.classname == "guide 10.2"
+    assert blocker.classname == "10.2"
     failure = blocker.result[0]
     assert isinstance(failure, Failure)
     assert "expected: HTTPS only" in (failure.text or "")
