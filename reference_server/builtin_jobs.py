@@ -47,12 +47,17 @@ class JobFailed(Exception):
         self.retryable = retryable
 
 
-async def run_test_job(payload: Mapping[str, Any]) -> Any:
+def run_test_job(payload: Mapping[str, Any]) -> Any:
     return {"ok": True, "job_type": "test_job", "received": dict(payload)}
 
 
-async def run_echo(payload: Mapping[str, Any]) -> Any:
+def run_echo(payload: Mapping[str, Any]) -> Any:
     return dict(payload)
+
+
+def run_fail(payload: Mapping[str, Any]) -> Any:
+    message = payload.get("message", "failed on purpose (job type 'fail')")
+    raise JobFailed(str(message), retryable=payload.get("retryable", True) is not False)
 
 
 async def run_sleep(payload: Mapping[str, Any]) -> Any:
@@ -67,19 +72,19 @@ async def run_sleep(payload: Mapping[str, Any]) -> Any:
     return {"ok": True, "slept_seconds": seconds}
 
 
-async def run_fail(payload: Mapping[str, Any]) -> Any:
-    message = payload.get("message", "failed on purpose (job type 'fail')")
-    raise JobFailed(str(message), retryable=payload.get("retryable", True) is not False)
-
-
-HANDLERS: dict[str, Callable[[Mapping[str, Any]], Awaitable[Any]]] = {
+#: Handlers that return at once run inline, without a task or a timer each: no-op jobs then cost
+#: almost nothing beyond their share of the batched lease and acknowledgement.
+INSTANT_HANDLERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "test_job": run_test_job,
     "echo": run_echo,
-    "sleep": run_sleep,
     "fail": run_fail,
 }
+#: Handlers that wait run as tasks, each under its job's timeout_seconds.
+WAITING_HANDLERS: dict[str, Callable[[Mapping[str, Any]], Awaitable[Any]]] = {
+    "sleep": run_sleep,
+}
 #: Must match the list in migration 20261128000002 (index predicate and wake-up key).
-BUILTIN_JOB_TYPES = frozenset(HANDLERS)
+BUILTIN_JOB_TYPES = frozenset(INSTANT_HANDLERS) | frozenset(WAITING_HANDLERS)
 
 
 @dataclass(slots=True)
@@ -91,43 +96,73 @@ class Outcome:
     retryable: bool = True
 
 
+def _failure(job: Job, started: float, exc: BaseException) -> Outcome:
+    duration = time.perf_counter() - started
+    if isinstance(exc, TimeoutError):
+        message, retryable = f"timed out after {job.timeout_seconds} s", True
+    elif isinstance(exc, JobFailed):
+        message, retryable = str(exc), exc.retryable
+    elif isinstance(exc, TypeError):  # output that is not JSON
+        message, retryable = f"output is not JSON: {exc}", False
+    else:
+        message, retryable = f"{type(exc).__name__}: {exc}", True
+    return Outcome(job, duration, error=message, retryable=retryable)
+
+
+def execute_instant(job: Job) -> Outcome | None:
+    """Run a job of an instant type; None when its type waits (use `execute`)."""
+    handler = INSTANT_HANDLERS.get(job.job_type)
+    if handler is None:
+        return None
+    started = time.perf_counter()
+    try:
+        output_json = orjson.dumps(handler(job.payload)).decode()
+    except Exception as exc:
+        return _failure(job, started, exc)
+    return Outcome(job, time.perf_counter() - started, output_json=output_json)
+
+
 async def execute(job: Job) -> Outcome:
     """Run one built-in job under its timeout; any failure becomes an Outcome, not a raise."""
+    instant = execute_instant(job)
+    if instant is not None:
+        return instant
     started = time.perf_counter()
-
-    def failed(message: str, retryable: bool) -> Outcome:
-        return Outcome(job, time.perf_counter() - started, error=message, retryable=retryable)
-
-    handler = HANDLERS.get(job.job_type)
+    handler = WAITING_HANDLERS.get(job.job_type)
     if handler is None:
-        return failed(f"no built-in handler for job type {job.job_type!r}", False)
+        error = f"no built-in handler for job type {job.job_type!r}"
+        return Outcome(job, 0.0, error=error, retryable=False)
     try:
         output = await asyncio.wait_for(handler(job.payload), timeout=job.timeout_seconds)
         output_json = orjson.dumps(output).decode()
-    except TimeoutError:
-        return failed(f"timed out after {job.timeout_seconds} s", True)
-    except JobFailed as exc:
-        return failed(str(exc), exc.retryable)
-    except TypeError as exc:  # output that is not JSON
-        return failed(f"output is not JSON: {exc}", False)
     except Exception as exc:
-        return failed(f"{type(exc).__name__}: {exc}", True)
+        return _failure(job, started, exc)
     return Outcome(job, time.perf_counter() - started, output_json=output_json)
 
 
 class BuiltinPool:
-    """`runners` lease loops of up to `batch_size` jobs each, and one acknowledgement flusher."""
+    """`runners` lease loops of up to `batch_size` jobs each, and one acknowledgement flusher.
+
+    Instant jobs run inline in the runner; waiting ones (sleep) run as tasks so a long job never
+    holds a runner. At most runners * batch_size leases are unacknowledged at once (backpressure).
+    """
 
     def __init__(self, engine: Engine, *, runners: int, batch_size: int) -> None:
         self._engine = engine
         self._runners = max(1, runners)
         self._batch_size = max(1, batch_size)
+        self._capacity = self._runners * self._batch_size
         self._runner_tasks: list[asyncio.Task[None]] = []
+        self._job_tasks: set[asyncio.Task[None]] = set()
         self._flusher_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._closing = False
         self._results: list[Outcome] = []
         self._results_ready = asyncio.Event()
+        self._capacity_freed = asyncio.Event()
+        #: Leased and not yet acknowledged (running, or finished and waiting for the flusher).
+        self._unacked = 0
+        #: Waiting jobs still running: what a shutdown hands back when the grace runs out.
         self._in_flight: dict[UUID, Job] = {}
 
     @property
@@ -150,12 +185,17 @@ class BuiltinPool:
         if not self._runner_tasks:
             return
         self._stopping.set()
+        self._capacity_freed.set()
         self._engine.notifier.wake_all()
-        _done, unfinished = await asyncio.wait(self._runner_tasks, timeout=max(0.0, grace_seconds))
-        for task in unfinished:
-            task.cancel()
         await asyncio.gather(*self._runner_tasks, return_exceptions=True)
         self._runner_tasks = []
+        if self._job_tasks:
+            _done, unfinished = await asyncio.wait(
+                set(self._job_tasks), timeout=max(0.0, grace_seconds)
+            )
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
         self._closing = True
         self._results_ready.set()
         if self._flusher_task is not None:
@@ -171,31 +211,44 @@ class BuiltinPool:
                 await self._engine.release_jobs(ids, self._engine.builtin_worker_id)
             except Exception:
                 log.exception("could not release %d built-in leases; the reaper will", len(ids))
+        self._unacked = 0
+
+    def _recheck_seconds(self) -> float:
+        return IDLE_RECHECK_SECONDS if self._engine.notifier.listening else DEGRADED_RECHECK_SECONDS
 
     async def _runner(self) -> None:
         wake = asyncio.Event()
         with self._engine.notifier.watch_builtin(wake):
             while not self._stopping.is_set():
+                free = min(self._batch_size, self._capacity - self._unacked)
+                if free <= 0:
+                    self._capacity_freed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._capacity_freed.wait(), self._recheck_seconds())
+                    continue
                 wake.clear()
                 try:
-                    jobs = await self._engine.lease_builtin(self._batch_size)
+                    jobs = await self._engine.lease_builtin(free)
                 except Exception:
                     log.warning("built-in lease failed; retrying", exc_info=True)
                     jobs = []
-                if self._stopping.is_set() and not jobs:
-                    return
                 if not jobs:
-                    recheck = (
-                        IDLE_RECHECK_SECONDS
-                        if self._engine.notifier.listening
-                        else DEGRADED_RECHECK_SECONDS
-                    )
+                    if self._stopping.is_set():
+                        return
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), recheck)
+                        await asyncio.wait_for(wake.wait(), self._recheck_seconds())
                     continue
+                self._unacked += len(jobs)
                 for job in jobs:
+                    outcome = execute_instant(job)
+                    if outcome is not None:
+                        self._results.append(outcome)
+                        continue
                     self._in_flight[job.id] = job
-                await asyncio.gather(*(self._run(job) for job in jobs))
+                    task = asyncio.create_task(self._run(job), name=f"taskforge-job-{job.id}")
+                    self._job_tasks.add(task)
+                    task.add_done_callback(self._job_tasks.discard)
+                self._results_ready.set()
 
     async def _run(self, job: Job) -> None:
         outcome = await execute(job)
@@ -209,7 +262,11 @@ class BuiltinPool:
             self._results_ready.clear()
             batch, self._results = self._results, []
             if batch:
-                await self._flush(batch)
+                try:
+                    await self._flush(batch)
+                finally:
+                    self._unacked = max(0, self._unacked - len(batch))
+                    self._capacity_freed.set()
             if self._closing and not self._results:
                 return
 

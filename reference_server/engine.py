@@ -81,7 +81,7 @@ class Engine:
         *,
         lease_seconds_default: int = 30,
         builtin_workers: int = 4,
-        builtin_batch_size: int = 32,
+        builtin_batch_size: int = 100,
         reaper_interval_seconds: float = 1.0,
         heartbeat_interval_seconds: int = 10,
     ) -> None:
