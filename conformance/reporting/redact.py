@@ -33,7 +33,10 @@ _HEADER_LINE = re.compile(
     r"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-api-key|api-key|x-auth-token"
     r"|x-csrf-token)(\s*:\s*)[^'\"\r\n]*"
 )
-_BEARER = re.compile(r"(?i)\b(bearer|basic|token)(\s+)(?!\*\*\*)[A-Za-z0-9._~+/=-]{8,}")
+# A bearer credential, not the word in prose: real tokens carry digits or punctuation.
+_BEARER = re.compile(
+    r"(?i)\b(bearer)(\s+)(?=[A-Za-z0-9._~+/=-]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]{8,}"
+)
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 # KEY=value (env files, query strings, form bodies) for keys that name a secret.
 _ASSIGNMENT = re.compile(

@@ -237,6 +237,8 @@ def test_no_report_file_contains_a_secret(tmp_path: Path) -> None:
         ("curl -u admin:pw-plain https://h/", "curl -u admin:*** https://h/"),
         ("REDIS_PASSWORD=redispw\nLOG_LEVEL=info", "REDIS_PASSWORD=***\nLOG_LEVEL=info"),
         ("LOG_LEVEL=info", "LOG_LEVEL=info"),
+        ("Bearer authentication required", "Bearer authentication required"),
+        ("got bearer abc.def-123_x in logs", "got bearer *** in logs"),
     ],
 )
 def test_redact_text_masks_credentials(raw: str, masked: str) -> None:
