@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 HANDSHAKE_TIMEOUT_SECONDS = 5.0
 RENEW_WITHIN_DAYS = 30
-TLS_ITEMS = ("LIVE-TLS-CHAIN", "LIVE-TLS-HOSTNAME", "LIVE-TLS-EXPIRY", "LIVE-TLS-RENEWAL")
+TLS_ITEMS = (
+    "LIVE-TLS-SERVED", "LIVE-TLS-CHAIN", "LIVE-TLS-HOSTNAME", "LIVE-TLS-EXPIRY", "LIVE-TLS-RENEWAL",
+)
 MODERN = frozenset({"TLSv1.2", "TLSv1.3"})  # as ssl.SSLSocket.version() names them
 
 
@@ -130,6 +132,7 @@ def certificate(ctx: CheckContext) -> Iterator[Finding]:
         command=f"openssl s_client -connect {endpoint.label} -showcerts"
         + (f" -CAfile {target.ca_bundle}" if target.ca_bundle else ""),
     )
+    yield report.passed("LIVE-TLS-SERVED", f"{endpoint.label} serves HTTPS: {describe(cert)}")
 
     verify = ssl.create_default_context(cafile=str(target.ca_bundle) if target.ca_bundle else None)
     verify.check_hostname = False  # the hostname is judged on its own below
