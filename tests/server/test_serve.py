@@ -1,0 +1,254 @@
+"""`python -m reference_server serve` as a real process: TLS, workers, SIGTERM, refusals, logs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import trustme
+from prometheus_client.parser import text_string_to_metric_families
+
+from reference_server.devservices import free_port
+
+START_LIMIT_SECONDS = 90.0
+STOP_LIMIT_SECONDS = 60.0
+STRONG_ACCESS = "A" * 20 + "k9vQx2LmN7pR4sT8wY1zB3cD5fG6hJ0"
+STRONG_REFRESH = "B" * 20 + "m3nP5qR7sT9uV1wX2yZ4aC6eG8iK0lO"
+PASSWORD = "serve-test-password-1"
+#: Variables of the server that the test process might carry; each test sets its own.
+SERVER_VARIABLES = (
+    "DATABASE_URL", "DB_HOST", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_PORT", "REDIS_URL",
+    "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "APP_ENVIRONMENT", "JWT_SECRET",
+    "JWT_REFRESH_SECRET", "CORS_ALLOWED_ORIGINS", "BASE_URL", "WORKERS", "LOG_FILE_PATH",
+    "TLS_CERT_FILE", "TLS_KEY_FILE", "PROMETHEUS_MULTIPROC_DIR", "APPLICATION_PORT",
+)
+
+pytestmark = pytest.mark.slow
+
+
+def server_env(**values: Any) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
+    env.update({k: str(v) for k, v in values.items()})
+    return env
+
+
+def serve(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "reference_server", "serve", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], url: str, **client: Any) -> httpx.Response:
+    deadline = time.monotonic() + START_LIMIT_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            output = proc.stdout.read().decode() if proc.stdout else ""
+            raise AssertionError(f"server exited with {proc.returncode}:\n{output[-3000:]}")
+        try:
+            response = httpx.get(url + "/health", timeout=2, **client)
+        except httpx.TransportError:
+            time.sleep(0.2)
+            continue
+        if response.status_code == 200:
+            return response
+        time.sleep(0.2)
+    raise AssertionError("server did not become healthy in time")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """SIGTERM, then the exit status and everything the process printed."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        output, _ = proc.communicate(timeout=STOP_LIMIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+        raise AssertionError("server did not stop after SIGTERM") from None
+    return proc.returncode, output.decode()
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it: (ca, cert, key)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file, cert_file, key_file = (tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem"))
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    return ca_file, cert_file, key_file
+
+
+async def _job_status(database_url: str, job_id: str) -> str:
+    conn = await asyncpg.connect(database_url)
+    try:
+        status: str = await conn.fetchval("SELECT status FROM jobs WHERE id = $1::uuid", job_id)
+        return status
+    finally:
+        await conn.close()
+
+
+async def test_serves_tls_with_workers_and_stops_gracefully_on_sigterm(
+    database_url: str, redis_url: str, tls: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    ca_file, cert_file, key_file = tls
+    port = free_port()
+    log_file = tmp_path / "server.log"
+    env = server_env(
+        DATABASE_URL=database_url, REDIS_URL=redis_url, APPLICATION_PORT=port, WORKERS=2,
+        TLS_CERT_FILE=cert_file, TLS_KEY_FILE=key_file, LOG_FILE_PATH=log_file,
+        JWT_SECRET=STRONG_ACCESS, JWT_REFRESH_SECRET=STRONG_REFRESH, BUILTIN_WORKERS=1,
+    )
+    base = f"https://127.0.0.1:{port}"
+    trust = ssl.create_default_context(cafile=str(ca_file))
+    proc = serve(env)
+    try:
+        health = wait_healthy(proc, base, verify=trust)
+        assert health.json()["status"] == "ok"
+        with httpx.Client(base_url=base, verify=trust, timeout=10) as client:
+            with pytest.raises(httpx.ConnectError):  # the certificate is checked, not waved through
+                httpx.get(base + "/health", timeout=5)
+            email = f"serve{port}@example.test"
+            registered = client.post(
+                "/api/v1/auth/register",
+                json={"email": email, "password": PASSWORD, "organization_name": "Serve"},
+            )
+            assert registered.status_code == 201
+            tokens = client.post(
+                "/api/v1/auth/login", json={"email": email, "password": PASSWORD}
+            ).json()["data"]
+            auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+            # Tokens signed in one worker verify in the other: the secrets are shared.
+            for _ in range(6):
+                assert client.get("/api/v1/auth/validate", headers=auth).status_code == 200
+            job = client.post(
+                "/api/v1/jobs",
+                headers=auth,
+                json={"queue_name": "default", "job_type": "sleep", "payload": {"seconds": 2}},
+            ).json()["data"]
+            deadline = time.monotonic() + 30
+            status = job["status"]
+            while status != "processing" and time.monotonic() < deadline:
+                time.sleep(0.05)
+                status = client.get(f"/api/v1/jobs/{job['id']}", headers=auth).json()["data"][
+                    "status"]
+            assert status == "processing"
+            metrics = client.get("/metrics").text
+            names = {f.name for f in text_string_to_metric_families(metrics)}
+            assert {"taskforge_http_request_duration_seconds", "taskforge_redis_up"} <= names
+    finally:
+        code, output = stop(proc)
+    assert code == 0, output[-3000:]
+    # The in-flight job finished within the grace period instead of being cut off.
+    assert await _job_status(database_url, job["id"]) == "succeeded"
+    text = log_file.read_text()
+    assert '"message":"request"' in text
+    for secret in (PASSWORD, tokens["access_token"], tokens["refresh_token"], STRONG_ACCESS,
+                   STRONG_REFRESH, database_url):
+        assert secret not in text
+        assert secret not in output
+
+
+def test_embedded_services_start_and_stop_with_the_server(tmp_path: Path) -> None:
+    port = free_port()
+    proc = serve(server_env(APPLICATION_PORT=port, BUILTIN_WORKERS=0))
+    try:
+        health = wait_healthy(proc, f"http://127.0.0.1:{port}")
+        assert health.json()["checks"] == {
+            "database": "ok",
+            "redis": "ok",
+            "migrations": health.json()["checks"]["migrations"],
+        }
+        assert health.json()["checks"]["migrations"]["current"] is True
+    finally:
+        code, output = stop(proc)
+    assert code == 0, output[-3000:]
+    pg_line = next(line for line in output.splitlines() if line.startswith("embedded PostgreSQL"))
+    pg_port = int(pg_line.rsplit(":", 1)[1].split("/")[0])
+    with pytest.raises(ConnectionRefusedError):  # stopped with the server
+        socket.create_connection(("127.0.0.1", pg_port), timeout=1).close()
+
+
+PRODUCTION_BASE = {
+    "APP_ENVIRONMENT": "production",
+    "DATABASE_URL": "postgresql://u:p@127.0.0.1:1/db",
+    "REDIS_URL": "redis://127.0.0.1:1/0",
+    "BASE_URL": "https://api.example.test",
+    "JWT_SECRET": STRONG_ACCESS,
+    "JWT_REFRESH_SECRET": STRONG_REFRESH,
+    "CORS_ALLOWED_ORIGINS": "https://app.example.test",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "variable"),
+    [
+        ({"JWT_SECRET": "short-secret"}, "JWT_SECRET"),
+        ({"JWT_SECRET": "your_jwt_secret_key_here_make_it_long_enough"}, "JWT_SECRET"),
+        ({"JWT_SECRET": None}, "JWT_SECRET"),
+        ({"JWT_REFRESH_SECRET": "changeme"}, "JWT_REFRESH_SECRET"),
+        ({"JWT_REFRESH_SECRET": STRONG_ACCESS}, "JWT_REFRESH_SECRET"),
+        ({"CORS_ALLOWED_ORIGINS": "*"}, "CORS_ALLOWED_ORIGINS"),
+        ({"BASE_URL": "http://api.example.test"}, "BASE_URL"),
+        ({"DATABASE_URL": None}, "DATABASE_URL"),
+        ({"REDIS_URL": None}, "REDIS_URL"),
+        ({"APPLICATION_PORT": "eighty"}, "APPLICATION_PORT"),
+    ],
+)
+def test_production_refuses_weak_settings(change: dict[str, str | None], variable: str) -> None:
+    values = {**PRODUCTION_BASE, **change}
+    env = server_env(**{k: v for k, v in values.items() if v is not None})
+    result = subprocess.run(
+        [sys.executable, "-m", "reference_server", "serve"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    stderr = result.stderr.decode().strip()
+    assert result.returncode == 2, stderr
+    assert len(stderr.splitlines()) == 1, stderr
+    assert stderr.startswith(f"error: {variable} ")
+    for secret in (STRONG_ACCESS, STRONG_REFRESH):
+        assert secret not in stderr
+
+
+def test_missing_tls_file_is_a_configuration_error(tmp_path: Path) -> None:
+    env = server_env(
+        DATABASE_URL="postgresql://u@127.0.0.1:1/db",
+        REDIS_URL="redis://127.0.0.1:1/0",
+        TLS_CERT_FILE=tmp_path / "absent.pem",
+        TLS_KEY_FILE=tmp_path / "absent.key",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "reference_server", "serve", "--no-migrate"],
+        env=env, capture_output=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == "error: TLS_CERT_FILE is not a readable file"
+
+
+def test_unreachable_database_is_one_line_and_exit_3() -> None:
+    env = server_env(DATABASE_URL=f"postgresql://u:s3cr3t-pw@127.0.0.1:{free_port()}/db",
+                     REDIS_URL="redis://127.0.0.1:1/0")
+    result = subprocess.run(
+        [sys.executable, "-m", "reference_server", "serve"], env=env, capture_output=True,
+        timeout=60,
+    )
+    stderr = result.stderr.decode().strip()
+    assert result.returncode == 3
+    assert len(stderr.splitlines()) == 1 and stderr.startswith("error: DATABASE_URL")
+    assert "s3cr3t-pw" not in stderr
