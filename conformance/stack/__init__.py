@@ -1,1 +1,138 @@
-"""Stack providers: stand a TaskForge target up (docker, embedded) or wrap one (external)."""
+"""Stack providers: stand a TaskForge target up (docker, embedded) or wrap a given one (external).
+
+One interface, `open_stack(kind, **options)`, over a small registry of provider names, as
+testinfra's backends. Every provider removes what it started on exit, on error and on Ctrl-C or
+SIGTERM (both arrive as KeyboardInterrupt while a stack is open).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+PROVIDERS = ("auto", "docker", "embedded", "external")
+
+
+class StackError(RuntimeError):
+    """A stack could not be stood up or wrapped; the message is one line for the user."""
+
+
+class StackConfigError(StackError, ValueError):
+    """The options given to a provider are wrong (a bad URL, a missing file, an unknown option)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """A TaskForge deployment the kit can talk to, and what it knows about it."""
+
+    base_url: str  # e.g. https://127.0.0.1:54321
+    provider: str  # "docker" | "embedded" | "external"
+    is_reference: bool  # True when we started the reference stack ourselves
+    ca_bundle: Path | None = None  # PEM of the throwaway CA (trustme) for TLS verification
+    database_url: str | None = None  # reachable from this host, for SQL checks
+    redis_url: str | None = None
+    log_file: Path | None = None  # where the server's JSON log lines can be read
+    env: Mapping[str, str] = field(default_factory=dict)  # the reference server's settings
+    admin_email: str | None = None  # an account created on the reference stack
+    admin_password: str | None = None
+
+    @property
+    def verify(self) -> str | bool:
+        """What httpx's `verify=` takes for this target: the CA bundle, else the system store."""
+        return str(self.ca_bundle) if self.ca_bundle is not None else True
+
+
+def say(line: str) -> None:
+    """One line of progress for the user (stderr, so reports on stdout stay clean)."""
+    print(f"stack: {line}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While open, SIGTERM raises KeyboardInterrupt, so `finally` blocks clean up as on Ctrl-C.
+
+    Python's default SIGTERM ends the process without unwinding, which would leave containers
+    and server processes behind. Signal handlers can only be set from the main thread; elsewhere
+    this does nothing (the main thread's owner decides).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while cleaning up: a second Ctrl-C must not strand resources."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def remember(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = {s: signal.signal(s, remember) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        raise KeyboardInterrupt(f"signal {received[0]} during clean-up")
+
+
+def choose_provider() -> tuple[str, str]:
+    """(provider, why) for `auto`: docker when an engine answers and the images are there."""
+    from conformance.stack.docker import docker_usable
+
+    usable, why = docker_usable()
+    return ("docker", why) if usable else ("embedded", why)
+
+
+def _provider(kind: str) -> Callable[..., contextlib.AbstractContextManager[Target]]:
+    if kind == "docker":
+        from conformance.stack.docker import docker_stack
+
+        return docker_stack
+    if kind == "embedded":
+        from conformance.stack.embedded import embedded_stack
+
+        return embedded_stack
+    from conformance.stack.external import external_stack
+
+    return external_stack
+
+
+@contextlib.contextmanager
+def open_stack(kind: str = "auto", **options: Any) -> Iterator[Target]:
+    """Stand up (or wrap) a target of the given kind; tear down what was started on exit.
+
+    kind: auto | docker | embedded | external. External takes target_url, database_url,
+    redis_url, ca_bundle; reference stacks take server_env (overrides of the server's settings,
+    None removes one) to start a misconfigured server on purpose.
+    """
+    if kind not in PROVIDERS:
+        raise StackConfigError(f"unknown stack {kind!r}: choose one of {', '.join(PROVIDERS)}")
+    if kind == "auto":
+        kind, why = choose_provider()
+        say(f"provider {kind}: {why}")
+    else:
+        say(f"provider {kind}: asked for with --stack {kind}")
+    with terminate_as_interrupt(), _provider(kind)(**options) as target:
+        yield target

@@ -1,8 +1,9 @@
-"""Images of the docker stack: their names, and local builds of compose/images/ for registry-less engines.
+"""Images of the docker stack: their names, and local builds of compose/images/ without a registry.
 
 `python -m conformance.stack.images build` (what `nox -s images` runs) debootstraps one Debian
-bookworm rootfs from the host's own apt mirror, imports it as the shared base, builds the PostgreSQL,
-Redis and server images on top, and skips every image whose recipe hash (an image label) is unchanged.
+bookworm rootfs from the host's own apt mirror, imports it as the shared base, builds the
+PostgreSQL, Redis and server images on top, and skips every image whose recipe hash (an image
+label) is unchanged.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _deb822_stanzas(text: str) -> Iterable[dict[str, str]]:
 
 
 def debian_mirror(suite: str = SUITE, apt_dir: Path = Path("/etc/apt")) -> str:
-    """The first `deb` source of `suite` in apt's configuration (deb822 files, then sources.list)."""
+    """The first `deb` source of `suite` in apt's configuration (deb822, then sources.list)."""
     override = os.environ.get(MIRROR_ENV)
     if override:
         return override
@@ -93,7 +94,8 @@ def debian_mirror(suite: str = SUITE, apt_dir: Path = Path("/etc/apt")) -> str:
         for stanza in _deb822_stanzas(path.read_text(errors="replace")):
             if stanza.get("enabled", "yes").lower() == "no":
                 continue
-            if "deb" in stanza.get("types", "").split() and suite in stanza.get("suites", "").split():
+            types, suites = stanza.get("types", "").split(), stanza.get("suites", "").split()
+            if "deb" in types and suite in suites:
                 uris = stanza.get("uris", "").split()
                 if uris:
                     return uris[0]
@@ -328,7 +330,9 @@ def build_wheelhouse(project: Path, wheelhouse: Path, *, log: Log) -> None:
     major, minor = version.split(".")[:2]
     # pip takes the platforms literally: list every manylinux level the image's glibc satisfies.
     glibc_major, glibc_minor = (int(part) for part in glibc.split(".")[:2])
-    platforms = [f"manylinux_{glibc_major}_{level}_{machine}" for level in range(glibc_minor, 4, -1)]
+    platforms = [
+        f"manylinux_{glibc_major}_{level}_{machine}" for level in range(glibc_minor, 4, -1)
+    ]
     platforms += [f"manylinux2014_{machine}", f"manylinux2010_{machine}",
                   f"manylinux1_{machine}", f"linux_{machine}"]
     for _ in range(WHEELHOUSE_ROUNDS):

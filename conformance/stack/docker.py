@@ -1,0 +1,413 @@
+"""The docker provider: PostgreSQL, Redis and the reference server image on one network.
+
+testcontainers starts the containers; every port is published on 127.0.0.1 only; the server
+speaks TLS with a throwaway CA. Every container and network carries this run's id as a label and
+is removed on exit, on error and on Ctrl-C/SIGTERM. Where no reaper (Ryuk) image exists the reaper
+is disabled and, instead, each run first removes what runs of dead processes left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from conformance.stack import StackConfigError, StackError, Target, say, signals_deferred
+from conformance.stack.images import POSTGRES, REDIS, SERVER, STACK_IMAGES
+from conformance.stack.reference import (
+    READY_TIMEOUT_SECONDS,
+    ServerEnv,
+    generated_secrets,
+    register_admin,
+    wait_ready,
+    with_overrides,
+)
+from conformance.stack.tls import issue
+
+if TYPE_CHECKING:
+    import docker
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.network import Network
+
+LABEL_RUN = "org.taskforge.stack.run-id"
+LABEL_PID = "org.taskforge.stack.pid"
+LABEL_HOST = "org.taskforge.stack.host"
+ENGINE_TIMEOUT_SECONDS = 5
+API_TIMEOUT_SECONDS = 120
+HEALTH_TIMEOUT_SECONDS = 90.0
+#: How long the server gets to stop gracefully before the engine kills it.
+STOP_GRACE_SECONDS = 10
+DATABASE = "taskforge"
+DB_USER = "taskforge"
+SERVER_PORT = 8000
+TLS_DIR_IN_CONTAINER = "/run/taskforge/tls"
+LOG_DIR_IN_CONTAINER = "/app/logs"
+#: Docker health probes every half second: a stack is used seconds after it starts, not minutes.
+_HEALTH_TIMING = {"interval": 500_000_000, "timeout": 3_000_000_000, "retries": 120,
+                  "start_period": 0}
+_SERVER_PROBE = (
+    "import os,ssl,urllib.request as u; s='https' if os.environ.get('TLS_CERT_FILE') else 'http';"
+    " u.urlopen(s+'://127.0.0.1:'+os.environ.get('APPLICATION_PORT','8000')+'/health',"
+    " timeout=3, context=ssl._create_unverified_context())"
+)
+
+
+def engine(timeout: int = ENGINE_TIMEOUT_SECONDS) -> docker.DockerClient:
+    """A client of the engine DOCKER_HOST names (or the default socket) that answered a ping."""
+    import docker
+
+    client = docker.from_env(timeout=timeout)
+    try:
+        client.ping()
+    except Exception:
+        client.close()
+        raise
+    return client
+
+
+def image_available(client: docker.DockerClient, name: str, *, check_registry: bool) -> str | None:
+    """None when the image is local (or, if asked, pullable); else why not, in a few words."""
+    import docker.errors
+
+    try:
+        client.images.get(name)
+        return None
+    except docker.errors.ImageNotFound:
+        pass
+    if not check_registry:
+        return f"image {name} is not present locally"
+    try:
+        client.api.inspect_distribution(name)
+        return None
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        return f"image {name} is neither present locally nor pullable ({reason})"
+
+
+def docker_usable() -> tuple[bool, str]:
+    """Whether the docker provider can run here, and why (one line)."""
+    try:
+        client = engine()
+    except Exception as exc:
+        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        return False, f"no Docker engine answers ({detail})"
+    with contextlib.closing(client):
+        version = client.version().get("Version", "?")
+        for role in STACK_IMAGES:
+            missing = image_available(client, role.name, check_registry=True)
+            if missing is not None:
+                return False, f"Docker engine {version} answers, but {missing}"
+        names = ", ".join(role.name for role in STACK_IMAGES)
+        return True, f"Docker engine {version} answers and the images are there ({names})"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_run(client: docker.DockerClient, run_id: str) -> int:
+    """Remove every container and network labelled with run_id; return how many containers."""
+    import docker.errors
+
+    label = f"{LABEL_RUN}={run_id}"
+    containers = client.containers.list(all=True, filters={"label": label})
+    for container in containers:
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True, v=True)
+    for network in client.networks.list(filters={"label": label}):
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            network.remove()
+    for volume in client.volumes.list(filters={"label": label}):
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            volume.remove(force=True)
+    return len(containers)
+
+
+def reap_orphans(client: docker.DockerClient) -> list[str]:
+    """Remove what runs of dead processes on this host left behind (killed with SIGKILL)."""
+    host = socket.gethostname()
+    orphans: set[str] = set()
+    for container in client.containers.list(all=True, filters={"label": LABEL_RUN}):
+        labels = container.labels
+        pid = labels.get(LABEL_PID, "")
+        if labels.get(LABEL_HOST) == host and pid.isdigit() and not _pid_alive(int(pid)):
+            orphans.add(labels[LABEL_RUN])
+    for network in client.networks.list(filters={"label": LABEL_RUN}):
+        labels = network.attrs.get("Labels") or {}
+        pid = labels.get(LABEL_PID, "")
+        if labels.get(LABEL_HOST) == host and pid.isdigit() and not _pid_alive(int(pid)):
+            orphans.add(labels[LABEL_RUN])
+    for run_id in sorted(orphans):
+        remove_run(client, run_id)
+    return sorted(orphans)
+
+
+def _configure_testcontainers(client: docker.DockerClient) -> None:
+    import docker.errors
+    from testcontainers.core.config import testcontainers_config as config
+
+    # Probe every quarter second, up to a minute: the default (1 s) costs seconds per container.
+    config.sleep_time = 0.25
+    config.max_tries = 240
+    if "TESTCONTAINERS_CONNECTION_MODE" not in os.environ:
+        from testcontainers.core.config import ConnectionMode
+
+        # Inside a container (/.dockerenv) testcontainers would dial the bridge gateway, but our
+        # ports are published on 127.0.0.1 only: the engine shares this host's loopback.
+        config.connection_mode_override = ConnectionMode.docker_host
+    if "TESTCONTAINERS_RYUK_DISABLED" in os.environ:
+        return  # the user decided
+    try:
+        client.images.get(config.ryuk_image)
+    except docker.errors.ImageNotFound:
+        # No reaper image and no registry to pull it from: our own labels and finally blocks
+        # (and reap_orphans for SIGKILLed runs) do its work.
+        config.ryuk_disabled = True
+        say(f"docker: no {config.ryuk_image} image here; the reaper is disabled, "
+            "this run removes its own containers")
+
+
+def _ensure_image(client: docker.DockerClient, name: str) -> None:
+    missing = image_available(client, name, check_registry=False)
+    if missing is None:
+        return
+    try:
+        client.images.pull(name)
+    except Exception as exc:
+        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise StackError(
+            f"{missing} and could not be pulled ({detail}); build local images with "
+            f"`nox -s images` and export TASKFORGE_*_IMAGE"
+        ) from None
+
+
+def _loopback_port(container: DockerContainer, port: int) -> None:
+    # testcontainers publishes on every interface by default; the kit's rule is loopback only.
+    container.ports[str(port)] = ("127.0.0.1", None)  # type: ignore[assignment]
+
+
+def _published(client: docker.DockerClient, container: DockerContainer, port: int) -> int:
+    bindings = client.api.port(container.get_wrapped_container().id, port)
+    if not bindings:
+        raise StackError(f"port {port} of {container.image} is not published")
+    return int(bindings[0]["HostPort"])
+
+
+def _health(client: docker.DockerClient, container_id: str) -> tuple[str, str]:
+    """(container status, health status) as the engine reports them."""
+    state = client.api.inspect_container(container_id)["State"]
+    return str(state.get("Status")), str((state.get("Health") or {}).get("Status", "none"))
+
+
+def wait_healthy(client: docker.DockerClient, containers: Mapping[str, DockerContainer],
+                 timeout: float = HEALTH_TIMEOUT_SECONDS) -> None:
+    """Wait until the engine reports every container healthy; a container that exits ends it."""
+    deadline = time.monotonic() + timeout
+    pending = dict(containers)
+    while pending:
+        for role, container in list(pending.items()):
+            wrapped = container.get_wrapped_container()
+            status, health = _health(client, str(wrapped.id))
+            if status in ("exited", "dead"):
+                tail = wrapped.logs(tail=5).decode(errors="replace").strip().splitlines()
+                raise StackError(f"the {role} container exited: "
+                                 f"{tail[-1][:300] if tail else 'no output'}")
+            if health == "healthy":
+                say(f"docker: {role} healthy ({container.image})")
+                del pending[role]
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise StackError(f"not healthy within {timeout:.0f}s: {', '.join(sorted(pending))}")
+        time.sleep(0.1)
+
+
+def _start_postgres(network: Network, labels: dict[str, str], password: str) -> DockerContainer:
+    from testcontainers.community.postgres import PostgresContainer
+
+    container = PostgresContainer(POSTGRES.name, username=DB_USER, password=password,
+                                  dbname=DATABASE, driver=None)
+    _loopback_port(container, 5432)
+    container.with_network(network).with_network_aliases("db")
+    # No volume: the database lives and dies with the container, so no volume can be left behind.
+    container.with_tmpfs_mount("/var/lib/postgresql/data")
+    container.with_kwargs(labels=labels, healthcheck={
+        "test": ["CMD-SHELL", f"pg_isready -h 127.0.0.1 -U {DB_USER} -d {DATABASE}"],
+        **_HEALTH_TIMING,
+    })
+    return container.start()
+
+
+def _start_redis(network: Network, labels: dict[str, str], password: str) -> DockerContainer:
+    from testcontainers.community.redis import RedisContainer
+
+    container = RedisContainer(REDIS.name, password=password)
+    _loopback_port(container, 6379)
+    container.with_network(network).with_network_aliases("redis")
+    container.with_tmpfs_mount("/data")
+    container.with_env("REDISCLI_AUTH", password)  # lets the health probe's redis-cli log in
+    container.with_kwargs(labels=labels, healthcheck={
+        "test": ["CMD-SHELL", "redis-cli ping | grep -q PONG"], **_HEALTH_TIMING,
+    })
+    return container.start()
+
+
+@contextlib.contextmanager
+def docker_stack(
+    *,
+    server_env: ServerEnv | None = None,
+    ready_timeout: float = READY_TIMEOUT_SECONDS,
+    create_admin: bool = True,
+    **unknown: object,
+) -> Iterator[Target]:
+    """The three containers, healthy, the server over TLS on a loopback port; removed on exit."""
+    if unknown:
+        raise StackConfigError(f"the docker stack takes no option {', '.join(sorted(unknown))}")
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.network import Network
+
+    from reference_server.devservices import free_port
+
+    try:
+        client = engine(API_TIMEOUT_SECONDS)
+    except Exception as exc:
+        raise StackError(f"no Docker engine answers: {str(exc).splitlines()[0][:200]}") from None
+    run_id = uuid.uuid4().hex[:12]
+    labels = {LABEL_RUN: run_id, LABEL_PID: str(os.getpid()), LABEL_HOST: socket.gethostname()}
+    work = Path(tempfile.mkdtemp(prefix=f"taskforge-docker-{run_id}-"))
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="taskforge-stack")
+    started_containers: list[DockerContainer] = []
+    network: Network | None = None
+    try:
+        started = time.monotonic()
+        reaped = reap_orphans(client)
+        if reaped:
+            say(f"docker: removed what {len(reaped)} killed run(s) left behind")
+        _configure_testcontainers(client)
+        for role in STACK_IMAGES:
+            _ensure_image(client, role.name)
+        work.chmod(0o755)
+        tls = issue(work / "tls")
+        logs = work / "logs"
+        logs.mkdir()
+        logs.chmod(0o777)  # the server's non-root user writes its log file here
+        network = Network(docker_network_kw={"labels": labels}).create()
+        pg_password, redis_password = secrets.token_hex(16), secrets.token_hex(16)
+        futures: dict[str, Future[DockerContainer]] = {
+            "postgres": executor.submit(_start_postgres, network, labels, pg_password),
+            "redis": executor.submit(_start_redis, network, labels, redis_password),
+        }
+        pg, redis = futures["postgres"].result(), futures["redis"].result()
+        started_containers += [pg, redis]
+
+        port = free_port()
+        base_url = f"https://127.0.0.1:{port}"
+        settings = with_overrides({
+            "DATABASE_URL": f"postgresql://{DB_USER}:{pg_password}@db:5432/{DATABASE}",
+            "REDIS_URL": f"redis://:{redis_password}@redis:6379/0",
+            "APP_ENVIRONMENT": "production",
+            "APPLICATION_HOST": "0.0.0.0",
+            "APPLICATION_PORT": str(SERVER_PORT),
+            "BASE_URL": base_url,
+            "TLS_CERT_FILE": f"{TLS_DIR_IN_CONTAINER}/{tls.cert_file.name}",
+            "TLS_KEY_FILE": f"{TLS_DIR_IN_CONTAINER}/{tls.key_file.name}",
+            "LOG_FORMAT": "json",
+            "LOG_FILE_PATH": f"{LOG_DIR_IN_CONTAINER}/server.log",
+            "CORS_ALLOWED_ORIGINS": base_url,
+            "WORKERS": "1",
+            **generated_secrets(),
+        }, server_env)
+        server = DockerContainer(SERVER.name)
+        server.ports[str(SERVER_PORT)] = ("127.0.0.1", port)  # type: ignore[assignment]
+        server.with_network(network).with_network_aliases("app").with_envs(**settings)
+        server.with_volume_mapping(tls.ca_bundle.parent, TLS_DIR_IN_CONTAINER, "ro")
+        server.with_volume_mapping(logs, LOG_DIR_IN_CONTAINER, "rw")
+        server.with_kwargs(labels=labels, stop_signal="SIGTERM", healthcheck={
+            "test": ["CMD", "python", "-c", _SERVER_PROBE], **_HEALTH_TIMING,
+        })
+        server.start()
+        started_containers.append(server)
+
+        def still_running() -> str | None:
+            status, _ = _health(client, str(server.get_wrapped_container().id))
+            if status not in ("exited", "dead"):
+                return None
+            tail = server.get_wrapped_container().logs(tail=5).decode(errors="replace")
+            lines = tail.strip().splitlines()
+            return f"the server container exited: {lines[-1][:300] if lines else 'no output'}"
+
+        wait_ready(base_url, tls.ca_bundle, still_running=still_running, timeout=ready_timeout)
+        wait_healthy(client, {"postgres": pg, "redis": redis, "server": server})
+        email = password = None
+        if create_admin:
+            email, password = register_admin(base_url, tls.ca_bundle)
+        pg_port, redis_port = _published(client, pg, 5432), _published(client, redis, 6379)
+        say(f"docker: PostgreSQL, Redis and the server healthy at {base_url} "
+            f"in {time.monotonic() - started:.1f}s (run {run_id})")
+        yield Target(
+            base_url=base_url,
+            provider="docker",
+            is_reference=True,
+            ca_bundle=tls.ca_bundle,
+            database_url=f"postgresql://{DB_USER}:{pg_password}@127.0.0.1:{pg_port}/{DATABASE}",
+            redis_url=f"redis://:{redis_password}@127.0.0.1:{redis_port}/0",
+            log_file=logs / "server.log",
+            env=settings,
+            admin_email=email,
+            admin_password=password,
+        )
+    finally:
+        with signals_deferred():
+            _teardown(client, run_id, started_containers, network, executor)
+            with contextlib.suppress(OSError):
+                _remove_tree(work)
+            client.close()
+
+
+def _teardown(client: docker.DockerClient, run_id: str, containers: list[DockerContainer],
+              network: Network | None, executor: ThreadPoolExecutor) -> None:
+    import docker.errors
+
+    # A container still starting in a worker thread must be created before the sweep sees it.
+    executor.shutdown(wait=True, cancel_futures=True)
+    for container in reversed(containers):
+        wrapped = container._container
+        if wrapped is None:
+            continue
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            wrapped.stop(timeout=STOP_GRACE_SECONDS)  # the server's SIGTERM: graceful
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            wrapped.remove(force=True, v=True)
+    if network is not None:
+        with contextlib.suppress(Exception):
+            network.remove()
+    left = remove_run(client, run_id)
+    if left:
+        say(f"docker: removed {left} more container(s) of run {run_id}")
+    remaining = client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})
+    if remaining:
+        say(f"docker: {len(remaining)} container(s) of run {run_id} could not be removed")
+    else:
+        say(f"docker: run {run_id} removed, no container left behind")
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    # The server container may have written files as its own user; root or the owner removes them.
+    shutil.rmtree(path, ignore_errors=True)
+

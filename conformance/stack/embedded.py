@@ -1,0 +1,163 @@
+"""The embedded provider: pip-shipped PostgreSQL and Redis, the reference server as a subprocess.
+
+Works on a machine with nothing but Python. Everything lives in one temporary directory (the TLS
+files, the server's log, its stdout and stderr) that is removed on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from conformance.stack import StackConfigError, StackError, Target, say, signals_deferred
+from conformance.stack.reference import (
+    READY_TIMEOUT_SECONDS,
+    ServerEnv,
+    generated_secrets,
+    register_admin,
+    wait_ready,
+    with_overrides,
+)
+from conformance.stack.tls import issue
+
+DATABASE = "taskforge"
+STOP_GRACE_SECONDS = 15.0
+#: Variables of our own environment the server process inherits; its settings come only from us.
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "PYTHONPATH",
+             "VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def _create_database(url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # our own constant name, not user input
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> int:
+    """SIGTERM the process group (Granian's workers too), SIGKILL it after the grace."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    # Workers outlive a killed parent otherwise; the group is ours alone (start_new_session).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode
+
+
+@contextlib.contextmanager
+def embedded_stack(
+    *,
+    server_env: ServerEnv | None = None,
+    ready_timeout: float = READY_TIMEOUT_SECONDS,
+    create_admin: bool = True,
+    **unknown: object,
+) -> Iterator[Target]:
+    """PostgreSQL, Redis and the server over TLS on loopback ports; all removed on exit."""
+    if unknown:
+        raise StackConfigError(f"the embedded stack takes no option {', '.join(sorted(unknown))}")
+    from reference_server.devservices import (
+        DevServiceError,
+        EmbeddedPostgres,
+        EmbeddedRedis,
+        free_port,
+    )
+
+    root = Path(tempfile.mkdtemp(prefix="taskforge-embedded-"))
+    # As root, PostgreSQL runs as its own user (devservices), which must traverse this directory.
+    root.chmod(0o755)
+    pg = EmbeddedPostgres(root=root / "postgres")
+    redis = EmbeddedRedis(root=root / "redis", password=secrets.token_urlsafe(24))
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        started = time.monotonic()
+        (root / "postgres").mkdir()
+        (root / "redis").mkdir()
+        try:
+            pg.start()
+            redis.start()
+            _create_database(pg.url, DATABASE)
+        except (DevServiceError, OSError) as exc:
+            raise StackError(f"embedded services did not start: {exc}") from None
+        tls = issue(root / "tls")
+        port = free_port()
+        base_url = f"https://127.0.0.1:{port}"
+        settings = with_overrides({
+            "DATABASE_URL": pg.url_for(DATABASE),
+            "REDIS_URL": redis.url,
+            "APP_ENVIRONMENT": "production",
+            "APPLICATION_HOST": "127.0.0.1",
+            "APPLICATION_PORT": str(port),
+            "BASE_URL": base_url,
+            "TLS_CERT_FILE": str(tls.cert_file),
+            "TLS_KEY_FILE": str(tls.key_file),
+            "LOG_FORMAT": "json",
+            "LOG_FILE_PATH": str(root / "server.log"),
+            "CORS_ALLOWED_ORIGINS": base_url,
+            "WORKERS": "1",
+            **generated_secrets(),
+        }, server_env)
+        env = {k: os.environ[k] for k in INHERITED if k in os.environ} | settings
+        with open(root / "server.out", "wb") as out, open(root / "server.err", "wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "reference_server", "serve"],
+                env=env, cwd=root, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C is ours to handle; the group holds its workers
+            )
+        server = proc
+
+        def still_running() -> str | None:
+            status = server.poll()
+            if status is None:
+                return None
+            return (f"the reference server exited with status {status}: "
+                    f"{_last_line(root / 'server.err') or 'no message'}")
+
+        wait_ready(base_url, tls.ca_bundle, still_running=still_running, timeout=ready_timeout)
+        email = password = None
+        if create_admin:
+            email, password = register_admin(base_url, tls.ca_bundle)
+        say(f"embedded: PostgreSQL, Redis and the server ready at {base_url} "
+            f"in {time.monotonic() - started:.1f}s")
+        yield Target(
+            base_url=base_url,
+            provider="embedded",
+            is_reference=True,
+            ca_bundle=tls.ca_bundle,
+            database_url=pg.url_for(DATABASE),
+            redis_url=redis.url,
+            log_file=root / "server.log",
+            env=settings,
+            admin_email=email,
+            admin_password=password,
+        )
+    finally:
+        with signals_deferred():
+            if proc is not None:
+                stop_process(proc)
+            redis.stop()
+            pg.stop()
+            shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,86 @@
+"""What the docker and embedded providers share: settings, readiness wait, the admin account."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import httpx
+
+from conformance.stack import StackConfigError, StackError
+
+READY_TIMEOUT_SECONDS = 60.0
+READY_POLL_SECONDS = 0.1
+ADMIN_EMAIL = "admin@conformance.example.com"
+ADMIN_ORGANIZATION = "TaskForge conformance (reference stack)"
+
+ServerEnv = Mapping[str, "str | None"]
+
+
+def generated_secrets() -> dict[str, str]:
+    """Fresh JWT secrets for one run: never a placeholder, never the same twice."""
+    return {
+        "JWT_SECRET": secrets.token_urlsafe(48),
+        "JWT_REFRESH_SECRET": secrets.token_urlsafe(48),
+    }
+
+
+def with_overrides(env: Mapping[str, str], server_env: ServerEnv | None) -> dict[str, str]:
+    """The settings with the caller's overrides applied; an override of None removes a setting."""
+    merged = dict(env)
+    for name, value in (server_env or {}).items():
+        if not isinstance(name, str) or not name:
+            raise StackConfigError(f"server_env: {name!r} is not a variable name")
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = str(value)
+    return merged
+
+
+def wait_ready(
+    base_url: str,
+    ca_bundle: Path,
+    *,
+    still_running: Callable[[], str | None],
+    timeout: float = READY_TIMEOUT_SECONDS,
+) -> float:
+    """Poll GET /ready until 200; return the seconds it took.
+
+    `still_running` returns None while the server lives, else why it stopped; a dead server
+    ends the wait at once instead of at the deadline.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    last = "no answer"
+    with httpx.Client(verify=str(ca_bundle), timeout=httpx.Timeout(2.0)) as client:
+        while True:
+            stopped = still_running()
+            if stopped is not None:
+                raise StackError(stopped)
+            try:
+                response = client.get(f"{base_url}/ready")
+                if response.status_code == 200:
+                    return time.monotonic() - started
+                last = f"GET /ready answered {response.status_code}"
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            if time.monotonic() >= deadline:
+                raise StackError(f"the server was not ready within {timeout:.0f}s ({last})")
+            time.sleep(READY_POLL_SECONDS)
+
+
+def register_admin(base_url: str, ca_bundle: Path) -> tuple[str, str]:
+    """Register the stack's admin account through the API; return (email, password)."""
+    password = secrets.token_urlsafe(18)
+    body = {"email": ADMIN_EMAIL, "password": password, "organization_name": ADMIN_ORGANIZATION}
+    with httpx.Client(verify=str(ca_bundle), timeout=httpx.Timeout(10.0)) as client:
+        response = client.post(f"{base_url}/api/v1/auth/register", json=body)
+    if response.status_code != 201:
+        raise StackError(
+            f"registering the admin account answered {response.status_code}: "
+            f"{response.text[:200]}"
+        )
+    return ADMIN_EMAIL, password
