@@ -42,7 +42,8 @@ REQUIRED_FIELDS = ("timestamp", "level", "message")
 #: lines outside any request (startup, shutdown, the job runners) have none to carry.
 REQUEST_FIELDS = ("method", "path", "status")
 ERROR_LEVELS = frozenset({"error", "critical", "fatal", "panic", "emergency", "alert"})
-_TEXT_ERROR = re.compile(r"\b(ERROR|CRITICAL|FATAL|PANIC)\b")
+#: Error levels in text lines: upper-case words, or structlog's "[error    ]" console column.
+_TEXT_ERROR = re.compile(r"\b(ERROR|CRITICAL|FATAL|PANIC)\b|\[\s*(error|critical)\s*\]")
 LOG_ITEMS = ("LIVE-LOGGING", "LIVE-LOG-JSON", "LIVE-LOG-NO-SECRETS", "LIVE-LOG-ERRORS")
 #: Secrets shorter than this are not searched for: they would match by accident.
 MIN_SECRET_SEARCH_LENGTH = 6

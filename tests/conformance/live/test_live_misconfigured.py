@@ -1,0 +1,49 @@
+"""A reference server misconfigured one way at a time: the matching live check fails, no other."""
+
+from __future__ import annotations
+
+import pytest
+from live_support import ALLOWED_ORIGIN, ServerFactory, explain, run_checks, statuses
+
+from conformance.model import Status
+
+#: Cheap checks run against every misconfigured server; the rate-limit probe last.
+CHECKS = (
+    "health.health", "headers.security_headers", "cors.cors_allowed", "cors.cors_foreign",
+    "metrics.metrics", "logs.log_lines", "auth.jwt_secret", "ratelimit.rate_limit",
+)
+#: The guide's own example value: long enough, but public.
+GUIDE_JWT_SECRET = "your_super_secret_jwt_key_here_must_be_at_least_32_chars_long"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "failing"),
+    [
+        pytest.param(
+            "CORS_ALLOWED_ORIGINS", "*", {"LIVE-CORS-FOREIGN"}, id="wildcard-cors",
+            # The reference server compares origins literally, so `*` allows nothing instead of
+            # everything; strict: this starts failing the day the server honours the wildcard.
+            marks=pytest.mark.xfail(
+                strict=True, reason="reference server treats CORS_ALLOWED_ORIGINS=* literally"
+            ),
+        ),
+        pytest.param("SECURITY_HSTS", "false", {"LIVE-HEADER-HSTS"}, id="no-hsts"),
+        pytest.param("RATE_LIMIT_ENABLED", "false", {"LIVE-RATE-LIMIT"}, id="no-rate-limit"),
+        pytest.param("LOG_FORMAT", "text", {"LIVE-LOG-JSON"}, id="text-logs"),
+        pytest.param(
+            "METRICS_ENABLED", "false",
+            {"LIVE-METRICS", "LIVE-METRICS-PROMETHEUS", "LIVE-METRICS-NAMES"}, id="no-metrics",
+        ),
+        pytest.param("JWT_SECRET", GUIDE_JWT_SECRET, {"LIVE-JWT-SECRET"}, id="weak-jwt-secret"),
+    ],
+)
+def test_only_the_matching_check_fails(
+    server_factory: ServerFactory, setting: str, value: str, failing: set[str]
+) -> None:
+    with server_factory(**{setting: value}) as server:
+        ctx = server.context(extra={"run_id": "live-tests", "cors_origin": ALLOWED_ORIGIN})
+        findings = run_checks(ctx, *CHECKS)
+    result = statuses(findings)
+    assert {item for item, s in result.items() if s is Status.FAILED} == failing, explain(findings)
+    others = {item: s for item, s in result.items() if item not in failing}
+    assert set(others.values()) == {Status.PASSED}, explain(findings)
