@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -22,6 +22,7 @@ from reference_server import metrics, queries
 from reference_server.backoff import retry_delay
 from reference_server.builtin_jobs import BuiltinPool
 from reference_server.exceptions import Conflict, NotFound, ValidationFailed
+from reference_server.group_commit import SubmitGroup, translate_db_error
 from reference_server.models import (
     Job,
     JobSpec,
@@ -65,13 +66,6 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _translate_db_error(exc: asyncpg.PostgresError) -> Exception:
-    """Constraint violations are the client's doing (bounds the HTTP layer also checks)."""
-    if isinstance(exc, asyncpg.CheckViolationError | asyncpg.NumericValueOutOfRangeError):
-        return ValidationFailed("a value is out of range", details=[str(exc)])
-    return cast("Exception", exc)
-
-
 class Engine:
     """All job, queue and worker operations, each scoped to an organisation."""
 
@@ -84,8 +78,10 @@ class Engine:
         builtin_batch_size: int = 100,
         reaper_interval_seconds: float = 1.0,
         heartbeat_interval_seconds: int = 10,
+        group_commit: bool = True,
     ) -> None:
         self._pool = pool
+        self._group = SubmitGroup(pool) if group_commit else None
         self.lease_seconds_default = lease_seconds_default
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
         self.reaper_interval_seconds = reaper_interval_seconds
@@ -148,6 +144,10 @@ class Engine:
 
     async def submit(self, org_id: UUID, spec: JobSpec) -> tuple[Job, bool]:
         """Insert one job; with a known idempotency key return the existing job and False."""
+        if spec.idempotency_key is None and self._group is not None:
+            job = await self._group.submit(org_id, spec)
+            metrics.JOB_SUBMITTED.labels(job.queue_name, job.job_type).inc()
+            return job, True
         try:
             row = await self._pool.fetchrow(
                 Q["insert_job"],
@@ -165,7 +165,7 @@ class Engine:
             # The queue was deleted between our read of it and the insert.
             raise NotFound(f"queue {spec.queue_name!r} not found") from None
         except asyncpg.PostgresError as exc:
-            raise _translate_db_error(exc) from exc
+            raise translate_db_error(exc) from exc
         if row is not None:
             metrics.JOB_SUBMITTED.labels(row["queue_name"], row["job_type"]).inc()
             return Job.from_row(row), True
@@ -190,7 +190,7 @@ class Engine:
             except asyncpg.ForeignKeyViolationError:
                 raise NotFound("a queue of the batch was deleted meanwhile") from None
             except asyncpg.PostgresError as exc:
-                raise _translate_db_error(exc) from exc
+                raise translate_db_error(exc) from exc
 
     async def _submit_together(
         self, conn: asyncpg.Connection, org_id: UUID, specs: Sequence[JobSpec]
@@ -323,7 +323,7 @@ class Engine:
             else:
                 row = await self._pool.fetchrow(Q["insert_queue"], *args)
         except asyncpg.PostgresError as exc:
-            raise _translate_db_error(exc) from exc
+            raise translate_db_error(exc) from exc
         if row is None:
             raise Conflict(f"queue {name!r} already exists")
         return Queue.from_row(row)
@@ -386,7 +386,7 @@ class Engine:
                     merged.retention_days,
                 )
             except asyncpg.PostgresError as exc:
-                raise _translate_db_error(exc) from exc
+                raise translate_db_error(exc) from exc
         return Queue.from_row(updated)
 
     async def delete_queue(self, org_id: UUID, name: str) -> None:
@@ -450,7 +450,7 @@ class Engine:
                 self.heartbeat_interval_seconds,
             )
         except asyncpg.PostgresError as exc:
-            raise _translate_db_error(exc) from exc
+            raise translate_db_error(exc) from exc
         assert row is not None
         return Worker.from_row(row)
 

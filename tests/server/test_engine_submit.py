@@ -264,3 +264,53 @@ async def test_workers_listed_with_active_jobs(engine: Engine, org: UUID) -> Non
 async def test_unknown_worker_is_not_found(engine: Engine, org: UUID) -> None:
     with pytest.raises(NotFound):
         await engine.lease(org, uuid4(), max_jobs=1)
+
+
+async def test_concurrent_submits_each_get_their_own_result(
+    engine: Engine, org: UUID, pool: asyncpg.Pool
+) -> None:
+    """Group commit: many callers, one statement, yet every caller gets its own job or error."""
+    other = await make_org(pool, "globex")
+    calls = []
+    for n in range(60):
+        if n % 10 == 3:
+            calls.append(engine.submit(org, spec(queue="missing", payload={"n": n})))
+        elif n % 10 == 7:
+            calls.append(engine.submit(org, spec(priority=99, payload={"n": n})))
+        else:
+            calls.append(engine.submit(org if n % 2 else other, spec(payload={"n": n})))
+
+    results = await asyncio.gather(*calls, return_exceptions=True)
+
+    for n, result in enumerate(results):
+        if n % 10 == 3:
+            assert isinstance(result, NotFound), (n, result)
+        elif n % 10 == 7:
+            assert isinstance(result, ValidationFailed), (n, result)
+        else:
+            assert not isinstance(result, BaseException), (n, result)
+            job, created = result
+            assert created and job.payload == {"n": n}
+            assert job.organization_id == (org if n % 2 else other)
+    assert await count_jobs(pool) == 48
+
+
+async def test_concurrent_submits_with_unknown_queues_mixed_in(
+    engine: Engine, org: UUID, pool: asyncpg.Pool
+) -> None:
+    names = ["default" if n % 4 else "missing" for n in range(40)]
+
+    results = await asyncio.gather(
+        *(engine.submit(org, spec(queue=name, payload={"n": n})) for n, name in enumerate(names)),
+        return_exceptions=True,
+    )
+
+    for n, result in enumerate(results):
+        if names[n] == "missing":
+            assert isinstance(result, NotFound), (n, result)
+        else:
+            assert not isinstance(result, BaseException), (n, result)
+            assert result[0].payload == {"n": n}
+    ids = [r[0].id for r in results if not isinstance(r, BaseException)]
+    stored = await pool.fetch("SELECT id FROM jobs ORDER BY seq")
+    assert [r["id"] for r in stored] == ids  # FIFO follows the callers' order
