@@ -1,14 +1,16 @@
 """The guide's 5.2 smoke sequence (health, metrics, one job submitted and run) and its audit row.
 
 The one write this kit makes on a foreign deployment is this job: queue `default`, type `test_job`,
-tagged in its payload with the run id so that an operator can find and delete it.
+tagged in its payload with the run id so that an operator can find and delete it. Unlike
+`conformance.smoke.run_smoke` (which stands a stack up), this never registers an account: it uses
+--token/--api-key or the target's admin login, and reports each step as its own item.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 
@@ -16,6 +18,7 @@ from conformance.checks.live.common import Report, database_url_of, metrics_path
 from conformance.checks.live.http import LiveClient, LoginError, auth_headers, payload_of
 from conformance.checks.live.queries import query
 from conformance.checks.registry import check
+from conformance.smoke import GUIDE_JOB
 
 if TYPE_CHECKING:
     from conformance.checks.registry import CheckContext
@@ -29,13 +32,9 @@ SMOKE_ITEMS = ("LIVE-SMOKE-HEALTH", "LIVE-SMOKE-METRICS", "LIVE-SMOKE-JOB", "LIV
 
 
 def smoke_job_body(ctx: CheckContext) -> dict[str, Any]:
-    """The guide's sample job, tagged with the run id."""
-    return {
-        "queue_name": "default",
-        "job_type": "test_job",
-        "payload": {"test": "data", "conformance_run": run_id(ctx)},
-        "priority": 5,
-    }
+    """The guide's sample job (as the smoke sequence sends it), tagged with the run id."""
+    payload = dict(cast("dict[str, Any]", GUIDE_JOB["payload"]), conformance_run=run_id(ctx))
+    return {**GUIDE_JOB, "payload": payload}
 
 
 def wait_for_job(client: LiveClient, job_id: str, headers: dict[str, str]) -> tuple[str, Evidence]:

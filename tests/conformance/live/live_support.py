@@ -16,7 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,24 +26,8 @@ import psycopg
 
 from conformance.checks.registry import REGISTRY, CheckContext, registered_checks
 from conformance.model import Finding, Status
+from conformance.stack import Target
 from reference_server.devservices import EmbeddedPostgres, EmbeddedRedis, free_port
-
-try:
-    from conformance.stack import Target
-except ImportError:  # the stack providers land in parallel; the fields are fixed by INTERFACES.md
-
-    @dataclass(frozen=True, kw_only=True)
-    class Target:  # type: ignore[no-redef]
-        base_url: str
-        provider: str
-        is_reference: bool
-        ca_bundle: Path | None
-        database_url: str | None
-        redis_url: str | None
-        log_file: Path | None
-        env: Mapping[str, str]
-        admin_email: str | None
-        admin_password: str | None
 
 TEMPLATE_DB = "taskforge_template"
 START_TIMEOUT_SECONDS = 60.0
