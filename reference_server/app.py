@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import redis.asyncio
+import structlog
 from quart import Quart, Response, g, request
 from werkzeug.exceptions import HTTPException
 
@@ -60,6 +61,8 @@ _DB_DOWN_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
 )
 
 
@@ -170,6 +173,10 @@ async def _before_request() -> Response | None:
     g.started = time.perf_counter()
     client_id = request.headers.get("X-Request-ID", "")
     g.request_id = client_id if SANE_REQUEST_ID.match(client_id) else uuid.uuid4().hex
+    # Every log line of this request (engine included) carries its id; each request is a task
+    # of its own, so the context does not leak into the next one.
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=g.request_id)
     settings = state().settings
     if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
         return _preflight()
@@ -223,14 +230,11 @@ async def _after_request(response: Response) -> Response:
         await _audit(response, route, principal)
     log.info(
         "request",
-        request_id=request_id,
         method=request.method,
         path=request.path,
         route=route,
         status=response.status_code,
         duration_ms=round(elapsed * 1000, 2),
-        user_id=str(principal.user_id) if principal is not None else None,
-        organization_id=str(principal.organization_id) if principal is not None else None,
     )
     return response
 

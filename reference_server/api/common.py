@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import orjson
 import pydantic
+import structlog
 from pydantic import BaseModel, ConfigDict
 from quart import Response, current_app, g, request
 
 from reference_server.exceptions import (
+    ApiError,
     AuthenticationFailed,
     UnsupportedMediaType,
     ValidationFailed,
@@ -231,8 +233,16 @@ def require(
     def decorator(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         @functools.wraps(view)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            principal = await authenticate()
+            try:
+                principal = await authenticate()
+            except ApiError:
+                # Failed attempts count against the client's address: no free guessing of keys.
+                await rate_limit(None)
+                raise
             g.principal = principal
+            structlog.contextvars.bind_contextvars(
+                user_id=str(principal.user_id), organization_id=str(principal.organization_id)
+            )
             await rate_limit(principal)
             if permission is not None:
                 principal.require(permission)
