@@ -271,7 +271,8 @@ _HTTP_CODES = {
     401: "AUTH_001",
     403: "PERM_001",
     404: "RESOURCE_NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
+    # The contract has no code of its own for 405: the request is malformed, so VALIDATION_001.
+    405: "VALIDATION_001",
     409: "RESOURCE_CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
@@ -307,6 +308,11 @@ async def _handle_error(exc: Exception) -> Response:
         allowed = getattr(exc, "valid_methods", None)
         if status == 405 and allowed:
             headers["Allow"] = ", ".join(sorted(allowed))
+            details = [{"field": "method", "message": f"allowed: {headers['Allow']}"}]
+    elif isinstance(exc, asyncpg.DataError):
+        # PostgreSQL refused a value the schema let through (a NUL character, say): the client's.
+        status, code, message, headers = 400, "VALIDATION_001", "request validation failed", {}
+        details = [{"field": "body", "message": "a value cannot be stored"}]
     elif _database_unavailable(exc):
         log.error("database unavailable", error=type(exc).__name__)
         status, code, message, details = 503, "SERVICE_UNAVAILABLE", "database unavailable", None

@@ -112,7 +112,7 @@ async def test_unknown_route_and_wrong_method_get_envelopes(
     assert missing.status_code == 404
     assert await error_code(missing) == "RESOURCE_NOT_FOUND"
     assert wrong_method.status_code == 405
-    assert await error_code(wrong_method) == "METHOD_NOT_ALLOWED"
+    assert await error_code(wrong_method) == "VALIDATION_001"
     assert "GET" in wrong_method.headers["Allow"]
 
 

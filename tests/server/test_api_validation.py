@@ -124,6 +124,19 @@ async def test_bad_query_parameters_are_400(database_url: str, redis_url: str) -
     assert page.status_code == 400 and "page" in await _fields(page)
 
 
+async def test_values_the_database_refuses_are_400_not_500(
+    database_url: str, redis_url: str
+) -> None:
+    async with running_app(database_url, redis_url) as api:
+        token = (await register(api))["access_token"]
+        nul_payload = await _submit(api, token, json={**JOB, "payload": {"k": "a\u0000b"}})
+        nul_type = await _submit(api, token, json={**JOB, "job_type": "a\u0000b"})
+        nul_queue = await api.get("/api/v1/queues/a%00b", token=token)
+    assert nul_payload.status_code == 400
+    assert nul_type.status_code == 400
+    assert nul_queue.status_code in (400, 404)
+
+
 async def test_unexpected_errors_are_500_without_internals(
     database_url: str, redis_url: str
 ) -> None:
