@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from conformance.checks.live.common import Report, target_env, target_of
+from conformance.checks.live.common import Report, target_env
 from conformance.checks.live.http import (
     LiveClient,
     LoginError,
     auth_headers,
+    client_for,
     error_code_of,
     login,
     login_credentials,
@@ -86,7 +87,7 @@ def auth_battery(ctx: CheckContext) -> Iterator[Finding]:
     """No, garbage, alg-none, wrong-key, expired and refresh tokens all get 401 on an API call."""
     report = Report(f"{__name__}.auth_battery")
     env = target_env(ctx)
-    with LiveClient(target_of(ctx)) as client:
+    with client_for(ctx) as client:
         try:
             headers = auth_headers(ctx, client)
             tokens = login(ctx, client) if login_credentials(ctx) else None
@@ -184,7 +185,7 @@ def jwt_secret(ctx: CheckContext) -> Iterator[Finding]:
     problems: list[str] = []
     evidence: list[Evidence] = []
     judged: list[str] = []
-    with LiveClient(target_of(ctx)) as client:
+    with client_for(ctx) as client:
         try:
             tokens = login(ctx, client) if login_credentials(ctx) else None
         except LoginError as exc:

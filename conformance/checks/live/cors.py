@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from conformance.checks.live.common import Report, target_env, target_of
-from conformance.checks.live.http import LiveClient
+from conformance.checks.live.common import Report, target_env
+from conformance.checks.live.http import LiveClient, client_for
 from conformance.checks.registry import check
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def cors_allowed(ctx: CheckContext) -> Iterator[Finding]:
             "LIVE-CORS-ALLOWED", "no allowed origin known: pass --cors-origin https://app.example"
         )
         return
-    with LiveClient(target_of(ctx)) as client:
+    with client_for(ctx) as client:
         simple, preflight = _exchanges(client, origin)
         evidence = (client.evidence(simple), client.evidence(preflight, "CORS preflight"))
     problems = []
@@ -81,7 +81,7 @@ def cors_allowed(ctx: CheckContext) -> Iterator[Finding]:
 def cors_foreign(ctx: CheckContext) -> Iterator[Finding]:
     """A foreign origin gets no Access-Control-Allow-Origin, neither on requests nor preflights."""
     report = Report(f"{__name__}.cors_foreign")
-    with LiveClient(target_of(ctx)) as client:
+    with client_for(ctx) as client:
         simple, preflight = _exchanges(client, FOREIGN_ORIGIN)
         evidence = (client.evidence(simple), client.evidence(preflight, "CORS preflight"))
     granted = [

@@ -239,7 +239,9 @@ def port_closed(ctx: CheckContext) -> Iterator[Finding]:
     host = host_of(target.base_url)
     url = database_url_of(ctx)
     env = target_env(ctx)
-    port = (urlsplit(url).port if url else None) or int(env.get("DB_PORT", "5432") or 5432)
+    # The URL's port counts only when it names the target host (not a tunnel or a proxy).
+    url_port = urlsplit(url).port if url and host_of(url) == host else None
+    port = url_port or int(env.get("DB_PORT", "5432") or 5432)
     if _is_loopback(host):
         # Nothing to probe "from outside" on this machine: report what the configuration exposes.
         db_host = host_of(url) if url else None

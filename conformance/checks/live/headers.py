@@ -6,8 +6,8 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from conformance.checks.live.common import Report, target_of
-from conformance.checks.live.http import LiveClient
+from conformance.checks.live.common import Report
+from conformance.checks.live.http import client_for
 from conformance.checks.registry import check
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def referrer_problem(value: str | None) -> str | None:
 def security_headers(ctx: CheckContext) -> Iterator[Finding]:
     """HSTS (max-age >= 6 months), CSP without unsafe-*, nosniff, no framing, Referrer-Policy."""
     report = Report(f"{__name__}.security_headers")
-    with LiveClient(target_of(ctx)) as client:
+    with client_for(ctx) as client:
         response = client.get("/health")
         evidence = client.evidence(response, "GET /health: response headers")
     headers = response.headers

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from conformance.checks.live.common import LOOPBACK_HOSTS, Report, target_env, target_of
-from conformance.checks.live.http import LiveClient, host_of, payload_of
+from conformance.checks.live.http import client_for, host_of, payload_of
 from conformance.checks.registry import check
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def reachable(ctx: CheckContext) -> Iterator[Finding]:
         else:
             skipped_note = f"; BASE_URL {configured} names another host and was not contacted"
     for url in urls:
-        with LiveClient(target) as client:
+        with client_for(ctx) as client:
             try:
                 response = client.http.get(url + "/health")
             except httpx.HTTPError as exc:
@@ -64,7 +64,7 @@ def reachable(ctx: CheckContext) -> Iterator[Finding]:
 def health(ctx: CheckContext) -> Iterator[Finding]:
     """/health answers 200 with status ok and reports database, redis and migrations."""
     report = Report(f"{__name__}.health")
-    with LiveClient(target_of(ctx)) as client:
+    with client_for(ctx) as client:
         response = client.get("/health")
         evidence = client.evidence(response, "GET /health")
     body = payload_of(response)
@@ -105,7 +105,7 @@ def health(ctx: CheckContext) -> Iterator[Finding]:
 def ready(ctx: CheckContext) -> Iterator[Finding]:
     """/ready answers 200: the deployment can serve traffic."""
     report = Report(f"{__name__}.ready")
-    with LiveClient(target_of(ctx)) as client:
+    with client_for(ctx) as client:
         response = client.get("/ready")
         evidence = client.evidence(response, "GET /ready")
     if response.status_code == 200:

@@ -58,9 +58,16 @@ def ssl_context(target: Target) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def make_client(target: Target, *, timeout: float = READ_TIMEOUT_SECONDS) -> httpx.Client:
-    """A client bound to the target: verified TLS, bounded timeouts, bounded connect retries."""
-    transport = httpx.HTTPTransport(verify=ssl_context(target), retries=CONNECT_RETRIES)
+def make_client(
+    target: Target, *, timeout: float = READ_TIMEOUT_SECONDS, insecure: bool = False
+) -> httpx.Client:
+    """A client bound to the target: verified TLS, bounded timeouts, bounded connect retries.
+
+    `insecure` (--insecure) skips certificate verification for the HTTP checks only; the TLS
+    checks still judge the certificate.
+    """
+    verify: ssl.SSLContext | bool = False if insecure else ssl_context(target)
+    transport = httpx.HTTPTransport(verify=verify, retries=CONNECT_RETRIES)
     return httpx.Client(
         base_url=target.base_url.rstrip("/"),
         transport=transport,
@@ -100,10 +107,14 @@ def redact_header(name: str, value: str) -> str:
     return f"{scheme} {REDACTED}" if rest and name.lower() == "authorization" else REDACTED
 
 
-def curl_for(request: httpx.Request, *, cacert: Path | None = None) -> str:
+def curl_for(
+    request: httpx.Request, *, cacert: Path | None = None, insecure: bool = False
+) -> str:
     """A curl command that replays the request, with credentials and secrets redacted."""
     parts = ["curl", "-sS", "-i"]
-    if cacert is not None:
+    if insecure:
+        parts.append("-k")
+    elif cacert is not None:
         parts += ["--cacert", str(cacert)]
     if request.method != "GET":
         parts += ["-X", request.method]
@@ -132,9 +143,12 @@ class Tokens:
 class LiveClient:
     """An httpx client for one target, which also writes evidence for its exchanges."""
 
-    def __init__(self, target: Target, *, timeout: float = READ_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self, target: Target, *, timeout: float = READ_TIMEOUT_SECONDS, insecure: bool = False
+    ) -> None:
         self.target = target
-        self.http = make_client(target, timeout=timeout)
+        self.insecure = insecure
+        self.http = make_client(target, timeout=timeout, insecure=insecure)
 
     def __enter__(self) -> LiveClient:
         return self
@@ -160,7 +174,7 @@ class LiveClient:
         return self.request("POST", path, **kwargs)
 
     def curl(self, request: httpx.Request) -> str:
-        return curl_for(request, cacert=self.target.ca_bundle)
+        return curl_for(request, cacert=self.target.ca_bundle, insecure=self.insecure)
 
     def evidence(self, response: httpx.Response, summary: str = "") -> Evidence:
         return Evidence(
@@ -171,6 +185,11 @@ class LiveClient:
             headers=shown_headers(response.headers),
             output=shorten(redact_body(response.content)),
         )
+
+
+def client_for(ctx: CheckContext, *, timeout: float = READ_TIMEOUT_SECONDS) -> LiveClient:
+    """The LiveClient of a check: the context's target, verified unless --insecure was given."""
+    return LiveClient(target_of(ctx), timeout=timeout, insecure=bool(ctx.extra.get("insecure")))
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -14,8 +14,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 
-from conformance.checks.live.common import Report, database_url_of, metrics_path, run_id, target_of
-from conformance.checks.live.http import LiveClient, LoginError, auth_headers, payload_of
+from conformance.checks.live.common import Report, database_url_of, metrics_path, run_id
+from conformance.checks.live.http import (
+    LiveClient,
+    LoginError,
+    auth_headers,
+    client_for,
+    payload_of,
+)
 from conformance.checks.live.queries import query
 from conformance.checks.registry import check
 from conformance.smoke import GUIDE_JOB
@@ -56,7 +62,7 @@ def smoke(ctx: CheckContext) -> Iterator[Finding]:
     """GET /health, GET metrics, POST the sample job; it completes; an audit row records it."""
     report = Report(f"{__name__}.smoke")
     path = metrics_path(ctx)
-    with LiveClient(target_of(ctx)) as client:
+    with client_for(ctx) as client:
         health = client.get("/health")
         evidence = client.evidence(health, "curl https://your-domain.com/health")
         if health.status_code == 200:

@@ -24,9 +24,8 @@ from conformance.checks.live.common import (
     log_file_of,
     shorten,
     target_env,
-    target_of,
 )
-from conformance.checks.live.http import LiveClient, LoginError, auth_headers, secrets_in_use
+from conformance.checks.live.http import LoginError, auth_headers, client_for, secrets_in_use
 from conformance.checks.registry import check
 from conformance.model import Evidence
 
@@ -138,7 +137,7 @@ def known_secrets(ctx: CheckContext) -> dict[str, str]:
 
 def _emit_marker(ctx: CheckContext, marker: str) -> None:
     """One anonymous and one authenticated request carrying our request id, so the log has both."""
-    with LiveClient(target_of(ctx)) as client:
+    with client_for(ctx) as client:
         client.get("/health", headers={"X-Request-ID": marker})
         try:
             headers = auth_headers(ctx, client)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conformance.checks.live.common import Report, metrics_path, target_of
-from conformance.checks.live.http import LiveClient, auth_headers
+from conformance.checks.live.common import Report, metrics_path
+from conformance.checks.live.http import LiveClient, auth_headers, client_for
 from conformance.checks.registry import check
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def metrics(ctx: CheckContext) -> Iterator[Finding]:
     """The metrics endpoint answers 200 in Prometheus text format with the contract's names."""
     report = Report(f"{__name__}.metrics")
     path = metrics_path(ctx)
-    with LiveClient(target_of(ctx)) as client:
+    with client_for(ctx) as client:
         response, authenticated = scrape(ctx, client)
         evidence = client.evidence(response, f"GET {path}")
     if response.status_code != 200:

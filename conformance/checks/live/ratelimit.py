@@ -10,8 +10,13 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from conformance.checks.live.common import Report, target_of
-from conformance.checks.live.http import LiveClient, LoginError, auth_headers, retry_after_seconds
+from conformance.checks.live.common import Report
+from conformance.checks.live.http import (
+    LoginError,
+    auth_headers,
+    client_for,
+    retry_after_seconds,
+)
 from conformance.checks.registry import check
 
 if TYPE_CHECKING:
@@ -34,7 +39,7 @@ def _int_header(response: httpx.Response, name: str) -> int | None:
 def rate_limit(ctx: CheckContext) -> Iterator[Finding]:
     """A bounded burst meets a 429 with Retry-After (or credible rate-limit headers)."""
     report = Report(f"{__name__}.rate_limit")
-    with LiveClient(target_of(ctx)) as client:
+    with client_for(ctx) as client:
         try:
             headers = auth_headers(ctx, client)
         except LoginError as exc:
