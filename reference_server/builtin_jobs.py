@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from reference_server import metrics
+from reference_server import job_metrics
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -285,10 +285,10 @@ class BuiltinPool:
             for o in succeeded:
                 if o.job.id in acked:
                     counts[(o.job.queue_name, o.job.job_type)] += 1
-                    histogram = metrics.JOB_PROCESSING_DURATION
-                    histogram.labels(o.job.queue_name, o.job.job_type).observe(o.duration)
+                    series = job_metrics.processing_duration(o.job.queue_name, o.job.job_type)
+                    series.observe(o.duration)
             for (queue, job_type), n in counts.items():
-                metrics.JOB_PROCESSED.labels(queue, job_type, "succeeded").inc(n)
+                job_metrics.processed(queue, job_type, "succeeded").inc(n)
         for o in batch:
             if o.error is None:
                 continue

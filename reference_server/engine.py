@@ -18,7 +18,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import orjson
 
-from reference_server import metrics, queries
+from reference_server import job_metrics, queries
 from reference_server.backoff import retry_delay
 from reference_server.builtin_jobs import BuiltinPool
 from reference_server.exceptions import Conflict, NotFound, ValidationFailed
@@ -146,7 +146,7 @@ class Engine:
         """Insert one job; with a known idempotency key return the existing job and False."""
         if spec.idempotency_key is None and self._group is not None:
             job = await self._group.submit(org_id, spec)
-            metrics.JOB_SUBMITTED.labels(job.queue_name, job.job_type).inc()
+            job_metrics.submitted(job.queue_name, job.job_type).inc()
             return job, True
         try:
             row = await self._pool.fetchrow(
@@ -167,7 +167,7 @@ class Engine:
         except asyncpg.PostgresError as exc:
             raise translate_db_error(exc) from exc
         if row is not None:
-            metrics.JOB_SUBMITTED.labels(row["queue_name"], row["job_type"]).inc()
+            job_metrics.submitted(row["queue_name"], row["job_type"]).inc()
             return Job.from_row(row), True
         if spec.idempotency_key is not None:
             existing = await self._pool.fetchrow(
@@ -212,7 +212,7 @@ class Engine:
             raise NotFound(f"queue {missing[0]!r} not found", details={"queues": missing})
         counts = Counter((r["queue_name"], r["job_type"]) for r in rows)
         for (queue, job_type), n in counts.items():
-            metrics.JOB_SUBMITTED.labels(queue, job_type).inc(n)
+            job_metrics.submitted(queue, job_type).inc(n)
         # Identity values follow the insertion order, which follows the items' order.
         return [r["id"] for r in sorted(rows, key=lambda r: r["seq"])]
 
@@ -244,7 +244,7 @@ class Engine:
                 raise NotFound(f"queue {spec.queue_name!r} not found")
             ids.append(row["id"])
         for (queue, job_type), n in created.items():
-            metrics.JOB_SUBMITTED.labels(queue, job_type).inc(n)
+            job_metrics.submitted(queue, job_type).inc(n)
         return ids
 
     async def get_job(self, org_id: UUID, job_id: UUID) -> Job:
@@ -519,7 +519,7 @@ class Engine:
         for job in jobs:
             if job.started_at is not None:
                 waited = (job.started_at - job.scheduled_for).total_seconds()
-                metrics.JOB_WAIT_DURATION.labels(job.queue_name).observe(max(0.0, waited))
+                job_metrics.wait_duration(job.queue_name).observe(max(0.0, waited))
         return jobs
 
     async def complete_job(
@@ -589,10 +589,10 @@ class Engine:
         return failed
 
     def _count_finished(self, job: Job, result: str) -> None:
-        metrics.JOB_PROCESSED.labels(job.queue_name, job.job_type, result).inc()
+        job_metrics.processed(job.queue_name, job.job_type, result).inc()
         if job.started_at is not None:
             end = job.completed_at or job.updated_at
-            metrics.JOB_PROCESSING_DURATION.labels(job.queue_name, job.job_type).observe(
+            job_metrics.processing_duration(job.queue_name, job.job_type).observe(
                 max(0.0, (end - job.started_at).total_seconds())
             )
 
@@ -638,7 +638,7 @@ class Engine:
                     await conn.fetchval(Q["notify_wake"], wake)
             for r in rows:
                 if r["status"] == JobStatus.DEAD:
-                    metrics.JOB_PROCESSED.labels(r["queue_name"], r["job_type"], "dead").inc()
+                    job_metrics.processed(r["queue_name"], r["job_type"], "dead").inc()
             total += len(rows)
             if len(rows) < MAINTENANCE_BATCH:
                 break

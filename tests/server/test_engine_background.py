@@ -10,6 +10,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 from engine_support import WAIT_LIMIT_SECONDS, db_now, make_org, open_pool, spec, wait_for_status
+from prometheus_client import REGISTRY
 
 from reference_server.engine import Engine
 from reference_server.models import JobStatus
@@ -42,6 +43,10 @@ async def builtin_engine(pool: asyncpg.Pool) -> AsyncIterator[Engine]:
     await engine.start()
     yield engine
     await engine.stop(0)
+
+
+def sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def until(predicate: object, what: str) -> None:
@@ -141,11 +146,22 @@ async def test_builtin_test_job_succeeds_without_external_worker(
     builtin_engine: Engine, org: UUID
 ) -> None:
     """The guide's 5.2 smoke job."""
+    labels = {"queue": "default", "job_type": "test_job"}
+    submitted_before = sample("taskforge_job_submitted_total", labels)
+    processed_before = sample("taskforge_job_processed_total", {**labels, "result": "succeeded"})
     job, _ = await builtin_engine.submit(
         org, spec(job_type="test_job", payload={"test": "data"}, priority=5)
     )
 
     done = await wait_for_status(builtin_engine, org, job.id, JobStatus.SUCCEEDED)
+    await until(
+        lambda: sample("taskforge_job_processed_total", {**labels, "result": "succeeded"})
+        == processed_before + 1,
+        "the processed counter counts it",
+    )
+    assert sample("taskforge_job_submitted_total", labels) == submitted_before + 1
+    assert sample("taskforge_job_processing_duration_seconds_count", labels) >= 1
+    assert sample("taskforge_job_wait_duration_seconds_count", {"queue": "default"}) >= 1
 
     assert done.output["ok"] is True
     assert done.attempt_count == 1
