@@ -265,7 +265,12 @@ class Engine:
     ) -> tuple[list[Job], int]:
         """One page of the organisation's jobs, newest first, and the total matching."""
         page, limit = max(1, page), max(1, limit)
-        status_text = JobStatus(status).value if status is not None else None
+        try:
+            status_text = JobStatus(status).value if status is not None else None
+        except ValueError:
+            raise ValidationFailed(
+                f"unknown status {status!r}", details=[{"field": "status"}]
+            ) from None
         filters = (org_id, queue_name, status_text, job_type)
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(Q["list_jobs"], *filters, limit, (page - 1) * limit)
