@@ -149,7 +149,20 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _co
 
 
 def load_yaml(path: Path) -> Any:
-    """Parse a YAML file into LineDict/LineList; ArtifactError with the line when it cannot."""
+    """Parse a YAML file into LineDict/LineList; ArtifactError with the line when it cannot.
+
+    Several checks read the same file: the parse is cached per path, size and modification time
+    (callers must not modify what they get).
+    """
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ArtifactError(path, f"cannot read: {exc.strerror}") from None
+    return _load_yaml_cached(path, info.st_mtime_ns, info.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_yaml_cached(path: Path, _mtime_ns: int, _size: int) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

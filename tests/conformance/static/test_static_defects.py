@@ -1,0 +1,128 @@
+"""Each deliberately defective artifact is flagged by the check meant for it, and by no other
+check of the same kind of file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES, failing, run_checks
+
+DEFECTS = FIXTURES / "defects"
+
+#: Defects that cannot be written without tripping a second check of the same file.
+ALSO = {
+    # A CSP has blanks, which the guide's export procedure splits.
+    "ENV-CSP-STRICT": {"ENV-SURVIVES-EXPORT"},
+    # hadolint has its own rule for :latest (DL3007).
+    "DOCKERFILE-BASE-PINNED": {"DOCKERFILE-HADOLINT"},
+}
+
+
+def ids(directory: Path, suffix: str) -> list[str]:
+    return sorted(p.name.removesuffix(suffix) for p in directory.glob(f"*{suffix}"))
+
+
+def test_clean_artifacts_pass(clean_env: Path, compose_copy: Path) -> None:
+    """The clean fixtures are the baseline: nothing fails on them."""
+    assert failing(run_checks(("ENV",), env_file=clean_env)) == set()
+    assert failing(run_checks(("DOCKERFILE",), dockerfile=FIXTURES / "clean" / "Dockerfile")) == set()
+    assert failing(run_checks(
+        ("COMPOSE", "NGINX", "PROM", "GRAFANA", "SIZING"),
+        compose_file=compose_copy / "docker-compose.prod.yml", env_file=compose_copy / ".env",
+        nginx_conf=compose_copy / "nginx" / "nginx.conf",
+        prometheus_config=compose_copy / "prometheus" / "prometheus.yml",
+    )) == set()
+
+
+@pytest.mark.parametrize("item", ids(DEFECTS / "env", ".env"))
+def test_env_defect(item: str, tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    shutil.copyfile(DEFECTS / "env" / f"{item}.env", env)
+    env.chmod(0o600)
+    assert failing(run_checks(("ENV",), env_file=env)) == {item} | ALSO.get(item, set())
+
+
+def test_env_file_mode(clean_env: Path) -> None:
+    clean_env.chmod(0o644)
+    findings = run_checks(("ENV",), env_file=clean_env)
+    assert failing(findings) == {"ENV-FILE-MODE"}
+    (mode,) = [f for f in findings if f.item_id == "ENV-FILE-MODE"]
+    assert (mode.expected, mode.actual) == ("600", "644")
+
+
+@pytest.mark.parametrize("item", ids(DEFECTS / "compose", ".yml"))
+def test_compose_defect(item: str, compose_copy: Path) -> None:
+    compose = compose_copy / "docker-compose.prod.yml"
+    shutil.copyfile(DEFECTS / "compose" / f"{item}.yml", compose)
+    findings = run_checks(("COMPOSE",), compose_file=compose, env_file=compose_copy / ".env")
+    assert failing(findings) == {item}
+    flagged = [f for f in findings if f.item_id == item]
+    assert all(f.evidence[0].file == str(compose) and f.evidence[0].line for f in flagged)
+
+
+@pytest.mark.parametrize("item", ids(DEFECTS / "dockerfile", ".Dockerfile"))
+def test_dockerfile_defect(item: str) -> None:
+    findings = run_checks(("DOCKERFILE",), dockerfile=DEFECTS / "dockerfile" / f"{item}.Dockerfile")
+    assert failing(findings) == {item} | ALSO.get(item, set())
+
+
+@pytest.mark.parametrize("item", [i for i in ids(DEFECTS / "nginx", ".conf") if i.startswith("NGINX")])
+def test_nginx_defect(item: str) -> None:
+    findings = run_checks(("NGINX",), nginx_conf=DEFECTS / "nginx" / f"{item}.conf")
+    assert failing(findings) == {item}
+    assert all(f.evidence[0].line for f in findings if f.item_id == item)
+
+
+@pytest.mark.parametrize("item", sorted(p.name for p in (DEFECTS / "prometheus").iterdir()))
+def test_prometheus_defect(item: str) -> None:
+    config = DEFECTS / "prometheus" / item / "prometheus.yml"
+    assert failing(run_checks(("PROM",), prometheus_config=config)) == {item}
+
+
+def test_grafana_without_datasource(compose_copy: Path) -> None:
+    (compose_copy / "grafana" / "provisioning" / "datasources" / "prometheus.yml").unlink()
+    findings = run_checks(("GRAFANA",), compose_file=compose_copy / "docker-compose.prod.yml")
+    assert failing(findings) == {"GRAFANA-DASHBOARD-PROVISIONED"}
+    assert any("datasource" in f.message for f in findings)
+
+
+def test_grafana_dashboard_without_taskforge_metrics(compose_copy: Path) -> None:
+    dashboard = compose_copy / "grafana/provisioning/dashboards/json/taskforge-overview.json"
+    dashboard.write_text(dashboard.read_text().replace("taskforge_", "other_"))
+    findings = run_checks(("GRAFANA",), compose_file=compose_copy / "docker-compose.prod.yml")
+    assert [f.message for f in findings] == ["no dashboard panel queries the taskforge_* metrics"]
+
+
+def test_sizing_db_connections(compose_copy: Path) -> None:
+    env = compose_copy / ".env"
+    env.write_text(env.read_text().replace("POOL_SIZE=20", "POOL_SIZE=30"))
+    findings = run_checks(
+        ("SIZING", "NGINX"), env_file=env, compose_file=compose_copy / "docker-compose.prod.yml",
+        nginx_conf=compose_copy / "nginx" / "nginx.conf",
+    )
+    assert failing(findings) == {"SIZING-DB-CONNECTIONS"}
+    (finding,) = [f for f in findings if f.item_id == "SIZING-DB-CONNECTIONS"]
+    assert (finding.expected, finding.actual) == ("<= 97", "130")
+
+
+def test_sizing_db_connections_follows_max_connections(compose_copy: Path) -> None:
+    """Raising PostgreSQL's max_connections in the compose file makes room for the pool."""
+    env = compose_copy / ".env"
+    text = env.read_text().replace("POOL_SIZE=20", "POOL_SIZE=30")
+    env.write_text(text.replace("PG_MAX_CONNECTIONS=100", "PG_MAX_CONNECTIONS=200"))
+    findings = run_checks(
+        ("SIZING",), env_file=env, compose_file=compose_copy / "docker-compose.prod.yml"
+    )
+    assert failing(findings) == set()
+
+
+def test_sizing_http_connections(compose_copy: Path) -> None:
+    findings = run_checks(
+        ("SIZING", "NGINX"), env_file=compose_copy / ".env",
+        compose_file=compose_copy / "docker-compose.prod.yml",
+        nginx_conf=DEFECTS / "nginx" / "SIZING-HTTP-CONNECTIONS.conf",
+    )
+    assert failing(findings) == {"SIZING-HTTP-CONNECTIONS"}
