@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import ssl
+
+import httpx
+import psycopg
 from live_support import ServerFactory, explain, run_checks, statuses
 
+from conformance.checks.live.backup import BACKUP_ITEMS
+from conformance.checks.registry import CheckContext
 from conformance.model import Status
+from conformance.stack import Target
 
 #: Every live check, the rate-limit probe last: it spends the client's budget on purpose.
 ALL_CHECKS = (
@@ -23,3 +30,44 @@ def test_every_live_check_passes_on_a_good_server(server_factory: ServerFactory)
     not_passed = {item: s for item, s in result.items() if s is not Status.PASSED}
     assert not not_passed, explain(findings)
     assert len(result) >= 40
+
+
+def test_a_foreign_target_gets_only_the_smoke_job_and_the_probe(
+    server_factory: ServerFactory,
+) -> None:
+    """Seen as someone else's deployment (a token, no settings), the suite writes one tagged job."""
+    with server_factory() as server:
+        reference = server.target
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(reference.ca_bundle)),
+                          base_url=reference.base_url) as client:
+            login = client.post("/api/v1/auth/login", json={
+                "email": reference.admin_email, "password": reference.admin_password,
+            })
+        token = login.json()["data"]["access_token"]
+        foreign = Target(
+            base_url=reference.base_url, provider="external", is_reference=False,
+            ca_bundle=reference.ca_bundle, database_url=reference.database_url,
+            redis_url=reference.redis_url, log_file=reference.log_file,
+        )
+        with psycopg.connect(str(reference.database_url), autocommit=True) as conn:
+            audit_before = conn.execute("SELECT max(id) FROM audit_log").fetchone()
+            databases_before = conn.execute("SELECT count(*) FROM pg_database").fetchone()
+        findings = run_checks(
+            CheckContext(target=foreign, token=token, extra={"run_id": "foreign-run"}), *ALL_CHECKS
+        )
+        with psycopg.connect(str(reference.database_url), autocommit=True) as conn:
+            actions = conn.execute(
+                "SELECT action FROM audit_log WHERE id > %s", audit_before
+            ).fetchall()
+            jobs = conn.execute("SELECT payload FROM jobs").fetchall()
+            databases_after = conn.execute("SELECT count(*) FROM pg_database").fetchone()
+    result = statuses(findings)
+    assert {s for s in result.values()} <= {Status.PASSED, Status.NOT_APPLICABLE, Status.SKIPPED}
+    assert {i for i, s in result.items() if s is not Status.PASSED} == {
+        "LIVE-AUTH-REFRESH-AS-ACCESS",  # no login credentials: no refresh token
+        "LIVE-CORS-ALLOWED",  # no settings: the allowed origin is unknown
+        *BACKUP_ITEMS,  # the restore drill runs on the reference stack only
+    }, explain(findings)
+    assert actions == [("POST /api/v1/jobs",)]
+    assert jobs == [({"test": "data", "conformance_run": "foreign-run"},)]
+    assert databases_after == databases_before
