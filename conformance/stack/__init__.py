@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -44,9 +45,14 @@ class Target:
     admin_password: str | None = None
 
     @property
-    def verify(self) -> str | bool:
+    def verify(self) -> ssl.SSLContext | bool:
         """What httpx's `verify=` takes for this target: the CA bundle, else the system store."""
-        return str(self.ca_bundle) if self.ca_bundle is not None else True
+        return trusting(self.ca_bundle) if self.ca_bundle is not None else True
+
+
+def trusting(ca_bundle: Path) -> ssl.SSLContext:
+    """A client TLS context that trusts exactly the given CA bundle."""
+    return ssl.create_default_context(cafile=str(ca_bundle))
 
 
 def say(line: str) -> None:

@@ -87,9 +87,9 @@ def image_available(client: docker.DockerClient, name: str, *, check_registry: b
     try:
         client.api.inspect_distribution(name)
         return None
-    except Exception as exc:
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        return f"image {name} is neither present locally nor pullable ({reason})"
+    except Exception:
+        # The engine's answer embeds the registry's error page; the point fits in a few words.
+        return f"image {name} is neither present locally nor pullable"
 
 
 def docker_usable() -> tuple[bool, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from conformance.stack import StackConfigError, StackError
+from conformance.stack import StackConfigError, StackError, trusting
 
 READY_TIMEOUT_SECONDS = 60.0
 READY_POLL_SECONDS = 0.1
@@ -55,7 +55,7 @@ def wait_ready(
     started = time.monotonic()
     deadline = started + timeout
     last = "no answer"
-    with httpx.Client(verify=str(ca_bundle), timeout=httpx.Timeout(2.0)) as client:
+    with httpx.Client(verify=trusting(ca_bundle), timeout=httpx.Timeout(2.0)) as client:
         while True:
             stopped = still_running()
             if stopped is not None:
@@ -76,7 +76,7 @@ def register_admin(base_url: str, ca_bundle: Path) -> tuple[str, str]:
     """Register the stack's admin account through the API; return (email, password)."""
     password = secrets.token_urlsafe(18)
     body = {"email": ADMIN_EMAIL, "password": password, "organization_name": ADMIN_ORGANIZATION}
-    with httpx.Client(verify=str(ca_bundle), timeout=httpx.Timeout(10.0)) as client:
+    with httpx.Client(verify=trusting(ca_bundle), timeout=httpx.Timeout(10.0)) as client:
         response = client.post(f"{base_url}/api/v1/auth/register", json=body)
     if response.status_code != 201:
         raise StackError(

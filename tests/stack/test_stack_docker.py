@@ -1,0 +1,135 @@
+"""The docker provider on a real engine: three healthy containers, loopback ports, TLS, clean-up.
+
+One stack serves the module (it costs seconds to stand up); the clean-up test stands up its own in
+a child process, because what it checks is what happens when that process is told to stop.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import docker
+import httpx
+import psycopg
+import pytest
+import redis
+
+from conformance.smoke import run_smoke
+from conformance.stack import Target, choose_provider, open_stack
+from conformance.stack.docker import LABEL_PID, LABEL_RUN
+
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("docker")]
+
+CHILD_EXIT_TIMEOUT = 90.0
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[docker.DockerClient]:
+    client = docker.from_env(timeout=120)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def stack(engine: docker.DockerClient) -> Iterator[Target]:
+    with open_stack("docker") as target:
+        yield target
+
+
+def _ours(engine: docker.DockerClient, pid: int) -> list[docker.models.containers.Container]:
+    return engine.containers.list(all=True, filters={"label": f"{LABEL_PID}={pid}"})
+
+
+def test_auto_chooses_docker_when_the_engine_and_images_are_there() -> None:
+    kind, why = choose_provider()
+    assert kind == "docker", why
+    assert "answers" in why
+
+
+def test_three_containers_are_healthy_and_published_on_loopback_only(
+    stack: Target, engine: docker.DockerClient
+) -> None:
+    containers = _ours(engine, os.getpid())
+    assert len(containers) == 3
+    assert len({c.labels[LABEL_RUN] for c in containers}) == 1
+    for container in containers:
+        container.reload()
+        assert container.attrs["State"]["Health"]["Status"] == "healthy", container.name
+        bindings = [b for ports in container.attrs["NetworkSettings"]["Ports"].values()
+                    for b in ports or []]
+        assert bindings, container.name
+        assert {b["HostIp"] for b in bindings} == {"127.0.0.1"}, container.name
+
+
+def test_guide_smoke_sequence_passes_over_tls(stack: Target) -> None:
+    result = run_smoke(stack)
+    assert result.steps == ["health", "metrics", "login", "submit", "run"]
+    assert result.job["status"] == "succeeded"
+    assert result.job["payload"] == {"test": "data"}
+    assert stack.base_url.startswith("https://127.0.0.1:")
+
+
+def test_the_certificate_is_trusted_only_through_the_throwaway_ca(stack: Target) -> None:
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(f"{stack.base_url}/health", verify=True, timeout=10)
+    assert stack.ca_bundle is not None
+    assert httpx.get(f"{stack.base_url}/health", verify=stack.verify,
+                     timeout=10).status_code == 200
+
+
+def test_database_redis_and_log_file_are_reachable_from_the_host(stack: Target) -> None:
+    assert stack.database_url is not None and stack.redis_url is not None
+    with psycopg.connect(stack.database_url, connect_timeout=10) as conn:
+        applied = conn.execute("SELECT count(*) FROM _sqlx_migrations").fetchone()
+    assert applied is not None and applied[0] >= 1
+    client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
+    try:
+        assert client.ping() is True
+    finally:
+        client.close()
+    assert stack.log_file is not None
+    assert '"message"' in stack.log_file.read_text()
+    assert stack.env["APP_ENVIRONMENT"] == "production"
+    assert stack.admin_email and stack.admin_password
+
+
+CHILD = textwrap.dedent("""
+    import time
+    from conformance.stack import open_stack
+    with open_stack("docker", create_admin=False) as target:
+        print("ready", target.base_url, flush=True)
+        time.sleep(600)
+""")
+
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_run_leaves_no_container_behind(engine: docker.DockerClient,
+                                                  sig: signal.Signals) -> None:
+    """Counts the engine's containers and networks before and after a run told to stop."""
+    before = len(engine.containers.list(all=True))
+    networks_before = len(engine.networks.list())
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stderr is not None
+        # The child prints one line once the stack is up, or ends (its own waits are bounded).
+        line = child.stdout.readline()
+        assert line.startswith("ready https://127.0.0.1:"), child.stderr.read()[-2000:]
+        assert len(_ours(engine, child.pid)) == 3
+        assert len(engine.containers.list(all=True)) == before + 3
+        child.send_signal(sig)
+        _, err = child.communicate(timeout=CHILD_EXIT_TIMEOUT)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert "no container left behind" in err
+    assert _ours(engine, child.pid) == []
+    assert len(engine.containers.list(all=True)) == before
+    assert len(engine.networks.list()) == networks_before
