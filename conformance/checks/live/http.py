@@ -119,7 +119,8 @@ def curl_for(
     if request.method != "GET":
         parts += ["-X", request.method]
     skip = {"host", "content-length", "accept-encoding", "connection", "user-agent", "accept"}
-    for name, value in request.headers.items():
+    for raw_name, raw_value in request.headers.raw:  # raw: as sent, with its spelling
+        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
         if name.lower() not in skip:
             parts += ["-H", f"{name}: {redact_header(name, value)}"]
     body = redact_body(request.content)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+import httpx
+
 from conformance.checks.live.common import (
     Report,
     database_url_of,
@@ -135,16 +137,23 @@ def known_secrets(ctx: CheckContext) -> dict[str, str]:
     return {k: v for k, v in found.items() if len(v) >= MIN_SECRET_SEARCH_LENGTH}
 
 
-def _emit_marker(ctx: CheckContext, marker: str) -> None:
-    """One anonymous and one authenticated request carrying our request id, so the log has both."""
+def _emit_marker(ctx: CheckContext, marker: str) -> str | None:
+    """One anonymous and one authenticated request carrying our request id, so the log has both.
+
+    Returns why the requests could not be sent, or None.
+    """
     with client_for(ctx) as client:
-        client.get("/health", headers={"X-Request-ID": marker})
         try:
-            headers = auth_headers(ctx, client)
-        except LoginError:
-            headers = None
-        if headers:
-            client.get("/api/v1/auth/validate", headers={**headers, "X-Request-ID": marker})
+            client.get("/health", headers={"X-Request-ID": marker})
+            try:
+                headers = auth_headers(ctx, client)
+            except LoginError:
+                headers = None
+            if headers:
+                client.get("/api/v1/auth/validate", headers={**headers, "X-Request-ID": marker})
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 @check(*LOG_ITEMS, needs=("target",))
@@ -152,8 +161,9 @@ def log_lines(ctx: CheckContext) -> Iterator[Finding]:
     """Our request is logged; every line is JSON with the contract's fields; no secrets."""
     report = Report(f"{__name__}.log_lines")
     marker = f"conformance-{uuid.uuid4().hex}"
-    _emit_marker(ctx, marker)
-    deadline = time.monotonic() + MARKER_WAIT_SECONDS
+    unsent = _emit_marker(ctx, marker)
+    # Without a marker request there is nothing to wait for: read the log once.
+    deadline = time.monotonic() + (0 if unsent else MARKER_WAIT_SECONDS)
     try:
         while True:
             lines, source = read_log(ctx)
@@ -165,7 +175,11 @@ def log_lines(ctx: CheckContext) -> Iterator[Finding]:
             yield report.not_applicable(item, str(exc))
         return
     evidence = source.evidence
-    if any(marker in line for line in lines):
+    if unsent:
+        yield report.failed(
+            "LIVE-LOGGING", f"could not send a request to find in the log: {unsent}", evidence
+        )
+    elif any(marker in line for line in lines):
         yield report.passed(
             "LIVE-LOGGING", f"our request {marker} appears in {source.description}", evidence
         )
