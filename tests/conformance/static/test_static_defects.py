@@ -7,8 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from conftest import FIXTURES, failing, run_checks
+from static_helpers import FIXTURES, failing, run_checks
 
 DEFECTS = FIXTURES / "defects"
 
@@ -28,7 +27,8 @@ def ids(directory: Path, suffix: str) -> list[str]:
 def test_clean_artifacts_pass(clean_env: Path, compose_copy: Path) -> None:
     """The clean fixtures are the baseline: nothing fails on them."""
     assert failing(run_checks(("ENV",), env_file=clean_env)) == set()
-    assert failing(run_checks(("DOCKERFILE",), dockerfile=FIXTURES / "clean" / "Dockerfile")) == set()
+    clean_dockerfile = FIXTURES / "clean" / "Dockerfile"
+    assert failing(run_checks(("DOCKERFILE",), dockerfile=clean_dockerfile)) == set()
     assert failing(run_checks(
         ("COMPOSE", "NGINX", "PROM", "GRAFANA", "SIZING"),
         compose_file=compose_copy / "docker-compose.prod.yml", env_file=compose_copy / ".env",
@@ -69,7 +69,9 @@ def test_dockerfile_defect(item: str) -> None:
     assert failing(findings) == {item} | ALSO.get(item, set())
 
 
-@pytest.mark.parametrize("item", [i for i in ids(DEFECTS / "nginx", ".conf") if i.startswith("NGINX")])
+@pytest.mark.parametrize(
+    "item", [i for i in ids(DEFECTS / "nginx", ".conf") if i.startswith("NGINX")]
+)
 def test_nginx_defect(item: str) -> None:
     findings = run_checks(("NGINX",), nginx_conf=DEFECTS / "nginx" / f"{item}.conf")
     assert failing(findings) == {item}
