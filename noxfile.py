@@ -74,3 +74,37 @@ def load(session: nox.Session) -> None:
     """Locust load test of a profile (default smoke) with thresholds; --sweep for sizing."""
     install_project(session)
     session.run("python", "-m", "loadtests", *session.posargs)
+
+
+#: Written by `nox -s images`: `export TASKFORGE_*_IMAGE=...` lines selecting the local images.
+IMAGES_ENV_FILE = ".cache/images.env"
+
+
+def images_env() -> dict[str, str]:
+    """The image variables of the last `nox -s images`, unless the environment sets them."""
+    import os
+    from pathlib import Path
+
+    path = Path(IMAGES_ENV_FILE)
+    if not path.is_file():
+        return {}
+    pairs = (line.removeprefix("export ").partition("=") for line in path.read_text().splitlines())
+    return {name: value for name, _, value in pairs if name and name not in os.environ}
+
+
+@nox.session(python=PYTHON)
+def images(session: nox.Session) -> None:
+    """Build the docker stack's images locally (Debian bookworm from the host's apt mirror)."""
+    install_project(session)
+    session.run("python", "-m", "conformance.stack.images", "build",
+                "--env-file", IMAGES_ENV_FILE, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def startup(session: nox.Session) -> None:
+    """Measure the reference stacks' start-up (docker, embedded) into reports/startup.json."""
+    install_project(session)
+    session.run("python", "-m", "conformance.stack.startup_bench",
+                "--command", "nox -s startup" + (" -- " + " ".join(session.posargs)
+                                                 if session.posargs else ""),
+                *session.posargs, env=images_env())
