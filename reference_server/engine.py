@@ -22,7 +22,14 @@ from reference_server import job_metrics, queries
 from reference_server.backoff import retry_delay
 from reference_server.builtin_jobs import BuiltinPool
 from reference_server.exceptions import Conflict, NotFound, ValidationFailed
-from reference_server.group_commit import SubmitGroup, translate_db_error
+from reference_server.group_commit import (
+    CompleteItem,
+    GroupCommit,
+    SubmitItem,
+    complete_writer,
+    submit_writer,
+    translate_db_error,
+)
 from reference_server.models import (
     Job,
     JobSpec,
@@ -81,7 +88,11 @@ class Engine:
         group_commit: bool = True,
     ) -> None:
         self._pool = pool
-        self._group = SubmitGroup(pool) if group_commit else None
+        self._submits: GroupCommit[SubmitItem, Job] | None = None
+        self._completions: GroupCommit[CompleteItem, Job | None] | None = None
+        if group_commit:
+            self._submits = GroupCommit(submit_writer(pool))
+            self._completions = GroupCommit(complete_writer(pool))
         self.lease_seconds_default = lease_seconds_default
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
         self.reaper_interval_seconds = reaper_interval_seconds
@@ -144,8 +155,8 @@ class Engine:
 
     async def submit(self, org_id: UUID, spec: JobSpec) -> tuple[Job, bool]:
         """Insert one job; with a known idempotency key return the existing job and False."""
-        if spec.idempotency_key is None and self._group is not None:
-            job = await self._group.submit(org_id, spec)
+        if spec.idempotency_key is None and self._submits is not None:
+            job = await self._submits.run(SubmitItem(org_id, spec))
             job_metrics.submitted(job.queue_name, job.job_type).inc()
             return job, True
         try:
@@ -531,13 +542,19 @@ class Engine:
         self, org_id: UUID, job_id: UUID, *, worker_id: UUID, output: Any = None
     ) -> Job:
         """processing → succeeded, only by the worker holding the lease (else Conflict)."""
-        row = await self._pool.fetchrow(
-            Q["complete_job"], org_id, job_id, worker_id, _json_text(output)
-        )
-        if row is None:
+        completed: Job | None
+        if self._completions is not None:
+            item = CompleteItem(org_id, job_id, worker_id, _json_text(output))
+            completed = await self._completions.run(item)
+        else:
+            row = await self._pool.fetchrow(
+                Q["complete_job"], org_id, job_id, worker_id, _json_text(output)
+            )
+            completed = Job.from_row(row) if row is not None else None
+        if completed is None:
             job = await self.get_job(org_id, job_id)
             raise Conflict(f"job is {job.status} and not leased by worker {worker_id}")
-        job = Job.from_row(row)
+        job = completed
         self._count_finished(job, "succeeded")
         return job
 

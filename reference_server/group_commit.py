@@ -1,15 +1,14 @@
-"""Group commit of concurrent single-job submits: one INSERT and one commit for many requests.
+"""Group commit: concurrent single-job writes (submit, complete) share one statement and commit.
 
-The first submit on an idle engine is written at once (no added latency); submits that arrive
-while a write is in flight ride on the next one. Each caller still gets its own job or error.
+The first request on an idle engine is written at once (no added latency); requests that arrive
+while a write is in flight ride on the next one. Each caller still gets its own result or error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import asyncpg
 import orjson
@@ -19,92 +18,15 @@ from reference_server.exceptions import NotFound, ValidationFailed
 from reference_server.models import Job
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from uuid import UUID
 
     from reference_server.models import JobSpec
 
 Q = queries.load("jobs.sql")
 
-log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _Item:
-    org_id: UUID
-    spec: JobSpec
-    future: asyncio.Future[Job]
-
-
-def _settle(item: _Item, *, job: Job | None = None, error: BaseException | None = None) -> None:
-    if item.future.done():  # the caller went away (cancelled)
-        return
-    if error is not None:
-        item.future.set_exception(error)
-    else:
-        item.future.set_result(job)  # type: ignore[arg-type]
-
-
-class SubmitGroup:
-    """Batches submits without idempotency keys; at most `max_writers` INSERTs in flight."""
-
-    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 500, max_writers: int = 2) -> None:
-        self._pool = pool
-        self._max_batch = max_batch
-        self._max_writers = max_writers
-        self._pending: list[_Item] = []
-        self._writers = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def submit(self, org_id: UUID, spec: JobSpec) -> Job:
-        loop = asyncio.get_running_loop()
-        item = _Item(org_id, spec, loop.create_future())
-        self._pending.append(item)
-        if self._writers < self._max_writers:
-            self._writers += 1
-            task = loop.create_task(self._write_pending(), name="taskforge-submit-group")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await item.future
-
-    async def _write_pending(self) -> None:
-        try:
-            while self._pending:
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
-                await self._write(batch)
-        finally:
-            self._writers -= 1
-
-    async def _write(self, batch: list[_Item]) -> None:
-        try:
-            rows = await self._pool.fetch(
-                Q["insert_jobs_grouped"],
-                [i.org_id for i in batch],
-                [i.spec.queue_name for i in batch],
-                [i.spec.job_type for i in batch],
-                [orjson.dumps(i.spec.payload).decode() for i in batch],
-                [i.spec.priority for i in batch],
-                [i.spec.max_attempts for i in batch],
-                [i.spec.timeout_seconds for i in batch],
-                [i.spec.scheduled_for for i in batch],
-            )
-        except Exception as exc:
-            if len(batch) > 1:
-                # One bad item spoils the statement for all: write each alone to find it.
-                for item in batch:
-                    await self._write([item])
-                return
-            _settle(batch[0], error=translate_db_error(exc))
-            return
-        found = {(r["organization_id"], r["queue_name"]) for r in rows}
-        ordered = iter(sorted(rows, key=lambda r: r["seq"]))
-        for item in batch:
-            if (item.org_id, item.spec.queue_name) in found:
-                _settle(item, job=Job.from_row(next(ordered)))
-            else:
-                _settle(item, error=NotFound(f"queue {item.spec.queue_name!r} not found"))
-        # Every row was handed out: the join kept exactly the items whose queue exists.
-        assert next(ordered, None) is None
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
 
 
 def translate_db_error(exc: Exception) -> Exception:
@@ -114,3 +36,139 @@ def translate_db_error(exc: Exception) -> Exception:
     if isinstance(exc, asyncpg.CheckViolationError | asyncpg.NumericValueOutOfRangeError):
         return ValidationFailed("a value is out of range", details=[str(exc)])
     return exc
+
+
+@dataclass(slots=True)
+class Pending(Generic[ItemT, ResultT]):
+    item: ItemT
+    future: asyncio.Future[ResultT]
+
+    def resolve(self, result: ResultT) -> None:
+        if not self.future.done():  # done: the caller went away (cancelled)
+            self.future.set_result(result)
+
+    def reject(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+class GroupCommit(Generic[ItemT, ResultT]):
+    """Collects items; `write` handles a batch and settles each Pending; few writes in flight."""
+
+    def __init__(
+        self,
+        write: Callable[[list[Pending[ItemT, ResultT]]], Awaitable[None]],
+        *,
+        max_batch: int = 500,
+        max_writers: int = 2,
+    ) -> None:
+        self._write = write
+        self._max_batch = max_batch
+        self._max_writers = max_writers
+        self._pending: list[Pending[ItemT, ResultT]] = []
+        self._writers = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, item: ItemT) -> ResultT:
+        loop = asyncio.get_running_loop()
+        pending: Pending[ItemT, ResultT] = Pending(item, loop.create_future())
+        self._pending.append(pending)
+        if self._writers < self._max_writers:
+            self._writers += 1
+            task = loop.create_task(self._drain(), name="taskforge-group-commit")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await pending.future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                try:
+                    await self._write(batch)
+                except Exception as exc:
+                    for pending in batch:
+                        pending.reject(exc)
+                else:
+                    for pending in batch:  # a write that forgot one must not hang its caller
+                        pending.reject(RuntimeError("group commit left an item unsettled"))
+        finally:
+            self._writers -= 1
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitItem:
+    org_id: UUID
+    spec: JobSpec
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteItem:
+    org_id: UUID
+    job_id: UUID
+    worker_id: UUID
+    output_json: str
+
+
+def submit_writer(
+    pool: asyncpg.Pool,
+) -> Callable[[list[Pending[SubmitItem, Job]]], Awaitable[None]]:
+    """Insert a batch of submits (any organisations) in one statement."""
+
+    async def write(batch: list[Pending[SubmitItem, Job]]) -> None:
+        items = [p.item for p in batch]
+        try:
+            rows = await pool.fetch(
+                Q["insert_jobs_grouped"],
+                [i.org_id for i in items],
+                [i.spec.queue_name for i in items],
+                [i.spec.job_type for i in items],
+                [orjson.dumps(i.spec.payload).decode() for i in items],
+                [i.spec.priority for i in items],
+                [i.spec.max_attempts for i in items],
+                [i.spec.timeout_seconds for i in items],
+                [i.spec.scheduled_for for i in items],
+            )
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].reject(translate_db_error(exc))
+                return
+            # One bad item spoils the statement for all: write each alone to find it.
+            for pending in batch:
+                await write([pending])
+            return
+        # The join keeps exactly the items whose queue exists, in the items' order (by seq).
+        found = {(r["organization_id"], r["queue_name"]) for r in rows}
+        ordered = iter(sorted(rows, key=lambda r: r["seq"]))
+        for pending in batch:
+            item = pending.item
+            if (item.org_id, item.spec.queue_name) in found:
+                pending.resolve(Job.from_row(next(ordered)))
+            else:
+                pending.reject(NotFound(f"queue {item.spec.queue_name!r} not found"))
+
+    return write
+
+
+def complete_writer(
+    pool: asyncpg.Pool,
+) -> Callable[[list[Pending[CompleteItem, Job | None]]], Awaitable[None]]:
+    """Acknowledge a batch of completions in one statement; None for a job not leased as claimed."""
+
+    async def write(batch: list[Pending[CompleteItem, Job | None]]) -> None:
+        items = [p.item for p in batch]
+        rows = await pool.fetch(
+            Q["complete_jobs_grouped"],
+            [i.org_id for i in items],
+            [i.job_id for i in items],
+            [i.worker_id for i in items],
+            [i.output_json for i in items],
+        )
+        done: dict[tuple[Any, Any], Any] = {(r["id"], r["worker_id"]): r for r in rows}
+        for pending in batch:
+            # pop: of two identical requests only the first succeeds, as if they came in turn.
+            row = done.pop((pending.item.job_id, pending.item.worker_id), None)
+            pending.resolve(Job.from_row(row) if row is not None else None)
+
+    return write

@@ -162,6 +162,17 @@ SET status = 'succeeded', output = $4::text::jsonb, completed_at = now(), lease_
 WHERE organization_id = $1 AND id = $2 AND status = 'processing' AND worker_id = $3
 RETURNING *
 
+-- name: complete_jobs_grouped
+-- Group commit of external workers' completions; a job comes back only when the claimed worker
+-- holds its lease in the claimed organisation.
+UPDATE jobs j
+SET status = 'succeeded', output = d.output::jsonb, completed_at = now(), lease_expires_at = NULL,
+    updated_at = now()
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[]) AS d (organization_id, id, worker_id, output)
+WHERE j.id = d.id AND j.organization_id = d.organization_id AND j.status = 'processing'
+  AND j.worker_id = d.worker_id
+RETURNING j.*
+
 -- name: complete_jobs
 -- Group acknowledgement of the built-in pool; returns the ids still leased by it (and so completed).
 UPDATE jobs j

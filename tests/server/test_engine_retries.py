@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from uuid import UUID
@@ -217,3 +218,28 @@ async def test_complete_and_fail_only_by_the_lease_holder(
     assert done.completed_at is not None
     with pytest.raises(Conflict):
         await engine.complete_job(org, job.id, worker_id=worker.id)  # twice
+
+
+async def test_concurrent_completions_each_get_their_own_answer(
+    engine: Engine, org: UUID, worker: Worker, pool: asyncpg.Pool
+) -> None:
+    """Group commit of completions: only the lease holder wins, once per job."""
+    other = await engine.register_worker(org, name="o", queues=["default"], max_concurrent_jobs=1)
+    for n in range(10):
+        await engine.submit(org, spec(payload={"n": n}))
+    jobs = await engine.lease(org, worker.id, max_jobs=10)
+    calls = []
+    for job in jobs:
+        calls.append(engine.complete_job(org, job.id, worker_id=other.id, output={"by": "o"}))
+        calls.append(engine.complete_job(org, job.id, worker_id=worker.id, output=job.payload))
+        calls.append(engine.complete_job(org, job.id, worker_id=worker.id, output={"twice": 1}))
+
+    results = await asyncio.gather(*calls, return_exceptions=True)
+
+    for n, job in enumerate(jobs):
+        by_other, by_holder, repeated = results[3 * n : 3 * n + 3]
+        assert isinstance(by_other, Conflict)
+        assert not isinstance(by_holder, BaseException)
+        assert by_holder.status is JobStatus.SUCCEEDED and by_holder.output == job.payload
+        assert isinstance(repeated, Conflict)
+    assert await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'succeeded'") == 10
