@@ -84,6 +84,7 @@ class Engine:
         builtin_workers: int = 4,
         builtin_batch_size: int = 100,
         reaper_interval_seconds: float = 1.0,
+        retention_interval_seconds: float = 600.0,
         heartbeat_interval_seconds: int = 10,
         group_commit: bool = True,
     ) -> None:
@@ -96,6 +97,7 @@ class Engine:
         self.lease_seconds_default = lease_seconds_default
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
         self.reaper_interval_seconds = reaper_interval_seconds
+        self.retention_interval_seconds = retention_interval_seconds
         self.notifier = Notifier(pool)
         #: The lessee id of this process's built-in pool (no row in `workers`: it serves every org).
         self.builtin_worker_id = uuid4()
@@ -679,11 +681,27 @@ class Engine:
                 break
         return total
 
+    async def purge_expired_jobs(self) -> int:
+        """Delete finished jobs past their queue's retention_days; returns how many."""
+        total = 0
+        for _ in range(MAINTENANCE_MAX_PASSES):
+            status = await self._pool.execute(Q["purge_expired_jobs"], MAINTENANCE_BATCH)
+            deleted = int(status.split()[-1])
+            total += deleted
+            if deleted < MAINTENANCE_BATCH:
+                break
+        return total
+
     async def _reaper(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_purge = loop.time()
         while not self._stopping:
             try:
                 await self.reap_expired_leases()
                 await self.promote_due_jobs()
+                if loop.time() >= next_purge:
+                    next_purge = loop.time() + self.retention_interval_seconds
+                    await self.purge_expired_jobs()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -246,6 +246,18 @@ FROM due
 WHERE j.id = due.id
 RETURNING taskforge_wake_key(j.queue_id, j.job_type) AS wake_key
 
+-- name: purge_expired_jobs
+-- Retention: finished jobs older than their queue's retention_days leave the table. A sequential
+-- scan, run rarely, rather than one more index written on every completion.
+DELETE FROM jobs
+WHERE id IN (
+    SELECT j.id FROM jobs j
+    JOIN queues q ON q.id = j.queue_id
+    WHERE j.status IN ('succeeded', 'dead', 'cancelled')
+      AND j.completed_at < now() - make_interval(days => q.retention_days)
+    LIMIT $1
+)
+
 -- name: notify_wake
 SELECT count(pg_notify('taskforge_jobs', k)) FROM (SELECT DISTINCT k FROM unnest($1::text[]) AS k) AS w
 

@@ -314,3 +314,27 @@ async def test_concurrent_submits_with_unknown_queues_mixed_in(
     ids = [r[0].id for r in results if not isinstance(r, BaseException)]
     stored = await pool.fetch("SELECT id FROM jobs ORDER BY seq")
     assert [r["id"] for r in stored] == ids  # FIFO follows the callers' order
+
+
+async def test_finished_jobs_leave_after_the_queues_retention(
+    engine: Engine, org: UUID, pool: asyncpg.Pool
+) -> None:
+    await engine.create_queue(org, name="short", settings={"retention_days": 2})
+    old_done, _ = await engine.submit(org, spec(queue="short"))
+    recent_done, _ = await engine.submit(org, spec(queue="short"))
+    old_pending, _ = await engine.submit(org, spec(queue="short"))
+    long_kept, _ = await engine.submit(org, spec(queue="default"))  # retention 30 days
+    for job in (old_done, recent_done, long_kept):
+        await engine.cancel_job(org, job.id)
+    await pool.execute(
+        "UPDATE jobs SET completed_at = now() - interval '3 days', created_at = now() - interval"
+        " '3 days' WHERE id = ANY($1::uuid[])",
+        [old_done.id, old_pending.id, long_kept.id],
+    )
+
+    assert await engine.purge_expired_jobs() == 1
+
+    with pytest.raises(NotFound):
+        await engine.get_job(org, old_done.id)
+    for kept in (recent_done, old_pending, long_kept):
+        await engine.get_job(org, kept.id)
