@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import crossplane
 
@@ -376,3 +377,110 @@ def metrics_not_public(context: CheckContext) -> Iterator[Problem]:
                 f"{' '.join(location.args)}", file=path, line=location.line,
                 expected=f"location = {endpoint} {{ deny all; }}", actual="served publicly",
             )
+
+
+def _nginx_mounts(context: CheckContext) -> list[tuple[str, Path]]:
+    """(container directory or file, host path) of every bind mount of the nginx service."""
+    compose = load_compose(context)
+    mounts = []
+    for name, service in _services(compose):
+        if "nginx" in name or "nginx" in str(service.get("image") or ""):
+            for source, target, _line in _volume_sources(service):
+                if source.startswith((".", "/")) and target:
+                    mounts.append((target.rstrip("/"), (compose.path.parent / source).resolve()))
+    return mounts
+
+
+def _on_host(container_path: str, mounts: list[tuple[str, Path]]) -> Path | None:
+    for target, source in sorted(mounts, key=lambda m: -len(m[0])):
+        if container_path == target:
+            return source
+        if container_path.startswith(target + "/"):
+            return source / container_path[len(target) + 1 :]
+    return None
+
+
+def _host_matches(pattern: str, host: str) -> bool:
+    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
+    if pattern.startswith("*."):
+        return host.count(".") == pattern.count(".") and host.endswith(pattern[1:])
+    return pattern == host
+
+
+def _certificate_problems(
+    cert_file: Path, key_file: Path | None, host: str | None
+) -> Iterator[tuple[str, str, str]]:
+    """(message, expected, actual) for an installed certificate and its key."""
+    # Imported here: only this check needs cryptography.
+    from datetime import UTC, datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    except (OSError, ValueError) as exc:
+        yield f"{cert_file.name} is not a PEM certificate: {exc}", "a PEM certificate", "unreadable"
+        return
+    now = datetime.now(UTC)
+    if certificate.not_valid_after_utc < now:
+        yield (f"{cert_file.name} expired on {certificate.not_valid_after_utc:%Y-%m-%d}",
+               "a certificate valid today", "expired")
+    if certificate.not_valid_before_utc > now:
+        yield (f"{cert_file.name} is not valid before {certificate.not_valid_before_utc:%Y-%m-%d}",
+               "a certificate valid today", "not yet valid")
+    if host:
+        try:
+            names = certificate.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName
+            ).value.get_values_for_type(x509.DNSName)
+        except x509.ExtensionNotFound:
+            names = []
+        if not any(_host_matches(name, host) for name in names):
+            yield (f"{cert_file.name} does not name {host} (BASE_URL)", host,
+                   ", ".join(names) or "no DNS names")
+    if key_file is None:
+        return
+    try:
+        key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        yield f"{key_file.name} is not an unencrypted PEM key: {exc}", "a PEM key", "unreadable"
+        return
+    encoding = serialization.Encoding.PEM
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(encoding, public) != certificate.public_key().public_bytes(
+        encoding, public
+    ):
+        yield (f"{key_file.name} is not the key of {cert_file.name}", "the matching key",
+               "another key")
+
+
+@static_check(
+    "NGINX-TLS-CERT-INSTALLED", needs=("nginx_conf", "compose_file"),
+    ok="the certificate and key are installed, valid today, matching, and name BASE_URL's host",
+)
+def tls_cert_installed(context: CheckContext) -> Iterator[Problem]:
+    path, root = _nginx(context)
+    mounts = _nginx_mounts(context)
+    env = load_env(context)
+    base_url = env.get("BASE_URL") if env is not None else None
+    host = urlsplit(base_url).hostname if base_url else None
+    for server in (s for s in servers(root) if is_tls(s)):
+        certs = server.inherited("ssl_certificate")
+        keys = server.inherited("ssl_certificate_key")
+        if not certs:
+            continue  # NGINX-TLS-CERT-PATHS reports it
+        files = [(d, _on_host(d.args[0], mounts)) for d in certs + keys if d.args]
+        missing = [(d, f) for d, f in files if f is not None and not f.is_file()]
+        for directive, file in missing:
+            yield Problem(
+                message=f"{directive.args[0]} is not installed: {file} does not exist",
+                file=path, line=directive.line, expected=f"the file at {file}", actual="missing",
+            )
+        cert_file = _on_host(certs[0].args[0], mounts) if certs[0].args else None
+        key_file = _on_host(keys[0].args[0], mounts) if keys and keys[0].args else None
+        if missing or cert_file is None:
+            continue
+        for message, expected, actual in _certificate_problems(cert_file, key_file, host):
+            yield Problem(message=message, file=path, line=certs[0].line, expected=expected,
+                          actual=actual)

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from static_helpers import COMPOSE_DIR, FIXTURES
+from static_helpers import COMPOSE_DIR, FIXTURES, install_certificate
 
 
 @pytest.fixture
@@ -20,10 +20,12 @@ def clean_env(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def compose_copy(tmp_path: Path) -> Path:
-    """A copy of the reference compose/ directory with the clean .env in it (mode 600)."""
+    """A copy of the reference compose/ directory as an operator fills it in: the clean .env
+    (mode 600) and a certificate for BASE_URL's host in nginx/ssl."""
     target = tmp_path / "compose"
     shutil.copytree(COMPOSE_DIR, target, ignore=shutil.ignore_patterns("images"))
     env = target / ".env"
     shutil.copyfile(FIXTURES / "clean" / "env", env)
     env.chmod(0o600)
+    install_certificate(target / "nginx" / "ssl", "api.example.com")
     return target

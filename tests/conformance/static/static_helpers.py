@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+
+import trustme
 
 from conformance.checks.registry import CheckContext, registered_checks
 from conformance.model import Finding, Status
@@ -27,3 +30,11 @@ def run_checks(prefixes: tuple[str, ...], **context: object) -> list[Finding]:
 
 def failing(findings: list[Finding]) -> set[str]:
     return {f.item_id for f in findings if f.status in (Status.FAILED, Status.ERROR)}
+
+
+def install_certificate(ssl_dir: Path, *identities: str, **dates: datetime) -> None:
+    """Write certificate.crt and private.key as guide 4.2 step 3 installs them (a test CA's)."""
+    issued = trustme.CA().issue_cert(*identities, **dates)  # type: ignore[arg-type]
+    ssl_dir.mkdir(parents=True, exist_ok=True)
+    (ssl_dir / "certificate.crt").write_bytes(b"".join(p.bytes() for p in issued.cert_chain_pems))
+    (ssl_dir / "private.key").write_bytes(issued.private_key_pem.bytes())

@@ -4,10 +4,13 @@ check of the same kind of file."""
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from static_helpers import FIXTURES, failing, run_checks
+from static_helpers import FIXTURES, failing, install_certificate, run_checks
+
+from conformance.model import Status
 
 DEFECTS = FIXTURES / "defects"
 
@@ -128,3 +131,46 @@ def test_sizing_http_connections(compose_copy: Path) -> None:
         nginx_conf=DEFECTS / "nginx" / "SIZING-HTTP-CONNECTIONS.conf",
     )
     assert failing(findings) == {"SIZING-HTTP-CONNECTIONS"}
+
+
+def cert_findings(compose_copy: Path) -> list[str]:
+    findings = run_checks(
+        ("NGINX",), nginx_conf=compose_copy / "nginx" / "nginx.conf",
+        compose_file=compose_copy / "docker-compose.prod.yml", env_file=compose_copy / ".env",
+    )
+    assert failing(findings) <= {"NGINX-TLS-CERT-INSTALLED"}
+    return [f.message for f in findings if f.item_id == "NGINX-TLS-CERT-INSTALLED"
+            and f.status is Status.FAILED]
+
+
+def test_certificate_not_installed(compose_copy: Path) -> None:
+    (compose_copy / "nginx" / "ssl" / "private.key").unlink()
+    (message,) = cert_findings(compose_copy)
+    assert message.startswith("/etc/nginx/ssl/private.key is not installed")
+
+
+def test_certificate_expired(compose_copy: Path) -> None:
+    install_certificate(
+        compose_copy / "nginx" / "ssl", "api.example.com",
+        not_before=datetime(2020, 1, 1, tzinfo=UTC), not_after=datetime(2021, 1, 1, tzinfo=UTC),
+    )
+    assert cert_findings(compose_copy) == ["certificate.crt expired on 2021-01-01"]
+
+
+def test_certificate_for_another_host(compose_copy: Path) -> None:
+    install_certificate(compose_copy / "nginx" / "ssl", "www.example.org")
+    assert cert_findings(compose_copy) == [
+        "certificate.crt does not name api.example.com (BASE_URL)"
+    ]
+
+
+def test_certificate_with_another_key(compose_copy: Path, tmp_path: Path) -> None:
+    install_certificate(tmp_path / "other", "api.example.com")
+    shutil.copyfile(tmp_path / "other" / "private.key",
+                    compose_copy / "nginx" / "ssl" / "private.key")
+    assert cert_findings(compose_copy) == ["private.key is not the key of certificate.crt"]
+
+
+def test_wildcard_certificate_names_the_host(compose_copy: Path) -> None:
+    install_certificate(compose_copy / "nginx" / "ssl", "*.example.com")
+    assert cert_findings(compose_copy) == []

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import secrets
+import shutil
 from pathlib import Path
 
-from static_helpers import COMPOSE_DIR, failing, run_checks
+from static_helpers import COMPOSE_DIR, failing, install_certificate, run_checks
 
 from conformance.catalogue import load_catalogue
 from conformance.model import Severity, Status
@@ -30,13 +31,17 @@ def filled_env(tmp_path: Path) -> Path:
 
 
 def test_reference_deployment_passes_every_static_check(tmp_path: Path) -> None:
+    """compose/ as shipped, plus what the operator adds: the secrets and the certificate."""
+    deployment = tmp_path / "compose"
+    shutil.copytree(COMPOSE_DIR, deployment, ignore=shutil.ignore_patterns("images"))
+    install_certificate(deployment / "nginx" / "ssl", "api.example.com")
     findings = run_checks(
         PREFIXES,
         env_file=filled_env(tmp_path),
-        compose_file=COMPOSE_DIR / "docker-compose.prod.yml",
-        dockerfile=COMPOSE_DIR / "Dockerfile",
-        nginx_conf=COMPOSE_DIR / "nginx" / "nginx.conf",
-        prometheus_config=COMPOSE_DIR / "prometheus" / "prometheus.yml",
+        compose_file=deployment / "docker-compose.prod.yml",
+        dockerfile=deployment / "Dockerfile",
+        nginx_conf=deployment / "nginx" / "nginx.conf",
+        prometheus_config=deployment / "prometheus" / "prometheus.yml",
     )
     problems = [
         f"{f.item_id}: {f.message} ({f.evidence[0].file}:{f.evidence[0].line})"
