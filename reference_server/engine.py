@@ -507,8 +507,10 @@ class Engine:
             row = await self._pool.fetchrow(Q["worker_queues"], org_id, worker_id)
             if row is None:
                 raise NotFound("worker not found")
+            # A worker never holds more than its max_concurrent_jobs leases.
+            wanted = min(max_jobs, row["free_slots"])
             with self.notifier.watch_queues(row["queue_ids"]) as woken:
-                jobs = await self._lease_from(row["ready_queue_ids"], worker_id, max_jobs, seconds)
+                jobs = await self._lease_from(row["ready_queue_ids"], worker_id, wanted, seconds)
                 remaining = deadline - loop.time()
                 if jobs or self._stopping or remaining <= 0:
                     return jobs
@@ -520,7 +522,7 @@ class Engine:
     async def _lease_from(
         self, queue_ids: Sequence[UUID], worker_id: UUID, max_jobs: int, seconds: int
     ) -> list[Job]:
-        if not queue_ids or self._stopping:
+        if not queue_ids or self._stopping or max_jobs <= 0:
             return []
         if len(queue_ids) == 1:
             rows = await self._pool.fetch(

@@ -87,8 +87,12 @@ WHERE organization_id = $1 AND id = $2 AND status IN ('failed', 'dead')
 RETURNING *, pg_notify('taskforge_jobs', taskforge_wake_key(queue_id, job_type)) AS notified
 
 -- name: worker_queues
--- The queues a worker leases from: all of them (to wait on) and the unpaused ones (to lease from).
+-- The queues a worker leases from: all of them (to wait on) and the unpaused ones (to lease from),
+-- and how many more jobs it may hold (max_concurrent_jobs minus its current leases).
 SELECT w.id,
+       w.max_concurrent_jobs - (SELECT count(*) FROM jobs j
+                                WHERE j.worker_id = w.id AND j.status = 'processing')::int
+           AS free_slots,
        ARRAY(SELECT q.id FROM queues q
              WHERE q.organization_id = w.organization_id AND q.name = ANY (w.queues)) AS queue_ids,
        ARRAY(SELECT q.id FROM queues q

@@ -141,3 +141,15 @@ async def test_worker_leases_only_from_its_own_queues(engine: Engine, org: UUID)
     worker = await engine.register_worker(org, name="w", queues=["emails"], max_concurrent_jobs=5)
 
     assert [j.id for j in await engine.lease(org, worker.id, max_jobs=5)] == [mine.id]
+
+
+async def test_worker_never_holds_more_than_max_concurrent_jobs(engine: Engine, org: UUID) -> None:
+    for _ in range(5):
+        await engine.submit(org, spec())
+    worker = await engine.register_worker(org, name="w", queues=["default"], max_concurrent_jobs=2)
+
+    first = await engine.lease(org, worker.id, max_jobs=5)
+    assert len(first) == 2
+    assert await engine.lease(org, worker.id, max_jobs=5) == []
+    await engine.complete_job(org, first[0].id, worker_id=worker.id)
+    assert len(await engine.lease(org, worker.id, max_jobs=5)) == 1
