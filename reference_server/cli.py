@@ -108,6 +108,11 @@ def command_serve(args: argparse.Namespace) -> int:
             metrics_dir = tempfile.mkdtemp(prefix="taskforge-metrics-")
             stack.callback(shutil.rmtree, metrics_dir, ignore_errors=True)
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        # Only now: prometheus_client decides on multiprocess mode when it is first imported,
+        # and the forked workers inherit that decision.
+        from reference_server.observability import configure_logging
+
+        configure_logging(settings)
         return _run_granian(settings)
     return EXIT_OK  # pragma: no cover - the with block always returns
 
@@ -153,6 +158,11 @@ def _run_granian(settings: Settings) -> int:
         workers=settings.WORKERS,
         backpressure=settings.MAX_CONNECTIONS,
         workers_kill_timeout=int(settings.SHUTDOWN_GRACE_SECONDS) + KILL_MARGIN_SECONDS,
+        # Granian's own lines go through the same JSON pipeline (and redaction) as ours.
+        log_dictconfig={
+            "handlers": {"structlog": {"class": "reference_server.observability.StructlogHandler"}},
+            "loggers": {"_granian": {"handlers": ["structlog"], "propagate": False}},
+        },
         **tls,  # type: ignore[arg-type]
     )
     try:

@@ -127,7 +127,7 @@ def _add_logger_name(
     return event_dict
 
 
-class _ForwardToStructlog(logging.Handler):
+class StructlogHandler(logging.Handler):
     """Routes records of libraries using stdlib logging through the same redacting pipeline."""
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -208,8 +208,8 @@ def configure_logging(settings: Settings) -> None:
         cache_logger_on_first_use=False,
     )
     root = logging.getLogger()
-    root.handlers = [h for h in root.handlers if not isinstance(h, _ForwardToStructlog)]
-    root.addHandler(_ForwardToStructlog())
+    root.handlers = [h for h in root.handlers if not isinstance(h, StructlogHandler)]
+    root.addHandler(StructlogHandler())
     root.setLevel(max(level, logging.INFO))
     if problem is not None:
         # Keep serving: the file is a convenience, stdout is the contract.
