@@ -165,3 +165,4 @@ for _kind, _cls in (("submitter", SubmitterUser), ("poller", PollerUser),
                     ("worker", WorkerUser), ("health", HealthUser)):
     if not MIX.get(_kind):
         _cls.abstract = True
+del _kind, _cls  # a module-level alias would make Locust see a User class twice

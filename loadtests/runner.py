@@ -42,6 +42,10 @@ class Unreachable(Exception):
     pass
 
 
+class GeneratorFailed(Exception):
+    pass
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loadtests", description=__doc__)
     parser.add_argument("--profile", default="smoke", help="profile name in the profiles file")
@@ -120,6 +124,8 @@ def run_profile(
         host=base_url, out_dir=out_dir, stages=_stages(profile), mix=profile.mix,
         api_key=api_key, ca_bundle=ca_bundle, processes=processes, duration=profile.duration,
     )
+    if not (out_dir / "locust_stats.csv").exists():
+        raise GeneratorFailed(f"Locust wrote no statistics; see {out_dir / 'locust.log'}")
     stats = read_stats(out_dir / "locust")
     outcomes = evaluate(profile.thresholds, stats)
     return outcomes, generator, plots.plot_run(out_dir / "locust", out_dir)
@@ -239,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     except httpx.HTTPError as exc:
         print(f"error: the target refused the load test's set-up: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except GeneratorFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BREACHED
 
     server = profile.server
     static = sizing.static_checks(
