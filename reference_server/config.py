@@ -6,6 +6,7 @@ from the process environment and, when given, from an env file (the environment 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from enum import StrEnum
@@ -136,6 +137,10 @@ class Settings(BaseSettings):
     RATE_LIMIT_ENABLED: bool = Field(True, description="Per-credential and per-IP rate limits")
     RATE_LIMIT_PER_MINUTE: int = Field(600, ge=1, description="Requests per minute per key")
     RATE_LIMIT_FAILURE_MODE: RateLimitFailureMode = Field(RateLimitFailureMode.OPEN)
+    TRUSTED_PROXIES: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Proxy addresses/networks (comma-separated) whose X-Forwarded-For is believed",
+    )
     MAX_BODY_BYTES: int = Field(1024 * 1024, ge=1024, description="Request body limit")
     BUILTIN_WORKERS: int = Field(4, ge=0, le=256, description="Built-in job runners per process")
     SHUTDOWN_GRACE_SECONDS: float = Field(30, ge=0, description="SIGTERM: time to finish jobs")
@@ -145,6 +150,16 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("TRUSTED_PROXIES", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [p.strip() for p in value.split(",") if p.strip()]
+        if isinstance(value, list):
+            for item in value:
+                ipaddress.ip_network(str(item), strict=False)  # ValueError names the bad one
         return value
 
     @field_validator("LOG_LEVEL", "LOG_FORMAT", "APP_ENVIRONMENT", mode="before")

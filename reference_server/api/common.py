@@ -168,12 +168,38 @@ def parse_query(model: type[M]) -> M:
         raise ValidationFailed("invalid query parameters", details=_field_errors(exc)) from None
 
 
-def client_ip() -> str:
-    addr = request.remote_addr or ""
+def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return str(ipaddress.ip_address(addr))
+        return ipaddress.ip_address(value.strip())
     except ValueError:
+        return None
+
+
+def client_ip() -> str:
+    """The client's address; behind a TRUSTED_PROXIES proxy, the one it forwarded.
+
+    X-Forwarded-For is read from the right, skipping trusted hops, so a client cannot choose its
+    own address by sending the header itself.
+    """
+    peer = _address(request.remote_addr or "")
+    if peer is None:
         return "unknown"
+    trusted = [ipaddress.ip_network(n, strict=False) for n in state().settings.TRUSTED_PROXIES]
+
+    def is_trusted(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(addr.version == net.version and addr in net for net in trusted)
+
+    if not trusted or not is_trusted(peer):
+        return str(peer)
+    hops = [h for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        addr = _address(hop)
+        if addr is None:
+            break
+        if not is_trusted(addr):
+            return str(addr)
+        peer = addr
+    return str(peer)
 
 
 def _bearer() -> str | None:

@@ -95,6 +95,35 @@ async def test_rate_limit_counts_per_client_ip(database_url: str, redis_url: str
     assert elsewhere.status_code == 401
 
 
+async def test_forwarded_for_is_believed_only_from_trusted_proxies(
+    database_url: str, redis_url: str
+) -> None:
+    forwarded = {"X-Forwarded-For": "203.0.113.9, 10.1.2.3"}
+    async with running_app(
+        database_url, redis_url, TRUSTED_PROXIES="10.0.0.0/8", RATE_LIMIT_PER_MINUTE=1
+    ) as api:
+        via_proxy = [
+            await api.post("/api/v1/queues", json={}, headers=forwarded, ip="10.0.0.5")
+            for _ in range(2)
+        ]
+        # Another client behind the same proxy has its own window.
+        neighbour = await api.post(
+            "/api/v1/queues", json={}, headers={"X-Forwarded-For": "203.0.113.10"}, ip="10.0.0.5"
+        )
+        # A direct client cannot pick its address with the header.
+        spoofed = await api.post("/api/v1/queues", json={}, headers=forwarded, ip="192.0.2.50")
+    conn = await asyncpg.connect(database_url)
+    try:
+        ips = [str(r["source_ip"]) for r in await conn.fetch(
+            "SELECT source_ip FROM audit_log ORDER BY id")]
+    finally:
+        await conn.close()
+    assert [r.status_code for r in via_proxy] == [401, 429]
+    assert neighbour.status_code == 401
+    assert spoofed.status_code == 401
+    assert ips == ["203.0.113.9", "203.0.113.9", "203.0.113.10", "192.0.2.50"]
+
+
 async def test_every_mutating_call_leaves_an_audit_row(database_url: str, redis_url: str) -> None:
     async with running_app(database_url, redis_url) as api:
         account = await register(api)
