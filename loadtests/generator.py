@@ -51,6 +51,8 @@ def run_locust(
     ca_bundle: Path | None,
     processes: int,
     duration: float,
+    remote_workers: int = 0,
+    master_bind: tuple[str, int] | None = None,
 ) -> GeneratorReport:
     """Run one load test; Locust's CSV and HTML files land in out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -67,13 +69,16 @@ def run_locust(
     log = (out_dir / "locust.log").open("ab")
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        if processes <= 1:
+        if processes <= 1 and not remote_workers:
             procs.append(subprocess.Popen(_locust(*common), env=env, stdout=log, stderr=log))
         else:
-            port = free_port()
+            # Workers on other machines join with Locust's own options:
+            # locust -f loadtests/locustfile.py --worker --master-host HOST --master-port PORT
+            bind_host, port = master_bind or ("127.0.0.1", free_port())
             procs.append(subprocess.Popen(
-                _locust(*common, "--master", "--master-bind-host", "127.0.0.1",
-                        "--master-bind-port", str(port), "--expect-workers", str(processes)),
+                _locust(*common, "--master", "--master-bind-host", bind_host,
+                        "--master-bind-port", str(port),
+                        "--expect-workers", str(processes + remote_workers)),
                 env=env, stdout=log, stderr=log,
             ))
             for _ in range(processes):

@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sweep", action="store_true", help="also sweep WORKERS x POOL_SIZE")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
                         help="Locust worker processes (default: one per core)")
+    parser.add_argument("--remote-workers", type=int, default=0,
+                        help="Locust workers that will join from other machines")
+    parser.add_argument("--master-bind", default=None, metavar="HOST:PORT",
+                        help="where the Locust master listens for remote workers")
     parser.add_argument("--stack", default="auto", choices=["auto", "docker", "embedded"])
     parser.add_argument("--target-url", default=None, help="a deployment other than the reference")
     parser.add_argument("--api-key", default=None, help="API key for --target-url")
@@ -118,11 +122,12 @@ def _stages(profile: Profile) -> list[dict[str, float]]:
 
 def run_profile(
     profile: Profile, *, base_url: str, api_key: str, ca_bundle: Path | None, processes: int,
-    out_dir: Path,
+    out_dir: Path, remote_workers: int = 0, master_bind: tuple[str, int] | None = None,
 ) -> tuple[list[Outcome], GeneratorReport, list[Path]]:
     generator = run_locust(
         host=base_url, out_dir=out_dir, stages=_stages(profile), mix=profile.mix,
         api_key=api_key, ca_bundle=ca_bundle, processes=processes, duration=profile.duration,
+        remote_workers=remote_workers, master_bind=master_bind,
     )
     if not (out_dir / "locust_stats.csv").exists():
         raise GeneratorFailed(f"Locust wrote no statistics; see {out_dir / 'locust.log'}")
@@ -209,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
                              "--allow-load (and is capped by --max-users/--max-seconds)")
         if args.target_url and not args.api_key:
             raise UsageError("--target-url needs --api-key")
+        master_bind = None
+        if args.master_bind:
+            host, _, port = args.master_bind.rpartition(":")
+            if not host or not port.isdigit():
+                raise UsageError("--master-bind takes HOST:PORT")
+            master_bind = (host, int(port))
         if args.sweep and args.target_url:
             raise UsageError("--sweep restarts the server with each setting: reference stack only")
     except (ProfileError, UsageError) as exc:
@@ -228,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             summary["target"] = args.target_url
             outcomes, generator, pngs = run_profile(
                 profile, base_url=args.target_url, api_key=args.api_key,
-                ca_bundle=args.ca_bundle, processes=args.processes, out_dir=out_dir)
+                ca_bundle=args.ca_bundle, processes=args.processes, out_dir=out_dir,
+                remote_workers=args.remote_workers, master_bind=master_bind)
             pg_max = _pg_max_connections(args.database_url)
         else:
             with reference_target(args.stack, profile.server) as target:
@@ -237,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                 api_key = provision_reference(target)
                 outcomes, generator, pngs = run_profile(
                     profile, base_url=target.base_url, api_key=api_key,
-                    ca_bundle=target.ca_bundle, processes=args.processes, out_dir=out_dir)
+                    ca_bundle=target.ca_bundle, processes=args.processes, out_dir=out_dir,
+                    remote_workers=args.remote_workers, master_bind=master_bind)
                 pg_max = _pg_max_connections(args.database_url or target.database_url)
     except Unreachable as exc:
         print(f"error: {exc}", file=sys.stderr)
