@@ -130,3 +130,15 @@ def test_dockerfile_arg_defaults_resolve_in_from(tmp_path: Path) -> None:
 def test_secret_weakness(value: str | None, weak: str | None) -> None:
     found = secret_weakness(value)
     assert (found is None) if weak is None else (found is not None and weak in found)
+
+
+def test_wildcard_cors_origin(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    path.write_text("CORS_ALLOWED_ORIGINS=*\n")
+    path.chmod(0o600)
+    (finding,) = [f for f in run_checks(("ENV-CORS",), env_file=path)]
+    assert (finding.status, finding.message) == (
+        Status.FAILED, "CORS allows every origin (wildcard)"
+    )
+    export = run_checks(("ENV-SURVIVES",), env_file=path)
+    assert any("glob characters" in f.message for f in export)
