@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,14 +33,14 @@ class AuthHeader:
         return cls(name="X-API-Key", value=key)
 
 
-def verify_option(ca_bundle: Path | None, insecure: bool) -> bool | str:
+def verify_option(ca_bundle: Path | None, insecure: bool) -> bool | ssl.SSLContext:
     """httpx's `verify`: the throwaway CA of the reference stack, none, or the system store."""
     if insecure:
         return False
-    return str(ca_bundle) if ca_bundle is not None else True
+    return ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle is not None else True
 
 
-def register_and_login(base_url: str, *, verify: bool | str) -> AuthHeader:
+def register_and_login(base_url: str, *, verify: bool | ssl.SSLContext) -> AuthHeader:
     """Register a throwaway organisation through the API and log its admin in.
 
     A fresh organisation keeps the fuzzer's data apart from anything else on the stack.

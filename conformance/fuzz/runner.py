@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -213,7 +214,7 @@ def write_config(run_dir: Path, auth: AuthHeader) -> Path:
     return config
 
 
-def wait_reachable(target: FuzzTarget, verify: bool | str) -> None:
+def wait_reachable(target: FuzzTarget, verify: bool | ssl.SSLContext) -> None:
     try:
         httpx.get(f"{target.base_url}/health", verify=verify, timeout=HEALTH_TIMEOUT_SECONDS)
     except httpx.HTTPError as exc:
