@@ -49,6 +49,7 @@ class EnvFile:
     path: Path
     variables: dict[str, EnvVar]
     lines: list[str]
+    duplicates: list[EnvVar]  # earlier definitions overridden by a later line
 
     def get(self, name: str) -> str | None:
         """The value, or None when absent or empty (empty means unset to the server)."""
@@ -84,6 +85,7 @@ def parse_env(path: Path) -> EnvFile:
         raise ArtifactError(path, "not UTF-8 text") from None
     lines = text.split("\n")
     variables: dict[str, EnvVar] = {}
+    duplicates: list[EnvVar] = []
     for number, raw in enumerate(lines, start=1):
         stripped = raw.strip()
         if not stripped or stripped.startswith("#"):
@@ -93,8 +95,10 @@ def parse_env(path: Path) -> EnvFile:
         if not sep or not _IDENTIFIER.match(name.strip()):
             raise ArtifactError(path, f"line {number} is not NAME=value: {raw[:60]!r}", number)
         name = name.strip()
+        if name in variables:
+            duplicates.append(variables[name])
         variables[name] = EnvVar(name=name, value=_compose_value(value), line=number, raw=raw)
-    return EnvFile(path=path, variables=variables, lines=lines)
+    return EnvFile(path=path, variables=variables, lines=lines, duplicates=duplicates)
 
 
 def load_env(context: CheckContext) -> EnvFile | None:
@@ -265,6 +269,12 @@ def _format_problem(name: str, value: str) -> tuple[str, str] | None:
 @static_check("ENV-VALUE-FORMATS", needs=("env_file",), ok="every value has its variable's format")
 def value_formats(context: CheckContext) -> Iterator[Problem]:
     env = _env(context)
+    for earlier in env.duplicates:
+        yield Problem(
+            message=f"{earlier.name} is set twice; line {env.line_of(earlier.name)} wins",
+            file=env.path, line=earlier.line, expected="one definition per variable",
+            actual=f"also on line {env.line_of(earlier.name)}",
+        )
     for name, var in env.variables.items():
         if var.value == "":
             continue  # empty means unset; ENV-REQUIRED-VARS speaks for the required ones

@@ -142,3 +142,12 @@ def test_wildcard_cors_origin(tmp_path: Path) -> None:
     )
     export = run_checks(("ENV-SURVIVES",), env_file=path)
     assert any("glob characters" in f.message for f in export)
+
+
+def test_variable_set_twice(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    path.write_text("LOG_LEVEL=info\nA=1\nLOG_LEVEL=debug\n")
+    (finding,) = run_checks(("ENV-VALUE",), env_file=path)
+    assert (finding.message, finding.evidence[0].line) == (
+        "LOG_LEVEL is set twice; line 3 wins", 1
+    )
