@@ -225,9 +225,13 @@ async def test_concurrent_completions_each_get_their_own_answer(
 ) -> None:
     """Group commit of completions: only the lease holder wins, once per job."""
     other = await engine.register_worker(org, name="o", queues=["default"], max_concurrent_jobs=1)
+    worker = await engine.register_worker(
+        org, name="big", queues=["default"], max_concurrent_jobs=10
+    )
     for n in range(10):
         await engine.submit(org, spec(payload={"n": n}))
     jobs = await engine.lease(org, worker.id, max_jobs=10)
+    assert len(jobs) == 10
     calls = []
     for job in jobs:
         calls.append(engine.complete_job(org, job.id, worker_id=other.id, output={"by": "o"}))
