@@ -175,6 +175,9 @@ def schemathesis_command(
         # PostgreSQL cannot store U+0000; the contract makes it a 400 rather than data.
         "--generation-allow-x00",
         "false",
+        # Only the credential we give: a generated X-API-Key beside it would override it.
+        "--generation-with-security-parameters",
+        "false",
         "--generation-database",
         "none",
         "--report",
