@@ -269,6 +269,15 @@ def alert_rules(context: CheckContext) -> Iterator[Problem]:
             for rule in (group.get("rules") or []) if isinstance(group, dict) else []:
                 if isinstance(rule, dict) and "alert" in rule:
                     expressions.append(f"{rule.get('alert')} {rule.get('expr')}")
+    alerting = config.get("alerting")
+    managers = alerting.get("alertmanagers") if isinstance(alerting, dict) else None
+    if not managers:
+        yield Problem(
+            message="no Alertmanager is configured: alerts fire and notify nobody", file=path,
+            line=line_of(config, "alerting", 1),
+            expected="alerting: alertmanagers: [static_configs: [targets: [alertmanager:9093]]]",
+            actual="none",
+        )
     if not expressions:
         yield Problem(message="no alert rules are loaded", file=path,
                       line=line_of(config, "rule_files", 1),

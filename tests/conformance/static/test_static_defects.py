@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from static_helpers import FIXTURES, failing, install_certificate, run_checks
+from static_helpers import COMPOSE_DIR, FIXTURES, failing, install_certificate, run_checks
 
 from conformance.model import Status
 
@@ -174,3 +174,16 @@ def test_certificate_with_another_key(compose_copy: Path, tmp_path: Path) -> Non
 def test_wildcard_certificate_names_the_host(compose_copy: Path) -> None:
     install_certificate(compose_copy / "nginx" / "ssl", "*.example.com")
     assert cert_findings(compose_copy) == []
+
+
+def test_alerts_without_alertmanager(tmp_path: Path) -> None:
+    shutil.copytree(COMPOSE_DIR / "prometheus", tmp_path / "prometheus")
+    config = tmp_path / "prometheus" / "prometheus.yml"
+    text = config.read_text()
+    start, end = text.index("alerting:"), text.index("scrape_configs:")
+    config.write_text(text[:start] + text[end:])
+    findings = run_checks(("PROM",), prometheus_config=config)
+    assert failing(findings) == {"PROM-ALERT-RULES"}
+    assert [f.message for f in findings if f.status is Status.FAILED] == [
+        "no Alertmanager is configured: alerts fire and notify nobody"
+    ]
