@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -14,9 +13,6 @@ from conformance.model import Finding, Status
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = Path(__file__).parent / "fixtures"
 COMPOSE_DIR = REPO / "compose"
-
-Runner = Callable[..., list[Finding]]
-
 
 def run_checks(prefixes: tuple[str, ...], **context: object) -> list[Finding]:
     """Every finding of the registered checks whose items start with one of the prefixes."""
