@@ -234,6 +234,7 @@ def build_base(recipes: Path, *, force: bool, log: Log) -> str:
         log(f"{BASE_LOCAL}: up to date ({digest})")
         return digest
     tarball = build_rootfs_tarball(recipes, digest, log=log)
+    previous = image_id(BASE_LOCAL)
     _run(["docker", "import",
           "--change", f"LABEL {RECIPE_LABEL}={digest}",
           "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -241,15 +242,29 @@ def build_base(recipes: Path, *, force: bool, log: Log) -> str:
           "--change", 'CMD ["/bin/bash"]',
           str(tarball), BASE_LOCAL], log=log, what=f"import {BASE_LOCAL}",
          stdout=subprocess.DEVNULL)
+    if previous is not None and previous != image_id(BASE_LOCAL):
+        subprocess.run(["docker", "image", "rm", previous], capture_output=True, check=False,
+                       timeout=120)
     return digest
 
 
+def image_id(image: str) -> str | None:
+    result = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", image],
+                            capture_output=True, text=True, check=False, timeout=60)
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
 def _build(dockerfile: Path, context: Path, tag: str, digest: str, *, log: Log) -> None:
+    previous = image_id(tag)
     _run(["docker", "build", "--network", "host", "--quiet", "--force-rm",
           "--build-arg", f"BASE_IMAGE={BASE_LOCAL}",
           "--label", f"{RECIPE_LABEL}={digest}",
           "-f", str(dockerfile), "-t", tag, str(context)], log=log, what=f"build {tag}",
          stdout=subprocess.DEVNULL)
+    if previous is not None and previous != image_id(tag):
+        # The replaced image is untagged now; a gigabyte per rebuild adds up. In use: it stays.
+        subprocess.run(["docker", "image", "rm", previous], capture_output=True, check=False,
+                       timeout=120)
 
 
 def build_service_image(recipes: Path, role: ImageRole, base_digest: str, *,
