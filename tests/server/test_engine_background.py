@@ -250,3 +250,36 @@ async def test_stop_lets_in_flight_jobs_finish_within_the_grace(
         await engine.stop(WAIT_LIMIT_SECONDS)
 
     assert (await engine.get_job(org, job.id)).status is JobStatus.SUCCEEDED
+
+
+async def test_listener_reconnects_after_losing_its_connection(
+    engine: Engine, org: UUID, pool: asyncpg.Pool
+) -> None:
+    worker = await engine.register_worker(org, name="w", queues=["default"], max_concurrent_jobs=1)
+    queue = await engine.get_queue(org, "default")
+    killed = await pool.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+    )
+    assert killed == 1
+    await until(lambda: not engine.notifier.listening, "the listener notices")
+    await until(lambda: engine.notifier.listening, "the listener is back")
+
+    lease = asyncio.create_task(engine.lease(org, worker.id, max_jobs=1, wait_seconds=60))
+    await until(lambda: engine.notifier.waiting(queue.id) == 1, "the lessee waits")
+    job, _ = await engine.submit(org, spec())
+
+    assert [j.id for j in await asyncio.wait_for(lease, WAIT_LIMIT_SECONDS)] == [job.id]
+
+
+async def test_stop_ends_waiting_long_polls(pool: asyncpg.Pool, org: UUID) -> None:
+    engine = Engine(pool, builtin_workers=0)
+    await engine.start()
+    worker = await engine.register_worker(org, name="w", queues=["default"], max_concurrent_jobs=1)
+    queue = await engine.get_queue(org, "default")
+    lease = asyncio.create_task(engine.lease(org, worker.id, max_jobs=1, wait_seconds=60))
+    await until(lambda: engine.notifier.waiting(queue.id) == 1, "the lessee waits")
+
+    await engine.stop(0)
+
+    assert await asyncio.wait_for(lease, WAIT_LIMIT_SECONDS) == []
