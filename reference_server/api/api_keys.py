@@ -27,7 +27,7 @@ _KNOWN = frozenset(p.value for p in Permission)
 
 
 class CreateApiKeyRequest(RequestModel):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     permissions: Annotated[list[Permission], Field(min_length=1, max_length=len(Permission))]
     expires_at: AwareDatetime | None = None
 

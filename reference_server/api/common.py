@@ -8,12 +8,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import orjson
 import pydantic
 import structlog
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from quart import Response, current_app, g, request
 
 from reference_server.exceptions import (
@@ -120,6 +120,45 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     if details is not None:
         error["details"] = details
     return {"success": False, "error": error, "timestamp": now_iso(), "request_id": request_id()}
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 2.0 as an integer; strict mode alone would refuse it ("2" stays refused).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _storable(value: Any, depth: int = 0) -> None:
+    """Refuse what PostgreSQL's JSONB or our encoder cannot hold, as a validation error."""
+    if depth > 64:
+        raise ValueError("nested too deeply (over 64 levels)")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("strings must not contain U+0000")
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int):
+        if not -(2**63) <= value < 2**64:
+            raise ValueError("integers must fit in 64 bits")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key, depth + 1)
+            _storable(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _storable(item, depth + 1)
+
+
+def _json_object(value: dict[str, Any]) -> dict[str, Any]:
+    _storable(value)
+    return value
+
+
+#: An integer field that takes 3 and 3.0 but not "3".
+JsonInt = Annotated[int, BeforeValidator(_integral)]
+#: Any JSON object that PostgreSQL can store (no NUL characters, integers within 64 bits).
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
 
 
 class RequestModel(BaseModel):

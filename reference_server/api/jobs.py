@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 from quart import Blueprint, Response
 
 from reference_server.api.common import (
+    JsonInt,
+    JsonObject,
     RequestModel,
     engine,
     ok,
@@ -31,11 +33,11 @@ MAX_BATCH = 1000
 class SubmitJobRequest(RequestModel):
     queue_name: QueueName
     job_type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    payload: dict[str, Any]
-    priority: Annotated[int, Field(ge=0, le=9)] = 0
-    max_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
+    payload: JsonObject
+    priority: Annotated[JsonInt, Field(ge=0, le=9)] = 0
+    max_attempts: Annotated[JsonInt, Field(ge=1, le=10)] | None = None
     scheduled_for: AwareDatetime | None = None
-    timeout_seconds: Annotated[int, Field(ge=1, le=86400)] | None = None
+    timeout_seconds: Annotated[JsonInt, Field(ge=1, le=86400)] | None = None
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
 
     def spec(self) -> JobSpec:
@@ -56,7 +58,8 @@ class SubmitBatchRequest(RequestModel):
 
 
 class ListJobsQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Unknown query parameters (cache busters, tracing) are ignored, as HTTP clients expect.
+    model_config = ConfigDict(extra="ignore")
 
     queue_name: str | None = None
     status: JobStatus | None = None
@@ -67,7 +70,8 @@ class ListJobsQuery(BaseModel):
 
 class CompleteRequest(RequestModel):
     worker_id: uuid.UUID
-    output: dict[str, Any] | list[Any] | str | int | float | bool | None = None
+    # Absent means "no output"; an explicit null is not an object and is refused, as documented.
+    output: JsonObject = Field(default_factory=dict)
 
 
 class FailRequest(RequestModel):
@@ -144,9 +148,7 @@ async def retry_job(job_id: uuid.UUID) -> Response:
 @require(Permission.WORKER_WRITE)
 async def complete_job(job_id: uuid.UUID) -> Response:
     body = await parse_body(CompleteRequest)
-    output = body.output if isinstance(body.output, dict) or body.output is None else {
-        "result": body.output
-    }
+    output = body.output if "output" in body.model_fields_set else None
     job = await engine().complete_job(
         principal().organization_id, job_id, worker_id=body.worker_id, output=output
     )

@@ -8,6 +8,7 @@ from pydantic import Field, StringConstraints
 from quart import Blueprint, Response
 
 from reference_server.api.common import (
+    JsonInt,
     RequestModel,
     engine,
     no_content,
@@ -21,17 +22,17 @@ from reference_server.security import Permission
 
 blueprint = Blueprint("queues", __name__)
 
-QueueName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
-Priority = Annotated[int, Field(ge=0, le=9)]
+QueueName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}$")]
+Priority = Annotated[JsonInt, Field(ge=0, le=9)]
 
 
 class QueueSettingsRequest(RequestModel):
-    max_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
-    timeout_seconds: Annotated[int, Field(ge=1, le=86400)] | None = None
+    max_attempts: Annotated[JsonInt, Field(ge=1, le=10)] | None = None
+    timeout_seconds: Annotated[JsonInt, Field(ge=1, le=86400)] | None = None
     initial_retry_delay_seconds: Annotated[float, Field(ge=0, le=86400)] | None = None
     max_retry_delay_seconds: Annotated[float, Field(ge=0, le=86400 * 7)] | None = None
     backoff_multiplier: Annotated[float, Field(ge=1, le=100)] | None = None
-    retention_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+    retention_days: Annotated[JsonInt, Field(ge=1, le=3650)] | None = None
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

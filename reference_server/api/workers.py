@@ -9,6 +9,7 @@ from pydantic import Field
 from quart import Blueprint, Response
 
 from reference_server.api.common import (
+    JsonInt,
     RequestModel,
     engine,
     ok,
@@ -26,12 +27,12 @@ blueprint = Blueprint("workers", __name__)
 class RegisterWorkerRequest(RequestModel):
     name: Annotated[str, Field(min_length=1, max_length=100)]
     queues: Annotated[list[QueueName], Field(min_length=1, max_length=100)]
-    max_concurrent_jobs: Annotated[int, Field(ge=1, le=1000)] = 1
+    max_concurrent_jobs: Annotated[JsonInt, Field(ge=1, le=1000)]
 
 
 class LeaseRequest(RequestModel):
-    max_jobs: Annotated[int, Field(ge=1, le=100)] = 1
-    lease_seconds: Annotated[int, Field(ge=1, le=86400)] | None = None
+    max_jobs: Annotated[JsonInt, Field(ge=1, le=100)]
+    lease_seconds: Annotated[JsonInt, Field(ge=1, le=86400)] | None = None
     wait_seconds: Annotated[float, Field(ge=0, le=30)] = 0
 
 
@@ -66,7 +67,7 @@ async def heartbeat(worker_id: uuid.UUID) -> Response:
 @blueprint.post("/workers/<uuid:worker_id>/lease")
 @require(Permission.WORKER_WRITE)
 async def lease(worker_id: uuid.UUID) -> Response:
-    body = await parse_body(LeaseRequest, optional=True)
+    body = await parse_body(LeaseRequest)
     leased = await engine().lease(
         principal().organization_id,
         worker_id,

@@ -152,3 +152,40 @@ async def test_unexpected_errors_are_500_without_internals(
     assert await error_code(response) == "INTERNAL_ERROR"
     assert "secret internal detail" not in text
     assert "Traceback" not in text
+
+
+async def test_json_schema_integers_and_storable_payloads(
+    database_url: str, redis_url: str
+) -> None:
+    async with running_app(database_url, redis_url) as api:
+        token = (await register(api))["access_token"]
+        integral_float = await _submit(api, token, json={**JOB, "priority": 5.0})
+        fractional = await _submit(api, token, json={**JOB, "priority": 5.5})
+        huge = await _submit(api, token, json={**JOB, "payload": {"n": 2**70}})
+        big_but_fine = await _submit(api, token, json={**JOB, "payload": {"n": 2**63 - 1}})
+        dotted_queue = await api.post("/api/v1/queues", token=token, json={"name": "-q"})
+        worker = await api.post(
+            "/api/v1/workers", token=token, json={"name": "w", "queues": ["default"]}
+        )
+    assert integral_float.status_code == 201
+    assert (await integral_float.get_json())["data"]["priority"] == 5
+    assert fractional.status_code == 400
+    assert huge.status_code == 400 and "payload" in await _fields(huge)
+    assert big_but_fine.status_code == 201
+    assert dotted_queue.status_code == 400
+    assert "max_concurrent_jobs" in await _fields(worker)
+
+
+@pytest.mark.parametrize(
+    "email", ["a\bb@example.test", " ops@example.test", "ops@example", "\u00e9@example.test"]
+)
+async def test_register_refuses_addresses_outside_the_documented_pattern(
+    database_url: str, redis_url: str, email: str
+) -> None:
+    async with running_app(database_url, redis_url) as api:
+        response = await api.post(
+            "/api/v1/auth/register",
+            json={"email": email, "password": "long enough pw", "organization_name": "X"},
+        )
+    assert response.status_code == 400
+    assert "email" in await _fields(response)
