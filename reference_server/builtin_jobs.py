@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from reference_server.engine import Engine
-    from reference_server.models import Job
+    from reference_server.models import LeasedJob
 
 #: Upper bound of a `sleep` job, whatever its payload says (the job's timeout also applies).
 MAX_SLEEP_SECONDS = 300.0
@@ -89,14 +89,14 @@ BUILTIN_JOB_TYPES = frozenset(INSTANT_HANDLERS) | frozenset(WAITING_HANDLERS)
 
 @dataclass(slots=True)
 class Outcome:
-    job: Job
+    job: LeasedJob
     duration: float
     output_json: str | None = None
     error: str | None = None
     retryable: bool = True
 
 
-def _failure(job: Job, started: float, exc: BaseException) -> Outcome:
+def _failure(job: LeasedJob, started: float, exc: BaseException) -> Outcome:
     duration = time.perf_counter() - started
     if isinstance(exc, TimeoutError):
         message, retryable = f"timed out after {job.timeout_seconds} s", True
@@ -109,7 +109,7 @@ def _failure(job: Job, started: float, exc: BaseException) -> Outcome:
     return Outcome(job, duration, error=message, retryable=retryable)
 
 
-def execute_instant(job: Job) -> Outcome | None:
+def execute_instant(job: LeasedJob) -> Outcome | None:
     """Run a job of an instant type; None when its type waits (use `execute`)."""
     handler = INSTANT_HANDLERS.get(job.job_type)
     if handler is None:
@@ -122,7 +122,7 @@ def execute_instant(job: Job) -> Outcome | None:
     return Outcome(job, time.perf_counter() - started, output_json=output_json)
 
 
-async def execute(job: Job) -> Outcome:
+async def execute(job: LeasedJob) -> Outcome:
     """Run one built-in job under its timeout; any failure becomes an Outcome, not a raise."""
     instant = execute_instant(job)
     if instant is not None:
@@ -163,7 +163,7 @@ class BuiltinPool:
         #: Leased and not yet acknowledged (running, or finished and waiting for the flusher).
         self._unacked = 0
         #: Waiting jobs still running: what a shutdown hands back when the grace runs out.
-        self._in_flight: dict[UUID, Job] = {}
+        self._in_flight: dict[UUID, LeasedJob] = {}
 
     @property
     def in_flight(self) -> int:
@@ -250,7 +250,7 @@ class BuiltinPool:
                     task.add_done_callback(self._job_tasks.discard)
                 self._results_ready.set()
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: LeasedJob) -> None:
         outcome = await execute(job)
         self._results.append(outcome)
         self._results_ready.set()

@@ -34,6 +34,7 @@ from reference_server.models import (
     Job,
     JobSpec,
     JobStatus,
+    LeasedJob,
     Queue,
     QueueSettings,
     Worker,
@@ -624,14 +625,16 @@ class Engine:
 
     # The built-in pool's side of the store -------------------------------------------------
 
-    async def lease_builtin(self, max_jobs: int) -> list[Job]:
+    async def lease_builtin(self, max_jobs: int) -> list[LeasedJob]:
         """Lease built-in jobs of any organisation for this process's pool."""
         if self._stopping:
             return []
         rows = await self._pool.fetch(
             Q["lease_builtin"], max_jobs, self.builtin_worker_id, BUILTIN_LEASE_MARGIN_SECONDS
         )
-        return self._leased(rows)
+        for row in rows:
+            job_metrics.wait_duration(row["queue_name"]).observe(row["waited_seconds"])
+        return [LeasedJob.from_row(r) for r in rows]
 
     async def complete_builtin(self, results: Sequence[tuple[UUID, str]]) -> set[UUID]:
         """Acknowledge many built-in successes in one statement; returns the ids recorded."""

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID
 
 import orjson
@@ -31,6 +31,9 @@ class JobStatus(StrEnum):
     DEAD = "dead"
     CANCELLED = "cancelled"
 
+
+#: Faster than calling the enum on every row read.
+_STATUS_BY_VALUE = {status.value: status for status in JobStatus}
 
 #: States a job may still leave on its own (a queue holding one of these cannot be deleted).
 UNFINISHED_STATUSES = frozenset(
@@ -158,7 +161,7 @@ class Job:
             job_type=row["job_type"],
             payload=json_value(row["payload"]),
             priority=row["priority"],
-            status=JobStatus(row["status"]),
+            status=_STATUS_BY_VALUE[row["status"]],
             attempt_count=row["attempt_count"],
             max_attempts=row["max_attempts"],
             timeout_seconds=row["timeout_seconds"],
@@ -194,6 +197,26 @@ class Job:
             "updated_at": iso(self.updated_at),
             "completed_at": iso(self.completed_at),
         }
+
+
+class LeasedJob(NamedTuple):
+    """The slice of a job the built-in pool needs: cheap to build for thousands per second."""
+
+    id: UUID
+    queue_name: str
+    job_type: str
+    payload: dict[str, Any]
+    timeout_seconds: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> LeasedJob:
+        return cls(
+            row["id"],
+            row["queue_name"],
+            row["job_type"],
+            json_value(row["payload"]),
+            row["timeout_seconds"],
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

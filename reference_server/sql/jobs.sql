@@ -157,7 +157,8 @@ SET status = 'processing', worker_id = $2, attempt_count = j.attempt_count + 1,
     lease_expires_at = now() + make_interval(secs => j.timeout_seconds + $3), updated_at = now()
 FROM picked
 WHERE j.id = picked.id
-RETURNING j.*
+RETURNING j.id, j.queue_name, j.job_type, j.payload, j.timeout_seconds,
+          greatest(extract(epoch FROM now() - j.scheduled_for), 0)::float8 AS waited_seconds
 
 -- name: complete_job
 UPDATE jobs
