@@ -1,0 +1,11 @@
+"""Host checks: the server a deployment runs on, through pytest-testinfra backends.
+
+Local by default (`local://`), any testinfra spec with `--hosts` (e.g. `ssh://user@server`). Each
+check speaks for every host given; an item takes the worst status across hosts.
+"""
+
+from __future__ import annotations
+
+from conformance.checks.host import layout, resources, security, system
+
+__all__ = ["layout", "resources", "security", "system"]

@@ -1,0 +1,104 @@
+"""What every host check needs: a testinfra host per spec, bounded commands, reads, findings."""
+
+from __future__ import annotations
+
+import functools
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from conformance.checks.registry import CheckContext
+from conformance.model import Evidence, Finding, Status
+
+COMMAND_TIMEOUT_SECONDS = 20
+MAX_OUTPUT = 2000
+
+
+@functools.cache
+def _testinfra_host(spec: str) -> Any:
+    import testinfra
+
+    return testinfra.get_host(spec)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    command: str
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def evidence(self, summary: str = "") -> Evidence:
+        output = (self.stdout or self.stderr).strip()[:MAX_OUTPUT]
+        return Evidence(kind="command", summary=summary, command=self.command,
+                        output=f"{output}\n(exit status {self.rc})".strip())
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostView:
+    """One host as the checks see it; `root` prefixes the files they read (tests: a fake tree)."""
+
+    spec: str
+    host: Any
+    root: str = "/"
+    taskforge_dir: str = "/opt/taskforge"
+
+    def path(self, path: str) -> str:
+        if self.root in ("", "/"):
+            return path
+        return str(PurePosixPath(self.root) / path.lstrip("/"))
+
+    def read(self, path: str) -> str | None:
+        handle = self.host.file(self.path(path))
+        if not handle.exists or not handle.is_file:
+            return None
+        return str(handle.content_string)
+
+    def exists(self, path: str) -> bool:
+        return bool(self.host.file(self.path(path)).exists)
+
+    def run(self, *argv: str, timeout: int = COMMAND_TIMEOUT_SECONDS) -> Command:
+        """Run a command under `timeout`, so no host check can hang the run."""
+        line = " ".join(shlex.quote(a) for a in argv)
+        result = self.host.run(f"timeout {int(timeout)} {line}")
+        return Command(command=line, rc=int(result.rc), stdout=str(result.stdout),
+                       stderr=str(result.stderr))
+
+    def has_command(self, name: str) -> bool:
+        return bool(self.host.exists(name))
+
+    def file_evidence(self, path: str, summary: str = "") -> Evidence:
+        return Evidence(kind="file", file=self.path(path), summary=summary)
+
+
+def hosts(context: CheckContext) -> Iterator[HostView]:
+    root = str(context.extra.get("host_root") or "/")
+    taskforge_dir = str(context.extra.get("taskforge_dir") or "/opt/taskforge")
+    for spec in context.hosts:
+        yield HostView(spec=spec, host=_testinfra_host(spec), root=root,
+                       taskforge_dir=taskforge_dir)
+
+
+def finding(item_id: str, status: Status, host: HostView, message: str, *evidence: Evidence,
+            expected: str | None = None, actual: str | None = None) -> Finding:
+    """A finding whose message names the host (several hosts may be checked in one run)."""
+    return Finding(item_id=item_id, status=status, check="", message=f"{host.spec}: {message}",
+                   expected=expected, actual=actual, evidence=evidence)
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in text.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+        if len(digits) != len(piece):
+            break  # "24.0.5-ce": stop at the first non-numeric part
+    return tuple(parts)
