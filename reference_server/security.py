@@ -162,15 +162,9 @@ class TokenService:
         """Decode and check a token of the given kind; AUTH_002 when expired, else AUTH_001."""
         secret = self.access_secret if typ is TokenType.ACCESS else self.refresh_secret
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise AuthenticationFailed("malformed token") from None
-        # PyJWT also refuses other algorithms given algorithms=[...]; saying so here keeps the
-        # rule visible: 'none', RS256 (key confusion) and friends never reach verification.
-        if header.get("alg") != ALGORITHM:
-            raise AuthenticationFailed("unsupported token algorithm")
-        try:
-            claims = jwt.decode(
+            # algorithms=[HS256] is the rule: 'none', RS256 (key confusion) and every other alg
+            # are refused before any signature check.
+            decoded = jwt.decode_complete(
                 token,
                 secret,
                 algorithms=[ALGORITHM],
@@ -181,6 +175,9 @@ class TokenService:
             raise TokenExpired("token expired") from None
         except jwt.PyJWTError:
             raise AuthenticationFailed("invalid token") from None
+        if decoded["header"].get("alg") != ALGORITHM:  # belt and braces over PyJWT's own check
+            raise AuthenticationFailed("unsupported token algorithm")
+        claims = decoded["payload"]
         if claims.get("typ") != typ.value:
             raise AuthenticationFailed(f"not an {typ.value} token")
         try:
