@@ -108,3 +108,13 @@ def startup(session: nox.Session) -> None:
                 "--command", "nox -s startup" + (" -- " + " ".join(session.posargs)
                                                  if session.posargs else ""),
                 *session.posargs, env=images_env())
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Engine benchmarks vs raw PostgreSQL/HTTP limits and peers into reports/bench.json."""
+    install_project(session, "bench")
+    session.run("python", "-m", "benchmarks",
+                "--command", " ".join(["nox -s bench", *(["--", *session.posargs]
+                                                         if session.posargs else [])]),
+                *session.posargs)
