@@ -12,7 +12,7 @@ import contextlib
 import logging
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -164,6 +164,11 @@ class BuiltinPool:
         self._unacked = 0
         #: Waiting jobs still running: what a shutdown hands back when the grace runs out.
         self._in_flight: dict[UUID, LeasedJob] = {}
+        #: Runners waiting for work, each woken alone: one notification, one lease query.
+        self._idle: deque[asyncio.Event] = deque()
+        #: Work was announced while no runner was idle: the next to go idle looks again first.
+        self._missed_wake = False
+        self._subscription: contextlib.ExitStack | None = None
 
     @property
     def in_flight(self) -> int:
@@ -174,6 +179,8 @@ class BuiltinPool:
             return
         self._stopping.clear()
         self._closing = False
+        self._subscription = contextlib.ExitStack()
+        self._subscription.enter_context(self._engine.notifier.on_builtin_work(self.wake_one))
         self._flusher_task = asyncio.create_task(self._flusher(), name="taskforge-builtin-acks")
         self._runner_tasks = [
             asyncio.create_task(self._runner(), name=f"taskforge-builtin-{n}")
@@ -186,7 +193,10 @@ class BuiltinPool:
             return
         self._stopping.set()
         self._capacity_freed.set()
-        self._engine.notifier.wake_all()
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
+        self._wake_all()
         await asyncio.gather(*self._runner_tasks, return_exceptions=True)
         self._runner_tasks = []
         if self._job_tasks:
@@ -216,39 +226,64 @@ class BuiltinPool:
     def _recheck_seconds(self) -> float:
         return IDLE_RECHECK_SECONDS if self._engine.notifier.listening else DEGRADED_RECHECK_SECONDS
 
+    def wake_one(self) -> None:
+        """Work is ready: wake one idle runner (it brings a colleague if it finds a full batch)."""
+        while self._idle:
+            event = self._idle.popleft()
+            if not event.is_set():
+                event.set()
+                return
+        self._missed_wake = True
+
+    def _wake_all(self) -> None:
+        while self._idle:
+            self._idle.popleft().set()
+        self._missed_wake = True
+
     async def _runner(self) -> None:
-        wake = asyncio.Event()
-        with self._engine.notifier.watch_builtin(wake):
-            while not self._stopping.is_set():
-                free = min(self._batch_size, self._capacity - self._unacked)
-                if free <= 0:
-                    self._capacity_freed.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._capacity_freed.wait(), self._recheck_seconds())
+        while not self._stopping.is_set():
+            free = min(self._batch_size, self._capacity - self._unacked)
+            if free <= 0:
+                self._capacity_freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._capacity_freed.wait(), self._recheck_seconds())
+                continue
+            try:
+                jobs = await self._engine.lease_builtin(free)
+            except Exception:
+                log.warning("built-in lease failed; retrying", exc_info=True)
+                jobs = []
+            if not jobs:
+                if self._stopping.is_set():
+                    return
+                await self._idle_until_woken()
+                continue
+            if len(jobs) == free:
+                self.wake_one()  # likely more ready: let another runner lease alongside
+            self._unacked += len(jobs)
+            for job in jobs:
+                outcome = execute_instant(job)
+                if outcome is not None:
+                    self._results.append(outcome)
                     continue
-                wake.clear()
-                try:
-                    jobs = await self._engine.lease_builtin(free)
-                except Exception:
-                    log.warning("built-in lease failed; retrying", exc_info=True)
-                    jobs = []
-                if not jobs:
-                    if self._stopping.is_set():
-                        return
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), self._recheck_seconds())
-                    continue
-                self._unacked += len(jobs)
-                for job in jobs:
-                    outcome = execute_instant(job)
-                    if outcome is not None:
-                        self._results.append(outcome)
-                        continue
-                    self._in_flight[job.id] = job
-                    task = asyncio.create_task(self._run(job), name=f"taskforge-job-{job.id}")
-                    self._job_tasks.add(task)
-                    task.add_done_callback(self._job_tasks.discard)
-                self._results_ready.set()
+                self._in_flight[job.id] = job
+                task = asyncio.create_task(self._run(job), name=f"taskforge-job-{job.id}")
+                self._job_tasks.add(task)
+                task.add_done_callback(self._job_tasks.discard)
+            self._results_ready.set()
+
+    async def _idle_until_woken(self) -> None:
+        if self._missed_wake:
+            self._missed_wake = False
+            return
+        event = asyncio.Event()
+        self._idle.append(event)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), self._recheck_seconds())
+        finally:
+            with contextlib.suppress(ValueError):
+                self._idle.remove(event)
 
     async def _run(self, job: LeasedJob) -> None:
         outcome = await execute(job)

@@ -15,7 +15,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     import asyncpg
 
@@ -33,7 +33,7 @@ class Notifier:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._queue_waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
-        self._builtin_waiters: set[asyncio.Event] = set()
+        self._builtin_handlers: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self._closing = asyncio.Event()
@@ -100,15 +100,15 @@ class Notifier:
         for event in self._queue_waiters.get(queue_id, ()):
             event.set()
         if builtin:
-            for event in self._builtin_waiters:
-                event.set()
+            for handler in self._builtin_handlers:
+                handler()
 
     def wake_all(self) -> None:
         for events in self._queue_waiters.values():
             for event in events:
                 event.set()
-        for event in self._builtin_waiters:
-            event.set()
+        for handler in self._builtin_handlers:
+            handler()
 
     @contextlib.contextmanager
     def watch_queues(self, queue_ids: Iterable[object]) -> Iterator[asyncio.Event]:
@@ -128,10 +128,11 @@ class Notifier:
                         del self._queue_waiters[key]
 
     @contextlib.contextmanager
-    def watch_builtin(self, event: asyncio.Event) -> Iterator[asyncio.Event]:
-        """Set `event` when built-in work becomes ready anywhere."""
-        self._builtin_waiters.add(event)
+    def on_builtin_work(self, handler: Callable[[], None]) -> Iterator[None]:
+        """Call `handler` when built-in work becomes ready anywhere (the built-in pool decides
+        how many of its runners to wake)."""
+        self._builtin_handlers.append(handler)
         try:
-            yield event
+            yield
         finally:
-            self._builtin_waiters.discard(event)
+            self._builtin_handlers.remove(handler)
