@@ -226,7 +226,12 @@ async def _after_request(response: Response) -> Response:
         method=request.method, route=route, status_code=str(response.status_code)
     ).observe(elapsed)
     principal = getattr(g, "principal", None)
-    if request.method in MUTATING_METHODS and request.path.startswith(API_PREFIX + "/"):
+    # A 429 did nothing, and auditing it would turn a flood into as many database writes.
+    if (
+        request.method in MUTATING_METHODS
+        and request.path.startswith(API_PREFIX + "/")
+        and response.status_code != 429
+    ):
         await _audit(response, route, principal)
     log.info(
         "request",

@@ -93,6 +93,13 @@ async def test_rate_limit_counts_per_client_ip(database_url: str, redis_url: str
         )
     assert codes == [401, 401, 429]
     assert elsewhere.status_code == 401
+    conn = await asyncpg.connect(database_url)
+    try:
+        audited = await conn.fetch("SELECT status_code FROM audit_log ORDER BY id")
+    finally:
+        await conn.close()
+    # Refused by the limiter, a call did nothing and leaves no row (floods cost no writes).
+    assert [r["status_code"] for r in audited] == [401, 401, 401]
 
 
 async def test_forwarded_for_is_believed_only_from_trusted_proxies(

@@ -147,6 +147,9 @@ async def test_serves_tls_with_workers_and_stops_gracefully_on_sigterm(
                 status = client.get(f"/api/v1/jobs/{job['id']}", headers=auth).json()["data"][
                     "status"]
             assert status == "processing"
+            tls12 = ssl.create_default_context(cafile=str(ca_file))
+            tls12.maximum_version = ssl.TLSVersion.TLSv1_2  # the guide's policy allows 1.2
+            assert httpx.get(base + "/health", verify=tls12, timeout=5).status_code == 200
             metrics = client.get("/metrics").text
             names = {f.name for f in text_string_to_metric_families(metrics)}
             assert {"taskforge_http_request_duration_seconds", "taskforge_redis_up"} <= names
