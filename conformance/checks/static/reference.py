@@ -36,10 +36,9 @@ class ReferenceFiles:
 def fill_secrets(text: str) -> str:
     """The example's empty secret lines (`NAME=`) filled with generated values."""
     for name in SECRET_VARIABLES:
-        text = re.sub(
-            rf"^{name}=$", lambda _m, n=name: f"{n}={secrets.token_urlsafe(48)}", text,
-            flags=re.MULTILINE,
-        )
+        pattern = re.compile(rf"^{name}=$", re.MULTILINE)
+        while pattern.search(text):  # one fresh value per line
+            text = pattern.sub(f"{name}={secrets.token_urlsafe(48)}", text, count=1)
     return text
 
 
