@@ -136,7 +136,8 @@ def serve(
     env.update(settings)
     with output.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "reference_server", "serve", "--no-migrate"],
+            # Migrating the template's clone is a no-op unless a migration file arrived since.
+            [sys.executable, "-m", "reference_server", "serve"],
             env=env, stdout=sink, stderr=subprocess.STDOUT,
         )
     try:
