@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,20 @@ async def test_serves_tls_with_workers_and_stops_gracefully_on_sigterm(
                 status = client.get(f"/api/v1/jobs/{job['id']}", headers=auth).json()["data"][
                     "status"]
             assert status == "processing"
+
+            def oversized() -> Iterator[bytes]:  # chunked: no Content-Length to judge by
+                yield b'{"queue_name": "default", "job_type": "t", "payload": {"x": "'
+                for _ in range(40):
+                    yield b"x" * 32768
+                yield b'"}}'
+
+            chunked = client.post(
+                "/api/v1/jobs",
+                headers={**auth, "Content-Type": "application/json"},
+                content=oversized(),
+            )
+            assert chunked.status_code == 413
+            assert chunked.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
             tls12 = ssl.create_default_context(cafile=str(ca_file))
             tls12.maximum_version = ssl.TLSVersion.TLSv1_2  # the guide's policy allows 1.2
             assert httpx.get(base + "/health", verify=tls12, timeout=5).status_code == 200
