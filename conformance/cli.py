@@ -351,7 +351,7 @@ def pytest_arguments(args: argparse.Namespace, plan: Plan, suite: Suite, workdir
     ini.write_text("[pytest]\n", encoding="utf-8")  # the user's own pytest config stays out
     # `-p conformance.plugin` reaches the xdist workers; here it is registered already (run()).
     argv = ["-c", str(ini), "--rootdir", str(PACKAGE_DIR.parent), "-p", "no:cacheprovider",
-            "-p", "conformance.plugin", "-q", "--tf-no-summary"]
+            "-p", "conformance.plugin", "-q", "-rN", "--tf-no-summary"]
     workers = args.workers or 0
     if workers > 0:
         argv += ["-p", "xdist.plugin", "-n", str(workers)]
