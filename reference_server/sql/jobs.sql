@@ -120,13 +120,22 @@ WHERE j.id = picked.id
 RETURNING j.*
 
 -- name: lease_many_queues
+-- Several queues: the head of each queue by an ordered scan of jobs_ready_idx, then the best of
+-- those heads. (A plain `queue_id = ANY` would read and sort every ready row of the queues.) Heads
+-- locked but not taken are unlocked when the statement's transaction ends.
 WITH picked AS (
-    SELECT id FROM jobs
-    WHERE queue_id = ANY ($1::uuid[]) AND status IN ('pending', 'scheduled')
-      AND scheduled_for <= now()
-    ORDER BY priority DESC, seq
+    SELECT head.id
+    FROM unnest($1::uuid[]) AS q (id)
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.seq FROM jobs j
+        WHERE j.queue_id = q.id AND j.status IN ('pending', 'scheduled')
+          AND j.scheduled_for <= now()
+        ORDER BY j.priority DESC, j.seq
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ) AS head
+    ORDER BY head.priority DESC, head.seq
     LIMIT $2
-    FOR UPDATE SKIP LOCKED
 )
 UPDATE jobs j
 SET status = 'processing', worker_id = $3, attempt_count = j.attempt_count + 1,

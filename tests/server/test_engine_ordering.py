@@ -153,3 +153,20 @@ async def test_worker_never_holds_more_than_max_concurrent_jobs(engine: Engine, 
     assert await engine.lease(org, worker.id, max_jobs=5) == []
     await engine.complete_job(org, first[0].id, worker_id=worker.id)
     assert len(await engine.lease(org, worker.id, max_jobs=5)) == 1
+
+
+async def test_worker_of_several_queues_gets_the_best_job_of_all(
+    engine: Engine, org: UUID
+) -> None:
+    await engine.create_queue(org, name="second")
+    plan = [("default", 1), ("second", 7), ("default", 7), ("second", 1), ("default", 4)]
+    for n, (queue, priority) in enumerate(plan):
+        await engine.submit(org, spec(queue=queue, priority=priority, payload={"n": n}))
+    worker = await engine.register_worker(
+        org, name="w", queues=["default", "second"], max_concurrent_jobs=10
+    )
+
+    first_two = await engine.lease(org, worker.id, max_jobs=2)
+    rest = [(await engine.lease(org, worker.id, max_jobs=1))[0] for _ in range(3)]
+
+    assert [j.payload["n"] for j in first_two + rest] == [1, 2, 4, 0, 3]
