@@ -270,3 +270,25 @@ def test_unreachable_database_is_one_line_and_exit_3() -> None:
     assert result.returncode == 3
     assert len(stderr.splitlines()) == 1 and stderr.startswith("error: DATABASE_URL")
     assert "s3cr3t-pw" not in stderr
+
+
+def test_migrate_command_applies_once(postgres_server: Any) -> None:
+    import psycopg
+
+    name = f"migrate_cli_{os.getpid()}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    url = postgres_server.url_for(name)
+    try:
+        command = [sys.executable, "-m", "reference_server", "migrate", "--database-url", url]
+        first = subprocess.run(command, env=server_env(), capture_output=True, timeout=60)
+        second = subprocess.run(command, env=server_env(), capture_output=True, timeout=60)
+    finally:
+        with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.decode().startswith("applied ")
+    assert not first.stdout.decode().startswith("applied 0")
+    assert second.returncode == 0
+    assert second.stdout.decode().strip() == "applied 0 migration(s)"
