@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import conformance.checks.host  # noqa: F401 - host checks through testinfra
+import conformance.checks.host  # host checks through testinfra (importing registers them)
 import conformance.checks.live  # noqa: F401 - live checks against a running deployment
 
 # Static checks of deployment artifacts (.env, compose, Dockerfile, NGINX, Prometheus, sizing).

@@ -6,6 +6,9 @@ check speaks for every host given; an item takes the worst status across hosts.
 
 from __future__ import annotations
 
-from conformance.checks.host import layout, resources, security, system
-
-__all__ = ["layout", "resources", "security", "system"]
+from conformance.checks.host import (  # noqa: F401 - importing registers the checks
+    layout,
+    resources,
+    security,
+    system,
+)
