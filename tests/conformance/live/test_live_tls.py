@@ -57,9 +57,15 @@ def tls_server(context: ssl.SSLContext) -> Iterator[int]:
         listener.close()
 
 
-def server_context(ca: trustme.CA, *identities: str, **cert_options: datetime) -> ssl.SSLContext:
+def server_context(
+    ca: trustme.CA,
+    *identities: str,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert(*identities, **cert_options).configure_cert(context)
+    leaf = ca.issue_cert(*identities, not_before=not_before, not_after=not_after)
+    leaf.configure_cert(context)
     return context
 
 
