@@ -61,3 +61,19 @@ def redis_url(redis_server: EmbeddedRedis) -> str:
     client.flushdb()
     client.close()
     return redis_server.url
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Lines a passing test recorded as `ci_log` property, shown at the end of the run's log.
+
+    The docker stack tests say there which provider ran, that its containers were healthy, that
+    the smoke sequence passed and that no container was left behind (also across xdist workers,
+    which ship user_properties back with their reports).
+    """
+    lines = [str(line) for report in terminalreporter.stats.get("passed", [])
+             for name, value in getattr(report, "user_properties", ())
+             if name == "ci_log" for line in value]
+    if lines:
+        terminalreporter.section("reference stack")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -7,6 +7,7 @@ SIGTERM (both arrive as KeyboardInterrupt while a stack is open).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import signal
 import ssl
@@ -55,9 +56,19 @@ def trusting(ca_bundle: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_bundle))
 
 
+#: The last lines said, for callers that show them elsewhere (the test suite's CI summary).
+_SAID: collections.deque[str] = collections.deque(maxlen=200)
+
+
 def say(line: str) -> None:
     """One line of progress for the user (stderr, so reports on stdout stay clean)."""
+    _SAID.append(f"stack: {line}")
     print(f"stack: {line}", file=sys.stderr, flush=True)
+
+
+def said() -> list[str]:
+    """The lines said so far in this process (the last 200)."""
+    return list(_SAID)
 
 
 @contextlib.contextmanager
@@ -139,6 +150,6 @@ def open_stack(kind: str = "auto", **options: Any) -> Iterator[Target]:
         kind, why = choose_provider()
         say(f"provider {kind}: {why}")
     else:
-        say(f"provider {kind}: asked for with --stack {kind}")
+        say(f"provider {kind}: chosen explicitly")
     with terminate_as_interrupt(), _provider(kind)(**options) as target:
         yield target

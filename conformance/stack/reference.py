@@ -64,7 +64,7 @@ def wait_ready(
                 response = client.get(f"{base_url}/ready")
                 if response.status_code == 200:
                     return time.monotonic() - started
-                last = f"GET /ready answered {response.status_code}"
+                last = f"GET /ready answered {response.status_code}: {response.text[:200]}"
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             if time.monotonic() >= deadline:

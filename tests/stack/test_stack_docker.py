@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import docker
 import httpx
@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from conformance.smoke import run_smoke
-from conformance.stack import Target, choose_provider, open_stack
+from conformance.stack import Target, choose_provider, open_stack, said
 from conformance.stack.docker import LABEL_PID, LABEL_RUN
 
 pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("docker")]
@@ -37,12 +37,20 @@ def engine() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture(scope="module")
 def stack(engine: docker.DockerClient) -> Iterator[Target]:
-    with open_stack("docker") as target:
+    # auto, as CI runs it: the conftest skips this module where auto would not choose docker.
+    with open_stack("auto") as target:
+        assert target.provider == "docker"
         yield target
 
 
 def _ours(engine: docker.DockerClient, pid: int) -> list[docker.models.containers.Container]:
     return engine.containers.list(all=True, filters={"label": f"{LABEL_PID}={pid}"})
+
+
+def _engine_count(engine: docker.DockerClient, child: int | None = None) -> int:
+    """The engine's containers, without other processes' stacks (tests on other workers)."""
+    return sum(1 for c in engine.containers.list(all=True)
+               if LABEL_RUN not in c.labels or c.labels.get(LABEL_PID) == str(child))
 
 
 def test_auto_chooses_docker_when_the_engine_and_images_are_there() -> None:
@@ -66,12 +74,18 @@ def test_three_containers_are_healthy_and_published_on_loopback_only(
         assert {b["HostIp"] for b in bindings} == {"127.0.0.1"}, container.name
 
 
-def test_guide_smoke_sequence_passes_over_tls(stack: Target) -> None:
+def test_guide_smoke_sequence_passes_over_tls(
+    stack: Target, record_property: Callable[[str, object], None]
+) -> None:
     result = run_smoke(stack)
     assert result.steps == ["health", "metrics", "login", "submit", "run"]
     assert result.job["status"] == "succeeded"
     assert result.job["payload"] == {"test": "data"}
     assert stack.base_url.startswith("https://127.0.0.1:")
+    # Shown in the CI log's summary (tests/conftest.py): which provider, healthy, smoke passed.
+    record_property("ci_log", [*said(), f"smoke 5.2 over TLS at {stack.base_url}: "
+                               f"{', '.join(result.steps)} passed (job {result.job_id} "
+                               f"{result.job['status']})"])
 
 
 def test_the_certificate_is_trusted_only_through_the_throwaway_ca(stack: Target) -> None:
@@ -109,11 +123,12 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_stopped_run_leaves_no_container_behind(engine: docker.DockerClient,
-                                                  sig: signal.Signals) -> None:
+def test_a_stopped_run_leaves_no_container_behind(
+    engine: docker.DockerClient, sig: signal.Signals,
+    record_property: Callable[[str, object], None],
+) -> None:
     """Counts the engine's containers and networks before and after a run told to stop."""
-    before = len(engine.containers.list(all=True))
-    networks_before = len(engine.networks.list())
+    before = _engine_count(engine)
     child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
@@ -122,7 +137,8 @@ def test_a_stopped_run_leaves_no_container_behind(engine: docker.DockerClient,
         line = child.stdout.readline()
         assert line.startswith("ready https://127.0.0.1:"), child.stderr.read()[-2000:]
         assert len(_ours(engine, child.pid)) == 3
-        assert len(engine.containers.list(all=True)) == before + 3
+        assert len(engine.networks.list(filters={"label": f"{LABEL_PID}={child.pid}"})) == 1
+        assert _engine_count(engine, child.pid) == before + 3
         child.send_signal(sig)
         _, err = child.communicate(timeout=CHILD_EXIT_TIMEOUT)
     finally:
@@ -131,5 +147,10 @@ def test_a_stopped_run_leaves_no_container_behind(engine: docker.DockerClient,
             child.wait()
     assert "no container left behind" in err
     assert _ours(engine, child.pid) == []
-    assert len(engine.containers.list(all=True)) == before
-    assert len(engine.networks.list()) == networks_before
+    assert _engine_count(engine, child.pid) == before
+    assert engine.networks.list(filters={"label": f"{LABEL_PID}={child.pid}"}) == []
+    record_property("ci_log", [
+        f"{sig.name} to a run with its stack up: "
+        f"{[line for line in err.splitlines() if 'left behind' in line][-1]}; "
+        f"engine containers before {before}, during {before + 3}, after {before}",
+    ])

@@ -37,7 +37,7 @@ def test_embedded_stack_passes_the_smoke_sequence_and_leaves_nothing(
         root = target.log_file.parent
         urls = [target.base_url, target.database_url or "", target.redis_url or ""]
         assert all(_port_open(url) for url in urls)
-    assert "provider embedded: asked for" in capsys.readouterr().err
+    assert "provider embedded: chosen explicitly" in capsys.readouterr().err
     assert not root.exists()
     assert not any(_port_open(url) for url in urls)
 

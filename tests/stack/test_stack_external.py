@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
+import trustme
 
 from conformance.stack import StackConfigError, StackError, open_stack
 
 
 def test_external_target_carries_the_given_urls(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    trustme.CA().cert_pem.write_to_path(str(ca))
     with open_stack("external", target_url="https://api.example.com/", ca_bundle=ca,
                     database_url="postgresql://u@db.example.com:5432/app",
                     redis_url="rediss://cache.example.com:6380/0") as target:
@@ -19,7 +21,9 @@ def test_external_target_carries_the_given_urls(tmp_path: Path) -> None:
         assert target.provider == "external"
         assert not target.is_reference
         assert target.ca_bundle == ca
-        assert target.verify == str(ca)
+        assert isinstance(target.verify, ssl.SSLContext)
+        assert target.verify.get_ca_certs()[0]["issuer"]  # the given CA, and only it
+        assert len(target.verify.get_ca_certs()) == 1
         assert target.database_url == "postgresql://u@db.example.com:5432/app"
         assert target.redis_url == "rediss://cache.example.com:6380/0"
         assert target.admin_email is None
