@@ -181,17 +181,47 @@ async def test_serves_tls_with_workers_and_stops_gracefully_on_sigterm(
         assert secret not in output
 
 
-def test_embedded_services_start_and_stop_with_the_server(tmp_path: Path) -> None:
+CONTRACT_METRICS = {
+    "taskforge_job_submitted", "taskforge_job_processed",
+    "taskforge_job_processing_duration_seconds", "taskforge_job_wait_duration_seconds",
+    "taskforge_queue_length", "taskforge_worker_active_count",
+    "taskforge_http_request_duration_seconds", "taskforge_db_pool_connections",
+    "taskforge_redis_up",
+}
+
+
+def test_guide_smoke_sequence_on_embedded_services(tmp_path: Path) -> None:
+    """Guide 5.2 against a bare `serve` (no URLs: embedded PostgreSQL and Redis, stopped after)."""
     port = free_port()
-    proc = serve(server_env(APPLICATION_PORT=port, BUILTIN_WORKERS=0))
+    base = f"http://127.0.0.1:{port}"
+    proc = serve(server_env(APPLICATION_PORT=port))
     try:
-        health = wait_healthy(proc, f"http://127.0.0.1:{port}")
-        assert health.json()["checks"] == {
-            "database": "ok",
-            "redis": "ok",
-            "migrations": health.json()["checks"]["migrations"],
-        }
-        assert health.json()["checks"]["migrations"]["current"] is True
+        health = wait_healthy(proc, base)
+        checks = health.json()["checks"]
+        assert (checks["database"], checks["redis"]) == ("ok", "ok")
+        assert checks["migrations"]["current"] is True
+        with httpx.Client(base_url=base, timeout=10) as client:
+            names = {f.name for f in text_string_to_metric_families(client.get("/metrics").text)}
+            missing = CONTRACT_METRICS - names
+            assert not missing, missing
+            email = f"smoke{port}@example.test"
+            client.post("/api/v1/auth/register", json={
+                "email": email, "password": PASSWORD, "organization_name": "Smoke"})
+            token = client.post("/api/v1/auth/login", json={
+                "email": email, "password": PASSWORD}).json()["data"]["access_token"]
+            auth = {"Authorization": f"Bearer {token}"}
+            created = client.post("/api/v1/jobs", headers=auth, json={
+                "queue_name": "default", "job_type": "test_job", "payload": {"test": "data"},
+                "priority": 5})
+            assert created.status_code == 201
+            job_id = created.json()["data"]["id"]
+            deadline = time.monotonic() + 30
+            status = created.json()["data"]["status"]
+            while status not in ("succeeded", "failed", "dead") and time.monotonic() < deadline:
+                time.sleep(0.1)
+                status = client.get(f"/api/v1/jobs/{job_id}", headers=auth).json()["data"][
+                    "status"]
+            assert status == "succeeded"
     finally:
         code, output = stop(proc)
     assert code == 0, output[-3000:]
