@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conformance.stack import StackConfigError, StackError, Target, say, signals_deferred
-from conformance.stack.images import POSTGRES, REDIS, SERVER, STACK_IMAGES
+from conformance.stack.images import (
+    POSTGRES,
+    REDIS,
+    SERVER,
+    STACK_IMAGES,
+    stale_server_image,
+)
 from conformance.stack.reference import (
     READY_TIMEOUT_SECONDS,
     ServerEnv,
@@ -300,6 +306,9 @@ def docker_stack(
         _configure_testcontainers(client)
         for role in STACK_IMAGES:
             _ensure_image(client, role.name)
+        stale = stale_server_image()
+        if stale:
+            say(f"docker: warning: {stale}")
         work.chmod(0o755)
         tls = issue(work / "tls")
         logs = work / "logs"

@@ -363,6 +363,27 @@ def build_wheelhouse(project: Path, wheelhouse: Path, *, log: Log) -> None:
     raise ImageBuildError(f"the wheelhouse is still incomplete after {WHEELHOUSE_ROUNDS} rounds")
 
 
+def stale_server_image(project: Path | None = None) -> str | None:
+    """Why the local server image is older than this checkout's sources, or None.
+
+    Only for the image `nox -s images` builds, and only when running from a source checkout.
+    """
+    if SERVER.name != SERVER.local:
+        return None
+    root = project or Path(__file__).resolve().parents[2]
+    if not (root / "compose" / "Dockerfile").is_file():
+        return None
+    base_digest = image_label(BASE_LOCAL)
+    built = image_label(SERVER.local)
+    if base_digest is None or built is None:
+        return None
+    current = recipe_hash(server_recipe(root), relative_to=root, extra=[base_digest])
+    if current == built:
+        return None
+    return (f"{SERVER.local} was built from other sources than this checkout's "
+            "(reference_server/, compose/Dockerfile); `nox -s images` rebuilds it")
+
+
 def build_all(project: Path, *, force: bool = False, log: Log = print) -> dict[str, str]:
     """Build (or keep) the local images; return the environment variables that select them."""
     recipes = project / "compose" / "images"
