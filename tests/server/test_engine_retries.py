@@ -155,41 +155,41 @@ async def test_retry_of_a_failed_job_is_allowed(
     assert retried.status is JobStatus.PENDING and retried.attempt_count == 0
 
 
-@pytest.mark.parametrize("status", ["pending", "scheduled", "processing", "succeeded", "cancelled"])
 async def test_retry_is_refused_unless_failed_or_dead(
-    engine: Engine, org: UUID, pool: asyncpg.Pool, status: str
+    engine: Engine, org: UUID, pool: asyncpg.Pool
 ) -> None:
-    job, _ = await engine.submit(org, spec())
-    await pool.execute("UPDATE jobs SET status = $2 WHERE id = $1", job.id, status)
+    for status in ("pending", "scheduled", "processing", "succeeded", "cancelled"):
+        job, _ = await engine.submit(org, spec())
+        await pool.execute("UPDATE jobs SET status = $2 WHERE id = $1", job.id, status)
 
-    with pytest.raises(Conflict):
-        await engine.retry_job(org, job.id)
-    assert (await engine.get_job(org, job.id)).status == status
+        with pytest.raises(Conflict):
+            await engine.retry_job(org, job.id)
+        assert (await engine.get_job(org, job.id)).status == status
 
 
-@pytest.mark.parametrize("status", ["pending", "scheduled"])
 async def test_cancel_from_pending_or_scheduled(
-    engine: Engine, org: UUID, pool: asyncpg.Pool, status: str
+    engine: Engine, org: UUID, pool: asyncpg.Pool
 ) -> None:
-    job, _ = await engine.submit(org, spec())
-    await pool.execute("UPDATE jobs SET status = $2 WHERE id = $1", job.id, status)
+    for status in ("pending", "scheduled"):
+        job, _ = await engine.submit(org, spec())
+        await pool.execute("UPDATE jobs SET status = $2 WHERE id = $1", job.id, status)
 
-    cancelled = await engine.cancel_job(org, job.id)
+        cancelled = await engine.cancel_job(org, job.id)
 
-    assert cancelled.status is JobStatus.CANCELLED
-    assert cancelled.completed_at is not None
+        assert cancelled.status is JobStatus.CANCELLED
+        assert cancelled.completed_at is not None
 
 
-@pytest.mark.parametrize("status", ["processing", "succeeded", "failed", "dead", "cancelled"])
 async def test_cancel_is_refused_from_other_states(
-    engine: Engine, org: UUID, pool: asyncpg.Pool, status: str
+    engine: Engine, org: UUID, pool: asyncpg.Pool
 ) -> None:
-    job, _ = await engine.submit(org, spec())
-    await pool.execute("UPDATE jobs SET status = $2 WHERE id = $1", job.id, status)
+    for status in ("processing", "succeeded", "failed", "dead", "cancelled"):
+        job, _ = await engine.submit(org, spec())
+        await pool.execute("UPDATE jobs SET status = $2 WHERE id = $1", job.id, status)
 
-    with pytest.raises(Conflict):
-        await engine.cancel_job(org, job.id)
-    assert (await engine.get_job(org, job.id)).status == status
+        with pytest.raises(Conflict):
+            await engine.cancel_job(org, job.id)
+        assert (await engine.get_job(org, job.id)).status == status
 
 
 async def test_cancelled_job_is_never_leased(engine: Engine, org: UUID, worker: Worker) -> None:
