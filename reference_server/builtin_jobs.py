@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from reference_server import job_metrics
+from reference_server.exceptions import Conflict, NotFound
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -335,5 +336,8 @@ class BuiltinPool:
                     error_message=o.error,
                     retryable=o.retryable,
                 )
+            except (Conflict, NotFound):
+                # The lease ran out meanwhile and the reaper already moved the job on.
+                log.warning("built-in job %s was no longer leased to this pool", o.job.id)
             except Exception:
                 log.exception("could not record the failure of built-in job %s", o.job.id)
