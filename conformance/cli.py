@@ -429,6 +429,9 @@ def _no_plugin_autoload() -> Iterator[None]:
 def run(args: argparse.Namespace, suite: Suite, out: TextIO) -> int:
     import pytest
 
+    if args.target_url:
+        # Fail fast: an unreachable deployment is known before anything heavy is loaded.
+        probe(args.target_url)
     import conformance.plugin
 
     plan = make_plan(args, suite)
