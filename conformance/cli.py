@@ -235,20 +235,64 @@ class Plan:
 FILE_OPTIONS = ("env_file", "compose_file", "dockerfile", "nginx_conf", "prometheus_config")
 
 
-def repo_artifacts() -> tuple[dict[str, Path | None], list[Path]]:
-    """The reference deployment's own files in compose/ (present in a source checkout)."""
+def artifacts_in(directory: Path) -> tuple[dict[str, Path | None], list[Path]]:
+    """The deployment files of a compose/-shaped directory, those that exist."""
     found = {
-        "env_file": REPO_COMPOSE_DIR / ".env.example",
-        "compose_file": REPO_COMPOSE_DIR / "docker-compose.prod.yml",
-        "dockerfile": REPO_COMPOSE_DIR / "Dockerfile",
-        "nginx_conf": REPO_COMPOSE_DIR / "nginx" / "nginx.conf",
-        "prometheus_config": REPO_COMPOSE_DIR / "prometheus" / "prometheus.yml",
+        "env_file": directory / ".env",
+        "compose_file": directory / "docker-compose.prod.yml",
+        "dockerfile": directory / "Dockerfile",
+        "nginx_conf": directory / "nginx" / "nginx.conf",
+        "prometheus_config": directory / "prometheus" / "prometheus.yml",
     }
     files: dict[str, Path | None] = {k: (p if p.is_file() else None) for k, p in found.items()}
-    prometheus = REPO_COMPOSE_DIR / "prometheus"
+    prometheus = directory / "prometheus"
     rules = sorted(p for p in prometheus.glob("*.y*ml") if p.name != "prometheus.yml"
                    ) if prometheus.is_dir() else []
     return files, rules
+
+
+def prepare_repo_deployment(workdir: Path) -> tuple[dict[str, Path | None], list[Path], str]:
+    """compose/ as guide 4.2 steps 2-3 and .env.example's header prepare it, in a scratch copy.
+
+    .env.example leaves its secrets empty on purpose and nginx/ssl holds no certificate; checked
+    as they are, they would fail for what a template must not contain. The copy gets a .env
+    (mode 600) with each empty value generated, and a throwaway certificate for BASE_URL's host.
+    Everything else is checked exactly as the repository has it.
+    """
+    import secrets
+    import shutil
+    from urllib.parse import urlsplit
+
+    import trustme
+
+    copy = workdir / "compose"
+    shutil.copytree(REPO_COMPOSE_DIR, copy, ignore=shutil.ignore_patterns("images", ".env"))
+    lines = (REPO_COMPOSE_DIR / ".env.example").read_text(encoding="utf-8").splitlines()
+    filled: list[str] = []
+    values: dict[str, str] = {}
+    for index, line in enumerate(lines):
+        name, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#") and name.strip() and not value.strip():
+            lines[index] = f"{name}={secrets.token_urlsafe(48)}"
+            filled.append(name.strip())
+        elif sep and not line.lstrip().startswith("#"):
+            values[name.strip()] = value.strip()
+    env_file = copy / ".env"
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    host = urlsplit(values.get("BASE_URL", "")).hostname or "localhost"
+    ssl_dir = copy / "nginx" / "ssl"
+    ssl_dir.mkdir(parents=True, exist_ok=True)
+    issued = trustme.CA().issue_cert(host)
+    issued.cert_chain_pems[0].write_to_path(str(ssl_dir / "certificate.crt"))
+    issued.private_key_pem.write_to_path(str(ssl_dir / "private.key"))
+    os.chmod(ssl_dir / "private.key", 0o600)
+    files, rules = artifacts_in(copy)
+    note = (f"static: compose/ prepared in a scratch copy as guide 4.2 steps 2-3 do: .env from "
+            f".env.example (mode 600; generated {', '.join(filled) or 'nothing'}), a throwaway "
+            f"certificate for {host} in nginx/ssl/")
+    return files, rules, note
 
 
 def make_plan(args: argparse.Namespace, suite: Suite) -> Plan:
@@ -263,9 +307,9 @@ def make_plan(args: argparse.Namespace, suite: Suite) -> Plan:
         if path is not None and not path.is_file():
             raise UsageError(f"--{name.replace('_', '-')} {path}: no such file")
     explicit_files = any(files.values()) or bool(rules)
-    defaults_from_repo = not explicit_files and not args.target_url
-    if defaults_from_repo:
-        files, rules = repo_artifacts()
+    # Without files or a target of their own, users get the reference deployment's compose/.
+    defaults_from_repo = (not explicit_files and not args.target_url
+                          and (REPO_COMPOSE_DIR / ".env.example").is_file())
     if args.stack == "external" and not args.target_url:
         raise UsageError("--stack external needs --target-url")
     if args.workers is not None and args.workers < 0:
@@ -440,6 +484,9 @@ def run(args: argparse.Namespace, suite: Suite, out: TextIO) -> int:
             tempfile.TemporaryDirectory(prefix="taskforge-run-") as workdir:
         if target is not None:
             probe(target.base_url)
+        if plan.defaults_from_repo:
+            plan.files, plan.rules, note = prepare_repo_deployment(Path(workdir))
+            print(note, file=out)
         print_safety(target, args, out)
         argv = pytest_arguments(args, plan, suite, Path(workdir), target)
         collector = _Collector()

@@ -192,3 +192,25 @@ def test_probe_gives_up_on_a_silent_listener() -> None:
         port = listener.getsockname()[1]
         with pytest.raises(cli.Unreachable, match="unreachable"):
             cli.probe(f"http://127.0.0.1:{port}", timeout=0.5)
+
+
+def test_default_run_checks_compose_prepared_as_the_guide_prepares_it(tmp_path: Path) -> None:
+    """A scratch copy: .env (600) with every empty secret generated, a certificate for BASE_URL."""
+    from cryptography import x509
+
+    files, rules, note = cli.prepare_repo_deployment(tmp_path)
+    env = files["env_file"]
+    assert env is not None
+    assert env.stat().st_mode & 0o777 == 0o600
+    values = dict(line.split("=", 1) for line in env.read_text().splitlines()
+                  if "=" in line and not line.startswith("#"))
+    assert all(values.values())
+    assert "JWT_SECRET" in note
+    host = values["BASE_URL"].split("://", 1)[1].split("/", 1)[0]
+    cert = x509.load_pem_x509_certificate((tmp_path / "compose/nginx/ssl/certificate.crt")
+                                          .read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert host in names.get_values_for_type(x509.DNSName)
+    assert files["compose_file"] == tmp_path / "compose" / "docker-compose.prod.yml"
+    assert rules
+    assert not (tmp_path / "compose" / "images").exists()
