@@ -18,8 +18,10 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conformance.stack import StackConfigError, StackError, Target, say, signals_deferred
+from conformance.stack.images import cache_dir
 from conformance.stack.reference import (
     READY_TIMEOUT_SECONDS,
     ServerEnv,
@@ -29,6 +31,9 @@ from conformance.stack.reference import (
     with_overrides,
 )
 from conformance.stack.tls import issue
+
+if TYPE_CHECKING:
+    from reference_server.devservices import EmbeddedPostgres
 
 DATABASE = "taskforge"
 STOP_GRACE_SECONDS = 15.0
@@ -42,6 +47,70 @@ def _create_database(url: str, name: str) -> None:
 
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')  # our own constant name, not user input
+
+
+def _chown_tree(path: Path, user: str) -> None:
+    shutil.chown(path, user, user)
+    for parent, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            shutil.chown(Path(parent) / name, user, user)
+
+
+def cluster_template() -> Path:
+    """A stopped cluster with the database created, made once per machine and copied per stack.
+
+    initdb is most of an embedded PostgreSQL's start-up; copying its result is a fraction of it.
+    Built in a temporary directory and renamed into place, so concurrent first runs do not clash.
+    """
+    from importlib.metadata import version
+
+    from reference_server.devservices import EmbeddedPostgres
+
+    template = cache_dir().parent / f"pgdata-pgserver{version('pgserver')}-{DATABASE}"
+    if (template / "PG_VERSION").is_file():
+        return template
+    template.parent.mkdir(parents=True, exist_ok=True)
+    # Made in the temporary directory: as root, PostgreSQL's own user must reach it, and the cache
+    # may live under a home directory closed to others.
+    work = Path(tempfile.mkdtemp(prefix="taskforge-pgdata-"))
+    work.chmod(0o755)
+    staged = Path(tempfile.mkdtemp(prefix=".staging-", dir=template.parent))
+    try:
+        pg = EmbeddedPostgres(root=work / "pg")
+        (work / "pg").mkdir()
+        try:
+            pg.start()
+            _create_database(pg.url, DATABASE)
+        finally:
+            pg.stop(remove=False)
+        shutil.copytree(pg.data_dir, staged / "data", symlinks=True)
+        with contextlib.suppress(OSError):  # another process won the race: use theirs
+            os.rename(staged / "data", template)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(staged, ignore_errors=True)
+    if not (template / "PG_VERSION").is_file():
+        raise StackError(f"no PostgreSQL cluster template at {template}")
+    return template
+
+
+def start_postgres(pg: EmbeddedPostgres) -> None:
+    """Start `pg` on a copy of the cluster template (initdb only when there is no template)."""
+    from reference_server.devservices import POSTGRES_OS_USER
+
+    try:
+        template = cluster_template()
+    except Exception as exc:
+        say(f"embedded: no cluster template ({type(exc).__name__}: {exc}); running initdb")
+        pg.start()
+        _create_database(pg.url, DATABASE)
+        return
+    shutil.copytree(template, pg.data_dir, symlinks=True)
+    pg.data_dir.chmod(0o700)
+    if os.geteuid() == 0:  # devservices runs PostgreSQL as its own user when we are root
+        pg.root.chmod(0o755)
+        _chown_tree(pg.root, POSTGRES_OS_USER)
+    pg.resume()
 
 
 def _last_line(path: Path) -> str:
@@ -101,9 +170,8 @@ def embedded_stack(
             # Redis starts while initdb runs: the two cost a second or more only when serial.
             with ThreadPoolExecutor(max_workers=1) as pool:
                 redis_started = pool.submit(redis.start)
-                pg.start()
+                start_postgres(pg)
                 redis_started.result()
-            _create_database(pg.url, DATABASE)
         except (DevServiceError, OSError) as exc:
             raise StackError(f"embedded services did not start: {exc}") from None
         tls = issue(root / "tls")
