@@ -1,0 +1,670 @@
+"""The seven fault scenarios, each a function over a running ChaosStack that returns its figures.
+
+A scenario never raises for a broken promise: it lists the broken promises in `problems`, so one
+failing scenario does not hide the others. `ChaosError` means the scenario could not be staged.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from conformance.chaos.ledger import (
+    NO_ANSWER,
+    QUERIES,
+    Accounting,
+    Ledger,
+    account,
+    job_states,
+    processing_ids,
+    wait_terminal,
+)
+from conformance.chaos.load import Load, WorkerClient, submit_batch
+from conformance.chaos.stack import ChaosError, ChaosStack
+
+QUEUE = "default"
+#: A job type no built-in runner takes: only the scenario's own HTTP workers lease it.
+EXTERNAL_JOB_TYPE = "chaos.external"
+#: Seconds within which the API must serve again once PostgreSQL is back (guide's promise).
+DB_RECOVERY_BOUND_SECONDS = 5.0
+#: Seconds within which /health must say ok again once Redis is back.
+REDIS_RECOVERY_BOUND_SECONDS = 10.0
+#: Seconds for a restarted server to answer /ready.
+RESTART_BOUND_SECONDS = 30.0
+#: Job timeout of crash-scenario jobs: the built-in lease of a crashed process outlives it by the
+#: server's margin, which bounds how soon its unfinished jobs run again.
+CRASH_JOB_TIMEOUT_SECONDS = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sizes:
+    """Counts and durations of one run: `full()` for `nox -s chaos`, `quick()` for the tests."""
+
+    crash_jobs: int
+    load_concurrency: int
+    dead_worker_jobs: int
+    dead_worker_lease_seconds: int
+    db_outage_seconds: float
+    redis_outage_seconds: float
+    shutdown_sleep_jobs: int
+    shutdown_sleep_seconds: float
+    backup_jobs: int
+    drain_timeout_seconds: float
+
+    @classmethod
+    def full(cls) -> Sizes:
+        return cls(crash_jobs=10_000, load_concurrency=16, dead_worker_jobs=50,
+                   dead_worker_lease_seconds=3, db_outage_seconds=10.0, redis_outage_seconds=5.0,
+                   shutdown_sleep_jobs=200, shutdown_sleep_seconds=2.0, backup_jobs=2000,
+                   drain_timeout_seconds=180.0)
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(crash_jobs=300, load_concurrency=8, dead_worker_jobs=10,
+                   dead_worker_lease_seconds=2, db_outage_seconds=3.0, redis_outage_seconds=2.0,
+                   shutdown_sleep_jobs=30, shutdown_sleep_seconds=1.0, backup_jobs=200,
+                   drain_timeout_seconds=120.0)
+
+
+@dataclass(kw_only=True)
+class ScenarioResult:
+    """The figures of one scenario; `problems` lists every broken promise, one line each."""
+
+    id: str  # the catalogue item, e.g. CHAOS-PROCESS-CRASH
+    name: str
+    accepted: int = 0
+    completed: int = 0
+    lost: int = 0
+    stuck: int = 0
+    re_executed: int = 0
+    http_500: int = 0
+    recovery_seconds: float | None = None
+    recovery_bound_seconds: float | None = None
+    duration_seconds: float = 0.0
+    figures: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    error: str | None = None  # the scenario could not be staged
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.error is None
+
+    def take(self, books: Accounting) -> None:
+        self.accepted = books.accepted
+        self.completed = books.completed
+        self.lost = len(books.lost)
+        self.stuck = len(books.stuck)
+        self.re_executed = len(books.re_executed)
+        self.figures["by_status"] = books.by_status
+        if books.lost:
+            self.problems.append(f"{len(books.lost)} accepted job(s) lost, e.g. {books.lost[0]}")
+        if books.stuck:
+            self.problems.append(
+                f"{len(books.stuck)} accepted job(s) not finished in time, e.g. {books.stuck[0]}")
+
+    def bound(self, seconds: float | None, limit: float, what: str) -> None:
+        self.recovery_seconds = seconds
+        self.recovery_bound_seconds = limit
+        if seconds is None or seconds > limit:
+            shown = "never" if seconds is None else f"after {seconds:.1f}s"
+            self.problems.append(f"{what} {shown}, bound {limit:.0f}s")
+
+
+def echo_job(tag: str, **extra: Any) -> Callable[[int], dict[str, Any]]:
+    def body(n: int) -> dict[str, Any]:
+        return {"queue_name": QUEUE, "job_type": "echo", "payload": {"chaos": tag, "n": n},
+                **extra}
+    return body
+
+
+def _drain(
+    stack: ChaosStack, result: ScenarioResult, ledger: Ledger, timeout: float
+) -> float | None:
+    """Wait until every accepted job is terminal; account for them in the result."""
+    ids = ledger.ids()
+    waited = wait_terminal(stack.database_url, ids, timeout) if ids else 0.0
+    result.take(account(stack.database_url, ids))
+    result.http_500 = ledger.count_500()
+    if result.http_500:
+        result.problems.append(
+            f"{result.http_500} answer(s) 5xx other than 503, e.g. {ledger.server_errors[:1]}")
+    return waited
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+def _load_error(result: ScenarioResult, load: Load) -> None:
+    if load.error is not None:
+        result.problems.append(f"the load generator failed: {type(load.error).__name__}")
+
+
+def ensure_server(stack: ChaosStack) -> None:
+    """Leave the stack serving for the next scenario, whatever this one did to it."""
+    assert stack.pg is not None and stack.redis is not None
+    if not stack.pg.running:
+        stack.pg.resume()
+    if not stack.redis.running:
+        stack.redis.resume()
+    if stack.server is None or not stack.server.alive():
+        stack.kill_server()
+        stack.start_server()
+
+
+# 1. Process crash ---------------------------------------------------------------------------
+
+
+def process_crash(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
+    """SIGKILL every server process while jobs are submitted and worked; restart; count."""
+    result = ScenarioResult(id="CHAOS-PROCESS-CRASH", name="process crash")
+    ledger = Ledger()
+    assert stack.token is not None and stack.server is not None
+    load = Load(stack.base_url, stack.token, ledger,
+                echo_job("crash", timeout_seconds=CRASH_JOB_TIMEOUT_SECONDS),
+                target=sizes.crash_jobs, concurrency=sizes.load_concurrency).start()
+    try:
+        if not _wait_for(lambda: ledger.accepted_count >= sizes.crash_jobs // 2, 300):
+            raise ChaosError("the load did not reach half its jobs")
+        pids_alive_before = stack.server.group_alive()
+        killed_at = time.monotonic()
+        stack.kill_server()
+        accepted_at_kill = ledger.accepted_count
+        in_flight = processing_ids(stack.database_url)
+        if stack.server.group_alive():
+            result.problems.append("a server process survived SIGKILL of its group")
+        stack.start_server(wait=False)
+        ready = _wait_ready_within(stack, RESTART_BOUND_SECONDS)
+        restarted_after = time.monotonic() - killed_at
+        load.join(300)
+    finally:
+        load.stop()
+    _load_error(result, load)
+    drained = _drain(stack, result, ledger, sizes.drain_timeout_seconds)
+    recovered = None if drained is None else time.monotonic() - killed_at
+    # Whatever was unfinished at the kill may run again, after its lease runs out.
+    result.bound(recovered, CRASH_JOB_TIMEOUT_SECONDS + 60 + 30 + restarted_after,
+                 "every accepted job finished")
+    ids = ledger.ids()
+    states = job_states(stack.database_url, ids)
+    rerun = {i for i, s in states.items() if s.attempt_count > 1}
+    unexpected = sorted(rerun - in_flight)
+    if unexpected:
+        result.problems.append(
+            f"{len(unexpected)} job(s) ran again although not in flight at the crash, "
+            f"e.g. {unexpected[0]}")
+    result.figures.update({
+        "group_alive_before_kill": pids_alive_before,
+        "accepted_at_kill": accepted_at_kill,
+        "in_flight_at_kill": len(in_flight),
+        "restart_ready_seconds": round(ready, 2) if ready is not None else None,
+        "submit_answers": dict(ledger.statuses(what="submit")),
+    })
+    if ready is None:
+        result.problems.append(
+            f"the restarted server was not ready within {RESTART_BOUND_SECONDS}s")
+    return result
+
+
+def _wait_ready_within(stack: ChaosStack, timeout: float) -> float | None:
+    try:
+        return stack.wait_ready(timeout)
+    except ChaosError:
+        return None
+
+
+# 2. Worker death ----------------------------------------------------------------------------
+
+
+def worker_death(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
+    """A worker leases jobs and dies; they come back after the lease and finish elsewhere."""
+    result = ScenarioResult(id="CHAOS-WORKER-DEATH", name="worker death")
+    ledger = Ledger()
+    assert stack.token is not None
+    count, lease_seconds = sizes.dead_worker_jobs, sizes.dead_worker_lease_seconds
+    bodies = [{"queue_name": QUEUE, "job_type": EXTERNAL_JOB_TYPE, "max_attempts": 3,
+               "payload": {"chaos": "worker-death", "n": n}} for n in range(count)]
+    submit_batch(stack.base_url, stack.token, ledger, bodies)
+    ours = set(ledger.ids())
+    dying = WorkerClient(stack.base_url, stack.token, ledger)
+    heir = WorkerClient(stack.base_url, stack.token, ledger)
+    try:
+        dying.register("chaos-dying", [QUEUE], count)
+        heir.register("chaos-heir", [QUEUE], count)
+        leased = dying.lease(count, lease_seconds=lease_seconds) or []
+        leased_at = time.monotonic()
+        mine = {str(j["id"]) for j in leased} & ours
+        result.figures["leased_by_dying_worker"] = len(mine)
+        if len(mine) != count:
+            raise ChaosError(f"the dying worker leased {len(mine)} of {count} jobs")
+        # The worker now stops: no heartbeat, no completion. Nobody else may get them early.
+        early = heir.lease(count, wait_seconds=0) or []
+        early_ours = [j for j in early if str(j["id"]) in ours]
+        if early_ours:
+            result.problems.append(
+                f"{len(early_ours)} job(s) leased again before the lease ran out")
+        completed: dict[str, int] = {}
+        first_back: float | None = None
+        deadline = leased_at + lease_seconds + 30
+        while len(completed) < count and time.monotonic() < deadline:
+            batch = heir.lease(count, lease_seconds=60, wait_seconds=2) or []
+            for job in batch:
+                job_id = str(job["id"])
+                if job_id not in ours:
+                    continue
+                first_back = first_back or time.monotonic()
+                completed[job_id] = heir.complete(job_id, {"by": "heir"})
+    finally:
+        dying.close()
+        heir.close()
+    result.figures["returned_after_seconds"] = (
+        round(first_back - leased_at, 2) if first_back is not None else None)
+    bad_completions = [s for s in completed.values() if s != 200]
+    if bad_completions:
+        result.problems.append(
+            f"{len(bad_completions)} completion(s) refused: {bad_completions[:3]}")
+    _drain(stack, result, ledger, 30)
+    states = job_states(stack.database_url, sorted(ours))
+    wrong = {i: s.attempt_count for i, s in states.items() if s.attempt_count != 2}
+    result.figures["attempt_counts"] = sorted({s.attempt_count for s in states.values()})
+    if wrong:
+        job_id, attempts = next(iter(wrong.items()))
+        result.problems.append(
+            f"{len(wrong)} job(s) with attempt_count other than 2, e.g. {job_id}: {attempts}")
+    returned = None if first_back is None else first_back - leased_at
+    result.bound(returned, lease_seconds + 5.0, "the dead worker's jobs leased again")
+    return result
+
+
+# 3. PostgreSQL outage -----------------------------------------------------------------------
+
+
+def _probe_health(client: httpx.Client, ledger: Ledger) -> tuple[int, str | None]:
+    try:
+        response = client.get("/health")
+    except httpx.HTTPError:
+        ledger.record("health", NO_ANSWER)
+        return NO_ANSWER, None
+    ledger.record("health", response.status_code, retry_after="retry-after" in response.headers,
+                  body=response.text)
+    try:
+        status = str(response.json().get("status"))
+    except ValueError:
+        status = None
+    return response.status_code, status
+
+
+def database_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
+    """PostgreSQL stopped under load: 503 with Retry-After, never 500; back within 5 s."""
+    result = ScenarioResult(id="CHAOS-DATABASE-OUTAGE", name="database outage")
+    ledger = Ledger()
+    assert stack.token is not None and stack.pg is not None
+    load = Load(stack.base_url, stack.token, ledger, echo_job("database-outage"),
+                target=10**9, concurrency=sizes.load_concurrency, max_seconds=120,
+                per_second=200).start()
+    health_during: list[tuple[int, str | None]] = []
+    with httpx.Client(base_url=stack.base_url, timeout=10.0) as client:
+        try:
+            if not _wait_for(lambda: ledger.accepted_count >= 50, 30):
+                raise ChaosError("the load did not start")
+            stack.pg.pause()
+            down_at = time.monotonic()
+            while time.monotonic() - down_at < sizes.db_outage_seconds:
+                health_during.append(_probe_health(client, ledger))
+                time.sleep(0.25)
+            up_started = time.monotonic()
+            stack.pg.resume()
+            up_at = time.monotonic()
+            health_ok_at: float | None = None
+            while time.monotonic() - up_at < 30:
+                code, status = _probe_health(client, ledger)
+                if code == 200 and status == "ok":
+                    health_ok_at = time.monotonic()
+                    break
+                time.sleep(0.1)
+            _wait_for(lambda: ledger.first_success_after(up_at, "submit") is not None, 30)
+            time.sleep(1.0)
+        finally:
+            load.stop()
+    _load_error(result, load)
+    during = ledger.statuses(down_at, up_started, "submit")
+    result.figures.update({
+        "outage_seconds": round(up_started - down_at, 2),
+        "submit_answers_during_outage": dict(during),
+        "health_during_outage": sorted({f"{c} {s}" for c, s in health_during}),
+        "health_ok_after_seconds": (
+            round(health_ok_at - up_at, 2) if health_ok_at is not None else None),
+        "postgres_restart_seconds": round(up_at - up_started, 2),
+    })
+    missing_retry = ledger.count_503_without_retry_after()
+    if missing_retry:
+        result.problems.append(f"{missing_retry} 503 answer(s) without Retry-After")
+    unexpected = {c: n for c, n in during.items() if c not in (503, NO_ANSWER) and c >= 300}
+    if unexpected:
+        result.problems.append(f"submits during the outage answered {unexpected}, not 503")
+    if during.get(503, 0) == 0:
+        result.problems.append("no submit was answered 503 during the outage")
+    not_down = [f"{c} {s}" for c, s in health_during if (c, s) != (503, "down")]
+    if not_down:
+        result.problems.append(f"/health during the outage answered {sorted(set(not_down))}")
+    first = ledger.first_success_after(up_at, "submit")
+    serving = None if first is None else first - up_at
+    if health_ok_at is None:
+        result.problems.append("/health did not say ok within 30 s of the database's return")
+    result.bound(serving, DB_RECOVERY_BOUND_SECONDS, "submits succeeded again")
+    _drain(stack, result, ledger, sizes.drain_timeout_seconds)
+    return result
+
+
+# 4. Redis outage ----------------------------------------------------------------------------
+
+
+def redis_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
+    """Redis stopped under load: submits and leases go on, /health degraded, limiter open."""
+    result = ScenarioResult(id="CHAOS-REDIS-OUTAGE", name="redis outage")
+    ledger = Ledger()
+    assert stack.token is not None and stack.redis is not None
+    load = Load(stack.base_url, stack.token, ledger, echo_job("redis-outage"),
+                target=10**9, concurrency=sizes.load_concurrency, max_seconds=120,
+                per_second=200).start()
+    worker = WorkerClient(stack.base_url, stack.token, ledger)
+    health_during: list[tuple[int, str | None]] = []
+    leased_during = completed_during = 0
+    external = Ledger()
+    try:
+        worker.register("chaos-redis", [QUEUE], 100)
+        if not _wait_for(lambda: ledger.accepted_count >= 50, 30):
+            raise ChaosError("the load did not start")
+        stack.redis.pause()
+        down_at = time.monotonic()
+        with httpx.Client(base_url=stack.base_url, timeout=10.0) as client:
+            while time.monotonic() - down_at < sizes.redis_outage_seconds:
+                health_during.append(_probe_health(client, ledger))
+                submit_batch(stack.base_url, stack.token, external, [
+                    {"queue_name": QUEUE, "job_type": EXTERNAL_JOB_TYPE,
+                     "payload": {"chaos": "redis-outage"}}])
+                for job in worker.lease(10) or []:
+                    leased_during += 1
+                    if worker.complete(str(job["id"]), {"ok": True}) == 200:
+                        completed_during += 1
+                time.sleep(0.2)
+            up_at = time.monotonic()
+            stack.redis.resume()
+            health_ok_at: float | None = None
+            while time.monotonic() - up_at < 30:
+                code, status = _probe_health(client, ledger)
+                if code == 200 and status == "ok":
+                    health_ok_at = time.monotonic()
+                    break
+                time.sleep(0.1)
+            limited = client.get("/api/v1/jobs", params={"limit": 1},
+                                 headers={"Authorization": f"Bearer {stack.token}"})
+        time.sleep(0.5)
+    finally:
+        load.stop()
+        worker.close()
+    _load_error(result, load)
+    during = ledger.statuses(down_at, up_at, "submit")
+    result.figures.update({
+        "submit_answers_during_outage": dict(during),
+        "health_during_outage": sorted({f"{c} {s}" for c, s in health_during}),
+        "external_jobs_submitted_during_outage": external.accepted_count,
+        "leased_during_outage": leased_during,
+        "completed_during_outage": completed_during,
+        "rate_limit_headers_after": "x-ratelimit-limit" in limited.headers,
+    })
+    refused = {c: n for c, n in during.items() if not 200 <= c < 300}
+    if refused:
+        result.problems.append(f"submits during the outage answered {refused} (limiter fails open)")
+    if during.total() == 0:
+        result.problems.append("no submit was made during the outage")
+    if leased_during == 0 or completed_during != leased_during:
+        result.problems.append(
+            f"leases during the outage: {leased_during} leased, {completed_during} completed")
+    not_degraded = [f"{c} {s}" for c, s in health_during if (c, s) != (200, "degraded")]
+    if not_degraded:
+        result.problems.append(f"/health during the outage answered {sorted(set(not_degraded))}")
+    if "x-ratelimit-limit" not in limited.headers:
+        result.problems.append("no rate-limit headers once Redis was back")
+    healthy = None if health_ok_at is None else health_ok_at - up_at
+    result.bound(healthy, REDIS_RECOVERY_BOUND_SECONDS, "/health said ok again")
+    for job_id in external.ids():
+        ledger.accept([job_id])
+    _drain(stack, result, ledger, sizes.drain_timeout_seconds)
+    return result
+
+
+# 5. Graceful shutdown -----------------------------------------------------------------------
+
+
+def graceful_shutdown(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
+    """SIGTERM under load: in-flight jobs finish within the grace, exit 0, nothing lost."""
+    result = ScenarioResult(id="CHAOS-GRACEFUL-SHUTDOWN", name="graceful shutdown")
+    ledger = Ledger()
+    assert stack.token is not None and stack.server is not None
+    grace = float(stack.settings()["SHUTDOWN_GRACE_SECONDS"])
+    bodies = [{"queue_name": QUEUE, "job_type": "sleep", "timeout_seconds": 60,
+               "payload": {"seconds": sizes.shutdown_sleep_seconds, "chaos": "shutdown", "n": n}}
+              for n in range(sizes.shutdown_sleep_jobs)]
+    load = Load(stack.base_url, stack.token, ledger, echo_job("shutdown"),
+                target=10**9, concurrency=sizes.load_concurrency, max_seconds=120,
+                per_second=200).start()
+    try:
+        submit_batch(stack.base_url, stack.token, ledger, bodies)
+        sleepers = set(ledger.ids())
+        if not _wait_for(lambda: len(processing_ids(stack.database_url) & sleepers) > 0, 30):
+            raise ChaosError("no sleep job started")
+        in_flight = processing_ids(stack.database_url)
+        term_at = time.monotonic()
+        status = stack.terminate_server(grace + 20)
+        stopped_after = time.monotonic() - term_at
+    finally:
+        load.stop()
+    _load_error(result, load)
+    lingering = stack.server.group_alive()
+    states = job_states(stack.database_url, sorted(in_flight))
+    unfinished = sorted(i for i, s in states.items() if s.status != "succeeded")
+    result.figures.update({
+        "exit_status": status,
+        "stopped_after_seconds": round(stopped_after, 2),
+        "grace_seconds": grace,
+        "in_flight_at_sigterm": len(in_flight),
+        "in_flight_finished": len(in_flight) - len(unfinished),
+    })
+    if status != 0:
+        result.problems.append(f"exit status {status} after SIGTERM, expected 0")
+    if lingering:
+        result.problems.append("server processes were left after the main process exited")
+    if unfinished:
+        result.problems.append(
+            f"{len(unfinished)} job(s) in flight at SIGTERM not finished by the shutdown, "
+            f"e.g. {unfinished[0]}: {states[unfinished[0]].status}")
+    result.bound(stopped_after, grace + 5, "the server stopped")
+    stack.kill_server()
+    stack.start_server()
+    _drain(stack, result, ledger, sizes.drain_timeout_seconds)
+    reruns = [i for i in in_flight if i in states and states[i].attempt_count > 1]
+    if reruns:
+        result.problems.append(f"{len(reruns)} in-flight job(s) ran twice")
+    return result
+
+
+# 6. Log file unwritable ---------------------------------------------------------------------
+
+
+def _serves_with_log_file(stack: ChaosStack, log_file: str, ledger: Ledger) -> list[str]:
+    """Restart the server with LOG_FILE_PATH=log_file; what went wrong (nothing: [])."""
+    problems: list[str] = []
+    stack.terminate_server(30)
+    stack.kill_server()
+    try:
+        server = stack.start_server({"LOG_FILE_PATH": log_file, "LOG_LEVEL": "info"})
+    except ChaosError as exc:
+        return [f"LOG_FILE_PATH={log_file}: the server did not start ({exc})"]
+    assert stack.token is not None
+    with httpx.Client(base_url=stack.base_url, timeout=10.0,
+                      headers={"Authorization": f"Bearer {stack.token}"}) as client:
+        for n in range(5):
+            body = echo_job("log-file")(n)
+            try:
+                response = client.post("/api/v1/jobs", json=body)
+            except httpx.HTTPError as exc:
+                problems.append(f"LOG_FILE_PATH={log_file}: submit failed ({type(exc).__name__})")
+                break
+            job_id = str(response.json()["data"]["id"]) if response.status_code == 201 else None
+            ledger.record("submit", response.status_code, job_id=job_id, body=response.text)
+            if response.status_code != 201:
+                problems.append(f"LOG_FILE_PATH={log_file}: submit answered {response.status_code}")
+    if not _wait_for(lambda: b'"request"' in server.stdout.read_bytes(), 10, 0.2):
+        problems.append(f"LOG_FILE_PATH={log_file}: no request log line on stdout")
+    return problems
+
+
+def log_file_unwritable(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
+    """LOG_FILE_PATH on a full disk, a directory, or under a file: serving and stdout go on."""
+    result = ScenarioResult(id="CHAOS-LOG-UNWRITABLE", name="log file unwritable")
+    ledger = Ledger()
+    started = time.monotonic()
+    blocker = stack.root / "not-a-directory"
+    blocker.write_text("a file where the log directory should be\n")
+    as_directory = stack.root / "log-is-a-directory"
+    as_directory.mkdir(exist_ok=True)
+    cases = {"disk full": "/dev/full", "a directory": str(as_directory),
+             "under a regular file": str(blocker / "server.log")}
+    served = []
+    for label, path in cases.items():
+        problems = _serves_with_log_file(stack, path, ledger)
+        result.problems.extend(problems)
+        if not problems:
+            served.append(label)
+    result.figures["served_with_log_file"] = served
+    stack.terminate_server(30)
+    stack.kill_server()
+    stack.start_server()
+    _drain(stack, result, ledger, 60)
+    result.recovery_seconds = round(time.monotonic() - started, 2)
+    return result
+
+
+# 7. Backup and restore ----------------------------------------------------------------------
+
+
+def _run_tool(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def backup_restore(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
+    """pg_dump under load, pg_restore into a fresh database: every job accepted before is there."""
+    from reference_server.devservices import postgres_bin_dir
+
+    result = ScenarioResult(id="CHAOS-BACKUP-RESTORE", name="backup and restore")
+    ledger = Ledger()
+    assert stack.token is not None and stack.pg is not None
+    bin_dir = postgres_bin_dir()
+    work = Path(tempfile.mkdtemp(prefix="taskforge-chaos-dump-"))
+    dump = work / "taskforge.dump"
+    restored_db = f"taskforge_restore_{int(time.time())}"
+    load = Load(stack.base_url, stack.token, ledger, echo_job("backup"),
+                target=sizes.backup_jobs, concurrency=sizes.load_concurrency,
+                max_seconds=300).start()
+    try:
+        if not _wait_for(lambda: ledger.accepted_count >= sizes.backup_jobs // 2, 120):
+            raise ChaosError("the load did not reach half its jobs")
+        dump_started = time.monotonic()
+        before = ledger.accepted_before(dump_started)
+        dumped = _run_tool([str(bin_dir / "pg_dump"), "-Fc", "-f", str(dump),
+                            "-d", stack.database_url])
+        dump_seconds = time.monotonic() - dump_started
+        load.join(300)
+    finally:
+        load.stop()
+    _load_error(result, load)
+    try:
+        if dumped.returncode != 0:
+            result.problems.append(f"pg_dump failed: {dumped.stderr.strip()[-200:]}")
+            return result
+        with psycopg.connect(stack.pg.url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f'CREATE DATABASE "{restored_db}"')  # our own generated name
+        restore_started = time.monotonic()
+        restored_url = stack.pg.url_for(restored_db)
+        restored = _run_tool([str(bin_dir / "pg_restore"), "--no-owner", "--exit-on-error",
+                              "-d", restored_url, str(dump)])
+        restore_seconds = time.monotonic() - restore_started
+        if restored.returncode != 0:
+            result.problems.append(f"pg_restore failed: {restored.stderr.strip()[-200:]}")
+            return result
+        with psycopg.connect(restored_url, connect_timeout=10) as conn:
+            present = {row[0] for row in conn.execute(QUERIES["existing_ids"], {"ids": before})}
+        missing = sorted(set(before) - present)
+        result.figures.update({
+            "accepted_before_dump": len(before),
+            "in_restored_database": len(present),
+            "missing_from_restore": len(missing),
+            "dump_seconds": round(dump_seconds, 2),
+            "restore_seconds": round(restore_seconds, 2),
+            "dump_bytes": dump.stat().st_size,
+        })
+        if missing:
+            result.problems.append(
+                f"{len(missing)} job(s) accepted before the dump are not in the restore, "
+                f"e.g. {missing[0]}")
+        result.recovery_seconds = round(restore_seconds, 2)
+        _drain(stack, result, ledger, sizes.drain_timeout_seconds)
+        result.lost += len(missing)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        with psycopg.connect(stack.pg.url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{restored_db}" WITH (FORCE)')
+    return result
+
+
+Scenario = Callable[[ChaosStack, Sizes], ScenarioResult]
+#: The catalogue item of each scenario (conformance/catalogue/chaos.yaml).
+SCENARIO_IDS: dict[str, str] = {
+    "process-crash": "CHAOS-PROCESS-CRASH",
+    "worker-death": "CHAOS-WORKER-DEATH",
+    "database-outage": "CHAOS-DATABASE-OUTAGE",
+    "redis-outage": "CHAOS-REDIS-OUTAGE",
+    "graceful-shutdown": "CHAOS-GRACEFUL-SHUTDOWN",
+    "log-unwritable": "CHAOS-LOG-UNWRITABLE",
+    "backup-restore": "CHAOS-BACKUP-RESTORE",
+}
+SCENARIOS: dict[str, Scenario] = {
+    "process-crash": process_crash,
+    "worker-death": worker_death,
+    "database-outage": database_outage,
+    "redis-outage": redis_outage,
+    "graceful-shutdown": graceful_shutdown,
+    "log-unwritable": log_file_unwritable,
+    "backup-restore": backup_restore,
+}
+
+
+def run_scenario(stack: ChaosStack, name: str, sizes: Sizes) -> ScenarioResult:
+    """Run one scenario; staging failures become `error`; the stack is left serving."""
+    started = time.monotonic()
+    try:
+        result = SCENARIOS[name](stack, sizes)
+    except (ChaosError, RuntimeError, OSError, httpx.HTTPError, psycopg.Error) as exc:
+        result = ScenarioResult(id=SCENARIO_IDS[name], name=name,
+                                error=f"{type(exc).__name__}: {exc}"[:300])
+    result.duration_seconds = round(time.monotonic() - started, 2)
+    try:
+        ensure_server(stack)
+    except ChaosError as exc:
+        result.problems.append(f"the stack did not come back after the scenario: {exc}")
+    return result

@@ -1,0 +1,249 @@
+"""A reference stack whose parts the chaos scenarios may kill, stop and restart.
+
+PostgreSQL and Redis come from reference_server.devservices (pause/resume keep their data); the
+server is `python -m reference_server serve` in a process group of its own, over plain HTTP on a
+loopback port, so SIGKILL of the group takes every Granian worker with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from reference_server.devservices import EmbeddedPostgres, EmbeddedRedis, free_port
+
+DATABASE = "taskforge"
+READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 30.0
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "PYTHONPATH",
+             "VIRTUAL_ENV")
+ADMIN_EMAIL = "chaos@conformance.example.com"
+
+
+class ChaosError(RuntimeError):
+    """The stack could not be brought into the state a scenario needs (not a broken promise)."""
+
+
+@dataclass
+class ServerProcess:
+    """One `serve` process group and where its output goes."""
+
+    proc: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def group_alive(self) -> bool:
+        """Whether any process of the group is left (Granian workers may outlive the parent)."""
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def kill_group(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+@dataclass
+class ChaosStack:
+    """PostgreSQL, Redis and the server; every part can be stopped and started again."""
+
+    workers: int = 2
+    server_env: Mapping[str, str] = field(default_factory=dict)
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="taskforge-chaos-")))
+    pg: EmbeddedPostgres | None = None
+    redis: EmbeddedRedis | None = None
+    server: ServerProcess | None = None
+    port: int = field(default_factory=free_port)
+    token: str | None = None
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    _secrets: dict[str, str] = field(default_factory=dict)
+    _starts: int = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def database_url(self) -> str:
+        assert self.pg is not None
+        return self.pg.url_for(DATABASE)
+
+    # Services -----------------------------------------------------------------------------
+
+    def start_services(self) -> None:
+        self.root.chmod(0o755)  # PostgreSQL runs as its own user when we are root
+        (self.root / "postgres").mkdir(exist_ok=True)
+        (self.root / "redis").mkdir(exist_ok=True)
+        self.pg = EmbeddedPostgres(root=self.root / "postgres", durable=True)
+        self.redis = EmbeddedRedis(root=self.root / "redis")
+        self.pg.start()
+        self.redis.start()
+        with psycopg.connect(self.pg.url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f'CREATE DATABASE "{DATABASE}"')  # our constant, not input
+        self._secrets = {
+            "JWT_SECRET": secrets.token_urlsafe(48),
+            "JWT_REFRESH_SECRET": secrets.token_urlsafe(48),
+        }
+
+    def settings(self, overrides: Mapping[str, str | None] | None = None) -> dict[str, str]:
+        assert self.redis is not None
+        env = {
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis.url,
+            "APP_ENVIRONMENT": "staging",
+            "APPLICATION_HOST": "127.0.0.1",
+            "APPLICATION_PORT": str(self.port),
+            "BASE_URL": self.base_url,
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "warning",
+            "LOG_FILE_PATH": str(self.root / "server.log"),
+            "WORKERS": str(self.workers),
+            # The load is ours and deliberate: the limiter must not be what refuses it.
+            "RATE_LIMIT_PER_MINUTE": "1000000",
+            "SHUTDOWN_GRACE_SECONDS": "15",
+            **self._secrets,
+            **self.server_env,
+        }
+        for name, value in (overrides or {}).items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        return env
+
+    # The server ---------------------------------------------------------------------------
+
+    def start_server(self, overrides: Mapping[str, str | None] | None = None,
+                     *, wait: bool = True) -> ServerProcess:
+        if self.server is not None and self.server.group_alive():
+            raise ChaosError("a server is already running")
+        self._starts += 1
+        env = {k: os.environ[k] for k in INHERITED if k in os.environ} | self.settings(overrides)
+        out = self.root / f"server-{self._starts}.out"
+        err = self.root / f"server-{self._starts}.err"
+        with open(out, "wb") as out_file, open(err, "wb") as err_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "reference_server", "serve"],
+                env=env, cwd=self.root, stdout=out_file, stderr=err_file,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        self.server = ServerProcess(proc, out, err)
+        if wait:
+            self.wait_ready()
+        return self.server
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> float:
+        """Poll /ready until 200; the seconds it took."""
+        started = time.monotonic()
+        last = "no answer"
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() - started < timeout:
+                if self.server is not None and not self.server.alive():
+                    tail = self.server.stderr.read_text(errors="replace").strip()[-300:]
+                    raise ChaosError(f"server exited with {self.server.proc.returncode}: {tail}")
+                try:
+                    response = client.get(f"{self.base_url}/ready")
+                    if response.status_code == 200:
+                        return time.monotonic() - started
+                    last = f"/ready {response.status_code}"
+                except httpx.TransportError as exc:
+                    last = type(exc).__name__
+                time.sleep(0.05)
+        raise ChaosError(f"server not ready within {timeout:.0f}s ({last})")
+
+    def kill_server(self) -> None:
+        """SIGKILL the whole process group and reap it."""
+        if self.server is None:
+            return
+        self.server.kill_group(signal.SIGKILL)
+        self.server.wait(STOP_TIMEOUT_SECONDS)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while self.server.group_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def terminate_server(self, timeout: float) -> int | None:
+        """SIGTERM the server's main process (as `docker stop` does); its exit status or None."""
+        if self.server is None:
+            return None
+        self.server.proc.send_signal(signal.SIGTERM)
+        return self.server.wait(timeout)
+
+    # Accounts ----------------------------------------------------------------------------
+
+    def login(self) -> str:
+        """Register the chaos account once (then log in); the bearer token."""
+        password = self.password
+        with httpx.Client(base_url=self.base_url, timeout=10.0) as client:
+            if self.token is None:
+                body = {"email": ADMIN_EMAIL, "password": password,
+                        "organization_name": "TaskForge chaos"}
+                response = client.post("/api/v1/auth/register", json=body)
+                if response.status_code != 201:
+                    raise ChaosError(f"register answered {response.status_code}")
+            response = client.post("/api/v1/auth/login",
+                                   json={"email": ADMIN_EMAIL, "password": password})
+            if response.status_code != 200:
+                raise ChaosError(f"login answered {response.status_code}")
+            self.token = str(response.json()["data"]["access_token"])
+        return self.token
+
+    # Clean-up ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.server is not None:
+            if self.server.alive():
+                self.server.kill_group(signal.SIGTERM)
+                if self.server.wait(STOP_TIMEOUT_SECONDS) is None:
+                    self.server.kill_group(signal.SIGKILL)
+                    self.server.wait(10)
+            self.server.kill_group(signal.SIGKILL)
+        if self.redis is not None:
+            self.redis.stop()
+        if self.pg is not None:
+            self.pg.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def chaos_stack(*, workers: int = 2, server_env: Mapping[str, str] | None = None,
+                start_server: bool = True) -> Iterator[ChaosStack]:
+    """Services started, the server started and an account logged in; all removed on exit."""
+    stack = ChaosStack(workers=workers, server_env=dict(server_env or {}))
+    try:
+        stack.start_services()
+        if start_server:
+            stack.start_server()
+            stack.login()
+        yield stack
+    finally:
+        stack.close()
