@@ -144,7 +144,8 @@ Log = Callable[[str], None]
 
 
 def _run(args: Sequence[str], *, log: Log, what: str, **kwargs: object) -> None:
-    log("$ " + " ".join(args))
+    line = " ".join(args)
+    log("$ " + (line if len(line) <= 300 else line[:297] + "..."))
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}  # the classic builder needs no helper images
     try:
         result = subprocess.run(
