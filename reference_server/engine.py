@@ -504,35 +504,37 @@ class Engine:
         deadline = loop.time() + max(0.0, wait_seconds)
         seconds = int(lease_seconds or self.lease_seconds_default)
         max_jobs = max(1, max_jobs)
-        while True:
+        # Hot path: one statement. Only when it finds nothing do we look the worker up (to tell
+        # "unknown worker" from "nothing ready") and wait for a wake-up on its queues.
+        jobs = await self._lease_for(org_id, worker_id, max_jobs, seconds)
+        while not jobs:
             row = await self._pool.fetchrow(Q["worker_queues"], org_id, worker_id)
             if row is None:
                 raise NotFound("worker not found")
-            # A worker never holds more than its max_concurrent_jobs leases.
-            wanted = min(max_jobs, row["free_slots"])
+            remaining = deadline - loop.time()
+            if self._stopping or remaining <= 0:
+                return []
             with self.notifier.watch_queues(row["queue_ids"]) as woken:
-                jobs = await self._lease_from(row["ready_queue_ids"], worker_id, wanted, seconds)
+                # Look again now that we listen: work that arrived meanwhile is not missed.
+                jobs = await self._lease_for(org_id, worker_id, max_jobs, seconds)
+                if jobs:
+                    break
                 remaining = deadline - loop.time()
-                if jobs or self._stopping or remaining <= 0:
-                    return jobs
+                if remaining <= 0:
+                    return []
                 if not self.notifier.listening:
                     remaining = min(remaining, DEGRADED_POLL_SECONDS)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), remaining)
+            jobs = await self._lease_for(org_id, worker_id, max_jobs, seconds)
+        return jobs
 
-    async def _lease_from(
-        self, queue_ids: Sequence[UUID], worker_id: UUID, max_jobs: int, seconds: int
+    async def _lease_for(
+        self, org_id: UUID, worker_id: UUID, max_jobs: int, seconds: int
     ) -> list[Job]:
-        if not queue_ids or self._stopping or max_jobs <= 0:
+        if self._stopping:
             return []
-        if len(queue_ids) == 1:
-            rows = await self._pool.fetch(
-                Q["lease_one_queue"], queue_ids[0], max_jobs, worker_id, seconds
-            )
-        else:
-            rows = await self._pool.fetch(
-                Q["lease_many_queues"], list(queue_ids), max_jobs, worker_id, seconds
-            )
+        rows = await self._pool.fetch(Q["lease_for_worker"], org_id, worker_id, max_jobs, seconds)
         return self._leased(rows)
 
     def _leased(self, rows: Iterable[Any]) -> list[Job]:

@@ -87,61 +87,48 @@ WHERE organization_id = $1 AND id = $2 AND status IN ('failed', 'dead')
 RETURNING *, pg_notify('taskforge_jobs', taskforge_wake_key(queue_id, job_type)) AS notified
 
 -- name: worker_queues
--- The queues a worker leases from: all of them (to wait on) and the unpaused ones (to lease from),
--- and how many more jobs it may hold (max_concurrent_jobs minus its current leases).
+-- The queues a lessee waits on (paused ones too: resuming wakes it); no row for an unknown worker.
 SELECT w.id,
-       w.max_concurrent_jobs - (SELECT count(*) FROM jobs j
-                                WHERE j.worker_id = w.id AND j.status = 'processing')::int
-           AS free_slots,
        ARRAY(SELECT q.id FROM queues q
-             WHERE q.organization_id = w.organization_id AND q.name = ANY (w.queues)) AS queue_ids,
-       ARRAY(SELECT q.id FROM queues q
-             WHERE q.organization_id = w.organization_id AND q.name = ANY (w.queues)
-               AND NOT q.paused) AS ready_queue_ids
+             WHERE q.organization_id = w.organization_id AND q.name = ANY (w.queues)) AS queue_ids
 FROM workers w
 WHERE w.organization_id = $1 AND w.id = $2
 
--- name: lease_one_queue
--- The common case, one queue: an ordered scan of jobs_ready_idx, no sort.
-WITH picked AS (
-    SELECT id FROM jobs
-    WHERE queue_id = $1 AND status IN ('pending', 'scheduled') AND scheduled_for <= now()
-    ORDER BY priority DESC, seq
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE jobs j
-SET status = 'processing', worker_id = $3, attempt_count = j.attempt_count + 1,
-    started_at = now(), lease_seconds = $4::int,
-    lease_expires_at = now() + make_interval(secs => $4::int),
-    updated_at = now()
-FROM picked
-WHERE j.id = picked.id
-RETURNING j.*
-
--- name: lease_many_queues
--- Several queues: the head of each queue by an ordered scan of jobs_ready_idx, then the best of
--- those heads. (A plain `queue_id = ANY` would read and sort every ready row of the queues.) Heads
--- locked but not taken are unlocked when the statement's transaction ends.
-WITH picked AS (
+-- name: lease_for_worker
+-- The worker protocol's hot path in one round trip: the worker's unpaused queues, its free slots
+-- (max_concurrent_jobs minus its leases), the head of each queue by an ordered scan of
+-- jobs_ready_idx, the best of those heads. An unknown worker leases nothing (the caller then tells
+-- "not found" from "nothing ready"). Heads locked but not taken are unlocked at commit.
+WITH worker AS (
+    SELECT w.queues,
+           w.max_concurrent_jobs - (SELECT count(*) FROM jobs j
+                                    WHERE j.worker_id = w.id AND j.status = 'processing')::int
+               AS free_slots
+    FROM workers w
+    WHERE w.organization_id = $1 AND w.id = $2
+),
+ready AS (
+    SELECT q.id FROM queues q, worker
+    WHERE q.organization_id = $1 AND q.name = ANY (worker.queues) AND NOT q.paused
+),
+picked AS (
     SELECT head.id
-    FROM unnest($1::uuid[]) AS q (id)
+    FROM ready
     CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.seq FROM jobs j
-        WHERE j.queue_id = q.id AND j.status IN ('pending', 'scheduled')
+        WHERE j.queue_id = ready.id AND j.status IN ('pending', 'scheduled')
           AND j.scheduled_for <= now()
         ORDER BY j.priority DESC, j.seq
-        LIMIT $2
+        LIMIT $3
         FOR UPDATE SKIP LOCKED
     ) AS head
     ORDER BY head.priority DESC, head.seq
-    LIMIT $2
+    LIMIT greatest(0, least($3::int, coalesce((SELECT free_slots FROM worker), 0)))
 )
 UPDATE jobs j
-SET status = 'processing', worker_id = $3, attempt_count = j.attempt_count + 1,
+SET status = 'processing', worker_id = $2, attempt_count = j.attempt_count + 1,
     started_at = now(), lease_seconds = $4::int,
-    lease_expires_at = now() + make_interval(secs => $4::int),
-    updated_at = now()
+    lease_expires_at = now() + make_interval(secs => $4::int), updated_at = now()
 FROM picked
 WHERE j.id = picked.id
 RETURNING j.*

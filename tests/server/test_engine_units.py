@@ -39,7 +39,7 @@ def test_malformed_query_files_are_refused(text: str, problem: str) -> None:
 
 def test_every_engine_query_is_loaded() -> None:
     loaded = queries.load("jobs.sql")
-    for name in ("insert_job", "lease_one_queue", "lease_builtin", "reap_expired_leases"):
+    for name in ("insert_job", "lease_for_worker", "lease_builtin", "reap_expired_leases"):
         assert loaded[name].strip()
 
 
