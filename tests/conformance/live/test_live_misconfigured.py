@@ -6,6 +6,7 @@ import pytest
 from live_support import ALLOWED_ORIGIN, ServerFactory, explain, run_checks, statuses
 
 from conformance.model import Status
+from reference_server.devservices import EmbeddedRedis
 
 #: Cheap checks run against every misconfigured server; the rate-limit probe last.
 CHECKS = (
@@ -47,3 +48,25 @@ def test_only_the_matching_check_fails(
     assert {item for item, s in result.items() if s is Status.FAILED} == failing, explain(findings)
     others = {item: s for item, s in result.items() if item not in failing}
     assert set(others.values()) == {Status.PASSED}, explain(findings)
+
+
+def test_redis_down_fails_health_and_redis_but_not_readiness(
+    server_factory: ServerFactory,
+) -> None:
+    """The contract: Redis down alone is `degraded` (200), and the server stays ready."""
+    own_redis = EmbeddedRedis().start()
+    try:
+        with server_factory(REDIS_URL=own_redis.url) as server:
+            own_redis.stop()
+            findings = run_checks(
+                server.context(redis_url=own_redis.url), "health.health", "health.ready",
+                "redis.redis_server",
+            )
+    finally:
+        own_redis.stop()
+    result = statuses(findings)
+    assert {item for item, s in result.items() if s is Status.FAILED} == {
+        "LIVE-HEALTH", "LIVE-HEALTH-MONITOR", "LIVE-HEALTH-CHECKS",
+        "LIVE-REDIS", "LIVE-REDIS-VERSION", "LIVE-REDIS-EVICTION",
+    }, explain(findings)
+    assert result["LIVE-READY"] is Status.PASSED
