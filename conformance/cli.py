@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--redis-url", help="Redis URL of the deployment, reachable here")
     target.add_argument("--log-file", type=Path, help="file of the server's JSON log lines")
     target.add_argument("--log-command", help="command printing the server's recent log lines")
+    target.add_argument("--cors-origin", help="an origin the deployment allows (CORS checks; "
+                                              "default: the first of CORS_ALLOWED_ORIGINS)")
+    target.add_argument("--metrics-endpoint", help="path of the metrics endpoint (default: "
+                                                   "METRICS_ENDPOINT or /metrics)")
+    target.add_argument("--migrations-dir", type=Path,
+                        help="the migrations the deployment should have applied")
     target.add_argument("--allow-writes", action="store_true",
                         help="allow writes beyond one smoke job and a bounded rate-limit probe "
                              "on a target that is not the reference stack")
@@ -423,6 +429,10 @@ def pytest_arguments(args: argparse.Namespace, plan: Plan, suite: Suite, workdir
         argv.append("--tf-allow-writes")
     if args.insecure:
         argv.append("--tf-insecure")
+    for name in ("cors_origin", "metrics_endpoint", "migrations_dir"):
+        value = getattr(args, name)
+        if value is not None:
+            argv += ["--tf-extra", f"{name}={value}"]
     for name in ("database_url", "redis_url", "log_file", "log_command"):
         value = getattr(args, name)
         if value is not None:

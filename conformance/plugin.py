@@ -76,6 +76,7 @@ class RunState:
     attestations: list[Attestation] = field(default_factory=list)
     outcome: Outcome = field(default_factory=Outcome)
     ran_checks: set[str] = field(default_factory=set)
+    run_id: str = ""
     result: RunResult | None = None
     config_error: ConfigError | None = None
     report_dir: Path | None = None
@@ -142,6 +143,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     action="store_true", default=False,
                     help="unattested blocking items make the verdict NOT READY")
     path_option("reports-dir", "write the reports of the run under this directory")
+    group.addoption("--tf-extra", dest="tf_extra", action="append", default=[],
+                    metavar="KEY=VALUE", help="an extra input for the checks, e.g. "
+                                              "cors_origin=https://app.example.com (repeatable)")
+    group.addoption("--tf-run-id", dest="tf_run_id", default=None, metavar="ID",
+                    help="the run's ID (tags the smoke job; names reports/<run-id>/)")
     group.addoption("--tf-no-summary", dest="tf_no_summary", action="store_true", default=False,
                     help="leave the verdict summary to the caller (python -m conformance run)")
 
@@ -157,6 +163,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE_KEY] = state
     if not state.active:
         return
+    # One ID for the controller and every xdist worker (see pytest_configure_node).
+    worker_input = getattr(config, "workerinput", {})
+    state.run_id = (config.option.tf_run_id or worker_input.get("tf_run_id")
+                    or new_run_id(state.started_at))
     try:
         state.selection = Selection(
             phases=frozenset(parse_phase(p) for p in config.option.tf_phase),
@@ -179,6 +189,14 @@ def pytest_configure(config: pytest.Config) -> None:
     except ValueError as exc:  # conformance.catalogue.CatalogueError: "file:line: problem"
         state.config_error = ConfigError(str(exc))
         raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: hand the controller's run ID to each worker."""
+    state = node.config.stash.get(STATE_KEY, None)
+    if state is not None and state.active:
+        node.workerinput["tf_run_id"] = state.run_id
 
 
 def _is_suite_run(config: pytest.Config) -> bool:
@@ -227,7 +245,13 @@ def build_context(config: pytest.Config) -> CheckContext:
         "insecure": bool(opt.tf_insecure),
         "taskforge_dir": opt.tf_taskforge_dir,
         "host_root": opt.tf_host_root,
+        "run_id": config.stash[STATE_KEY].run_id,
     }
+    for pair in opt.tf_extra:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--tf-extra {pair!r}: expected KEY=VALUE")
+        extra[key.strip()] = value
     if opt.tf_target_file:
         target, file_token, auth = read_target_file(Path(opt.tf_target_file))
         token = token or file_token
@@ -460,7 +484,7 @@ def build_result(config: pytest.Config, state: RunState, *,
     target = context.target if context else None
     finished = datetime.now(UTC)
     info = RunInfo(
-        run_id=new_run_id(finished),
+        run_id=state.run_id or new_run_id(finished),
         suite_version=__version__,
         git_commit=git_commit(SUITE_PATH.parent),
         target=target.base_url if target else None,

@@ -147,9 +147,15 @@ def test_findings_come_back_from_xdist_workers(
     # test put fakesuite's directory on it).
     monkeypatch.setattr(xdist.workermanage, "_sys_path", [str(HERE), *sys.path])
     monkeypatch.setenv("FAKE_FAIL", "1")
-    code, out = run([*static_args(tmp_path), "--workers", "2"], fake)
+    code, out = run([*static_args(tmp_path), "--workers", "2",
+                     "--cors-origin", "https://app.example.com"], fake)
     assert code == 1
     assert "verdict: NOT READY (2 passed, 1 failed;" in out
+    data = json.loads((tmp_path / "reports" / "latest" / "results.json").read_text())
+    [ok] = [i for i in data["items"] if i["id"] == "FAKE-STATIC-OK"]
+    # The workers ran with the controller's run ID, which also names the reports.
+    assert ok["findings"][0]["message"] == (
+        f"fine run={data['run']['run_id']} cors=https://app.example.com")
 
 
 def test_list_prints_id_section_phase_severity_kind_title(fake: cli.Suite) -> None:
