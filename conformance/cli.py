@@ -481,8 +481,11 @@ def _no_plugin_autoload() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace, suite: Suite, out: TextIO) -> int:
+    import time
+
     import pytest
 
+    started, started_at = time.monotonic(), datetime.now(UTC)
     if args.target_url:
         # Fail fast: an unreachable deployment is known before anything heavy is loaded.
         probe(args.target_url)
@@ -507,9 +510,12 @@ def run(args: argparse.Namespace, suite: Suite, out: TextIO) -> int:
         if code == pytest.ExitCode.USAGE_ERROR or collector.result is None:
             raise ConfigError(f"the checks could not run (pytest exit status {int(code)})")
         result = collector.result
-        result = replace(result, run=replace(
-            result.run, options={**result.run.options, "stack": args.stack,
-                                 "defaults_from_repo": plan.defaults_from_repo}))
+    # The run spans the whole command: stack start, checks and stack clean-up.
+    wall = round(time.monotonic() - started, 1)
+    options = {**result.run.options, "stack": args.stack, "wall_seconds": wall,
+               "defaults_from_repo": plan.defaults_from_repo}
+    result = replace(result, run=replace(result.run, options=options, started_at=started_at,
+                                         finished_at=datetime.now(UTC)))
     report_dir = write(result, args.reports_dir, out)
     print_summary(result, report_dir, out)
     return int(result.exit_status)
@@ -581,5 +587,8 @@ def print_summary(result: RunResult, report_dir: Path | None, out: TextIO) -> No
     automated = sum(1 for i in result.items if i.entry.kind is Kind.AUTOMATED)
     if report_dir is not None:
         print(f"reports: {report_dir}", file=out)
+    wall = result.run.options.get("wall_seconds")
+    if wall is not None:
+        print(f"wall time: {wall} s (stack, checks and clean-up)", file=out)
     print(f"verdict: {result.verdict.value} ({counts}; {automated} automated items) "
           f"exit {int(result.exit_status)}", file=out)

@@ -220,3 +220,17 @@ def test_default_run_checks_compose_prepared_as_the_guide_prepares_it(tmp_path: 
     assert files["compose_file"] == tmp_path / "compose" / "docker-compose.prod.yml"
     assert rules
     assert not (tmp_path / "compose" / "images").exists()
+
+
+def test_safety_line_says_what_a_foreign_target_may_get() -> None:
+    from conformance.stack import Target
+
+    foreign = Target(base_url="https://api.example.test", provider="external",
+                     is_reference=False)
+    for flags, expected in [([], "writes: read-mostly (one tagged smoke job and a bounded "
+                                 "rate-limit probe; --allow-writes to lift)"),
+                            (["--allow-writes"], "writes: ALLOWED by --allow-writes")]:
+        out = io.StringIO()
+        args = cli.build_parser().parse_args(["run", *flags])
+        cli.print_safety(foreign, args, out)
+        assert out.getvalue().splitlines()[1].startswith(expected)

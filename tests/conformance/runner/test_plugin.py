@@ -176,3 +176,32 @@ def test_plain_test_runs_are_left_alone(suite: pytest.Pytester) -> None:
     out = suite.runpytest("-p", "fakesuite")
     out.assert_outcomes(passed=1)
     assert "TaskForge conformance" not in out.stdout.str()
+
+
+@pytest.mark.parametrize(("flags", "allowed"), [((), False), (("--tf-allow-writes",), True)])
+def test_writes_to_a_foreign_target_only_when_allowed(
+    suite: pytest.Pytester, flags: tuple[str, ...], allowed: bool
+) -> None:
+    """The fake live check reports the flag it was given; nothing is contacted."""
+    _, result = run_result(suite, "--tf-target-url", "https://deploy.example.test", *flags)
+    item = next(i for i in result.items if i.entry.id == "FAKE-LIVE-MINOR")
+    assert item.findings[0].message == f"writes allowed: {allowed}"
+    assert result.run.options["allow_writes"] is allowed
+    assert result.run.target == "https://deploy.example.test"
+
+
+def test_reference_target_from_a_target_file_allows_writes(
+    suite: pytest.Pytester, tmp_path: Path
+) -> None:
+    from conformance.plugin import write_target_file
+    from conformance.stack import Target
+
+    target_file = tmp_path / "target.json"
+    write_target_file(target_file, Target(base_url="https://127.0.0.1:9", provider="embedded",
+                                          is_reference=True), token="t0k")
+    assert target_file.stat().st_mode & 0o777 == 0o600
+    _, result = run_result(suite, "--tf-target-file", str(target_file))
+    item = next(i for i in result.items if i.entry.id == "FAKE-LIVE-MINOR")
+    assert item.findings[0].message == "writes allowed: True"
+    assert result.run.provider == "embedded"
+    assert result.run.options["authenticated"] is True
