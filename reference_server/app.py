@@ -124,8 +124,9 @@ async def _open_resources() -> None:
     dsn = settings.database_url
     if dsn is None:
         raise RuntimeError("DATABASE_URL is not set")
+    # The engine's wake-up listener holds one pooled connection for good: two is the floor.
     st.pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=settings.POOL_SIZE, timeout=10, command_timeout=60
+        dsn, min_size=1, max_size=max(2, settings.POOL_SIZE), timeout=10, command_timeout=60
     )
     if settings.redis_url:
         st.redis = redis.asyncio.Redis.from_url(
