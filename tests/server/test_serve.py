@@ -165,9 +165,19 @@ async def test_serves_tls_with_workers_and_stops_gracefully_on_sigterm(
             tls12 = ssl.create_default_context(cafile=str(ca_file))
             tls12.maximum_version = ssl.TLSVersion.TLSv1_2  # the guide's policy allows 1.2
             assert httpx.get(base + "/health", verify=tls12, timeout=5).status_code == 200
+            for _ in range(20):  # fresh connections: the two workers share them out
+                assert httpx.get(base + "/health", verify=trust, timeout=5).status_code == 200
             metrics = client.get("/metrics").text
-            names = {f.name for f in text_string_to_metric_families(metrics)}
-            assert {"taskforge_http_request_duration_seconds", "taskforge_redis_up"} <= names
+            families = {f.name: f for f in text_string_to_metric_families(metrics)}
+            assert {"taskforge_http_request_duration_seconds", "taskforge_redis_up"} <= set(
+                families)
+            # Both workers' requests are counted: the exposition aggregates the processes.
+            health_count = sum(
+                sample.value
+                for sample in families["taskforge_http_request_duration_seconds"].samples
+                if sample.name.endswith("_count") and sample.labels.get("route") == "/health"
+            )
+            assert health_count >= 21
     finally:
         code, output = stop(proc)
     assert code == 0, output[-3000:]
