@@ -203,3 +203,48 @@ def test_hook_moves_past_api_key_expiry_into_the_future() -> None:
         hooks.before_call(None, case, {})
     assert past.body["expires_at"] == hooks.FAR_FUTURE
     assert garbage.body["expires_at"] == "yesterday"
+
+
+def test_results_become_one_finding_per_catalogue_item(tmp_path: Path) -> None:
+    from conformance.fuzz.findings import catalogue_entries, load_findings
+    from conformance.model import Status
+
+    results = {
+        "seed": 1,
+        "max_examples_per_operation": 5,
+        "checks": [
+            {
+                "check": "not_a_server_error",
+                "item_id": item_id("not_a_server_error"),
+                "status": "failed",
+                "checked": 10,
+                "failed": 1,
+                "failures": [
+                    {
+                        "operation": "POST /api/v1/jobs",
+                        "code": "ST101",
+                        "title": "Server error",
+                        "count": 1,
+                        "examples": [{"curl": "curl -X POST http://h", "status_code": 500}],
+                    }
+                ],
+            },
+            {
+                "check": "ignored_auth",
+                "item_id": item_id("ignored_auth"),
+                "status": "passed",
+                "checked": 10,
+                "failed": 0,
+                "failures": [],
+            },
+        ],
+    }
+    path = tmp_path / "fuzz-results.json"
+    path.write_text(json.dumps(results), encoding="utf-8")
+    crash, auth = load_findings(path)
+    assert (crash.item_id, crash.status) == ("API-FUZZ-NOT-A-SERVER-ERROR", Status.FAILED)
+    assert crash.evidence[0].curl == "curl -X POST http://h"
+    assert crash.evidence[0].status_code == 500
+    assert auth.status is Status.PASSED
+    ids = {entry.id for entry in catalogue_entries()}
+    assert ids == {item_id(check) for check in CHECKS}
