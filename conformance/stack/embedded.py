@@ -50,10 +50,10 @@ def _create_database(url: str, name: str) -> None:
 
 
 def _chown_tree(path: Path, user: str) -> None:
-    shutil.chown(path, user, user)
+    shutil.chown(path, user)
     for parent, dirs, files in os.walk(path):
         for name in (*dirs, *files):
-            shutil.chown(Path(parent) / name, user, user)
+            shutil.chown(Path(parent) / name, user)
 
 
 def cluster_template() -> Path:
