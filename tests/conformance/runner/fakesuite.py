@@ -1,7 +1,8 @@
 """A small made-up registry and catalogue for the plugin and command-line tests.
 
 Loaded with `-p fakesuite`; answers the plugin's hooks before the real registry does.
-`FAKE_FAIL=1` in the environment makes the blocker check fail; `FAKE_CRASH=1` makes one crash.
+`FAKE_FAIL=1` in the environment makes the blocker check fail, `FAKE_CRASH=1` crash, and
+`FAKE_INTERRUPT=1` raise KeyboardInterrupt as Ctrl-C would.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def static_ok(context: CheckContext) -> Iterator[Finding]:
 
 
 def static_blocker(context: CheckContext) -> Iterator[Finding]:
+    if os.environ.get("FAKE_INTERRUPT") == "1":
+        raise KeyboardInterrupt  # what Ctrl-C does in the middle of a check
     if os.environ.get("FAKE_CRASH") == "1":
         raise RuntimeError("boom")
     if os.environ.get("FAKE_FAIL") == "1":

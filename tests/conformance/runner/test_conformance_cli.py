@@ -234,3 +234,47 @@ def test_safety_line_says_what_a_foreign_target_may_get() -> None:
         args = cli.build_parser().parse_args(["run", *flags])
         cli.print_safety(foreign, args, out)
         assert out.getvalue().splitlines()[1].startswith(expected)
+
+
+def test_ctrl_c_cleans_the_stack_up_and_exits_130(
+    fake: cli.Suite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+    import threading
+    from collections.abc import Iterator
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import conformance.stack
+    from conformance.stack import Target
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def fake_stack(kind: str = "auto", **options: object) -> Iterator[Target]:
+        events.append(f"open {kind}")
+        try:
+            yield Target(base_url=f"http://127.0.0.1:{server.server_port}", provider="embedded",
+                         is_reference=True)
+        finally:
+            events.append("closed")
+
+    monkeypatch.setattr(conformance.stack, "open_stack", fake_stack)
+    monkeypatch.setenv("FAKE_INTERRUPT", "1")
+    try:
+        code, _ = run(["run", "--reports-dir", str(tmp_path / "reports")], fake)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 130
+    assert events == ["open auto", "closed"]
+    assert not (tmp_path / "reports").exists()
