@@ -98,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if results:
                 write_results(out, run_id=run_id, quick=args.quick,
                               started_at=started.isoformat(),
-                              finished_at=datetime.now(UTC).isoformat(), results=results)
+                              finished_at=datetime.now(UTC).isoformat(),
+                              scenarios=[r.as_dict() for r in results])
     print(f"chaos: {sum(r.ok for r in results)}/{len(results)} scenarios kept their promises; "
           f"figures in {out}", flush=True)
     return EXIT_OK if all(r.ok for r in results) else EXIT_BROKEN

@@ -6,6 +6,7 @@ failing scenario does not hide the others. `ChaosError` means the scenario could
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import tempfile
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from conformance.chaos import SCENARIO_IDS
 from conformance.chaos.ledger import (
     NO_ANSWER,
     QUERIES,
@@ -98,6 +100,15 @@ class ScenarioResult:
     def ok(self) -> bool:
         return not self.problems and self.error is None
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, with `ok` and rounded seconds (the form chaos.json holds)."""
+        data = dataclasses.asdict(self)
+        data["ok"] = self.ok
+        for key in ("recovery_seconds", "recovery_bound_seconds"):
+            if isinstance(data[key], float):
+                data[key] = round(data[key], 2)
+        return data
+
     def take(self, books: Accounting) -> None:
         self.accepted = books.accepted
         self.completed = books.completed
@@ -171,7 +182,7 @@ def ensure_server(stack: ChaosStack) -> None:
 
 def process_crash(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
     """SIGKILL every server process while jobs are submitted and worked; restart; count."""
-    result = ScenarioResult(id="CHAOS-PROCESS-CRASH", name="process crash")
+    result = ScenarioResult(id=SCENARIO_IDS["process-crash"], name="process crash")
     ledger = Ledger()
     assert stack.token is not None and stack.server is not None
     load = Load(stack.base_url, stack.token, ledger,
@@ -232,7 +243,7 @@ def _wait_ready_within(stack: ChaosStack, timeout: float) -> float | None:
 
 def worker_death(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
     """A worker leases jobs and dies; they come back after the lease and finish elsewhere."""
-    result = ScenarioResult(id="CHAOS-WORKER-DEATH", name="worker death")
+    result = ScenarioResult(id=SCENARIO_IDS["worker-death"], name="worker death")
     ledger = Ledger()
     assert stack.token is not None
     count, lease_seconds = sizes.dead_worker_jobs, sizes.dead_worker_lease_seconds
@@ -310,7 +321,7 @@ def _probe_health(client: httpx.Client, ledger: Ledger) -> tuple[int, str | None
 
 def database_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
     """PostgreSQL stopped under load: 503 with Retry-After, never 500; back within 5 s."""
-    result = ScenarioResult(id="CHAOS-DATABASE-OUTAGE", name="database outage")
+    result = ScenarioResult(id=SCENARIO_IDS["database-outage"], name="database outage")
     ledger = Ledger()
     assert stack.token is not None and stack.pg is not None
     load = Load(stack.base_url, stack.token, ledger, echo_job("database-outage"),
@@ -375,7 +386,7 @@ def database_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
 
 def redis_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
     """Redis stopped under load: submits and leases go on, /health degraded, limiter open."""
-    result = ScenarioResult(id="CHAOS-REDIS-OUTAGE", name="redis outage")
+    result = ScenarioResult(id=SCENARIO_IDS["redis-outage"], name="redis outage")
     ledger = Ledger()
     assert stack.token is not None and stack.redis is not None
     load = Load(stack.base_url, stack.token, ledger, echo_job("redis-outage"),
@@ -411,8 +422,7 @@ def redis_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
                     health_ok_at = time.monotonic()
                     break
                 time.sleep(0.1)
-            limited = client.get("/api/v1/jobs", params={"limit": 1},
-                                 headers={"Authorization": f"Bearer {stack.token}"})
+            limiter_back_at = _wait_rate_limit_headers(client, stack.token, up_at + 30)
         time.sleep(0.5)
     finally:
         load.stop()
@@ -425,7 +435,8 @@ def redis_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
         "external_jobs_submitted_during_outage": external.accepted_count,
         "leased_during_outage": leased_during,
         "completed_during_outage": completed_during,
-        "rate_limit_headers_after": "x-ratelimit-limit" in limited.headers,
+        "rate_limit_back_after_seconds": (
+            round(limiter_back_at - up_at, 2) if limiter_back_at is not None else None),
     })
     refused = {c: n for c, n in during.items() if not 200 <= c < 300}
     if refused:
@@ -438,14 +449,30 @@ def redis_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
     not_degraded = [f"{c} {s}" for c, s in health_during if (c, s) != (200, "degraded")]
     if not_degraded:
         result.problems.append(f"/health during the outage answered {sorted(set(not_degraded))}")
-    if "x-ratelimit-limit" not in limited.headers:
-        result.problems.append("no rate-limit headers once Redis was back")
+    if limiter_back_at is None:
+        result.problems.append("no rate-limit headers within 30 s of Redis' return")
     healthy = None if health_ok_at is None else health_ok_at - up_at
-    result.bound(healthy, REDIS_RECOVERY_BOUND_SECONDS, "/health said ok again")
+    if limiter_back_at is not None and healthy is not None:
+        healthy = max(healthy, limiter_back_at - up_at)
+    result.bound(healthy, REDIS_RECOVERY_BOUND_SECONDS, "/health ok and rate limits back")
     for job_id in external.ids():
         ledger.accept([job_id])
     _drain(stack, result, ledger, sizes.drain_timeout_seconds)
     return result
+
+
+def _wait_rate_limit_headers(client: httpx.Client, token: str, deadline: float) -> float | None:
+    """When an authenticated request carries rate-limit headers again (the limiter is back)."""
+    while time.monotonic() < deadline:
+        try:
+            response = client.get("/api/v1/jobs", params={"limit": 1},
+                                  headers={"Authorization": f"Bearer {token}"})
+        except httpx.HTTPError:
+            response = None
+        if response is not None and "x-ratelimit-limit" in response.headers:
+            return time.monotonic()
+        time.sleep(0.1)
+    return None
 
 
 # 5. Graceful shutdown -----------------------------------------------------------------------
@@ -453,7 +480,7 @@ def redis_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
 
 def graceful_shutdown(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
     """SIGTERM under load: in-flight jobs finish within the grace, exit 0, nothing lost."""
-    result = ScenarioResult(id="CHAOS-GRACEFUL-SHUTDOWN", name="graceful shutdown")
+    result = ScenarioResult(id=SCENARIO_IDS["graceful-shutdown"], name="graceful shutdown")
     ledger = Ledger()
     assert stack.token is not None and stack.server is not None
     grace = float(stack.settings()["SHUTDOWN_GRACE_SECONDS"])
@@ -536,7 +563,7 @@ def _serves_with_log_file(stack: ChaosStack, log_file: str, ledger: Ledger) -> l
 
 def log_file_unwritable(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
     """LOG_FILE_PATH on a full disk, a directory, or under a file: serving and stdout go on."""
-    result = ScenarioResult(id="CHAOS-LOG-UNWRITABLE", name="log file unwritable")
+    result = ScenarioResult(id=SCENARIO_IDS["log-unwritable"], name="log file unwritable")
     ledger = Ledger()
     started = time.monotonic()
     blocker = stack.root / "not-a-directory"
@@ -571,7 +598,7 @@ def backup_restore(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
     """pg_dump under load, pg_restore into a fresh database: every job accepted before is there."""
     from reference_server.devservices import postgres_bin_dir
 
-    result = ScenarioResult(id="CHAOS-BACKUP-RESTORE", name="backup and restore")
+    result = ScenarioResult(id=SCENARIO_IDS["backup-restore"], name="backup and restore")
     ledger = Ledger()
     assert stack.token is not None and stack.pg is not None
     bin_dir = postgres_bin_dir()
@@ -633,16 +660,6 @@ def backup_restore(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
 
 
 Scenario = Callable[[ChaosStack, Sizes], ScenarioResult]
-#: The catalogue item of each scenario (conformance/catalogue/chaos.yaml).
-SCENARIO_IDS: dict[str, str] = {
-    "process-crash": "CHAOS-PROCESS-CRASH",
-    "worker-death": "CHAOS-WORKER-DEATH",
-    "database-outage": "CHAOS-DATABASE-OUTAGE",
-    "redis-outage": "CHAOS-REDIS-OUTAGE",
-    "graceful-shutdown": "CHAOS-GRACEFUL-SHUTDOWN",
-    "log-unwritable": "CHAOS-LOG-UNWRITABLE",
-    "backup-restore": "CHAOS-BACKUP-RESTORE",
-}
 SCENARIOS: dict[str, Scenario] = {
     "process-crash": process_crash,
     "worker-death": worker_death,

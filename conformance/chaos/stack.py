@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import psycopg
 
+from conformance.stack.embedded import DATABASE, start_postgres
 from reference_server.devservices import EmbeddedPostgres, EmbeddedRedis, free_port
 
-DATABASE = "taskforge"
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "PYTHONPATH",
@@ -106,10 +105,9 @@ class ChaosStack:
         (self.root / "redis").mkdir(exist_ok=True)
         self.pg = EmbeddedPostgres(root=self.root / "postgres", durable=True)
         self.redis = EmbeddedRedis(root=self.root / "redis")
-        self.pg.start()
         self.redis.start()
-        with psycopg.connect(self.pg.url, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(f'CREATE DATABASE "{DATABASE}"')  # our constant, not input
+        # A copy of the embedded provider's cached cluster, which holds the database already.
+        start_postgres(self.pg)
         self._secrets = {
             "JWT_SECRET": secrets.token_urlsafe(48),
             "JWT_REFRESH_SECRET": secrets.token_urlsafe(48),

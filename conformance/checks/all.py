@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import conformance.checks.chaos  # chaos items, judged from a chaos run's chaos.json
 import conformance.checks.host  # host checks through testinfra (importing registers them)
 import conformance.checks.live  # noqa: F401 - live checks against a running deployment
 
