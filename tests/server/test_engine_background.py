@@ -155,8 +155,10 @@ async def test_builtin_test_job_succeeds_without_external_worker(
 
     done = await wait_for_status(builtin_engine, org, job.id, JobStatus.SUCCEEDED)
     await until(
-        lambda: sample("taskforge_job_processed_total", {**labels, "result": "succeeded"})
-        == processed_before + 1,
+        lambda: (
+            sample("taskforge_job_processed_total", {**labels, "result": "succeeded"})
+            == processed_before + 1
+        ),
         "the processed counter counts it",
     )
     assert sample("taskforge_job_submitted_total", labels) == submitted_before + 1
@@ -283,3 +285,33 @@ async def test_stop_ends_waiting_long_polls(pool: asyncpg.Pool, org: UUID) -> No
     await engine.stop(0)
 
     assert await asyncio.wait_for(lease, WAIT_LIMIT_SECONDS) == []
+
+
+async def test_builtin_pool_leaves_paused_queues_alone(
+    builtin_engine: Engine, org: UUID, pool: asyncpg.Pool
+) -> None:
+    await builtin_engine.pause_queue(org, "default")
+    await builtin_engine.create_queue(org, name="open")
+    held, _ = await builtin_engine.submit(org, spec(job_type="test_job"))
+    marker, _ = await builtin_engine.submit(org, spec(job_type="test_job", queue="open"))
+
+    # Submitted after `held`, run by the same pool: when it is done, `held` was passed over.
+    await wait_for_status(builtin_engine, org, marker.id, JobStatus.SUCCEEDED)
+    assert (await builtin_engine.get_job(org, held.id)).status is JobStatus.PENDING
+
+    await builtin_engine.resume_queue(org, "default")
+    await wait_for_status(builtin_engine, org, held.id, JobStatus.SUCCEEDED)
+
+
+async def test_scheduled_builtin_job_runs_once_due(
+    builtin_engine: Engine, org: UUID, pool: asyncpg.Pool
+) -> None:
+    due = await db_now(pool) + timedelta(seconds=1)
+    job, _ = await builtin_engine.submit(
+        org, spec(job_type="echo", payload={"x": 1}, scheduled_for=due)
+    )
+    assert job.status is JobStatus.SCHEDULED
+
+    done = await wait_for_status(builtin_engine, org, job.id, JobStatus.SUCCEEDED)
+
+    assert done.started_at is not None and done.started_at >= due
