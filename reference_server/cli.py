@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -77,8 +78,14 @@ def command_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _terminated(signum: int, frame: object) -> None:
+    # Until Granian installs its own handler: unwind, so embedded services are stopped too.
+    raise SystemExit(EXIT_OK)
+
+
 def command_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.env_file)
+    signal.signal(signal.SIGTERM, _terminated)
     if args.env_file is not None:
         os.environ[ENV_FILE_VARIABLE] = str(args.env_file.resolve())
     with contextlib.ExitStack() as stack:

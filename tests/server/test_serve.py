@@ -332,3 +332,21 @@ def test_migrate_command_applies_once(postgres_server: Any) -> None:
     assert not first.stdout.decode().startswith("applied 0")
     assert second.returncode == 0
     assert second.stdout.decode().strip() == "applied 0 migration(s)"
+
+
+def test_sigterm_while_starting_still_stops_embedded_services() -> None:
+    proc = serve(server_env(APPLICATION_PORT=free_port(), BUILTIN_WORKERS=0))
+    pg_port = None
+    assert proc.stdout is not None
+    for _ in range(50):  # bounded: the line comes within the first few
+        line = proc.stdout.readline().decode()
+        if line.startswith("embedded PostgreSQL"):
+            pg_port = int(line.rsplit(":", 1)[1].split("/")[0])
+            break
+        if not line:
+            break
+    assert pg_port is not None
+    code, output = stop(proc)  # SIGTERM before the server listens
+    assert code == 0, output[-3000:]
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", pg_port), timeout=1).close()
