@@ -40,6 +40,13 @@ def fuzz(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def chaos(session: nox.Session) -> None:
+    """Fault injection on the reference stack: crashes, outages, SIGTERM, backup; --quick."""
+    install_project(session)
+    session.run("python", "-m", "conformance.chaos", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def report(session: nox.Session) -> None:
     """Re-render a run's reports from its results.json: `nox -s report -- reports/<run-id>`."""
     if len(session.posargs) != 1:
