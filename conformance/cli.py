@@ -589,6 +589,6 @@ def print_summary(result: RunResult, report_dir: Path | None, out: TextIO) -> No
         print(f"reports: {report_dir}", file=out)
     wall = result.run.options.get("wall_seconds")
     if wall is not None:
-        print(f"wall time: {wall} s (stack, checks and clean-up)", file=out)
+        print(f"wall time: {wall} s (the whole run)", file=out)
     print(f"verdict: {result.verdict.value} ({counts}; {automated} automated items) "
           f"exit {int(result.exit_status)}", file=out)

@@ -278,3 +278,18 @@ def test_ctrl_c_cleans_the_stack_up_and_exits_130(
     assert code == 130
     assert events == ["open auto", "closed"]
     assert not (tmp_path / "reports").exists()
+
+
+def test_static_phase_on_files_from_anywhere_with_the_real_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The guide's own artifacts, verbatim: NOT READY, findings pointing into those files."""
+    guide = Path(__file__).parents[1] / "static" / "fixtures" / "guide"
+    code, out = run(["run", "--phase", "static", "--env-file", str(guide / "env.production"),
+                     "--compose-file", str(guide / "docker-compose.prod.yml"),
+                     "--dockerfile", str(guide / "Dockerfile.prod"),
+                     "--reports-dir", str(tmp_path / "reports")], cli.Suite())
+    assert code == 1
+    assert "target: none" in out
+    assert f"[{guide / 'env.production'}:" in capsys.readouterr().out  # pytest's failure lines
+    assert "COMPOSE-NO-DOCKER-SOCKET failed" in out
