@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shlex
 import shutil
@@ -15,14 +16,14 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from benchmarks import limits, loadgen, report, server
+from benchmarks import limits, loadgen, profile, report, server
 from benchmarks.plan import FULL, QUICK, Plan
 from benchmarks.processes import BenchError, served
 from benchmarks.report import Figure, Target, TargetKind
@@ -47,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="HTTP load generator (auto: wrk when installed)")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin the server and the generator to separate cores")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="record py-spy profiles of the servers per phase into DIR")
     parser.add_argument("--command", help="the command line recorded in the report")
     return parser
 
@@ -54,8 +57,10 @@ def _parser() -> argparse.ArgumentParser:
 class Run:
     """Collects figures; a phase that fails leaves its figures empty with the reason."""
 
-    def __init__(self, plan: Plan, where: Placement, generator: str, workdir: Path) -> None:
+    def __init__(self, plan: Plan, where: Placement, generator: str, workdir: Path,
+                 profile_dir: Path | None = None) -> None:
         self.plan = plan
+        self.profile_dir = profile_dir
         self.where = where
         self.generator = generator
         self.workdir = workdir
@@ -102,9 +107,27 @@ class Run:
         return next((f.value for f in self.figures if f.name == name), None)
 
 
+@contextlib.contextmanager
+def step(label: str, profile_dir: Path | None = None, pid: int = 0) -> Iterator[None]:
+    """Print how long a step of a phase took; profile the server `pid` meanwhile when asked."""
+    started = time.monotonic()
+    key = label.replace("-", "").replace(" ", "_")
+    try:
+        if pid:
+            with profile.profiled(profile_dir, key, pid):
+                yield
+        else:
+            yield
+    finally:
+        print(f"   {label}: {time.monotonic() - started:.1f}s", flush=True)
+
+
 def _http_config(result: loadgen.LoadResult, shares: dict[str, float], **extra: Any,
                  ) -> dict[str, Any]:
+    # CPU per request holds up on a busy machine better than a rate does.
+    cpu_ms = shares.get("server", 0.0) * result.seconds * 1000 / max(1, result.ok)
     return {"generator": result.tool, "seconds": round(result.seconds, 2), "ok": result.ok,
+            "server_cpu_ms_per_request": round(cpu_ms, 3),
             "errors": result.errors, "latency_ms": result.latency_ms,
             "cpu_core_share": shares, **result.detail, **extra}
 
@@ -122,7 +145,9 @@ def run_limits(run: Run, dsn: str) -> None:
         cp = asyncio.run(limits.copy_rows(dsn, rows=plan.copy_rows))
         run.add("limits.copy", cp.per_second, "rows/s", "limits", config={
             "rows": cp.count, "seconds": round(cp.seconds, 3),
-            "method": "asyncpg copy_records_to_table"})
+            "method": "asyncpg copy_records_to_table, one transaction",
+            "table": "uuid primary key, identity seq, queue, type, jsonb payload, status, "
+                     "partial ready index (benchmarks/sql/limits.sql)"})
         lp = asyncio.run(limits.batched_lease_loop(
             dsn, jobs=plan.loop_jobs, batch=plan.loop_batch, loops=plan.loop_count,
             seconds=plan.phase_timeout_seconds))
@@ -147,9 +172,11 @@ def run_http_limits(run: Run, inherited: dict[str, str], pg_roots: list[int]) ->
             args = ["-m", "benchmarks.apps", kind, "--port", str(port),
                     "--workers", str(plan.server_workers), "--backpressure", "100"]
             with served(args, env=inherited, log=run.workdir / f"{kind}.log", ready_url=url,
-                        prefix=run.where.taskset("server")) as proc:
+                        prefix=run.where.taskset("server")) as proc, \
+                    profile.profiled(run.profile_dir, f"limit_{kind}", proc.pid):
                 result, shares = server.measured(
-                    run.load, {"server": [proc.pid], "postgres": pg_roots}, url=url,
+                    run.load, {"server": [proc.pid], "postgres": pg_roots},
+                    warmup=plan.warmup_seconds, url=url,
                     method="POST", body=server.single_body(), headers={},
                     connections=plan.http_connections,
                     seconds=plan.http_seconds)
@@ -175,12 +202,16 @@ def run_engine(run: Run, env: dict[str, str], inherited: dict[str, str],
              ("engine.server_rss_per_process", "MB", "engine")]
 
     def body() -> None:
-        with server.reference_server(env=env, inherited=inherited, workdir=run.workdir,
-                                     placement=run.where) as ref, server.rss(ref) as sampler:
+        with contextlib.ExitStack() as stack:
+            with step("server start, account, queues"):
+                ref = stack.enter_context(server.reference_server(
+                    env=env, inherited=inherited, workdir=run.workdir, placement=run.where))
+            sampler = stack.enter_context(server.rss(ref))
             roots = {"server": [ref.proc.pid], "postgres": pg_roots}
             settings = {k: v for k, v in env.items() if "SECRET" not in k and "URL" not in k}
 
-            result, shares = server.single_submit(ref, run.load, roots, plan)
+            with step("single submit", run.profile_dir, ref.proc.pid):
+                result, shares = server.single_submit(ref, run.load, roots, plan)
             cfg = _http_config(result, shares, server_settings=settings,
                                request="POST /api/v1/jobs, one no-op job (not a built-in type)")
             run.add("engine.http_single_submit", result.rate, "jobs/s", "engine",
@@ -192,7 +223,8 @@ def run_engine(run: Run, env: dict[str, str], inherited: dict[str, str],
                         "engine", config={"connections": plan.http_connections,
                                           "generator": result.tool, "closed_loop": True})
 
-            result, shares = server.batch_submit(ref, run.load, roots, plan)
+            with step("batch submit", run.profile_dir, ref.proc.pid):
+                result, shares = server.batch_submit(ref, run.load, roots, plan)
             run.add("engine.http_batch_submit", result.rate * plan.batch_size, "jobs/s",
                     "engine", limit="limits.copy",
                     target=Target(kind=TargetKind.MIN_RATIO, value=0.4, text=">= 0.4 x COPY"),
@@ -200,29 +232,35 @@ def run_engine(run: Run, env: dict[str, str], inherited: dict[str, str],
                                         requests_per_s=round(result.rate, 2),
                                         request="POST /api/v1/jobs/batch"))
 
-            done, seconds, shares = server.builtin_workers(ref, plan, roots)
+            with step("built-in workers", run.profile_dir, ref.proc.pid):
+                done, seconds, shares = server.builtin_workers(ref, plan, roots)
             _check_count("built-in workers", done, plan.builtin_jobs)
             run.add("engine.builtin_workers", done / seconds if seconds else None, "jobs/s",
                     "engine", limit="limits.batched_lease_loop",
                     target=Target(kind=TargetKind.MIN_RATIO, value=0.5,
                                   text=">= 0.5 x raw batched lease loop"),
                     config={"jobs": done, "seconds": round(seconds, 3), "job_type": "test_job",
+                            "server_cpu_ms_per_job": round(
+                                shares.get("server", 0.0) * seconds * 1000 / max(1, done), 4),
                             "builtin_workers": env.get("BUILTIN_WORKERS", "default (4)"),
                             "cpu_core_share": shares,
                             "timing": "first started_at to last completed_at (database clock)"})
 
-            done, seconds, detail = server.external_workers(ref, plan, run.where, roots)
-            _check_count("external workers", done, plan.external_jobs)
+            with step("external workers", run.profile_dir, ref.proc.pid):
+                done, seconds, detail = server.external_workers(ref, plan, run.where, roots)
+            _check_count("external workers", done, 1)
             run.add("engine.external_workers", done / seconds if seconds else None, "jobs/s",
                     "engine", limit="limits.batched_lease_loop", config={
                         "jobs": done, "seconds": round(seconds, 3),
+                        "submitted": plan.external_jobs, "truncated": done < plan.external_jobs,
                         "workers": plan.external_workers, "max_jobs": plan.external_max_jobs,
                         "connections_per_worker": plan.external_connections,
                         "protocol": "POST lease (max_jobs) + POST complete per job", **detail})
 
             peak = run.by_name("engine.http_single_submit") or 0.0
             rate = max(1.0, peak / 2)
-            result, shares, lat = server.start_latency(ref, run.load, roots, plan, rate)
+            with step("start latency", run.profile_dir, ref.proc.pid):
+                result, shares, lat = server.start_latency(ref, run.load, roots, plan, rate)
             cfg = _http_config(result, shares, offered_rate=round(rate, 1),
                                achieved_rate=round(result.rate, 1),
                                jobs_started=int(lat["started"]),
@@ -344,7 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir.chmod(0o755)  # as root, PostgreSQL runs as its own user and must traverse it
     pg = EmbeddedPostgres(durable=True, root=workdir / "postgres")
     redis = EmbeddedRedis(root=workdir / "redis")
-    run = Run(plan, where, generator, workdir)
+    if args.profile is not None and not profile.available():
+        print("error: --profile: py-spy is not installed", file=sys.stderr)
+        return EXIT_USAGE
+    run = Run(plan, where, generator, workdir, args.profile)
     try:
         try:
             (workdir / "postgres").mkdir()

@@ -13,6 +13,7 @@ from benchmarks import sql
 Q = sql.load("limits.sql")
 NOOP_PAYLOAD = "{}"
 JOB_TYPE = "noop"
+QUEUE = "default"
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,10 @@ async def copy_rows(dsn: str, *, rows: int) -> Rate:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(Q["create_copy_table"])
-        records = [(JOB_TYPE, NOOP_PAYLOAD)] * rows
+        records = [(QUEUE, JOB_TYPE, NOOP_PAYLOAD)] * rows
         started = time.perf_counter()
         await conn.copy_records_to_table(
-            "bench_copy", records=records, columns=["job_type", "payload"]
+            "bench_copy", records=records, columns=["queue_name", "job_type", "payload"]
         )
         return Rate(rows, time.perf_counter() - started)
     finally:

@@ -18,6 +18,7 @@ class Plan:
     loop_count: int = 4
     # HTTP
     http_seconds: float = 5.0
+    warmup_seconds: float = 2.0  # of the same load, before each closed-loop HTTP measurement
     http_connections: int = 32
     batch_connections: int = 4
     batch_size: int = 1000
@@ -25,6 +26,7 @@ class Plan:
     # engine
     builtin_jobs: int = 20_000
     external_jobs: int = 10_000
+    external_seconds: float = 30.0  # the workers stop then, done or not (figure: done / time)
     external_workers: int = 2
     external_connections: int = 8
     external_max_jobs: int = 100
@@ -46,7 +48,8 @@ class Plan:
 FULL = Plan()
 QUICK = Plan(
     insert_seconds=1.0, insert_max_rows=20_000, copy_rows=10_000, loop_jobs=5_000,
-    http_seconds=1.0, http_connections=16, batch_connections=2, batch_size=200,
-    builtin_jobs=1_000, external_jobs=500, latency_seconds=1.0, latency_connections=16,
-    peer_seconds=3.0, phase_timeout_seconds=30.0,
+    http_seconds=1.0, warmup_seconds=1.0, http_connections=16, batch_connections=2, batch_size=200,
+    builtin_jobs=1_000, external_jobs=500, external_seconds=10.0,
+    latency_seconds=1.0, latency_connections=16,
+    peer_seconds=2.0, phase_timeout_seconds=30.0,
 )

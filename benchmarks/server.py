@@ -120,9 +120,14 @@ def single_body(queue: str = "bench-submit", job_type: str = NOOP_TYPE) -> bytes
     return orjson.dumps(job(queue, job_type))
 
 
-def measured(load: Load, window_roots: dict[str, list[int]], **kwargs: Any,
-             ) -> tuple[LoadResult, dict[str, float]]:
-    """A load phase with the CPU share of the server (and PostgreSQL) and the generator."""
+def measured(load: Load, window_roots: dict[str, list[int]], *, warmup: float = 0.0,
+             **kwargs: Any) -> tuple[LoadResult, dict[str, float]]:
+    """A load phase with the CPU share of the server (and PostgreSQL) and the generator.
+
+    `warmup` seconds of the same load go first, unmeasured: pools fill, statements get prepared.
+    """
+    if warmup > 0:
+        load(**(kwargs | {"seconds": warmup}))
     window = CpuWindow(window_roots)
     window.start()
     result = load(**kwargs)
@@ -136,14 +141,16 @@ def measured(load: Load, window_roots: dict[str, list[int]], **kwargs: Any,
 
 def single_submit(run: EngineRun, load: Load, roots: dict[str, list[int]], plan: Plan,
                   ) -> tuple[LoadResult, dict[str, float]]:
-    return measured(load, roots, url=f"{run.base_url}/api/v1/jobs", method="POST",
+    return measured(load, roots, warmup=plan.warmup_seconds,
+                    url=f"{run.base_url}/api/v1/jobs", method="POST",
                     body=single_body(), headers=run.auth,
                     connections=plan.http_connections, seconds=plan.http_seconds)
 
 
 def batch_submit(run: EngineRun, load: Load, roots: dict[str, list[int]], plan: Plan,
                  ) -> tuple[LoadResult, dict[str, float]]:
-    return measured(load, roots, url=f"{run.base_url}/api/v1/jobs/batch", method="POST",
+    return measured(load, roots, warmup=plan.warmup_seconds,
+                    url=f"{run.base_url}/api/v1/jobs/batch", method="POST",
                     body=batch_body("bench-batch", NOOP_TYPE, plan.batch_size), headers=run.auth,
                     connections=plan.batch_connections, seconds=plan.http_seconds)
 
@@ -202,18 +209,19 @@ def external_workers(run: EngineRun, plan: Plan, placement: Placement,
         [*placement.taskset("generator"), sys.executable, "-m", "benchmarks.loadgen", "worker",
          "--base-url", run.base_url, "--token", run.token, "--worker-id", worker_id,
          "--max-jobs", str(plan.external_max_jobs), "--connections",
-         str(plan.external_connections), "--seconds", str(plan.phase_timeout_seconds)],
+         str(plan.external_connections), "--seconds", str(plan.external_seconds)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for worker_id in ids]
     results = []
     for proc in procs:
-        out, err = proc.communicate(timeout=plan.phase_timeout_seconds + 30)
+        out, err = proc.communicate(timeout=plan.external_seconds + 60)
         found = [ln for ln in out.splitlines() if ln.startswith(RESULT_PREFIX)]
         if proc.returncode != 0 or not found:
             raise BenchError(f"external worker failed: {err.strip()[-200:]}")
         results.append(orjson.loads(found[-1].removeprefix(RESULT_PREFIX)))
     shares = window.stop()
+    # The clients have stopped: what they completed is in; leases they held stay unfinished.
     done, seconds = asyncio.run(_wait_worked(run.database_url, "bench-external",
-                                             plan.external_jobs, 10.0))
+                                             plan.external_jobs, 0.0))
     detail = {"cpu": shares, "errors": sum(r["errors"] for r in results),
               "completed_by_clients": sum(r["completed"] for r in results)}
     return done, seconds, detail

@@ -12,11 +12,20 @@ CREATE TABLE IF NOT EXISTS bench_inserts (
 INSERT INTO bench_inserts (job_type, payload) VALUES ($1, $2::text::jsonb)
 
 -- name: create_copy_table
+-- What a queue must keep per job, no more: an id, its queue and type, the payload, a status, and
+-- the partial index a dequeue reads.
 CREATE TABLE IF NOT EXISTS bench_copy (
+    id         UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+    seq        BIGINT GENERATED ALWAYS AS IDENTITY,
+    queue_name TEXT NOT NULL,
     job_type   TEXT NOT NULL,
     payload    JSONB NOT NULL,
+    priority   SMALLINT NOT NULL DEFAULT 0,
+    status     TEXT NOT NULL DEFAULT 'pending',
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
-)
+);
+CREATE INDEX IF NOT EXISTS bench_copy_ready ON bench_copy (queue_name, priority DESC, seq)
+    WHERE status = 'pending'
 
 -- name: create_queue_table
 -- A queue as small as it gets: a ready flag in a partial index, FIFO by a sequence.
