@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +26,6 @@ from reference_server.security import (
     TokenType,
     hash_api_key,
     looks_like_api_key,
-    role_permissions,
 )
 
 if TYPE_CHECKING:
@@ -182,14 +180,9 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-async def parse_body(model: type[M], *, optional: bool = False) -> M:
-    """The request's JSON body validated against model; 415, 413 or 400 otherwise.
-
-    optional: an empty body (no Content-Type) stands for {}, for endpoints whose fields all default.
-    """
+async def parse_body(model: type[M]) -> M:
+    """The request's JSON body validated against model; 415, 413 or 400 otherwise."""
     raw = await request.get_data(as_text=False)
-    if optional and not raw:
-        return model.model_validate_json(b"{}")
     if not _is_json(request.headers.get("Content-Type", "")):
         raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
     try:
@@ -327,13 +320,3 @@ def set_audit_target(target: object) -> None:
     """What the mutating call acted on, for its audit row (ids and names only)."""
     g.audit_target = str(target)
 
-
-def user_permissions(role: str) -> frozenset[str]:
-    return role_permissions(role)
-
-
-def parse_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
