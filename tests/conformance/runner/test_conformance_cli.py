@@ -293,3 +293,24 @@ def test_static_phase_on_files_from_anywhere_with_the_real_checks(
     assert "target: none" in out
     assert f"[{guide / 'env.production'}:" in capsys.readouterr().out  # pytest's failure lines
     assert "COMPOSE-NO-DOCKER-SOCKET failed" in out
+
+
+def test_report_and_diff_delegate_to_the_reporting_package(
+    fake: cli.Suite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reports = tmp_path / "reports"
+    assert run(static_args(tmp_path), fake)[0] == 0
+    before = (reports / "latest").resolve()
+    monkeypatch.setenv("FAKE_FAIL", "1")
+    assert run(static_args(tmp_path), fake)[0] == 1
+    after = (reports / "latest").resolve()
+
+    (after / "readiness.md").unlink()
+    code, out = run(["report", str(after)], fake)
+    assert (code, (after / "readiness.md").is_file()) == (0, True)
+    assert out.startswith("re-rendered ")
+
+    code, out = run(["diff", str(before), str(after)], fake)
+    assert code == 1  # FAKE-STATIC-BLOCKER regressed
+    assert "FAKE-STATIC-BLOCKER" in out
+    assert run(["diff", str(after), str(after)], fake)[0] == 0
