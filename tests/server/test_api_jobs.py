@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from api_support import error_code, register, running_app, wait_for_job_status
 
@@ -208,3 +209,27 @@ async def test_worker_protocol_lease_complete_and_fail(database_url: str, redis_
     listed = (await workers.get_json())["data"]["workers"]
     assert [w["status"] for w in listed] == ["online"]
     assert (await empty.get_json())["data"]["jobs"] == []
+
+
+async def test_scheduled_for_in_the_future_is_scheduled(database_url: str, redis_url: str) -> None:
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    async with running_app(database_url, redis_url) as api:
+        token = (await register(api))["access_token"]
+        response = await api.post(
+            "/api/v1/jobs", token=token, json={**SMOKE_JOB, "scheduled_for": later}
+        )
+        naive = await api.post(
+            "/api/v1/jobs", token=token, json={**SMOKE_JOB, "scheduled_for": "2030-01-01T00:00:00"}
+        )
+        key = await api.post(
+            "/api/v1/api-keys",
+            token=token,
+            json={"name": "temp", "permissions": ["job:read"], "expires_at": later},
+        )
+    assert response.status_code == 201
+    job = (await response.get_json())["data"]
+    assert job["status"] == "scheduled"
+    assert datetime.fromisoformat(job["scheduled_for"]) == datetime.fromisoformat(later)
+    assert naive.status_code == 400  # a time without its offset is ambiguous
+    assert key.status_code == 201
+    assert (await key.get_json())["data"]["expires_at"] is not None
