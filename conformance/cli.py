@@ -519,8 +519,30 @@ def run(args: argparse.Namespace, suite: Suite, out: TextIO) -> int:
     result = replace(result, run=replace(result.run, options=options, started_at=started_at,
                                          finished_at=datetime.now(UTC)))
     report_dir = write(result, args.reports_dir, out)
+    if report_dir is not None:
+        write_timing(result, args.reports_dir)
     print_summary(result, report_dir, out)
     return int(result.exit_status)
+
+
+def write_timing(result: RunResult, reports_dir: Path) -> None:
+    """reports/conformance-timing.json: how long the latest run took, and on what."""
+    import json
+
+    options = result.run.options
+    record = {
+        "run_id": result.run.run_id,
+        "wall_seconds": options.get("wall_seconds"),
+        "provider": result.run.provider,
+        "phases": options.get("phases") or "all",
+        "workers": options.get("workers") or 0,
+        "items": len(result.items),
+        "cpu_count": os.cpu_count(),
+        "command": "python -m conformance " + " ".join(sys.argv[1:]),
+        "measured_at": result.run.finished_at.isoformat(),
+    }
+    path = reports_dir / "conformance-timing.json"
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def write(result: RunResult, reports_dir: Path, out: TextIO) -> Path | None:

@@ -55,6 +55,9 @@ def test_ready_run_exits_0_and_writes_the_reports(fake: cli.Suite, tmp_path: Pat
     assert "target: none" in out
     data = json.loads((tmp_path / "reports" / "latest" / "results.json").read_text())
     assert data["run"]["options"]["env_file"].endswith("prod.env")
+    timing = json.loads((tmp_path / "reports" / "conformance-timing.json").read_text())
+    assert timing["run_id"] == data["run"]["run_id"]
+    assert timing["wall_seconds"] == data["run"]["options"]["wall_seconds"] > 0
 
 
 def test_failed_blocker_exits_1_and_is_listed(
