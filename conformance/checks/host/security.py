@@ -43,6 +43,15 @@ def firewall_evidence(host: HostView) -> tuple[str | None, list[Evidence]]:
         seen.append(done.evidence())
         if done.ok and nft_has_rules(done.stdout):
             return "nftables", seen
+    if host.has_command("systemctl"):
+        # Without root `nft list ruleset` is refused; a service that loads rules at boot still
+        # says a firewall is configured.
+        for service in ("firewalld", "nftables", "ufw"):
+            done = host.run("systemctl", "is-active", service)
+            if done.ok and done.stdout.strip() == "active":
+                seen.append(done.evidence())
+                if service != "ufw":  # ufw.service is active even when ufw is disabled
+                    return f"{service} (service active)", seen
     return None, seen
 
 
