@@ -68,7 +68,7 @@ class QueueSettings:
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
+        return _SETTINGS_NAMES
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> QueueSettings:
@@ -85,6 +85,9 @@ class QueueSettings:
 
     def to_api(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.names()}
+
+
+_SETTINGS_NAMES = tuple(f.name for f in dataclasses.fields(QueueSettings))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
