@@ -431,14 +431,25 @@ def findings_from_json(text: str) -> list[Finding]:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.when != "call":
+    state = _controller_state()
+    if state is None:
         return
-    for name, value in report.user_properties:
-        if name == FINDINGS_PROPERTY:
-            state = _controller_state()
-            if state is not None:
-                state.outcome.add(findings_from_json(str(value)))
-                state.ran_checks.add(report.nodeid.rsplit("::", 1)[-1])
+    check_name = report.nodeid.rsplit("::", 1)[-1]
+    shipped = [v for n, v in report.user_properties if n == FINDINGS_PROPERTY]
+    if report.when == "call" and shipped:
+        for value in shipped:
+            state.outcome.add(findings_from_json(str(value)))
+        state.ran_checks.add(check_name)
+    elif report.failed and not shipped and check_name not in state.ran_checks:
+        # The check never reported (an xdist worker died under it): its items are errors.
+        spec = next((c for c in state.checks if c.name == check_name), None)
+        reason = (report.longreprtext or "no report").strip().splitlines()[-1:] or ["?"]
+        state.outcome.add(
+            Finding(item_id=item_id, status=Status.ERROR, check=check_name,
+                    message=f"the check did not report: {reason[0]}")
+            for item_id in (spec.item_ids if spec else ())
+        )
+        state.ran_checks.add(check_name)
 
 
 _CONFIG: list[pytest.Config] = []  # the config of this process, for hooks that get none

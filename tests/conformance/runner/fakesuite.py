@@ -2,7 +2,7 @@
 
 Loaded with `-p fakesuite`; answers the plugin's hooks before the real registry does.
 `FAKE_FAIL=1` in the environment makes the blocker check fail, `FAKE_CRASH=1` crash, and
-`FAKE_INTERRUPT=1` raise KeyboardInterrupt as Ctrl-C would.
+`FAKE_INTERRUPT=1` raise KeyboardInterrupt as Ctrl-C would, `FAKE_EXIT=1` kill its process.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def static_ok(context: CheckContext) -> Iterator[Finding]:
 
 
 def static_blocker(context: CheckContext) -> Iterator[Finding]:
+    if os.environ.get("FAKE_EXIT") == "1":
+        os._exit(1)  # the process dies under the check, as an OOM kill would
     if os.environ.get("FAKE_INTERRUPT") == "1":
         raise KeyboardInterrupt  # what Ctrl-C does in the middle of a check
     if os.environ.get("FAKE_CRASH") == "1":

@@ -170,6 +170,18 @@ def test_findings_travel_from_xdist_workers_to_the_controller(
     ])
 
 
+def test_a_check_whose_worker_dies_is_an_error(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_EXIT", "1")
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    ini = suite.makeini("[pytest]\n")
+    out = suite.runpytest_subprocess(
+        "-c", str(ini), "-p", "conformance.plugin", "-p", "xdist.plugin", "-p", "fakesuite",
+        str(SUITE_PATH), "-n", "2", "-p", "no:cacheprovider")
+    out.stdout.fnmatch_lines(["*blocker FAKE-STATIC-BLOCKER (error)*"])
+
+
 def test_plain_test_runs_are_left_alone(suite: pytest.Pytester) -> None:
     suite.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     suite.makepyfile(test_plain="def test_one():\n    assert 1 + 1 == 2\n")
