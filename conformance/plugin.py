@@ -6,6 +6,10 @@ CheckContext built from the `--tf-*` options and ships the findings in `report.u
 (plain JSON, so pytest-xdist workers hand them to the controller). The controller folds the findings
 per catalogue item, applies attestations and waivers, and keeps the RunResult in its stash.
 
+Safety: CheckContext.allow_writes is True only for the reference stack (Target.is_reference) or
+with --tf-allow-writes. When it is False a live check may write nothing but one smoke job tagged
+with the run ID and a bounded rate-limit probe; anything else that writes must not run.
+
 Run it directly with `pytest conformance/suite.py --tf-...` or through `python -m conformance run`.
 CheckContext.extra carries: `insecure` (bool), `api_key`, `email`, `password` (credentials of the
 live target), `taskforge_dir` (the server's /opt/taskforge) and `host_root` (prefix for files the
