@@ -6,7 +6,9 @@ in `before_serving` and closed in `after_serving`, so tests drive them with `app
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import redis.asyncio
 import structlog
-from quart import Quart, Response, g, request
+from quart import Quart, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from reference_server import metrics
@@ -147,6 +149,8 @@ async def _open_resources() -> None:
     st.accounts = AccountStore(st.pool)
     st.engine = Engine.from_settings(st.pool, settings)
     await st.engine.start()
+    if current_app.config.get("WATCH_SIGTERM"):
+        _watch_sigterm(st)
     log.info(
         "serving",
         environment=settings.APP_ENVIRONMENT.value,
@@ -155,11 +159,40 @@ async def _open_resources() -> None:
     )
 
 
+def _begin_shutdown(st: AppState) -> None:
+    """Stop leasing now: long-polls answer [] and built-in jobs get their grace period."""
+    if not st.shutting_down:
+        log.info("shutting down: leasing stopped", grace_seconds=st.settings.SHUTDOWN_GRACE_SECONDS)
+    st.shutting_down = True
+    if st.engine is not None and st.engine_stop is None:
+        st.engine_stop = asyncio.get_running_loop().create_task(
+            st.engine.stop(st.settings.SHUTDOWN_GRACE_SECONDS)
+        )
+
+
+def _watch_sigterm(st: AppState) -> None:
+    """On SIGTERM, begin the engine's shutdown at once, not after the server drains.
+
+    The server (Granian) waits for in-flight requests before the lifespan ends, and a long-poll
+    may last 30 s. Its own loop handler still fires: the loop learns of signals through the wakeup
+    fd, whichever Python-level handler is installed, so this one only adds to it.
+    """
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        loop.call_soon_threadsafe(_begin_shutdown, st)
+        if callable(previous):
+            previous(signum, frame)  # type: ignore[arg-type]
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 async def _close_resources() -> None:
     st = state()
-    st.shutting_down = True
-    if st.engine is not None:
-        await st.engine.stop(st.settings.SHUTDOWN_GRACE_SECONDS)
+    _begin_shutdown(st)
+    if st.engine_stop is not None:
+        await st.engine_stop
     if st.redis is not None:
         await st.redis.aclose()
     if st.pool is not None:
@@ -178,6 +211,7 @@ async def _before_request() -> Response | None:
     # of its own, so the context does not leak into the next one.
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=g.request_id)
+    log.debug("request started", method=request.method, path=request.path)
     settings = state().settings
     if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
         return _preflight()
@@ -345,4 +379,6 @@ def app_from_environment() -> Quart:
     from reference_server.config import load_settings
 
     env_file = os.environ.get("TASKFORGE_ENV_FILE")
-    return create_app(load_settings(Path(env_file) if env_file else None))
+    app = create_app(load_settings(Path(env_file) if env_file else None))
+    app.config["WATCH_SIGTERM"] = True  # a server process of its own, not a test's
+    return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 from collections.abc import Awaitable, Callable
@@ -63,6 +64,7 @@ class AppState:
     accounts: AccountStore | None = None
     engine: Engine | None = None
     shutting_down: bool = False
+    engine_stop: asyncio.Task[None] | None = None
 
 
 def state() -> AppState:

@@ -350,3 +350,62 @@ def test_sigterm_while_starting_still_stops_embedded_services() -> None:
     assert code == 0, output[-3000:]
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", pg_port), timeout=1).close()
+
+
+def _log_events(log_file: Path) -> list[dict[str, Any]]:
+    import json
+
+    if not log_file.exists():
+        return []
+    return [json.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")]
+
+
+def test_sigterm_ends_long_polls_at_once(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Leasing stops at SIGTERM, before the server has drained its in-flight requests."""
+    import threading
+
+    port = free_port()
+    log_file = tmp_path / "server.log"
+    base = f"http://127.0.0.1:{port}"
+    proc = serve(server_env(
+        DATABASE_URL=database_url, REDIS_URL=redis_url, APPLICATION_PORT=port,
+        JWT_SECRET=STRONG_ACCESS, JWT_REFRESH_SECRET=STRONG_REFRESH, BUILTIN_WORKERS=0,
+        LOG_FILE_PATH=log_file, LOG_LEVEL="debug",
+    ), "--no-migrate")
+    answer: dict[str, Any] = {}
+    try:
+        wait_healthy(proc, base)
+        with httpx.Client(base_url=base, timeout=60) as client:
+            email = f"poll{port}@example.test"
+            client.post("/api/v1/auth/register", json={
+                "email": email, "password": PASSWORD, "organization_name": "Poll"})
+            token = client.post("/api/v1/auth/login", json={
+                "email": email, "password": PASSWORD}).json()["data"]["access_token"]
+            auth = {"Authorization": f"Bearer {token}"}
+            worker = client.post("/api/v1/workers", headers=auth, json={
+                "name": "w", "queues": ["default"], "max_concurrent_jobs": 1}).json()["data"]
+            path = f"/api/v1/workers/{worker['id']}/lease"
+
+            def long_poll() -> None:
+                response = client.post(path, headers=auth, json={"max_jobs": 1, "wait_seconds": 30})
+                answer["status"], answer["body"] = response.status_code, response.json()
+
+            poller = threading.Thread(target=long_poll)
+            poller.start()
+            deadline = time.monotonic() + 30
+            while not any(e.get("path") == path and e["message"] == "request started"
+                          for e in _log_events(log_file)):
+                assert time.monotonic() < deadline, "the long-poll never reached the server"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            poller.join(timeout=60)
+    finally:
+        code, output = stop(proc)
+    assert code == 0, output[-3000:]
+    assert answer["status"] == 200 and answer["body"]["data"]["jobs"] == []
+    messages = [(e["message"], e.get("path")) for e in _log_events(log_file)]
+    shutdown_at = messages.index(("shutting down: leasing stopped", None))
+    lease_done_at = messages.index(("request", path))
+    assert shutdown_at < lease_done_at  # the poll was ended by the shutdown, not by its timeout
