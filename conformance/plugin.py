@@ -342,7 +342,9 @@ class SuiteModule(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         state = self.config.stash[STATE_KEY]
         entries = {e.id: e for e in state.catalogue}
-        for spec in state.checks:
+        # Checks that may disturb others (a rate-limit burst) go last; sorted() keeps the rest
+        # in registration order.
+        for spec in sorted(state.checks, key=lambda s: s.last):
             spoken = [entries[i] for i in spec.item_ids if i in entries]
             if spoken and not any(state.selection.covers(e) for e in spoken):
                 continue  # none of its items is in the selected phases or severities

@@ -52,6 +52,7 @@ class CheckSpec:
     item_ids: tuple[str, ...]
     needs: frozenset[str]  # CheckContext attribute names that must be present
     function: CheckFunction
+    last: bool = False  # runs after the others: it may disturb them (e.g. exhausts a rate limit)
 
     def run(self, context: CheckContext) -> list[Finding]:
         missing = sorted(n for n in self.needs if not context.has(n))
@@ -71,13 +72,16 @@ class CheckSpec:
 REGISTRY: dict[str, CheckSpec] = {}
 
 
-def check(*item_ids: str, needs: Iterable[str] = ()) -> Callable[[CheckFunction], CheckFunction]:
+def check(
+    *item_ids: str, needs: Iterable[str] = (), last: bool = False
+) -> Callable[[CheckFunction], CheckFunction]:
     """Register a check for the given catalogue items."""
 
     def register(function: CheckFunction) -> CheckFunction:
         name = f"{function.__module__}.{function.__qualname__}"
         REGISTRY[name] = CheckSpec(
-            name=name, item_ids=tuple(item_ids), needs=frozenset(needs), function=function
+            name=name, item_ids=tuple(item_ids), needs=frozenset(needs), function=function,
+            last=last,
         )
         return function
 

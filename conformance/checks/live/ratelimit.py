@@ -35,7 +35,7 @@ def _int_header(response: httpx.Response, name: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-@check("LIVE-RATE-LIMIT", needs=("target",))
+@check("LIVE-RATE-LIMIT", needs=("target",), last=True)
 def rate_limit(ctx: CheckContext) -> Iterator[Finding]:
     """A bounded burst meets a 429 with Retry-After (or credible rate-limit headers)."""
     report = Report(f"{__name__}.rate_limit")

@@ -217,3 +217,11 @@ def test_reference_target_from_a_target_file_allows_writes(
     assert item.findings[0].message == "writes allowed: True"
     assert result.run.provider == "embedded"
     assert result.run.options["authenticated"] is True
+
+
+def test_the_rate_limit_burst_runs_after_every_other_check(pytester: pytest.Pytester) -> None:
+    """A burst that exhausts a foreign target's limit must not starve the checks after it."""
+    items, _ = pytester.inline_genitems(str(SUITE_PATH), "-p", "no:cacheprovider")
+    names = [item.name for item in items]
+    assert names[-1] == "conformance.checks.live.ratelimit.rate_limit"
+    assert len(names) > 50
