@@ -32,7 +32,9 @@ LOGIN_MAX_FAILURES = 5
 LOGIN_WINDOW_SECONDS = 15 * 60
 #: After a failed Redis call, skip Redis for this long before trying again.
 OUTAGE_BACKOFF_SECONDS = 1.0
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+#: Any Redis failure (refused, timed out, out of memory, read-only replica) counts as "down":
+#: Redis holds nothing that is worth failing a request over.
+REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
 
 
 class RedisUnavailable(Exception):
