@@ -79,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[ScenarioResult] = []
     began = time.monotonic()
     try:
-        with terminate_as_interrupt(), chaos_stack(workers=args.workers) as stack:
+        with terminate_as_interrupt(), chaos_stack(workers=args.workers,
+                                                   logs_to=out.parent / "chaos-logs") as stack:
             print(f"chaos: stack ready at {stack.base_url} in {time.monotonic() - began:.1f}s "
                   f"(WORKERS={args.workers}, {'quick' if args.quick else 'full'} sizes)",
                   flush=True)

@@ -217,6 +217,16 @@ class ChaosStack:
 
     # Clean-up ----------------------------------------------------------------------------
 
+    def keep_logs(self, directory: Path) -> None:
+        """Copy the server's output and log file (every start) and the services' logs."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for path in sorted(self.root.glob("server*")):
+            if path.is_file():
+                shutil.copy2(path, directory / path.name)
+        for path in (self.root / "postgres" / "postgres.log", self.root / "redis" / "redis.log"):
+            if path.is_file():
+                shutil.copy2(path, directory / path.name)
+
     def close(self) -> None:
         if self.server is not None:
             if self.server.alive():
@@ -234,8 +244,11 @@ class ChaosStack:
 
 @contextlib.contextmanager
 def chaos_stack(*, workers: int = 2, server_env: Mapping[str, str] | None = None,
-                start_server: bool = True) -> Iterator[ChaosStack]:
-    """Services started, the server started and an account logged in; all removed on exit."""
+                start_server: bool = True, logs_to: Path | None = None) -> Iterator[ChaosStack]:
+    """Services started, the server started and an account logged in; all removed on exit.
+
+    With `logs_to`, the server's and the services' logs are copied there first.
+    """
     stack = ChaosStack(workers=workers, server_env=dict(server_env or {}))
     try:
         stack.start_services()
@@ -244,4 +257,7 @@ def chaos_stack(*, workers: int = 2, server_env: Mapping[str, str] | None = None
             stack.login()
         yield stack
     finally:
+        if logs_to is not None:
+            with contextlib.suppress(OSError):
+                stack.keep_logs(logs_to)
         stack.close()

@@ -1,0 +1,112 @@
+"""The chaos run in quick sizes, end to end: `python -m conformance.chaos --quick` in-process.
+
+One run (one stack) serves every test of this module; each test reads its scenario's figures from
+the chaos.json the run wrote, so a broken promise fails the test named after it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from conformance.chaos import SCENARIO_IDS
+from conformance.chaos.cli import main
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("chaos")]
+
+
+@pytest.fixture(scope="module")
+def chaos_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, Any]]:
+    reports = tmp_path_factory.mktemp("chaos-reports")
+    status = main(["--quick", "--reports-dir", str(reports), "--run-id", "quick"])
+    results = reports / "quick" / "chaos.json"
+    assert results.is_file(), f"no chaos.json (exit status {status})"
+    return status, json.loads(results.read_text())
+
+
+def scenario(run: tuple[int, dict[str, Any]], name: str) -> dict[str, Any]:
+    by_id = {s["id"]: s for s in run[1]["scenarios"]}
+    found = by_id[SCENARIO_IDS[name]]
+    assert found["error"] is None, f"{name} could not run: {found['error']}"
+    return found
+
+
+def assert_kept(found: dict[str, Any]) -> None:
+    assert found["problems"] == [], f"{found['name']}: {found['problems']}"
+    assert found["lost"] == 0
+    assert found["stuck"] == 0
+    assert found["http_500"] == 0
+    assert found["ok"] is True
+
+
+def test_every_scenario_reported_and_exit_status_matches(
+    chaos_run: tuple[int, dict[str, Any]],
+) -> None:
+    status, data = chaos_run
+    assert [s["id"] for s in data["scenarios"]] == list(SCENARIO_IDS.values())
+    assert data["quick"] is True
+    assert status == (0 if data["ok"] else 1)
+
+
+def test_process_crash_loses_no_accepted_job(chaos_run: tuple[int, dict[str, Any]]) -> None:
+    found = scenario(chaos_run, "process-crash")
+    assert_kept(found)
+    assert found["accepted"] >= 300
+    assert found["completed"] == found["accepted"]
+    assert found["figures"]["accepted_at_kill"] > 0
+    # Submits went unanswered while the server was down: the crash happened under load.
+    assert found["figures"]["submit_answers"].get("0", 0) > 0
+    assert found["re_executed"] <= found["figures"]["in_flight_at_kill"]
+
+
+def test_dead_worker_jobs_run_elsewhere_on_attempt_two(
+    chaos_run: tuple[int, dict[str, Any]],
+) -> None:
+    found = scenario(chaos_run, "worker-death")
+    assert_kept(found)
+    assert found["figures"]["attempt_counts"] == [2]
+    assert found["completed"] == found["accepted"] == 10
+
+
+def test_database_outage_answers_503_and_recovers(chaos_run: tuple[int, dict[str, Any]]) -> None:
+    found = scenario(chaos_run, "database-outage")
+    assert_kept(found)
+    assert found["figures"]["submit_answers_during_outage"].get("503", 0) > 0
+    assert found["figures"]["health_during_outage"] == ["503 down"]
+    assert found["recovery_seconds"] is not None
+    assert found["recovery_seconds"] <= found["recovery_bound_seconds"]
+
+
+def test_redis_outage_degrades_and_recovers(chaos_run: tuple[int, dict[str, Any]]) -> None:
+    found = scenario(chaos_run, "redis-outage")
+    assert_kept(found)
+    assert found["figures"]["health_during_outage"] == ["200 degraded"]
+    assert found["figures"]["leased_during_outage"] > 0
+    assert set(found["figures"]["submit_answers_during_outage"]) == {"201"}
+
+
+def test_sigterm_finishes_in_flight_jobs(chaos_run: tuple[int, dict[str, Any]]) -> None:
+    found = scenario(chaos_run, "graceful-shutdown")
+    assert_kept(found)
+    figures = found["figures"]
+    assert figures["exit_status"] == 0
+    assert figures["in_flight_at_sigterm"] > 0
+    assert figures["in_flight_finished"] == figures["in_flight_at_sigterm"]
+
+
+def test_unwritable_log_file_does_not_stop_serving(chaos_run: tuple[int, dict[str, Any]]) -> None:
+    found = scenario(chaos_run, "log-unwritable")
+    assert_kept(found)
+    assert "disk full" in found["figures"]["served_with_log_file"]
+
+
+def test_dump_under_load_restores_every_accepted_job(
+    chaos_run: tuple[int, dict[str, Any]],
+) -> None:
+    found = scenario(chaos_run, "backup-restore")
+    assert_kept(found)
+    figures = found["figures"]
+    assert figures["accepted_before_dump"] > 0
+    assert figures["in_restored_database"] == figures["accepted_before_dump"]
