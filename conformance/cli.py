@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the migrations the deployment should have applied")
     target.add_argument("--chaos-results", type=Path,
                         help="results file of `python -m conformance.chaos` (chaos checks)")
+    target.add_argument("--load-results", type=Path,
+                        help="verdict.json of `python -m loadtests` (load and sizing checks)")
     target.add_argument("--allow-writes", action="store_true",
                         help="allow writes beyond one smoke job and a bounded rate-limit probe "
                              "on a target that is not the reference stack")
@@ -310,7 +312,8 @@ def make_plan(args: argparse.Namespace, suite: Suite) -> Plan:
     for name, path in [*files.items(), *(("prometheus_rules", r) for r in rules)]:
         if path is not None and not path.is_file():
             raise UsageError(f"--{name.replace('_', '-')} {path}: no such file")
-    for name in ("ca_bundle", "log_file", "waivers", "attestations", "chaos_results"):
+    for name in ("ca_bundle", "log_file", "waivers", "attestations", "chaos_results",
+                 "load_results"):
         path = getattr(args, name)
         if path is not None and not path.is_file():
             raise UsageError(f"--{name.replace('_', '-')} {path}: no such file")
@@ -431,7 +434,8 @@ def pytest_arguments(args: argparse.Namespace, plan: Plan, suite: Suite, workdir
         argv.append("--tf-allow-writes")
     if args.insecure:
         argv.append("--tf-insecure")
-    for name in ("cors_origin", "metrics_endpoint", "migrations_dir", "chaos_results"):
+    for name in ("cors_origin", "metrics_endpoint", "migrations_dir", "chaos_results",
+                 "load_results"):
         value = getattr(args, name)
         if value is not None:
             argv += ["--tf-extra", f"{name}={value}"]
