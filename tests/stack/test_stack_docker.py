@@ -86,7 +86,8 @@ def test_guide_smoke_sequence_passes_over_tls(
     assert result.job["payload"] == {"test": "data"}
     assert stack.base_url.startswith("https://127.0.0.1:")
     # Shown in the CI log's summary (tests/conftest.py): which provider, healthy, smoke passed.
-    record_property("ci_log", [*said(), f"smoke 5.2 over TLS at {stack.base_url}: "
+    docker_lines = [line for line in said() if "docker" in line]  # not other tests' stacks
+    record_property("ci_log", [*docker_lines, f"smoke 5.2 over TLS at {stack.base_url}: "
                                f"{', '.join(result.steps)} passed (job {result.job_id} "
                                f"{result.job['status']})"])
 
