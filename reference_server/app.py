@@ -178,14 +178,15 @@ def _watch_sigterm(st: AppState) -> None:
     fd, whichever Python-level handler is installed, so this one only adds to it.
     """
     loop = asyncio.get_running_loop()
-    previous = signal.getsignal(signal.SIGTERM)
+    for signum in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C in a terminal means the same
+        previous = signal.getsignal(signum)
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        loop.call_soon_threadsafe(_begin_shutdown, st)
-        if callable(previous):
-            previous(signum, frame)  # type: ignore[arg-type]
+        def on_signal(number: int, frame: object, previous: object = previous) -> None:
+            loop.call_soon_threadsafe(_begin_shutdown, st)
+            if callable(previous):
+                previous(number, frame)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+        signal.signal(signum, on_signal)
 
 
 async def _close_resources() -> None:
