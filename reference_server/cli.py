@@ -183,6 +183,9 @@ def _run_granian(settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.env_file is not None and not args.env_file.is_file():
+        # pydantic-settings would skip a missing file silently; a typo must not go unnoticed.
+        return _fail(f"--env-file {args.env_file} is not a readable file", EXIT_CONFIG)
     try:
         if args.command == "serve":
             return command_serve(args)

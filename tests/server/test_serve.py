@@ -409,3 +409,13 @@ def test_sigterm_ends_long_polls_at_once(
     shutdown_at = messages.index(("shutting down: leasing stopped", None))
     lease_done_at = messages.index(("request", path))
     assert shutdown_at < lease_done_at  # the poll was ended by the shutdown, not by its timeout
+
+
+def test_missing_env_file_is_a_configuration_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "reference_server", "serve", "--env-file", str(tmp_path / "nope")],
+        env=server_env(), capture_output=True, timeout=60,
+    )
+    assert result.returncode == 2
+    expected = f"error: --env-file {tmp_path / 'nope'} is not a readable file"
+    assert result.stderr.decode().strip() == expected
