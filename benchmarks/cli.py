@@ -34,7 +34,7 @@ EXIT_INCOMPLETE = 1  # some figure could not be measured (the report says which 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3  # PostgreSQL or Redis did not start
 DEFAULT_OUTPUT = Path("reports/bench.json")
-DATABASES = ("bench_limits", "taskforge", "pgqueuer", "procrastinate")
+DATABASES = ("bench_limits", "bench_schema", "taskforge", "pgqueuer", "procrastinate")
 #: Variables of our environment the servers inherit; their settings come only from us.
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
 
@@ -159,6 +159,33 @@ def run_limits(run: Run, dsn: str) -> None:
     run.phase("limits: PostgreSQL", db, [("limits.insert_commits", "rows/s", "limits"),
                                           ("limits.copy", "rows/s", "limits"),
                                           ("limits.batched_lease_loop", "jobs/s", "limits")])
+
+
+def run_schema_limit(run: Run, dsn: str, inherited: dict[str, str]) -> None:
+    """The batched loop with the engine's own statements on its own schema (no engine code)."""
+    import subprocess
+
+    plan = run.plan
+
+    def body() -> None:
+        migrated = subprocess.run(
+            [sys.executable, "-m", "reference_server", "migrate", "--database-url", dsn],
+            env=inherited, capture_output=True, text=True, timeout=120, check=False)
+        if migrated.returncode != 0:
+            raise BenchError(f"migrate failed: {migrated.stderr.strip()[-200:]}")
+        rate = asyncio.run(limits.engine_sql_loop(dsn, jobs=plan.loop_jobs, batch=plan.loop_batch,
+                                                  loops=plan.loop_count,
+                                                  seconds=plan.phase_timeout_seconds))
+        run.add("limits.engine_sql_lease_loop", rate.per_second, "jobs/s", "limits",
+                limit="limits.batched_lease_loop", config={
+                    "jobs": rate.count, "batch": plan.loop_batch, "loops": plan.loop_count,
+                    "seconds": round(rate.seconds, 3), "truncated": rate.truncated,
+                    "statements": "reference_server/sql/jobs.sql lease_builtin + complete_jobs, "
+                                  "prepared, on held connections, on the migrated schema",
+                    "meaning": "the ratio to the minimal loop is what the schema and SQL cost"})
+
+    run.phase("limits: the engine's SQL on its schema", body,
+              [("limits.engine_sql_lease_loop", "jobs/s", "limits")])
 
 
 def run_http_limits(run: Run, inherited: dict[str, str], pg_roots: list[int]) -> None:
@@ -335,6 +362,10 @@ def add_comparisons(run: Run) -> None:
     worked = run.by_name("engine.builtin_workers")
     batch = run.by_name("engine.http_batch_submit")
     config = {"engine_figure": "engine.builtin_workers"}
+    run.add("engine.builtin_vs_engine_sql", worked, "jobs/s", "derived",
+            limit="limits.engine_sql_lease_loop", config={
+                "engine_figure": "engine.builtin_workers",
+                "meaning": "what the engine's Python, pool and round trips cost on top of its SQL"})
     run.add("engine.worked_vs_procrastinate", worked, "jobs/s", "derived",
             limit="peers.procrastinate_work", config=config,
             target=Target(kind=TargetKind.MIN_RATIO, value=10.0, text=">= 10 x procrastinate"))
@@ -400,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         pg_roots = postgres_pids(pg.port)
         inherited = {k: os.environ[k] for k in INHERITED if k in os.environ}
         run_limits(run, pg.url_for("bench_limits"))
+        run_schema_limit(run, pg.url_for("bench_schema"), inherited)
         run_http_limits(run, inherited, pg_roots)
         env = server.server_env(database_url=pg.url_for("taskforge"), redis_url=redis.url,
                                 port=free_port(), workers=plan.server_workers)

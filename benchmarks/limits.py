@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass
 
 import asyncpg
@@ -14,6 +15,8 @@ Q = sql.load("limits.sql")
 NOOP_PAYLOAD = "{}"
 JOB_TYPE = "noop"
 QUEUE = "default"
+#: lease_builtin's margin over the job's timeout (the engine passes 60).
+LEASE_MARGIN_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -100,5 +103,47 @@ async def batched_lease_loop(
         await asyncio.gather(*(loop(n) for n in range(loops)))
         elapsed = time.perf_counter() - started
         return Rate(done, elapsed, truncated=done < jobs)
+    finally:
+        await pool.close()
+
+
+async def engine_sql_loop(
+    dsn: str, *, jobs: int, batch: int, loops: int, seconds: float
+) -> Rate:
+    """The batched loop again, with the reference server's own lease_builtin and complete_jobs
+    statements on its migrated schema: what the schema and SQL cost, without the engine's Python.
+    """
+    engine_sql = sql.load("engine.sql")
+    server_sql = sql.load("jobs.sql", "reference_server")
+    setup = await asyncpg.connect(dsn)
+    try:
+        org = await setup.fetchval(engine_sql["seed_organization"])
+        queue = await setup.fetchval(engine_sql["seed_queue"], org)
+        await setup.execute(engine_sql["seed_builtin_jobs"], org, queue, jobs)
+        await setup.execute("ANALYZE jobs")
+    finally:
+        await setup.close()
+    pool = await asyncpg.create_pool(dsn, min_size=loops, max_size=loops)
+    try:
+        done = 0
+        deadline = time.perf_counter() + seconds
+        worker = uuid.uuid4()
+        output = '{"ok": true}'
+
+        async def loop() -> None:
+            nonlocal done
+            async with pool.acquire() as conn:
+                lease = await conn.prepare(server_sql["lease_builtin"])
+                complete = await conn.prepare(server_sql["complete_jobs"])
+                while time.perf_counter() < deadline:
+                    rows = await lease.fetch(batch, worker, LEASE_MARGIN_SECONDS)
+                    if not rows:
+                        return
+                    await complete.fetch([r["id"] for r in rows], [output] * len(rows), worker)
+                    done += len(rows)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(loops)))
+        return Rate(done, time.perf_counter() - started, truncated=done < jobs)
     finally:
         await pool.close()

@@ -15,8 +15,9 @@ _NAME_LINE = re.compile(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$", re.MULTIL
 
 
 @cache
-def load(filename: str) -> Mapping[str, str]:
-    text = resources.files("benchmarks").joinpath("sql", filename).read_text(encoding="utf-8")
+def load(filename: str, package: str = "benchmarks") -> Mapping[str, str]:
+    """The named queries of <package>/sql/<filename> (the reference server's are read as data)."""
+    text = resources.files(package).joinpath("sql", filename).read_text(encoding="utf-8")
     matches = list(_NAME_LINE.finditer(text))
     queries: dict[str, str] = {}
     for index, match in enumerate(matches):

@@ -24,3 +24,16 @@ FROM (
     FROM jobs
     WHERE queue_id = (SELECT id FROM queues WHERE name = $1) AND started_at IS NOT NULL
 ) AS s
+
+-- name: seed_organization
+INSERT INTO organizations (name) VALUES ('benchmarks') RETURNING id
+
+-- name: seed_queue
+INSERT INTO queues (organization_id, name) VALUES ($1, 'bench-sql') RETURNING id
+
+-- name: seed_builtin_jobs
+-- Built-in no-op jobs as a submit leaves them (the columns the engine's insert sets).
+INSERT INTO jobs (organization_id, queue_id, queue_name, job_type, payload, status, max_attempts,
+                  timeout_seconds)
+SELECT $1, $2, 'bench-sql', 'test_job', '{}'::jsonb, 'pending', 3, 300
+FROM generate_series(1, $3)
