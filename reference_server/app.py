@@ -65,6 +65,9 @@ _DB_DOWN_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # A connection dying mid-operation can leave asyncpg's protocol state confused ("cannot
+    # switch to state ..."): seen when PostgreSQL stops under load; transient, so 503.
+    asyncpg.InternalClientError,
 )
 
 
