@@ -7,6 +7,7 @@ failing scenario does not hide the others. `ChaosError` means the scenario could
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 import tempfile
@@ -81,7 +82,7 @@ class Sizes:
         return cls(crash_jobs=300, load_concurrency=8, dead_worker_jobs=10,
                    dead_worker_lease_seconds=2, db_outage_seconds=3.0, redis_outage_seconds=2.0,
                    shutdown_sleep_jobs=30, shutdown_sleep_seconds=1.0, backup_jobs=200,
-                   drain_timeout_seconds=120.0, log_cases=("disk full",))
+                   drain_timeout_seconds=45.0, log_cases=("disk full",), db_blips=3)
 
 
 @dataclass(kw_only=True)
@@ -211,7 +212,8 @@ def process_crash(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
         # Recovery: every job accepted before the crash finished (those it interrupted run again
         # once their lease, the job's timeout plus the server's margin, has run out).
         before_kill = ledger.accepted_before(killed_at)
-        caught_up = wait_terminal(stack.database_url, before_kill, sizes.drain_timeout_seconds)
+        patience = max(sizes.drain_timeout_seconds, CRASH_RECOVERY_BOUND_SECONDS + 30)
+        caught_up = wait_terminal(stack.database_url, before_kill, patience)
         recovered = None if caught_up is None else time.monotonic() - killed_at
         load.join(600)
     finally:
@@ -315,19 +317,31 @@ def worker_death(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
 # 3. PostgreSQL outage -----------------------------------------------------------------------
 
 
-def _probe_health(client: httpx.Client, ledger: Ledger) -> tuple[int, str | None]:
+@dataclass(frozen=True, slots=True)
+class Health:
+    code: int
+    status: str | None
+    detail: str  # the checks /health reported, or why there was no answer
+
+    @property
+    def pair(self) -> tuple[int, str | None]:
+        return self.code, self.status
+
+
+def _probe_health(client: httpx.Client, ledger: Ledger) -> Health:
     try:
         response = client.get("/health")
-    except httpx.HTTPError:
+    except httpx.HTTPError as exc:
         ledger.record("health", NO_ANSWER)
-        return NO_ANSWER, None
+        return Health(NO_ANSWER, None, type(exc).__name__)
     ledger.record("health", response.status_code, retry_after="retry-after" in response.headers,
                   body=response.text)
     try:
-        status = str(response.json().get("status"))
+        body = response.json()
     except ValueError:
-        status = None
-    return response.status_code, status
+        return Health(response.status_code, None, response.text[:200])
+    return Health(response.status_code, str(body.get("status")),
+                  json.dumps(body.get("checks"), sort_keys=True)[:300])
 
 
 def _serving_again(ledger: Ledger, since: float) -> Callable[[], bool]:
@@ -343,6 +357,7 @@ def database_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
                 target=10**9, concurrency=sizes.load_concurrency, max_seconds=120,
                 per_second=200).start()
     health_during: list[tuple[int, str | None]] = []
+    last_health: Health | None = None
     with httpx.Client(base_url=stack.base_url, timeout=10.0) as client:
         try:
             if not _wait_for(lambda: ledger.accepted_count >= 50, 30):
@@ -355,15 +370,15 @@ def database_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
             stack.pg.pause()
             down_at = time.monotonic()
             while time.monotonic() - down_at < sizes.db_outage_seconds:
-                health_during.append(_probe_health(client, ledger))
+                health_during.append(_probe_health(client, ledger).pair)
                 time.sleep(0.25)
             up_started = time.monotonic()
             stack.pg.resume()
             up_at = time.monotonic()
             health_ok_at: float | None = None
             while time.monotonic() - up_at < 30:
-                code, status = _probe_health(client, ledger)
-                if code == 200 and status == "ok":
+                last_health = _probe_health(client, ledger)
+                if last_health.pair == (200, "ok"):
                     health_ok_at = time.monotonic()
                     break
                 time.sleep(0.1)
@@ -381,6 +396,7 @@ def database_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
         "health_ok_after_seconds": (
             round(health_ok_at - up_at, 2) if health_ok_at is not None else None),
         "postgres_restart_seconds": round(up_at - up_started, 2),
+        "last_health_after": last_health.detail if last_health is not None else None,
     })
     missing_retry = ledger.count_503_without_retry_after()
     if missing_retry:
@@ -415,6 +431,7 @@ def redis_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
                 per_second=200).start()
     worker = WorkerClient(stack.base_url, stack.token, ledger)
     health_during: list[tuple[int, str | None]] = []
+    last_health: Health | None = None
     leased_during = completed_during = 0
     external = Ledger()
     try:
@@ -425,7 +442,7 @@ def redis_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
         down_at = time.monotonic()
         with httpx.Client(base_url=stack.base_url, timeout=10.0) as client:
             while time.monotonic() - down_at < sizes.redis_outage_seconds:
-                health_during.append(_probe_health(client, ledger))
+                health_during.append(_probe_health(client, ledger).pair)
                 submit_batch(stack.base_url, stack.token, external, [
                     {"queue_name": QUEUE, "job_type": EXTERNAL_JOB_TYPE,
                      "payload": {"chaos": "redis-outage"}}])
@@ -438,8 +455,8 @@ def redis_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
             stack.redis.resume()
             health_ok_at: float | None = None
             while time.monotonic() - up_at < 30:
-                code, status = _probe_health(client, ledger)
-                if code == 200 and status == "ok":
+                last_health = _probe_health(client, ledger)
+                if last_health.pair == (200, "ok"):
                     health_ok_at = time.monotonic()
                     break
                 time.sleep(0.1)
@@ -457,6 +474,7 @@ def redis_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
         "external_jobs_submitted_during_outage": external.accepted_count,
         "leased_during_outage": leased_during,
         "completed_during_outage": completed_during,
+        "last_health_after": last_health.detail if last_health is not None else None,
         "rate_limit_back_after_seconds": (
             round(limiter_back_at - up_at, 2) if limiter_back_at is not None else None),
     })
@@ -517,7 +535,8 @@ def graceful_shutdown(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
         sleepers = set(ledger.ids())
         if not _wait_for(lambda: len(processing_ids(stack.database_url) & sleepers) > 0, 30):
             raise ChaosError("no sleep job started")
-        in_flight = processing_ids(stack.database_url)
+        # Only this scenario's jobs: an earlier scenario may have left jobs stuck in processing.
+        in_flight = processing_ids(stack.database_url) & set(ledger.ids())
         term_at = time.monotonic()
         status = stack.terminate_server(grace + 20)
         stopped_after = time.monotonic() - term_at
