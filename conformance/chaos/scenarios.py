@@ -69,6 +69,8 @@ class Sizes:
     #: Quick PostgreSQL restarts (a failover's blink) before the long outage: each one cuts the
     #: connections of the requests in flight.
     db_blips: int = 3
+    #: Also restart the server with RATE_LIMIT_FAILURE_MODE=closed and stop Redis again.
+    redis_closed_mode: bool = True
 
     @classmethod
     def full(cls) -> Sizes:
@@ -82,7 +84,8 @@ class Sizes:
         return cls(crash_jobs=300, load_concurrency=8, dead_worker_jobs=10,
                    dead_worker_lease_seconds=2, db_outage_seconds=3.0, redis_outage_seconds=2.0,
                    shutdown_sleep_jobs=30, shutdown_sleep_seconds=1.0, backup_jobs=200,
-                   drain_timeout_seconds=45.0, log_cases=("disk full",), db_blips=3)
+                   drain_timeout_seconds=45.0, log_cases=("disk full",), db_blips=3,
+                   redis_closed_mode=False)
 
 
 @dataclass(kw_only=True)
@@ -497,8 +500,44 @@ def redis_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
     result.bound(healthy, REDIS_RECOVERY_BOUND_SECONDS, "/health ok and rate limits back")
     for job_id in external.ids():
         ledger.accept([job_id])
+    if sizes.redis_closed_mode:
+        result.problems.extend(_closed_mode_refuses(stack, ledger, result.figures))
     _drain(stack, result, ledger, sizes.drain_timeout_seconds)
     return result
+
+
+def _closed_mode_refuses(stack: ChaosStack, ledger: Ledger, figures: dict[str, Any]) -> list[str]:
+    """RATE_LIMIT_FAILURE_MODE=closed: with Redis down the API refuses with 503 + Retry-After."""
+    assert stack.redis is not None and stack.token is not None
+    stack.terminate_server(30)
+    stack.kill_server()
+    stack.start_server({"RATE_LIMIT_FAILURE_MODE": "closed"})
+    problems: list[str] = []
+    answers: list[str] = []
+    stack.redis.pause()
+    try:
+        with httpx.Client(base_url=stack.base_url, timeout=10.0,
+                          headers={"Authorization": f"Bearer {stack.token}"}) as client:
+            for n in range(5):
+                try:
+                    response = client.post("/api/v1/jobs", json=echo_job("redis-closed")(n))
+                except httpx.HTTPError as exc:
+                    answers.append(type(exc).__name__)
+                    continue
+                job_id = str(response.json()["data"]["id"]) if response.is_success else None
+                ledger.record("submit-closed", response.status_code, job_id=job_id,
+                              retry_after="retry-after" in response.headers, body=response.text)
+                answers.append(f"{response.status_code}"
+                               + (" Retry-After" if "retry-after" in response.headers else ""))
+    finally:
+        stack.redis.resume()
+    figures["closed_mode_answers_during_outage"] = sorted(set(answers))
+    if set(answers) != {"503 Retry-After"}:
+        problems.append(f"closed failure mode answered {sorted(set(answers))}, not 503 Retry-After")
+    stack.terminate_server(30)
+    stack.kill_server()
+    stack.start_server()
+    return problems
 
 
 def _wait_rate_limit_headers(client: httpx.Client, token: str, deadline: float) -> float | None:
