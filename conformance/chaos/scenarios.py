@@ -228,6 +228,11 @@ def process_crash(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
     ids = ledger.ids()
     states = job_states(stack.database_url, ids)
     rerun = {i for i, s in states.items() if s.attempt_count > 1}
+    garbled = sorted(i for i, s in states.items() if s.status == "succeeded"
+                     and not (isinstance(s.output, dict) and s.output.get("chaos") == "crash"))
+    if garbled:
+        result.problems.append(
+            f"{len(garbled)} succeeded job(s) without their echoed payload, e.g. {garbled[0]}")
     unexpected = sorted(rerun - in_flight)
     if unexpected:
         result.problems.append(
