@@ -340,8 +340,42 @@ def build_wheelhouse(project: Path, wheelhouse: Path, *, log: Log) -> None:
     another interpreter. So the image's own pip dry-runs the install from the wheelhouse, and what
     it misses is fetched on the host for the image's version and platform, for a few rounds.
     """
-    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheelhouse),
-          str(project)], log=log, what="build the wheelhouse")
+    # The dependencies change with pyproject.toml only: their wheels are kept between builds, and
+    # a change to the server's code rebuilds just the project's wheel.
+    deps_key = recipe_hash([project / "pyproject.toml"], relative_to=project,
+                           extra=[sys.version, image_label(BASE_LOCAL) or ""])
+    cached = cache_dir() / f"wheelhouse-{deps_key}"
+    if cached.is_dir():
+        log(f"wheelhouse: dependencies cached at {cached}")
+        shutil.copytree(cached, wheelhouse)
+        _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+              "--wheel-dir", str(wheelhouse), str(project)], log=log,
+             what="build the project's wheel")
+    else:
+        _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheelhouse),
+              str(project)], log=log, what="build the wheelhouse")
+    _complete_wheelhouse(wheelhouse, log=log)
+    if not cached.is_dir():
+        _keep_dependencies(wheelhouse, cached)
+
+
+def _keep_dependencies(wheelhouse: Path, cached: Path) -> None:
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=".wheelhouse-", dir=cached.parent))
+    try:
+        for wheel in wheelhouse.glob("*.whl"):
+            if not wheel.name.startswith("taskforge_conformance_kit-"):
+                shutil.copy2(wheel, staged / wheel.name)
+        staged.rename(cached)
+    except OSError:
+        shutil.rmtree(staged, ignore_errors=True)  # another build stored them first
+        return
+    for stale in cached.parent.glob("wheelhouse-*"):
+        if stale != cached:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _complete_wheelhouse(wheelhouse: Path, *, log: Log) -> None:
     version, glibc, machine = _image_python(BASE_LOCAL)
     major, minor = version.split(".")[:2]
     # pip takes the platforms literally: list every manylinux level the image's glibc satisfies.

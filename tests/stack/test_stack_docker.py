@@ -131,8 +131,9 @@ def test_a_stopped_run_leaves_no_container_behind(
     engine: docker.DockerClient, sig: signal.Signals,
     record_property: Callable[[str, object], None],
 ) -> None:
-    """Counts the engine's containers and networks before and after a run told to stop."""
+    """Counts the engine's containers, networks and volumes before and after a run told to stop."""
     before = _engine_count(engine)
+    volumes_before = {v.name for v in engine.volumes.list()}
     child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
@@ -153,6 +154,8 @@ def test_a_stopped_run_leaves_no_container_behind(
     assert _ours(engine, child.pid) == []
     assert _engine_count(engine, child.pid) == before
     assert engine.networks.list(filters={"label": f"{LABEL_PID}={child.pid}"}) == []
+    # The databases live on tmpfs: a run creates no volume, so none can be left behind.
+    assert {v.name for v in engine.volumes.list()} <= volumes_before
     record_property("ci_log", [
         f"{sig.name} to a run with its stack up: "
         f"{[line for line in err.splitlines() if 'left behind' in line][-1]}; "
