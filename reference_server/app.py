@@ -89,7 +89,7 @@ def create_app(settings: Settings) -> Quart:
     assert settings.JWT_SECRET is not None and settings.JWT_REFRESH_SECRET is not None
     configure_logging(settings)
 
-    app = Quart("reference_server")
+    app = Quart("reference_server", static_folder=None)  # no /static route outside the contract
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = 30
     # Quart would answer OPTIONS itself; preflights are ours (CORS exactly as configured).
@@ -225,11 +225,24 @@ async def _before_request() -> Response | None:
     return None
 
 
+def _allowed_origin(origin: str | None, allowed: list[str]) -> str | None:
+    """The Access-Control-Allow-Origin value for this origin, or None when it is refused.
+
+    `*` is honoured as configured (production refuses to start with it), so that a deployment
+    misconfigured this way shows it to the conformance checks instead of hiding it.
+    """
+    if not origin:
+        return None
+    if "*" in allowed:
+        return "*"
+    return origin if origin in allowed else None
+
+
 def _preflight() -> Response:
     response = Response(b"", status=204)
-    origin = request.headers.get("Origin")
-    if origin and origin in state().settings.CORS_ALLOWED_ORIGINS:
-        response.headers["Access-Control-Allow-Origin"] = origin
+    allow = _allowed_origin(request.headers.get("Origin"), state().settings.CORS_ALLOWED_ORIGINS)
+    if allow:
+        response.headers["Access-Control-Allow-Origin"] = allow
         response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
         response.headers["Access-Control-Allow-Headers"] = CORS_ALLOWED_HEADERS
         response.headers["Access-Control-Max-Age"] = "600"
@@ -246,10 +259,10 @@ def _security_headers(response: Response) -> None:
     headers["X-Frame-Options"] = "DENY"
     headers["Referrer-Policy"] = "no-referrer"
     headers["Cache-Control"] = headers.get("Cache-Control", "no-store")
-    origin = request.headers.get("Origin")
     headers.add("Vary", "Origin")
-    if origin and origin in settings.CORS_ALLOWED_ORIGINS:
-        headers["Access-Control-Allow-Origin"] = origin
+    allow = _allowed_origin(request.headers.get("Origin"), settings.CORS_ALLOWED_ORIGINS)
+    if allow:
+        headers["Access-Control-Allow-Origin"] = allow
         headers["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS
 
 

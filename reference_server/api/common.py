@@ -138,9 +138,11 @@ def _storable(value: Any, depth: int = 0) -> None:
             raise ValueError("strings must not contain U+0000")
     elif isinstance(value, bool):
         return
-    elif isinstance(value, int):
+    elif isinstance(value, int | float):
+        # The document bounds every number: a whole float such as 1e30 is an integer to JSON
+        # Schema, and beyond 64 bits our encoder could not write it back.
         if not -(2**63) <= value < 2**64:
-            raise ValueError("integers must fit in 64 bits")
+            raise ValueError("numbers must lie within [-2^63, 2^64)")
     elif isinstance(value, dict):
         for key, item in value.items():
             _storable(key, depth + 1)
@@ -195,7 +197,8 @@ async def parse_body(model: type[M]) -> M:
 
 def parse_query(model: type[M]) -> M:
     """Query parameters validated against model (lax: they are strings on the wire)."""
-    values = {k: v for k, v in request.args.items() if v != ""}
+    # An empty value (`?status=`) is a value, and an invalid one: it is refused, not ignored.
+    values = dict(request.args.items())
     try:
         return model.model_validate(values, strict=False)
     except pydantic.ValidationError as exc:

@@ -114,7 +114,8 @@ async def test_a_full_session_matches_the_document(database_url: str, redis_url:
                        json={"worker_id": worker["id"], "error_message": "x"})
         pair = (await api.call("POST", "/api/v1/auth/refresh",
                                json={"refresh_token": account["refresh_token"]}))["data"]
-        await api.call("POST", "/api/v1/auth/logout", json={"refresh_token": pair["refresh_token"]})
+        await api.call("POST", "/api/v1/auth/logout", token=pair["access_token"],
+                       json={"refresh_token": pair["refresh_token"]})
         await api.call("POST", "/api/v1/auth/login",
                        json={"email": account["email"], "password": "wrong-password"})
         await api.call("GET", "/metrics")

@@ -138,3 +138,10 @@ async def test_openapi_document_is_served(database_url: str, redis_url: str) -> 
     document = json.loads(await response.get_data())
     assert document["openapi"].startswith("3.1")
     assert "/api/v1/jobs" in document["paths"]
+
+
+async def test_no_route_outside_the_contract(database_url: str, redis_url: str) -> None:
+    """Quart's default /static route is not part of the API."""
+    async with running_app(database_url, redis_url) as api:
+        rules = {rule.rule for rule in api.app.url_map.iter_rules()}
+    assert not any(rule.startswith("/static") for rule in rules)

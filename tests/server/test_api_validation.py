@@ -119,6 +119,9 @@ async def test_bad_query_parameters_are_400(database_url: str, redis_url: str) -
         over = await api.get("/api/v1/jobs?limit=101", token=token)
         status = await api.get("/api/v1/jobs?status=exploded", token=token)
         page = await api.get("/api/v1/jobs?page=abc", token=token)
+        empty = [await api.get(f"/api/v1/jobs?{name}=", token=token)
+                 for name in ("status", "limit", "page")]
+    assert [r.status_code for r in empty] == [400, 400, 400]
     assert over.status_code == 400 and "limit" in await _fields(over)
     assert status.status_code == 400 and "status" in await _fields(status)
     assert page.status_code == 400 and "page" in await _fields(page)
@@ -163,6 +166,8 @@ async def test_json_schema_integers_and_storable_payloads(
         fractional = await _submit(api, token, json={**JOB, "priority": 5.5})
         huge = await _submit(api, token, json={**JOB, "payload": {"n": 2**70}})
         big_but_fine = await _submit(api, token, json={**JOB, "payload": {"n": 2**63 - 1}})
+        huge_float = await _submit(api, token, json={**JOB, "payload": {"n": 1e30}})
+        fine_float = await _submit(api, token, json={**JOB, "payload": {"n": -2.5e18}})
         dotted_queue = await api.post("/api/v1/queues", token=token, json={"name": "-q"})
         worker = await api.post(
             "/api/v1/workers", token=token, json={"name": "w", "queues": ["default"]}
@@ -172,6 +177,8 @@ async def test_json_schema_integers_and_storable_payloads(
     assert fractional.status_code == 400
     assert huge.status_code == 400 and "payload" in await _fields(huge)
     assert big_but_fine.status_code == 201
+    assert huge_float.status_code == 400  # the document bounds every number, floats included
+    assert fine_float.status_code == 201
     assert dotted_queue.status_code == 400
     assert "max_concurrent_jobs" in await _fields(worker)
 

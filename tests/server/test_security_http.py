@@ -60,6 +60,15 @@ async def test_cors_allows_exactly_the_configured_origins(
     assert "Access-Control-Allow-Origin" not in lookalike.headers
 
 
+async def test_a_wildcard_origin_setting_does_what_it_says(
+    database_url: str, redis_url: str
+) -> None:
+    """Outside production `*` is honoured (production refuses it), so checks can see it."""
+    async with running_app(database_url, redis_url, CORS_ALLOWED_ORIGINS=["*"]) as api:
+        response = await api.get("/health", headers={"Origin": "https://evil.example"})
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
 async def test_rate_limit_gives_429_with_retry_after(database_url: str, redis_url: str) -> None:
     async with running_app(database_url, redis_url, RATE_LIMIT_PER_MINUTE=3) as api:
         account = await register(api)  # register and login count against this client's IP

@@ -115,13 +115,35 @@ async def test_logout_revokes_the_refresh_token(database_url: str, redis_url: st
     async with running_app(database_url, redis_url) as api:
         account = await register(api)
         out = await api.post(
-            "/api/v1/auth/logout", json={"refresh_token": account["refresh_token"]}
+            "/api/v1/auth/logout", json={"refresh_token": account["refresh_token"]},
+            token=account["access_token"],
         )
         after = await api.post(
             "/api/v1/auth/refresh", json={"refresh_token": account["refresh_token"]}
         )
     assert out.status_code == 204
     assert after.status_code == 401
+
+
+async def test_logout_needs_the_token_owners_credentials(database_url: str, redis_url: str) -> None:
+    """A refresh token alone, or another user's access token, cannot log its owner out."""
+    async with running_app(database_url, redis_url) as api:
+        victim = await register(api)
+        stranger = await register(api)
+        anonymous = await api.post(
+            "/api/v1/auth/logout", json={"refresh_token": victim["refresh_token"]}
+        )
+        foreign = await api.post(
+            "/api/v1/auth/logout", json={"refresh_token": victim["refresh_token"]},
+            token=stranger["access_token"],
+        )
+        still_valid = await api.post(
+            "/api/v1/auth/refresh", json={"refresh_token": victim["refresh_token"]}
+        )
+    assert anonymous.status_code == 401
+    assert foreign.status_code == 403
+    assert await error_code(foreign) == "PERM_001"
+    assert still_valid.status_code == 200
 
 
 async def test_login_locks_after_five_failures(database_url: str, redis_url: str) -> None:

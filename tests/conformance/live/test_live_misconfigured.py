@@ -22,11 +22,6 @@ GUIDE_JWT_SECRET = "your_super_secret_jwt_key_here_must_be_at_least_32_chars_lon
     [
         pytest.param(
             "CORS_ALLOWED_ORIGINS", "*", {"LIVE-CORS-FOREIGN"}, id="wildcard-cors",
-            # The reference server compares origins literally, so `*` allows nothing instead of
-            # everything; strict: this starts failing the day the server honours the wildcard.
-            marks=pytest.mark.xfail(
-                strict=True, reason="reference server treats CORS_ALLOWED_ORIGINS=* literally"
-            ),
         ),
         pytest.param("SECURITY_HSTS", "false", {"LIVE-HEADER-HSTS"}, id="no-hsts"),
         pytest.param("RATE_LIMIT_ENABLED", "false", {"LIVE-RATE-LIMIT"}, id="no-rate-limit"),
