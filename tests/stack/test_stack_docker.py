@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from conformance.smoke import run_smoke
-from conformance.stack import Target, choose_provider, open_stack, said
+from conformance.stack import StackError, Target, choose_provider, open_stack, said
 from conformance.stack.docker import LABEL_PID, LABEL_RUN
 
 pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("docker")]
@@ -114,6 +114,20 @@ def test_database_redis_and_log_file_are_reachable_from_the_host(stack: Target) 
     assert '"message"' in stack.log_file.read_text()
     assert stack.env["APP_ENVIRONMENT"] == "production"
     assert stack.admin_email and stack.admin_password
+
+
+def test_a_server_that_refuses_to_start_fails_in_one_line_and_is_removed(
+    engine: docker.DockerClient, stack: Target
+) -> None:
+    """A placeholder secret in production: the container exits 2, its one line is the error."""
+    ours_before = {c.id for c in _ours(engine, os.getpid())}
+    with pytest.raises(StackError) as excinfo, \
+            open_stack("docker", server_env={"JWT_SECRET": "changeme-please"}):
+        pass
+    message = str(excinfo.value)
+    assert message.startswith("the server container exited: error: JWT_SECRET")
+    assert "\n" not in message
+    assert {c.id for c in _ours(engine, os.getpid())} == ours_before  # the module's stack only
 
 
 CHILD = textwrap.dedent("""
