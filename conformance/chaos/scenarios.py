@@ -69,6 +69,9 @@ class Sizes:
     #: Quick PostgreSQL restarts (a failover's blink) before the long outage: each one cuts the
     #: connections of the requests in flight.
     db_blips: int = 3
+    #: Every n-th crash-scenario job sleeps a little, so the crash finds jobs in flight (they run
+    #: again once their lease ends: a minute with the reference's margin); None: echo only.
+    crash_sleep_every: int | None = 20
     #: Also restart the server with RATE_LIMIT_FAILURE_MODE=closed and stop Redis again.
     redis_closed_mode: bool = True
 
@@ -85,7 +88,7 @@ class Sizes:
                    dead_worker_lease_seconds=2, db_outage_seconds=3.0, redis_outage_seconds=2.0,
                    shutdown_sleep_jobs=30, shutdown_sleep_seconds=1.0, backup_jobs=200,
                    drain_timeout_seconds=45.0, log_cases=("disk full",), db_blips=3,
-                   redis_closed_mode=False)
+                   redis_closed_mode=False, crash_sleep_every=None)
 
 
 @dataclass(kw_only=True)
@@ -196,8 +199,17 @@ def process_crash(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
     result = ScenarioResult(id=SCENARIO_IDS["process-crash"], name="process crash")
     ledger = Ledger()
     assert stack.token is not None and stack.server is not None
-    load = Load(stack.base_url, stack.token, ledger,
-                echo_job("crash", timeout_seconds=CRASH_JOB_TIMEOUT_SECONDS),
+    echo = echo_job("crash", timeout_seconds=CRASH_JOB_TIMEOUT_SECONDS)
+    every = sizes.crash_sleep_every
+
+    def job(n: int) -> dict[str, Any]:
+        body = echo(n)
+        if every and n % every == 0:
+            body["job_type"] = "sleep"
+            body["payload"]["seconds"] = CRASH_JOB_TIMEOUT_SECONDS / 2
+        return body
+
+    load = Load(stack.base_url, stack.token, ledger, job,
                 target=sizes.crash_jobs, concurrency=sizes.load_concurrency).start()
     try:
         if not _wait_for(lambda: ledger.accepted_count >= sizes.crash_jobs // 2, 300):
@@ -228,8 +240,9 @@ def process_crash(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
     ids = ledger.ids()
     states = job_states(stack.database_url, ids)
     rerun = {i for i, s in states.items() if s.attempt_count > 1}
-    garbled = sorted(i for i, s in states.items() if s.status == "succeeded"
-                     and not (isinstance(s.output, dict) and s.output.get("chaos") == "crash"))
+    garbled = sorted(i for i, s in states.items() if s.status == "succeeded" and not (
+        isinstance(s.output, dict)
+        and (s.output.get("chaos") == "crash" or "slept_seconds" in s.output)))
     if garbled:
         result.problems.append(
             f"{len(garbled)} succeeded job(s) without their echoed payload, e.g. {garbled[0]}")
