@@ -36,9 +36,10 @@ def _figures(scenario: dict[str, Any]) -> str:
     return text
 
 
-def _finding(item_id: str, name: str, scenario: dict[str, Any], path: Path) -> Finding:
+def _finding(item_id: str, name: str, scenario: dict[str, Any], path: Path,
+             sizes: str) -> Finding:
     evidence = (
-        Evidence(kind="file", file=str(path), summary=_figures(scenario)),
+        Evidence(kind="file", file=str(path), summary=f"{_figures(scenario)} ({sizes} sizes)"),
         Evidence(kind="command", command=f"python -m conformance.chaos --scenario {name}",
                  summary="reproduce this scenario against a fresh reference stack"),
     )
@@ -48,7 +49,7 @@ def _finding(item_id: str, name: str, scenario: dict[str, Any], path: Path) -> F
                        evidence=evidence)
     problems = [str(p) for p in scenario.get("problems") or []]
     if scenario.get("ok") is True and not problems:
-        return passed(item_id, CHECK_NAME, _figures(scenario), *evidence)
+        return passed(item_id, CHECK_NAME, f"{_figures(scenario)} ({sizes} sizes)", *evidence)
     return failed(item_id, CHECK_NAME, "; ".join(problems) or "the scenario reported a failure",
                   *evidence, expected="no job lost, no 500, recovery within its bound",
                   actual=_figures(scenario))
@@ -76,4 +77,5 @@ def chaos_scenarios(ctx: CheckContext) -> Iterator[Finding]:
             yield Finding(item_id=item_id, status=Status.NOT_APPLICABLE, check=CHECK_NAME,
                           message=f"scenario {name} was not part of the chaos run in {path}")
         else:
-            yield _finding(item_id, name, scenario, path)
+            yield _finding(item_id, name, scenario, path,
+                           "quick" if data.get("quick") else "full")
