@@ -242,15 +242,17 @@ def wait_healthy(client: docker.DockerClient, containers: Mapping[str, DockerCon
         time.sleep(0.1)
 
 
-def _start_postgres(network: Network, labels: dict[str, str], password: str) -> DockerContainer:
+def _start_postgres(network: Network, labels: dict[str, str], password: str,
+                    volume: str) -> DockerContainer:
     from testcontainers.community.postgres import PostgresContainer
 
     container = PostgresContainer(POSTGRES.name, username=DB_USER, password=password,
                                   dbname=DATABASE, driver=None)
     _loopback_port(container, 5432)
     container.with_network(network).with_network_aliases("db")
-    # No volume: the database lives and dies with the container, so no volume can be left behind.
-    container.with_tmpfs_mount("/var/lib/postgresql/data")
+    # A named, labelled volume, as the guide's compose file gives the database (durable writes,
+    # not RAM), removed with the run; an anonymous one could not be found by its label.
+    container.with_volume_mapping(volume, "/var/lib/postgresql/data", "rw")
     container.with_kwargs(labels=labels, healthcheck={
         "test": ["CMD-SHELL", f"pg_isready -h 127.0.0.1 -U {DB_USER} -d {DATABASE}"],
         **_HEALTH_TIMING,
@@ -315,9 +317,10 @@ def docker_stack(
         logs.mkdir()
         logs.chmod(0o777)  # the server's non-root user writes its log file here
         network = Network(docker_network_kw={"labels": labels}).create()
+        volume = client.volumes.create(f"taskforge-pgdata-{run_id}", labels=labels).name
         pg_password, redis_password = secrets.token_hex(16), secrets.token_hex(16)
         futures: dict[str, Future[DockerContainer]] = {
-            "postgres": executor.submit(_start_postgres, network, labels, pg_password),
+            "postgres": executor.submit(_start_postgres, network, labels, pg_password, volume),
             "redis": executor.submit(_start_redis, network, labels, redis_password),
         }
         pg, redis = futures["postgres"].result(), futures["redis"].result()
@@ -407,11 +410,17 @@ def _teardown(client: docker.DockerClient, run_id: str, containers: list[DockerC
     left = remove_run(client, run_id)
     if left:
         say(f"docker: removed {left} more container(s) of run {run_id}")
-    remaining = client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})
-    if remaining:
-        say(f"docker: {len(remaining)} container(s) of run {run_id} could not be removed")
+    label = {"label": f"{LABEL_RUN}={run_id}"}
+    remaining = {
+        "container": len(client.containers.list(all=True, filters=label)),
+        "network": len(client.networks.list(filters=label)),
+        "volume": len(client.volumes.list(filters=label)),
+    }
+    if any(remaining.values()):
+        kept = ", ".join(f"{n} {kind}(s)" for kind, n in remaining.items() if n)
+        say(f"docker: run {run_id}: {kept} could not be removed")
     else:
-        say(f"docker: run {run_id} removed, no container left behind")
+        say(f"docker: run {run_id} removed, no container left behind (nor network, nor volume)")
 
 
 def _remove_tree(path: Path) -> None:

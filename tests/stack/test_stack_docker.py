@@ -157,6 +157,7 @@ def test_a_stopped_run_leaves_no_container_behind(
         assert line.startswith("ready https://127.0.0.1:"), child.stderr.read()[-2000:]
         assert len(_ours(engine, child.pid)) == 3
         assert len(engine.networks.list(filters={"label": f"{LABEL_PID}={child.pid}"})) == 1
+        assert len(engine.volumes.list(filters={"label": f"{LABEL_PID}={child.pid}"})) == 1
         assert _engine_count(engine, child.pid) == before + 3
         child.send_signal(sig)
         _, err = child.communicate(timeout=CHILD_EXIT_TIMEOUT)
@@ -168,7 +169,7 @@ def test_a_stopped_run_leaves_no_container_behind(
     assert _ours(engine, child.pid) == []
     assert _engine_count(engine, child.pid) == before
     assert engine.networks.list(filters={"label": f"{LABEL_PID}={child.pid}"}) == []
-    # The databases live on tmpfs: a run creates no volume, so none can be left behind.
+    assert engine.volumes.list(filters={"label": f"{LABEL_PID}={child.pid}"}) == []
     assert {v.name for v in engine.volumes.list()} <= volumes_before
     record_property("ci_log", [
         f"{sig.name} to a run with its stack up: "
