@@ -388,6 +388,9 @@ def database_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
                 time.sleep(0.3)
                 stack.pg.resume()
                 _wait_for(_serving_again(ledger, time.monotonic()), 10)
+            # Jobs that start before the outage and finish during it: their completion cannot
+            # be written then, and must be once the database is back.
+            sleepers = _start_sleepers(stack, ledger, sizes.db_outage_seconds / 3)
             stack.pg.pause()
             down_at = time.monotonic()
             while time.monotonic() - down_at < sizes.db_outage_seconds:
@@ -436,7 +439,31 @@ def database_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
         result.problems.append("/health did not say ok within 30 s of the database's return")
     result.bound(serving, DB_RECOVERY_BOUND_SECONDS, "submits succeeded again")
     _drain(stack, result, ledger, sizes.drain_timeout_seconds)
+    states = job_states(stack.database_url, sorted(sleepers))
+    unrecorded = sorted(i for i, s in states.items() if s.status != "succeeded")
+    result.figures["finishing_during_outage"] = len(sleepers)
+    if unrecorded:
+        result.problems.append(
+            f"{len(unrecorded)} of {len(sleepers)} job(s) that finished during the outage are "
+            f"still {states[unrecorded[0]].status} after it, e.g. {unrecorded[0]}")
     return result
+
+
+SLEEPERS = 20
+
+
+def _start_sleepers(stack: ChaosStack, ledger: Ledger, seconds: float) -> set[str]:
+    """Submit sleep jobs and wait until some run; their ids (also in the ledger)."""
+    assert stack.token is not None
+    own = Ledger()
+    submit_batch(stack.base_url, stack.token, own, [
+        {"queue_name": QUEUE, "job_type": "sleep", "timeout_seconds": 60,
+         "payload": {"seconds": seconds, "chaos": "database-outage"}} for _ in range(SLEEPERS)])
+    ids = set(own.ids())
+    ledger.accept(sorted(ids))
+    if not _wait_for(lambda: bool(processing_ids(stack.database_url) & ids), 10):
+        raise ChaosError("no sleep job started before the outage")
+    return ids
 
 
 # 4. Redis outage ----------------------------------------------------------------------------

@@ -75,6 +75,7 @@ def test_database_outage_answers_503_and_recovers(chaos_run: tuple[int, dict[str
     assert_kept(found)
     assert found["figures"]["submit_answers_during_outage"].get("503", 0) > 0
     assert found["figures"]["health_during_outage"] == ["503 down"]
+    assert found["figures"]["finishing_during_outage"] == 20
     assert found["recovery_seconds"] is not None
     assert found["recovery_seconds"] <= found["recovery_bound_seconds"]
 
