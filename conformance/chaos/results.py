@@ -1,6 +1,6 @@
 """chaos.json: the figures of one chaos run, written by `python -m conformance.chaos`.
 
-Shape: {"run_id", "quick", "started_at", "finished_at", "ok", "scenarios": [ScenarioResult...]}
+Shape: {"run_id", "quick", "started_at", "finished_at", "ok", "totals", "scenarios": [...]}
 with each scenario's id (its catalogue item), figures and the list of broken promises.
 """
 
@@ -29,6 +29,9 @@ def write_results(path: Path, *, run_id: str, quick: bool, started_at: str, fini
         "started_at": started_at,
         "finished_at": finished_at,
         "ok": all(s.get("ok") is True for s in scenarios),
+        "totals": {key: sum(int(s.get(key) or 0) for s in scenarios)
+                   for key in ("accepted", "completed", "lost", "stuck", "re_executed",
+                               "http_500")},
         "scenarios": list(scenarios),
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,10 @@ def test_checks_judge_each_scenario_from_chaos_json(tmp_path: Path) -> None:
     assert found["CHAOS-DATABASE-OUTAGE"] == (Status.FAILED, "2 accepted job(s) lost, e.g. x")
     assert found["CHAOS-REDIS-OUTAGE"][0] is Status.ERROR
     assert found["CHAOS-WORKER-DEATH"][0] is Status.NOT_APPLICABLE
-    assert json.loads(path.read_text())["ok"] is False
+    written = json.loads(path.read_text())
+    assert written["ok"] is False
+    assert written["totals"]["lost"] == 2
+    assert written["totals"]["accepted"] == 30
 
 
 def test_checks_not_applicable_without_results(monkeypatch: pytest.MonkeyPatch) -> None:
