@@ -52,9 +52,15 @@ UPDATE api_keys
 SET last_used_at = now()
 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute');
 
--- name: insert_audit
+-- name: insert_audit_grouped
+-- Group commit: the audit rows of concurrent requests in one statement, ids in arrival order.
 INSERT INTO audit_log (actor, organization_id, action, target, source_ip, request_id, status_code)
-VALUES ($1, $2, $3, $4, $5::inet, $6, $7);
+SELECT a.actor, a.organization_id, a.action, a.target, a.source_ip::inet, a.request_id,
+       a.status_code
+FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int4[])
+         WITH ORDINALITY
+         AS a (actor, organization_id, action, target, source_ip, request_id, status_code, ord)
+ORDER BY a.ord;
 
 -- name: queue_lengths
 -- For the taskforge_queue_length gauge: unfinished jobs only, which the partial indexes serve.
