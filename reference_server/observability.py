@@ -7,6 +7,7 @@ A redaction processor runs last before rendering, so no processor or caller can 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -44,6 +45,15 @@ SECRET_VALUE_PATTERNS = (
 )
 #: user:password@ in URLs (postgresql://, redis://): the password part goes.
 URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
+#: A literal every pattern above needs (a superset, case-insensitive): text without any of them
+#: cannot match, so the patterns run only on text that has one. Most log values are ids and paths.
+MAY_HOLD_SECRET = re.compile(r"tf_|eyj|[sr]k_|whsec_|bearer|://", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_secret_key(key: str) -> bool:
+    # Log lines reuse a few dozen keys: the pattern runs once per key, not once per line.
+    return SECRET_KEY_PATTERN.search(key) is not None
 
 
 class Redactor:
@@ -57,6 +67,8 @@ class Redactor:
         for secret in self.known:
             if secret in text:
                 text = text.replace(secret, REDACTED)
+        if MAY_HOLD_SECRET.search(text) is None:
+            return text
         for pattern in SECRET_VALUE_PATTERNS:
             text = pattern.sub(REDACTED, text)
         return URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
@@ -69,7 +81,7 @@ class Redactor:
         if isinstance(value, Mapping):
             return {
                 k: REDACTED
-                if isinstance(k, str) and SECRET_KEY_PATTERN.search(k)
+                if isinstance(k, str) and _is_secret_key(k)
                 else self.scrub(v, depth + 1)
                 for k, v in value.items()
             }
@@ -83,9 +95,7 @@ class Redactor:
         self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         return {
-            key: REDACTED
-            if SECRET_KEY_PATTERN.search(key) and key != "event"
-            else self.scrub(value)
+            key: REDACTED if key != "event" and _is_secret_key(key) else self.scrub(value)
             for key, value in event_dict.items()
         }
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import math
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -119,6 +120,9 @@ end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {1, used + 1, tonumber(oldest[2]) + window - now}
 """
+#: Sent as EVALSHA (40 bytes) rather than the script on every request; EVAL once when Redis has
+#: not seen it (a restart, a flush), which also makes Redis remember it again.
+SLIDING_WINDOW_SHA = hashlib.sha1(SLIDING_WINDOW_LUA.encode(), usedforsecurity=False).hexdigest()
 
 
 class RateLimiter:
@@ -131,6 +135,10 @@ class RateLimiter:
         self.per_minute = per_minute
         self.enabled = enabled
         self.fail_open = fail_open
+        # Window members must be unique per request across processes: a random prefix per
+        # limiter and a counter, instead of a uuid4 (an os.urandom call) per request.
+        self._member_prefix = secrets.token_hex(6)
+        self._member_seq = itertools.count()
 
     def _unavailable(self) -> None:
         if not self.fail_open:
@@ -148,18 +156,20 @@ class RateLimiter:
             return None
         now_ms = int(time.time() * 1000)
         names = [f"rl:{key}" for key in keys]
-        member = f"{now_ms}:{uuid.uuid4().hex[:12]}"
+        member = f"{now_ms}:{self._member_prefix}{next(self._member_seq):x}"
+        args: tuple[str | int, ...] = (
+            *names,
+            now_ms,
+            WINDOW_SECONDS * 1000,
+            self.per_minute,
+            member,
+        )
 
         async def count(client: redis.asyncio.Redis) -> list[Any]:
-            result = await client.eval(
-                SLIDING_WINDOW_LUA,
-                len(names),
-                *names,
-                now_ms,
-                WINDOW_SECONDS * 1000,
-                self.per_minute,
-                member,
-            )
+            try:
+                result = await client.evalsha(SLIDING_WINDOW_SHA, len(names), *args)
+            except redis.exceptions.NoScriptError:
+                result = await client.eval(SLIDING_WINDOW_LUA, len(names), *args)
             return list(result)
 
         try:

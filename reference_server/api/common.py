@@ -65,6 +65,9 @@ class AppState:
     engine: Engine | None = None
     shutting_down: bool = False
     engine_stop: asyncio.Task[None] | None = None
+    #: The per-request log lines' logger, bound once for this app's logging configuration (the
+    #: lazy proxy would rebuild a bound logger on every call).
+    http_log: Any = None
 
 
 def state() -> AppState:
@@ -324,4 +327,3 @@ def principal() -> Principal:
 def set_audit_target(target: object) -> None:
     """What the mutating call acted on, for its audit row (ids and names only)."""
     g.audit_target = str(target)
-

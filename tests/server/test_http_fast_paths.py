@@ -1,0 +1,149 @@
+"""The HTTP hot path's shortcuts keep their behaviour: batched audit rows, cached token checks,
+EVALSHA rate limits, cheap request ids and the redaction pre-filter."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio
+from api_support import ACCESS_SECRET, REFRESH_SECRET, register, running_app
+
+from reference_server import app as app_module
+from reference_server.exceptions import AuthenticationFailed, TokenExpired
+from reference_server.observability import (
+    REDACTED,
+    SECRET_VALUE_PATTERNS,
+    URL_USERINFO,
+    Redactor,
+)
+from reference_server.ratelimit import RateLimiter, RedisGuard
+from reference_server.security import TokenService, TokenType
+
+CONCURRENT = 20
+
+
+async def test_concurrent_mutating_requests_each_leave_their_audit_row(
+    database_url: str, redis_url: str
+) -> None:
+    async with running_app(database_url, redis_url) as api:
+        account = await register(api)
+        token = account["access_token"]
+        responses = await asyncio.gather(
+            *(
+                api.post(
+                    "/api/v1/jobs",
+                    token=token,
+                    json={"queue_name": "default", "job_type": "t", "payload": {"n": n}},
+                    headers={"X-Request-ID": f"batch-{n}"},
+                )
+                for n in range(CONCURRENT)
+            )
+        )
+        job_of = {}
+        for n, response in enumerate(responses):
+            assert response.status_code == 201
+            job_of[f"batch-{n}"] = (await response.get_json())["data"]["id"]
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT * FROM audit_log WHERE request_id LIKE 'batch-%' ORDER BY id"
+        )
+    finally:
+        await conn.close()
+    assert sorted(r["request_id"] for r in rows) == sorted(job_of)
+    for row in rows:
+        assert row["action"] == "POST /api/v1/jobs" and row["status_code"] == 201
+        assert row["target"] == job_of[row["request_id"]]
+        assert row["actor"] == f"user:{account['user_id']}"
+        assert str(row["source_ip"]) == "198.51.100.7"
+
+
+def _tokens() -> TokenService:
+    return TokenService(
+        access_secret=ACCESS_SECRET,
+        refresh_secret=REFRESH_SECRET,
+        access_minutes=15,
+        refresh_minutes=60,
+    )
+
+
+def test_a_verified_access_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = _tokens()
+    pair = tokens.issue_pair(uuid.uuid4(), uuid.uuid4(), frozenset({"job:read"}))
+    first = tokens.verify(pair.access_token, TokenType.ACCESS)
+    assert tokens.verify(pair.access_token, TokenType.ACCESS) == first  # served from memory
+    later = datetime.now(UTC) + timedelta(minutes=20)
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return later
+
+    # Both clocks move on: the cache's and PyJWT's own.
+    monkeypatch.setattr("reference_server.security.time.time", lambda: later.timestamp())
+    monkeypatch.setattr("jwt.api_jwt.datetime", Later)
+    with pytest.raises(TokenExpired):
+        tokens.verify(pair.access_token, TokenType.ACCESS)
+
+
+def test_a_tampered_token_is_not_taken_for_a_verified_one() -> None:
+    tokens = _tokens()
+    pair = tokens.issue_pair(uuid.uuid4(), uuid.uuid4(), frozenset({"job:read"}))
+    tokens.verify(pair.access_token, TokenType.ACCESS)
+    head, payload, signature = pair.access_token.split(".")
+    forged = ".".join((head, payload, ("A" if signature[0] != "A" else "B") + signature[1:]))
+    with pytest.raises(AuthenticationFailed):
+        tokens.verify(forged, TokenType.ACCESS)
+    # A refresh token is never answered from the access tokens' memory.
+    with pytest.raises(AuthenticationFailed):
+        tokens.verify(pair.access_token, TokenType.REFRESH)
+
+
+async def test_rate_limit_survives_redis_forgetting_its_script(redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        limiter = RateLimiter(RedisGuard(client), per_minute=3, enabled=True, fail_open=False)
+        first = await limiter.hit("user:a", "ip:192.0.2.1")
+        await client.script_flush()
+        second = await limiter.hit("user:a", "ip:192.0.2.1")
+        assert first is not None and second is not None
+        assert (first.remaining, second.remaining) == (2, 1)
+        members = await client.zrange("rl:user:a", 0, -1)
+        assert len(set(members)) == 2
+    finally:
+        await client.aclose()
+
+
+def test_request_ids_are_distinct_32_hex_digits() -> None:
+    ids = {app_module._request_ids.next() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+
+
+def _scrub_without_prefilter(text: str) -> str:
+    for pattern in SECRET_VALUE_PATTERNS:
+        text = pattern.sub(REDACTED, text)
+    return URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Authorization: BEARER abc.def",
+        "postgresql://user:hunter2@db/app",
+        "REDIS://:pw@cache:6379/0",
+        "key TF_" + "a" * 32,
+        "key tf_" + "a" * 32 + " used",
+        "token eyJhbGciOi.eyJzdWIi.c2ln",
+        "stripe sk_live_abc123 rk_test_x whsec_xyz",
+        "/api/v1/jobs/6f1c2a9e-0000-4000-8000-000000000000",
+    ],
+)
+def test_redaction_prefilter_changes_nothing(text: str) -> None:
+    assert Redactor().scrub_text(text) == _scrub_without_prefilter(text)
