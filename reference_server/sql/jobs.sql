@@ -305,16 +305,21 @@ DELETE FROM jobs WHERE queue_id = $1
 DELETE FROM queues WHERE id = $1
 
 -- name: queue_stats
-SELECT
-    (SELECT coalesce(jsonb_object_agg(s.status, s.n), '{}'::jsonb)::text
-     FROM (SELECT status, count(*) AS n FROM jobs WHERE queue_id = $1 GROUP BY status) AS s)
-        AS counts,
-    (SELECT extract(epoch FROM now() - min(scheduled_for))::float8 FROM jobs
-     WHERE queue_id = $1 AND status IN ('pending', 'scheduled') AND scheduled_for <= now())
-        AS oldest_pending_age_seconds,
-    (SELECT count(*) FROM jobs
-     WHERE queue_id = $1 AND status = 'succeeded' AND completed_at > now() - interval '1 minute')
-        AS succeeded_last_minute
+-- One pass over the queue's jobs: no index keys a job's status (each such index would cost every
+-- lease and completion one more entry), so each sub-count would be a scan of its own.
+WITH s AS (
+    SELECT status, count(*) AS n,
+           min(scheduled_for) FILTER (WHERE status IN ('pending', 'scheduled')
+                                        AND scheduled_for <= now()) AS oldest,
+           count(*) FILTER (WHERE status = 'succeeded'
+                              AND completed_at > now() - interval '1 minute') AS recent
+    FROM jobs WHERE queue_id = $1
+    GROUP BY status
+)
+SELECT (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)::text FROM s) AS counts,
+       (SELECT extract(epoch FROM now() - min(oldest))::float8 FROM s)
+           AS oldest_pending_age_seconds,
+       (SELECT coalesce(sum(recent), 0)::bigint FROM s) AS succeeded_last_minute
 
 -- name: insert_worker
 INSERT INTO workers (organization_id, name, queues, max_concurrent_jobs, heartbeat_interval_seconds)
