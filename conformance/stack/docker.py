@@ -51,6 +51,7 @@ API_TIMEOUT_SECONDS = 120
 HEALTH_TIMEOUT_SECONDS = 90.0
 #: How long the server gets to stop gracefully before the engine kills it.
 STOP_GRACE_SECONDS = 10
+VOLUME_REMOVE_SECONDS = 15.0
 DATABASE = "taskforge"
 DB_USER = "taskforge"
 SERVER_PORT = 8000
@@ -125,8 +126,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _remove_volume(volume: docker.models.volumes.Volume) -> None:
+    """Remove a volume, waiting (bounded) while the engine still counts it in use.
+
+    Never with force: forcing purges the engine's record while the local driver keeps the
+    directory, and the volume then reappears in listings, unlabelled, for no run to remove.
+    """
+    import docker.errors
+
+    deadline = time.monotonic() + VOLUME_REMOVE_SECONDS
+    while True:
+        try:
+            volume.remove()
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError:
+            if time.monotonic() >= deadline:
+                return  # reported by the caller's final count
+            time.sleep(0.2)
+
+
 def remove_run(client: docker.DockerClient, run_id: str) -> int:
-    """Remove every container and network labelled with run_id; return how many containers."""
+    """Remove every container, network and volume labelled with run_id; return the containers."""
     import docker.errors
 
     label = f"{LABEL_RUN}={run_id}"
@@ -138,8 +160,7 @@ def remove_run(client: docker.DockerClient, run_id: str) -> int:
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             network.remove()
     for volume in client.volumes.list(filters={"label": label}):
-        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-            volume.remove(force=True)
+        _remove_volume(volume)
     return len(containers)
 
 
