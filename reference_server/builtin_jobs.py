@@ -1,8 +1,9 @@
 """The built-in job types and the pool that runs them inside the server process.
 
 `test_job`, `echo`, `sleep` and `fail` let a deployment be smoke-tested with no external worker.
-The pool serves every organisation: it leases built-in jobs in batches, runs them concurrently, and
-acknowledges finished ones together (group commit), so no-op jobs cost a fraction of a round trip.
+The pool serves every organisation. Instant jobs run inside the transaction that takes them and
+commit as succeeded with it (one row version, one commit per batch); waiting ones (sleep) are leased
+by that transaction, run as tasks and are acknowledged together (group commit).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -141,6 +143,23 @@ async def execute(job: LeasedJob) -> Outcome:
     return Outcome(job, time.perf_counter() - started, output_json=output_json)
 
 
+def _run_instant(jobs: list[LeasedJob], *, settled: list[Outcome | None]) -> list[str | None]:
+    """Inside the lease transaction: instant jobs run now and commit as succeeded with it; the rest
+    (waiting types, failures to record) get None and are leased as usual."""
+    settled.clear()
+    settled.extend(execute_instant(job) for job in jobs)
+    return [o.output_json if o is not None and o.error is None else None for o in settled]
+
+
+def _count_successes(outcomes: list[Outcome]) -> None:
+    counts: Counter[tuple[str, str]] = Counter()
+    for o in outcomes:
+        counts[(o.job.queue_name, o.job.job_type)] += 1
+        job_metrics.processing_duration(o.job.queue_name, o.job.job_type).observe(o.duration)
+    for (queue, job_type), n in counts.items():
+        job_metrics.processed(queue, job_type, "succeeded").inc(n)
+
+
 class BuiltinPool:
     """`runners` lease loops of up to `batch_size` jobs each, and one acknowledgement flusher.
 
@@ -249,8 +268,9 @@ class BuiltinPool:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._capacity_freed.wait(), self._recheck_seconds())
                 continue
+            settled: list[Outcome | None] = []
             try:
-                jobs = await self._engine.lease_builtin(free)
+                jobs = await self._engine.run_builtin(free, partial(_run_instant, settled=settled))
             except Exception:
                 log.warning("built-in lease failed; retrying", exc_info=True)
                 jobs = []
@@ -261,17 +281,21 @@ class BuiltinPool:
                 continue
             if len(jobs) == free:
                 self.wake_one()  # likely more ready: let another runner lease alongside
-            self._unacked += len(jobs)
-            for job in jobs:
-                outcome = execute_instant(job)
-                if outcome is not None:
+            succeeded: list[Outcome] = []
+            for job, outcome in zip(jobs, settled, strict=True):
+                if outcome is None:
+                    self._unacked += 1
+                    self._in_flight[job.id] = job
+                    task = asyncio.create_task(self._run(job), name=f"taskforge-job-{job.id}")
+                    self._job_tasks.add(task)
+                    task.add_done_callback(self._job_tasks.discard)
+                elif outcome.error is None:
+                    succeeded.append(outcome)
+                else:
+                    self._unacked += 1
                     self._results.append(outcome)
-                    continue
-                self._in_flight[job.id] = job
-                task = asyncio.create_task(self._run(job), name=f"taskforge-job-{job.id}")
-                self._job_tasks.add(task)
-                task.add_done_callback(self._job_tasks.discard)
-            self._results_ready.set()
+                    self._results_ready.set()
+            _count_successes(succeeded)
 
     async def _idle_until_woken(self) -> None:
         if self._missed_wake:
@@ -317,14 +341,7 @@ class BuiltinPool:
             except Exception:
                 log.exception("could not acknowledge %d built-in jobs", len(succeeded))
                 acked = set()
-            counts: Counter[tuple[str, str]] = Counter()
-            for o in succeeded:
-                if o.job.id in acked:
-                    counts[(o.job.queue_name, o.job.job_type)] += 1
-                    series = job_metrics.processing_duration(o.job.queue_name, o.job.job_type)
-                    series.observe(o.duration)
-            for (queue, job_type), n in counts.items():
-                job_metrics.processed(queue, job_type, "succeeded").inc(n)
+            _count_successes([o for o in succeeded if o.job.id in acked])
         for o in batch:
             if o.error is None:
                 continue

@@ -42,7 +42,7 @@ from reference_server.models import (
 from reference_server.notifications import Notifier
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from reference_server.config import Settings
 
@@ -637,6 +637,34 @@ class Engine:
         for row in rows:
             job_metrics.wait_duration(row["queue_name"]).observe(row["waited_seconds"])
         return [LeasedJob.from_row(r) for r in rows]
+
+    async def run_builtin(
+        self, max_jobs: int, run: Callable[[list[LeasedJob]], list[str | None]]
+    ) -> list[LeasedJob]:
+        """Take ready built-in jobs and settle them in one transaction (see claim_builtin).
+
+        `run` gets the locked jobs and returns, per job, its output JSON (it ran: succeeded) or
+        None (leased to the pool as `lease_builtin` would). Returns the jobs once committed; when
+        this raises, nothing was recorded and the jobs are still pending.
+        """
+        if self._stopping:
+            return []
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(Q["claim_builtin"], max_jobs)
+            if not rows:
+                return []
+            jobs = [LeasedJob.from_row(r) for r in rows]
+            outputs = run(jobs)
+            await conn.execute(
+                Q["settle_builtin"],
+                [job.id for job in jobs],
+                outputs,
+                self.builtin_worker_id,
+                BUILTIN_LEASE_MARGIN_SECONDS,
+            )
+        for row in rows:
+            job_metrics.wait_duration(row["queue_name"]).observe(row["waited_seconds"])
+        return jobs
 
     async def complete_builtin(self, results: Sequence[tuple[UUID, str]]) -> set[UUID]:
         """Acknowledge many built-in successes in one statement; returns the ids recorded."""

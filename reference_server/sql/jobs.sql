@@ -156,6 +156,38 @@ WHERE j.id = picked.id
 RETURNING j.id, j.queue_name, j.job_type, j.payload, j.timeout_seconds,
           greatest(extract(epoch FROM now() - j.scheduled_for), 0)::float8 AS waited_seconds
 
+-- name: claim_builtin
+-- The built-in pool's one-transaction path, step 1: lock (not yet change) ready built-in jobs, as
+-- lease_builtin picks them. The pool runs the instant ones before settle_builtin in the same
+-- transaction; a crash or error meanwhile rolls back and leaves them pending, as if never taken.
+SELECT j.id, j.queue_name, j.job_type, j.payload, j.timeout_seconds,
+       greatest(extract(epoch FROM now() - j.scheduled_for), 0)::float8 AS waited_seconds
+FROM jobs j
+WHERE j.status IN ('pending', 'scheduled')
+  AND j.job_type IN ('test_job', 'echo', 'sleep', 'fail')
+  AND j.scheduled_for <= now()
+  AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.id = j.queue_id AND q.paused)
+ORDER BY j.priority DESC, j.seq
+LIMIT $1
+FOR UPDATE OF j SKIP LOCKED
+
+-- name: settle_builtin
+-- Step 2, same transaction: a job with an output ran already and goes straight to succeeded (one
+-- row version instead of a lease and a completion, one commit instead of two); a NULL output
+-- means "still to run" (sleep, or a failure to record): leased as lease_builtin leases. started_at
+-- is the transaction's start, when the jobs were taken.
+UPDATE jobs j
+SET status = CASE WHEN d.output IS NULL THEN 'processing' ELSE 'succeeded' END,
+    worker_id = $3, attempt_count = j.attempt_count + 1, started_at = now(),
+    lease_seconds = j.timeout_seconds + $4,
+    lease_expires_at = CASE WHEN d.output IS NULL
+                            THEN now() + make_interval(secs => j.timeout_seconds + $4) END,
+    output = d.output::jsonb,
+    completed_at = CASE WHEN d.output IS NOT NULL THEN clock_timestamp() END,
+    updated_at = clock_timestamp()
+FROM unnest($1::uuid[], $2::text[]) AS d (id, output)
+WHERE j.id = d.id
+
 -- name: complete_job
 UPDATE jobs
 SET status = 'succeeded', output = $4::text::jsonb, completed_at = now(), lease_expires_at = NULL,

@@ -13,7 +13,7 @@ from engine_support import WAIT_LIMIT_SECONDS, db_now, make_org, open_pool, spec
 from prometheus_client import REGISTRY
 
 from reference_server.engine import Engine
-from reference_server.models import JobStatus
+from reference_server.models import JobStatus, LeasedJob
 
 
 @pytest.fixture
@@ -315,3 +315,51 @@ async def test_scheduled_builtin_job_runs_once_due(
     done = await wait_for_status(builtin_engine, org, job.id, JobStatus.SUCCEEDED)
 
     assert done.started_at is not None and done.started_at >= due
+
+
+async def test_run_builtin_settles_ran_jobs_and_leases_the_rest_in_one_transaction(
+    engine: Engine, org: UUID
+) -> None:
+    ran, _ = await engine.submit(org, spec(job_type="echo", payload={"n": 1}))
+    later, _ = await engine.submit(org, spec(job_type="sleep", payload={"seconds": 1}))
+    seen: list[str] = []
+
+    def run(jobs: list[LeasedJob]) -> list[str | None]:
+        seen.extend(job.job_type for job in jobs)
+        return ['{"n": 1}' if job.id == ran.id else None for job in jobs]
+
+    taken = await engine.run_builtin(10, run)
+
+    assert {job.id for job in taken} == {ran.id, later.id}
+    assert sorted(seen) == ["echo", "sleep"]
+    done = await engine.get_job(org, ran.id)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.output == {"n": 1}
+    assert done.attempt_count == 1
+    assert done.started_at is not None and done.completed_at is not None
+    assert done.completed_at >= done.started_at
+    assert done.lease_expires_at is None
+    leased = await engine.get_job(org, later.id)
+    assert leased.status is JobStatus.PROCESSING
+    assert leased.worker_id == engine.builtin_worker_id
+    assert leased.attempt_count == 1
+    assert leased.lease_expires_at is not None
+
+
+async def test_run_builtin_error_leaves_the_jobs_pending_and_unattempted(
+    engine: Engine, org: UUID
+) -> None:
+    job, _ = await engine.submit(org, spec(job_type="test_job"))
+
+    def run(jobs: list[LeasedJob]) -> list[str | None]:
+        raise RuntimeError("the server died mid-batch")
+
+    with pytest.raises(RuntimeError):
+        await engine.run_builtin(10, run)
+
+    untouched = await engine.get_job(org, job.id)
+    assert untouched.status is JobStatus.PENDING
+    assert untouched.attempt_count == 0
+    assert untouched.worker_id is None
+    # Taken again, as if never taken.
+    assert [j.id for j in await engine.run_builtin(10, lambda jobs: ["{}"] * len(jobs))] == [job.id]
