@@ -24,7 +24,14 @@ from werkzeug.exceptions import HTTPException
 from reference_server import metrics
 from reference_server.accounts import AccountStore, AuditEntry
 from reference_server.api import api_keys, auth, jobs, operations, queues, workers
-from reference_server.api.common import AppState, client_ip, error_body, json_response, state
+from reference_server.api.common import (
+    AppState,
+    client_ip,
+    error_body,
+    json_response,
+    request_header,
+    state,
+)
 from reference_server.engine import Engine
 from reference_server.exceptions import (
     ApiError,
@@ -251,7 +258,10 @@ async def _close_resources() -> None:
 
 async def _before_request() -> Response | None:
     g.started = time.perf_counter()
-    client_id = request.headers.get("X-Request-ID", "")
+    # Per-request memos of api.common (headers, client address), fresh for each request.
+    g._request_headers = None
+    g._client_ip = None
+    client_id = request_header("x-request-id") or ""
     g.request_id = client_id if SANE_REQUEST_ID.match(client_id) else _request_ids.next()
     # Every log line of this request (engine included) carries its id; each request is a task
     # of its own, so the context does not leak into the next one.
@@ -260,7 +270,7 @@ async def _before_request() -> Response | None:
     st = state()
     st.http_log.debug("request started", method=request.method, path=request.path)
     settings = st.settings
-    if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
+    if request.method == "OPTIONS" and request_header("access-control-request-method"):
         return _preflight()
     length = request.content_length
     if length is not None and length > settings.MAX_BODY_BYTES:
@@ -283,7 +293,7 @@ def _allowed_origin(origin: str | None, allowed: list[str]) -> str | None:
 
 def _preflight() -> Response:
     response = Response(b"", status=204)
-    allow = _allowed_origin(request.headers.get("Origin"), state().settings.CORS_ALLOWED_ORIGINS)
+    allow = _allowed_origin(request_header("origin"), state().settings.CORS_ALLOWED_ORIGINS)
     if allow:
         response.headers["Access-Control-Allow-Origin"] = allow
         response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
@@ -292,7 +302,8 @@ def _preflight() -> Response:
     return response
 
 
-def _security_headers(response: Response) -> None:
+def _security_headers(response: Response, present: set[str]) -> None:
+    """The security and CORS headers; `present`: the lower-case names the response already has."""
     settings = state().settings
     headers = response.headers
     if settings.SECURITY_HSTS:
@@ -301,9 +312,10 @@ def _security_headers(response: Response) -> None:
     headers["X-Content-Type-Options"] = "nosniff"
     headers["X-Frame-Options"] = "DENY"
     headers["Referrer-Policy"] = "no-referrer"
-    headers["Cache-Control"] = headers.get("Cache-Control", "no-store")
+    if "cache-control" not in present:
+        headers["Cache-Control"] = "no-store"
     headers.add("Vary", "Origin")
-    allow = _allowed_origin(request.headers.get("Origin"), settings.CORS_ALLOWED_ORIGINS)
+    allow = _allowed_origin(request_header("origin"), settings.CORS_ALLOWED_ORIGINS)
     if allow:
         headers["Access-Control-Allow-Origin"] = allow
         headers["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS
@@ -311,15 +323,16 @@ def _security_headers(response: Response) -> None:
 
 async def _after_request(response: Response) -> Response:
     request_id = str(getattr(g, "request_id", "") or _request_ids.next())
+    # Looked up in one pass: werkzeug's setdefault/get raise (and build) an exception per miss.
+    present = {name.lower() for name in response.headers.keys()}  # noqa: SIM118 - Headers
     response.headers["X-Request-ID"] = request_id
     for name, value in getattr(g, "rate_limit_headers", {}).items():
-        response.headers.setdefault(name, value)
-    _security_headers(response)
+        if name.lower() not in present:
+            response.headers[name] = value
+    _security_headers(response, present)
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
     elapsed = time.perf_counter() - getattr(g, "started", time.perf_counter())
-    metrics.HTTP_REQUEST_DURATION.labels(
-        method=request.method, route=route, status_code=str(response.status_code)
-    ).observe(elapsed)
+    _request_duration(request.method, route, response.status_code).observe(elapsed)
     principal = getattr(g, "principal", None)
     # A 429 did nothing, and auditing it would turn a flood into as many database writes.
     if (
@@ -337,6 +350,24 @@ async def _after_request(response: Response) -> Response:
         duration_ms=round(elapsed * 1000, 2),
     )
     return response
+
+
+#: (method, route, status) -> its histogram child: labels() costs a lock and a tuple per call.
+_durations: dict[tuple[str, str, int], Any] = {}
+#: Methods and routes are few, but a client chooses the method of an unmatched request.
+_DURATIONS_KEPT = 512
+
+
+def _request_duration(method: str, route: str, status: int) -> Any:
+    key = (method, route, status)
+    child = _durations.get(key)
+    if child is None:
+        child = metrics.HTTP_REQUEST_DURATION.labels(
+            method=method, route=route, status_code=str(status)
+        )
+        if len(_durations) < _DURATIONS_KEPT:
+            _durations[key] = child
+    return child
 
 
 async def _audit(response: Response, route: str, principal: Any) -> None:

@@ -190,7 +190,7 @@ def _is_json(content_type: str) -> bool:
 async def parse_body(model: type[M]) -> M:
     """The request's JSON body validated against model; 415, 413 or 400 otherwise."""
     raw = await request.get_data(as_text=False)
-    if not _is_json(request.headers.get("Content-Type", "")):
+    if not _is_json(request_header("content-type") or ""):
         raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
     try:
         return model.model_validate_json(raw)
@@ -208,6 +208,28 @@ def parse_query(model: type[M]) -> M:
         raise ValidationFailed("invalid query parameters", details=_field_errors(exc)) from None
 
 
+def request_header(name: str) -> str | None:
+    """A request header by its lower-case name; the first one when repeated, as werkzeug's get.
+
+    werkzeug builds an HTTP exception for every absent header it is asked for (X-API-Key,
+    Origin, X-Request-ID are absent from most requests): one pass over the headers instead.
+    """
+    found: dict[str, str] | None = g.get("_request_headers")
+    if found is None:
+        found = {}
+        for key, value in request.headers.items():
+            found.setdefault(key.lower(), value)
+        g._request_headers = found
+    return found.get(name)
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(
+    cidrs: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(n, strict=False) for n in cidrs)
+
+
 def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(value.strip())
@@ -219,19 +241,26 @@ def client_ip() -> str:
     """The client's address; behind a TRUSTED_PROXIES proxy, the one it forwarded.
 
     X-Forwarded-For is read from the right, skipping trusted hops, so a client cannot choose its
-    own address by sending the header itself.
+    own address by sending the header itself. Worked out once per request (rate limit, audit).
     """
+    known: str | None = g.get("_client_ip")
+    if known is None:
+        known = g._client_ip = _client_ip()
+    return known
+
+
+def _client_ip() -> str:
     peer = _address(request.remote_addr or "")
     if peer is None:
         return "unknown"
-    trusted = [ipaddress.ip_network(n, strict=False) for n in state().settings.TRUSTED_PROXIES]
+    trusted = _networks(tuple(state().settings.TRUSTED_PROXIES))
 
     def is_trusted(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(addr.version == net.version and addr in net for net in trusted)
 
     if not trusted or not is_trusted(peer):
         return str(peer)
-    hops = [h for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    hops = [h for h in (request_header("x-forwarded-for") or "").split(",") if h.strip()]
     for hop in reversed(hops):
         addr = _address(hop)
         if addr is None:
@@ -243,7 +272,7 @@ def client_ip() -> str:
 
 
 def _bearer() -> str | None:
-    header = request.headers.get("Authorization")
+    header = request_header("authorization")
     if header is None:
         return None
     scheme, _, value = header.partition(" ")
@@ -255,7 +284,7 @@ def _bearer() -> str | None:
 async def authenticate() -> Principal:
     """The caller, from `Authorization: Bearer <jwt|tf_key>` or `X-API-Key: tf_...`."""
     st = state()
-    api_key = request.headers.get("X-API-Key")
+    api_key = request_header("x-api-key")
     token = _bearer()
     if token is not None and token.startswith("tf_"):
         api_key, token = token, None
