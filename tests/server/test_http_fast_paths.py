@@ -15,7 +15,7 @@ import redis.asyncio
 from api_support import ACCESS_SECRET, REFRESH_SECRET, register, running_app
 
 from reference_server import app as app_module
-from reference_server.exceptions import AuthenticationFailed, TokenExpired
+from reference_server.exceptions import AuthenticationFailed, RateLimited, TokenExpired
 from reference_server.observability import (
     REDACTED,
     SECRET_VALUE_PATTERNS,
@@ -147,3 +147,20 @@ def _scrub_without_prefilter(text: str) -> str:
 )
 def test_redaction_prefilter_changes_nothing(text: str) -> None:
     assert Redactor().scrub_text(text) == _scrub_without_prefilter(text)
+
+
+async def test_concurrent_rate_limit_checks_count_each_request(redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        limiter = RateLimiter(RedisGuard(client), per_minute=5, enabled=True, fail_open=False)
+        outcomes = await asyncio.gather(
+            *(limiter.hit("user:b", f"ip:192.0.2.{n}") for n in range(12)),
+            return_exceptions=True,
+        )
+        admitted = [o for o in outcomes if not isinstance(o, BaseException)]
+        refused = [o for o in outcomes if isinstance(o, RateLimited)]
+        assert (len(admitted), len(refused)) == (5, 7)
+        assert sorted(o.remaining for o in admitted if o is not None) == [0, 1, 2, 3, 4]
+        assert await client.zcard("rl:user:b") == 5
+    finally:
+        await client.aclose()
