@@ -123,6 +123,10 @@ def create_app(settings: Settings) -> Quart:
     app = Quart("reference_server", static_folder=None)  # no /static route outside the contract
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = 30
+    # Every response here is a buffered body that Granian takes at once; a timeout would wrap
+    # each send in a task of its own (asyncio.wait_for) for nothing. Slow request bodies are
+    # still bounded by BODY_TIMEOUT.
+    app.config["RESPONSE_TIMEOUT"] = None
     # Quart would answer OPTIONS itself; preflights are ours (CORS exactly as configured).
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.extensions["taskforge"] = AppState(
