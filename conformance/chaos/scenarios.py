@@ -565,10 +565,10 @@ def redis_outage(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
 def _closed_mode_refuses(stack: ChaosStack, ledger: Ledger, figures: dict[str, Any]) -> list[str]:
     """RATE_LIMIT_FAILURE_MODE=closed: with Redis down the API refuses with 503 + Retry-After."""
     assert stack.redis is not None and stack.token is not None
-    stack.terminate_server(30)
-    stack.kill_server()
-    stack.start_server({"RATE_LIMIT_FAILURE_MODE": "closed"})
     problems: list[str] = []
+    unclean = stack.restart_server({"RATE_LIMIT_FAILURE_MODE": "closed"})
+    if unclean:
+        problems.append(unclean)
     answers: list[str] = []
     stack.redis.pause()
     try:
@@ -590,9 +590,9 @@ def _closed_mode_refuses(stack: ChaosStack, ledger: Ledger, figures: dict[str, A
     figures["closed_mode_answers_during_outage"] = sorted(set(answers))
     if set(answers) != {"503 Retry-After"}:
         problems.append(f"closed failure mode answered {sorted(set(answers))}, not 503 Retry-After")
-    stack.terminate_server(30)
-    stack.kill_server()
-    stack.start_server()
+    unclean = stack.restart_server()
+    if unclean:
+        problems.append(unclean)
     return problems
 
 
@@ -663,7 +663,33 @@ def graceful_shutdown(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
     reruns = [i for i in in_flight if i in states and states[i].attempt_count > 1]
     if reruns:
         result.problems.append(f"{len(reruns)} in-flight job(s) ran twice")
+    result.problems.extend(_sigterm_during_startup(stack, grace, result.figures))
     return result
+
+
+def _sigterm_during_startup(stack: ChaosStack, grace: float, figures: dict[str, Any]) -> list[str]:
+    """SIGTERM once the first server process started, the others still starting (a deploy that
+    stops a fresh container): graceful all the same, exit 0 within the grace period."""
+    stack.terminate_server(grace + 20)
+    stack.kill_server()
+    stack.start_server(wait=False)
+    if not _wait_for(lambda: stack.workers_started() >= 1, 60):
+        raise ChaosError("no server process started")
+    started = stack.workers_started()
+    term_at = time.monotonic()
+    status = stack.terminate_server(grace + 20)
+    took = time.monotonic() - term_at
+    figures["sigterm_during_startup"] = {
+        "processes_started": started, "processes": stack.workers, "exit_status": status,
+        "stopped_after_seconds": round(took, 2)}
+    problems = []
+    if status != 0 or took > grace + 5:
+        shown = "no exit" if status is None else f"exit status {status}"
+        problems.append(f"SIGTERM during start-up ({started} of {stack.workers} processes "
+                        f"started): {shown} after {took:.1f}s (grace {grace:g}s)")
+    stack.kill_server()
+    stack.start_server()
+    return problems
 
 
 # 6. Log file unwritable ---------------------------------------------------------------------
@@ -672,12 +698,14 @@ def graceful_shutdown(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
 def _serves_with_log_file(stack: ChaosStack, log_file: str, ledger: Ledger) -> list[str]:
     """Restart the server with LOG_FILE_PATH=log_file; what went wrong (nothing: [])."""
     problems: list[str] = []
-    stack.terminate_server(30)
-    stack.kill_server()
     try:
-        server = stack.start_server({"LOG_FILE_PATH": log_file, "LOG_LEVEL": "info"})
+        unclean = stack.restart_server({"LOG_FILE_PATH": log_file, "LOG_LEVEL": "info"})
     except ChaosError as exc:
         return [f"LOG_FILE_PATH={log_file}: the server did not start ({exc})"]
+    if unclean:
+        problems.append(unclean)
+    server = stack.server
+    assert server is not None
     assert stack.token is not None
     with httpx.Client(base_url=stack.base_url, timeout=10.0,
                       headers={"Authorization": f"Bearer {stack.token}"}) as client:
@@ -717,9 +745,9 @@ def log_file_unwritable(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
         if not problems:
             served.append(label)
     result.figures["served_with_log_file"] = served
-    stack.terminate_server(30)
-    stack.kill_server()
-    stack.start_server()
+    unclean = stack.restart_server()
+    if unclean:
+        result.problems.append(unclean)
     _drain(stack, result, ledger, 60)
     result.recovery_seconds = round(time.monotonic() - started, 2)
     return result

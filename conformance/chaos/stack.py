@@ -123,7 +123,8 @@ class ChaosStack:
             "APPLICATION_PORT": str(self.port),
             "BASE_URL": self.base_url,
             "LOG_FORMAT": "json",
-            "LOG_LEVEL": "warning",
+            # info: Granian's "Started worker-N" lines tell when every process serves.
+            "LOG_LEVEL": "info",
             "LOG_FILE_PATH": str(self.root / "server.log"),
             "WORKERS": str(self.workers),
             # The load is ours and deliberate: the limiter must not be what refuses it.
@@ -158,7 +159,29 @@ class ChaosStack:
         self.server = ServerProcess(proc, out, err)
         if wait:
             self.wait_ready()
+            self.wait_workers_started()
         return self.server
+
+    def workers_started(self) -> int:
+        """How many of this start's server processes said they started (Granian's log line)."""
+        if self.server is None:
+            return 0
+        try:
+            text = self.server.stdout.read_bytes()
+        except OSError:
+            return 0
+        return text.count(b'"Started worker-')
+
+    def wait_workers_started(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """/ready answers once one process serves; a stop must not race the others' start-up."""
+        deadline = time.monotonic() + timeout
+        while self.workers_started() < self.workers:
+            if time.monotonic() >= deadline:
+                raise ChaosError(f"only {self.workers_started()} of {self.workers} server "
+                                 f"processes started within {timeout:.0f}s")
+            if self.server is not None and not self.server.alive():
+                raise ChaosError(f"server exited with {self.server.proc.returncode}")
+            time.sleep(0.05)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> float:
         """Poll /ready until 200; the seconds it took."""
@@ -195,6 +218,24 @@ class ChaosStack:
             return None
         self.server.proc.send_signal(signal.SIGTERM)
         return self.server.wait(timeout)
+
+    def restart_server(self, overrides: Mapping[str, str | None] | None = None) -> str | None:
+        """SIGTERM the server, then start it again; why the stop was not clean, or None.
+
+        Every stop of the reference server is graceful: exit status 0 within the grace period.
+        """
+        problem = None
+        if self.server is not None and self.server.alive():
+            grace = float(self.settings()["SHUTDOWN_GRACE_SECONDS"])
+            started = time.monotonic()
+            status = self.terminate_server(grace + 20)
+            took = time.monotonic() - started
+            if status != 0 or took > grace + 5:
+                shown = "no exit" if status is None else f"exit status {status}"
+                problem = f"SIGTERM before a restart: {shown} after {took:.1f}s (grace {grace:g}s)"
+        self.kill_server()
+        self.start_server(overrides)
+        return problem
 
     # Accounts ----------------------------------------------------------------------------
 
