@@ -40,6 +40,30 @@ DEGRADED_RECHECK_SECONDS = 0.5
 FINAL_FLUSH_TIMEOUT_SECONDS = 10.0
 
 log = logging.getLogger(__name__)
+#: How long a finished job's acknowledgement is retried while the database is away. A job whose
+#: ack never lands runs again after its lease; retrying spares that re-run for short outages.
+ACK_RETRY_SECONDS = 60.0
+ACK_RETRY_MAX_DELAY = 2.0
+
+
+async def _retrying(what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    """Run call, retrying with capped exponential backoff until ACK_RETRY_SECONDS have passed.
+
+    Conflict and NotFound are answers, not outages: they are raised at once.
+    """
+    deadline = time.monotonic() + ACK_RETRY_SECONDS
+    delay = 0.1
+    while True:
+        try:
+            return await call()
+        except (Conflict, NotFound):
+            raise
+        except Exception:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("could not %s yet; retrying in %.1fs", what, delay)
+            await asyncio.sleep(delay)
+            delay = min(ACK_RETRY_MAX_DELAY, delay * 2)
 
 
 class JobFailed(Exception):
@@ -335,8 +359,10 @@ class BuiltinPool:
         succeeded = [o for o in batch if o.error is None]
         if succeeded:
             try:
-                acked = await engine.complete_builtin(
-                    [(o.job.id, o.output_json or "null") for o in succeeded]
+                acked = await _retrying(
+                    f"acknowledge {len(succeeded)} built-in jobs",
+                    partial(engine.complete_builtin,
+                            [(o.job.id, o.output_json or "null") for o in succeeded]),
                 )
             except Exception:
                 log.exception("could not acknowledge %d built-in jobs", len(succeeded))
@@ -346,12 +372,11 @@ class BuiltinPool:
             if o.error is None:
                 continue
             try:
-                await engine.fail_leased(
-                    o.job.id,
-                    org_id=None,
-                    worker_id=engine.builtin_worker_id,
-                    error_message=o.error,
-                    retryable=o.retryable,
+                await _retrying(
+                    f"record the failure of built-in job {o.job.id}",
+                    partial(engine.fail_leased, o.job.id, org_id=None,
+                            worker_id=engine.builtin_worker_id, error_message=o.error,
+                            retryable=o.retryable),
                 )
             except (Conflict, NotFound):
                 # The lease ran out meanwhile and the reaper already moved the job on.
