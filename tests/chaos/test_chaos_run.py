@@ -33,12 +33,21 @@ def scenario(run: tuple[int, dict[str, Any]], name: str) -> dict[str, Any]:
     return found
 
 
-def assert_kept(found: dict[str, Any]) -> None:
-    assert found["problems"] == [], f"{found['name']}: {found['problems']}"
+def assert_kept(found: dict[str, Any], *, apart_from: tuple[str, ...] = ()) -> None:
+    """No broken promise, except those a test of its own judges (problems saying so)."""
+    problems = [p for p in found["problems"] if not any(a in p for a in apart_from)]
+    assert problems == [], f"{found['name']}: {problems}"
     assert found["lost"] == 0
-    assert found["stuck"] == 0
     assert found["http_500"] == 0
-    assert found["ok"] is True
+    if not apart_from:
+        assert found["stuck"] == 0
+        assert found["ok"] is True
+
+
+#: Problems of the database outage that test_work_finished_during_database_outage_is_recorded
+#: judges (the jobs it means are also the ones counted as not finished in time).
+UNRECORDED = ("that finished during the outage", "accepted job(s) not finished in time")
+STARTUP_SIGTERM = ("SIGTERM during start-up",)
 
 
 def test_every_scenario_reported_and_exit_status_matches(
@@ -72,12 +81,21 @@ def test_dead_worker_jobs_run_elsewhere_on_attempt_two(
 
 def test_database_outage_answers_503_and_recovers(chaos_run: tuple[int, dict[str, Any]]) -> None:
     found = scenario(chaos_run, "database-outage")
-    assert_kept(found)
+    assert_kept(found, apart_from=UNRECORDED)
     assert found["figures"]["submit_answers_during_outage"].get("503", 0) > 0
     assert found["figures"]["health_during_outage"] == ["503 down"]
-    assert found["figures"]["finishing_during_outage"] == 20
     assert found["recovery_seconds"] is not None
     assert found["recovery_seconds"] <= found["recovery_bound_seconds"]
+
+
+def test_work_finished_during_database_outage_is_recorded(
+    chaos_run: tuple[int, dict[str, Any]],
+) -> None:
+    """20 sleep jobs run when PostgreSQL stops and finish during the outage: once it is back
+    they are recorded as succeeded (attempt 1), not left processing until their lease ends."""
+    found = scenario(chaos_run, "database-outage")
+    assert found["figures"]["finishing_during_outage"] == 20
+    assert_kept(found)
 
 
 def test_redis_outage_degrades_and_recovers(chaos_run: tuple[int, dict[str, Any]]) -> None:
@@ -90,11 +108,21 @@ def test_redis_outage_degrades_and_recovers(chaos_run: tuple[int, dict[str, Any]
 
 def test_sigterm_finishes_in_flight_jobs(chaos_run: tuple[int, dict[str, Any]]) -> None:
     found = scenario(chaos_run, "graceful-shutdown")
-    assert_kept(found)
+    assert_kept(found, apart_from=STARTUP_SIGTERM)
+    assert found["stuck"] == 0
     figures = found["figures"]
     assert figures["exit_status"] == 0
     assert figures["in_flight_at_sigterm"] > 0
     assert figures["in_flight_finished"] == figures["in_flight_at_sigterm"]
+
+
+def test_sigterm_during_startup_is_graceful(chaos_run: tuple[int, dict[str, Any]]) -> None:
+    """SIGTERM once the first of two server processes started: exit 0 within the grace."""
+    found = scenario(chaos_run, "graceful-shutdown")
+    stop = found["figures"]["sigterm_during_startup"]
+    assert stop["exit_status"] == 0
+    assert stop["stopped_after_seconds"] <= found["figures"]["grace_seconds"] + 5, stop
+    assert_kept(found)
 
 
 def test_unwritable_log_file_does_not_stop_serving(chaos_run: tuple[int, dict[str, Any]]) -> None:
