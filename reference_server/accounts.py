@@ -175,7 +175,8 @@ class AccountStore:
         row = await self.pool.fetchrow(queries()["api_key_by_hash"], key_hash)
         if row is None:
             return None
-        await self.pool.execute(queries()["touch_api_key"], row["id"])
+        if row["touch_due"]:
+            await self.pool.execute(queries()["touch_api_key"], row["id"])
         return Principal(
             kind="api_key",
             user_id=row["user_id"],

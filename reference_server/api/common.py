@@ -156,7 +156,8 @@ def _storable(value: Any, depth: int = 0) -> None:
 
 
 def _json_object(value: dict[str, Any]) -> dict[str, Any]:
-    _storable(value)
+    if value:  # `{}` is the commonest payload and holds nothing to check
+        _storable(value)
     return value
 
 

@@ -39,7 +39,9 @@ RETURNING id;
 
 -- name: api_key_by_hash
 -- The owner's current role bounds the key: a demoted user's keys lose the extra permissions.
-SELECT k.id, k.organization_id, k.user_id, k.permissions, k.expires_at, u.role
+-- touch_due: whether touch_api_key would write (it is skipped otherwise, saving a round trip).
+SELECT k.id, k.organization_id, k.user_id, k.permissions, k.expires_at, u.role,
+       (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute') AS touch_due
 FROM api_keys k
 JOIN users u ON u.id = k.user_id AND u.organization_id = k.organization_id
 WHERE k.key_hash = $1

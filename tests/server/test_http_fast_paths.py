@@ -164,3 +164,34 @@ async def test_concurrent_rate_limit_checks_count_each_request(redis_url: str) -
         assert await client.zcard("rl:user:b") == 5
     finally:
         await client.aclose()
+
+
+async def test_api_key_use_is_recorded_at_most_once_a_minute(
+    database_url: str, redis_url: str
+) -> None:
+    async with running_app(database_url, redis_url) as api:
+        token = (await register(api))["access_token"]
+        created = await api.post(
+            "/api/v1/api-keys", token=token, json={"name": "w", "permissions": ["job:read"]}
+        )
+        key_info = (await created.get_json())["data"]
+        conn = await asyncpg.connect(database_url)
+        try:
+            used_at = "SELECT last_used_at FROM api_keys WHERE id = $1"
+            key_id = uuid.UUID(key_info["id"])
+            assert await conn.fetchval(used_at, key_id) is None
+            first = await api.get("/api/v1/jobs", headers={"X-API-Key": key_info["key"]})
+            stamped = await conn.fetchval(used_at, key_id)
+            second = await api.get("/api/v1/jobs", headers={"X-API-Key": key_info["key"]})
+            assert await conn.fetchval(used_at, key_id) == stamped
+            # Older than a minute: the next use records itself again.
+            await conn.execute(
+                "UPDATE api_keys SET last_used_at = now() - interval '2 minutes' WHERE id = $1",
+                key_id,
+            )
+            third = await api.get("/api/v1/jobs", headers={"X-API-Key": key_info["key"]})
+            restamped = await conn.fetchval(used_at, key_id)
+        finally:
+            await conn.close()
+    assert [r.status_code for r in (first, second, third)] == [200, 200, 200]
+    assert stamped is not None and restamped is not None and restamped > stamped
