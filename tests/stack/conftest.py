@@ -6,7 +6,9 @@ so that the docker path cannot silently stop being exercised.
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -37,3 +39,20 @@ _WHY = pytest.StashKey[str]()
 @pytest.fixture
 def _docker_required(request: pytest.FixtureRequest) -> None:
     pytest.fail(f"{REQUIRE_DOCKER}=1 but {request.config.stash[_WHY]}", pytrace=False)
+
+
+@pytest.fixture
+def docker_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Run the holder alone among tests that count what the engine holds, across xdist workers.
+
+    xdist_group does not keep a group on one worker with this pytest, so a file lock in the
+    directory the workers share serialises the tests whose engine-wide counts would see each
+    other's containers (a stopped run's stack, an image build's intermediate containers).
+    """
+    path = tmp_path_factory.getbasetemp().parent / "taskforge-docker-tests.lock"
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -56,6 +56,11 @@ def _engine_count(engine: docker.DockerClient, child: int | None = None) -> int:
                and not str(c.attrs.get("Config", {}).get("Image", "")).startswith(RYUK))
 
 
+def _unlabelled_volumes(engine: docker.DockerClient) -> set[str]:
+    """Volumes no stack run claims (other workers' runs come and go with their labels)."""
+    return {v.name for v in engine.volumes.list() if LABEL_RUN not in (v.attrs.get("Labels") or {})}
+
+
 def test_auto_chooses_docker_when_the_engine_and_images_are_there() -> None:
     kind, why = choose_provider()
     assert kind == "docker", why
@@ -141,13 +146,14 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.usefixtures("docker_lock")
 def test_a_stopped_run_leaves_no_container_behind(
     engine: docker.DockerClient, sig: signal.Signals,
     record_property: Callable[[str, object], None],
 ) -> None:
     """Counts the engine's containers, networks and volumes before and after a run told to stop."""
     before = _engine_count(engine)
-    volumes_before = {v.name for v in engine.volumes.list()}
+    volumes_before = _unlabelled_volumes(engine)
     child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
@@ -170,7 +176,7 @@ def test_a_stopped_run_leaves_no_container_behind(
     assert _engine_count(engine, child.pid) == before
     assert engine.networks.list(filters={"label": f"{LABEL_PID}={child.pid}"}) == []
     assert engine.volumes.list(filters={"label": f"{LABEL_PID}={child.pid}"}) == []
-    assert {v.name for v in engine.volumes.list()} <= volumes_before
+    assert _unlabelled_volumes(engine) <= volumes_before  # nothing orphaned without its label
     record_property("ci_log", [
         f"{sig.name} to a run with its stack up: "
         f"{[line for line in err.splitlines() if 'left behind' in line][-1]}; "

@@ -123,6 +123,7 @@ _built_ids: dict[str, list[str]] = {}
 
 @pytest.mark.docker
 @pytest.mark.xdist_group("docker")
+@pytest.mark.usefixtures("docker_lock")
 def test_an_unchanged_recipe_is_not_rebuilt(tmp_path: Path, throwaway_tag: str) -> None:
     """The label carries the recipe hash: same hash, no build; changed file, new build."""
     if image_label(BASE_LOCAL) is None:
