@@ -137,15 +137,17 @@ RETURNING j.*
 -- The built-in pool: every organisation, built-in job types only (jobs_builtin_ready_idx; the type
 -- list must match the index predicate), unpaused queues. The lease outlives the job's timeout by
 -- $3 seconds, so a crashed server's jobs come back through the reaper.
--- The paused queues are read once per statement (a small set, queues_paused_idx) and filtered
--- per row, so the plan is always an ordered walk of the index that stops at LIMIT; a join there
--- let stale statistics pick a hash join and a sort of every ready row (20 ms per lease).
+-- The paused check is a scalar subquery per row (a primary-key look-up of the job's queue), which
+-- the planner cannot turn into a join: the plan stays an ordered walk of the index that stops at
+-- LIMIT. As NOT EXISTS it became an anti-join, and stale statistics then picked a hash join and a
+-- sort of every ready row (20-50 ms per lease); as "<> ALL (paused ids)" it was estimated at one
+-- row and planned as a sequential scan and a sort.
 WITH picked AS (
     SELECT j.id FROM jobs j
     WHERE j.status IN ('pending', 'scheduled')
       AND j.job_type IN ('test_job', 'echo', 'sleep', 'fail')
       AND j.scheduled_for <= now()
-      AND j.queue_id <> ALL (ARRAY(SELECT q.id FROM queues q WHERE q.paused))
+      AND NOT coalesce((SELECT q.paused FROM queues q WHERE q.id = j.queue_id), false)
     ORDER BY j.priority DESC, j.seq
     LIMIT $1
     FOR UPDATE SKIP LOCKED
@@ -169,7 +171,7 @@ FROM jobs j
 WHERE j.status IN ('pending', 'scheduled')
   AND j.job_type IN ('test_job', 'echo', 'sleep', 'fail')
   AND j.scheduled_for <= now()
-  AND j.queue_id <> ALL (ARRAY(SELECT q.id FROM queues q WHERE q.paused))
+  AND NOT coalesce((SELECT q.paused FROM queues q WHERE q.id = j.queue_id), false)
 ORDER BY j.priority DESC, j.seq
 LIMIT $1
 FOR UPDATE OF j SKIP LOCKED
