@@ -32,6 +32,11 @@ JOIN queues q ON q.organization_id = $1 AND q.name = i.queue_name
 ORDER BY i.ord
 RETURNING id, seq, queue_name, job_type
 
+-- name: queues_for_batch
+-- The queues a COPY batch names, with the defaults its rows take from them.
+SELECT id, name, max_attempts, timeout_seconds FROM queues
+WHERE organization_id = $1 AND name = ANY ($2::text[])
+
 -- name: insert_jobs_grouped
 -- Group commit: concurrent single submits of any organisations in one statement. Rows come back
 -- in the items' order by seq; items naming an unknown queue drop out of the join.

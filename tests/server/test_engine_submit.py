@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -98,6 +99,36 @@ async def test_batch_inserts_all_in_order(engine: Engine, org: UUID, pool: async
         assert job.payload == {"n": n}
         assert job.queue_name == specs[n].queue_name
     assert await count_jobs(pool) == 50
+
+
+async def test_batch_rows_match_single_submits_and_keep_fifo_order(
+    engine: Engine, org: UUID, pool: asyncpg.Pool
+) -> None:
+    """Jobs due now go in by COPY, others by INSERT: both store what a single submit stores."""
+    await engine.create_queue(org, name="slow", settings={"max_attempts": 7, "timeout_seconds": 9})
+    due_now = [spec(queue="slow", payload={"n": n}, priority=n % 2) for n in range(5)]
+    due_now.append(spec(queue="slow", max_attempts=2, timeout_seconds=60))
+    later = [spec(queue="slow", scheduled_for=datetime.now(UTC) + timedelta(hours=1))]
+
+    copied = await engine.submit_batch(org, due_now)
+    inserted = await engine.submit_batch(org, later)
+    single, _ = await engine.submit(org, spec(queue="slow"))
+
+    jobs = [await engine.get_job(org, job_id) for job_id in copied]
+    assert [job.payload for job in jobs[:5]] == [{"n": n} for n in range(5)]
+    assert [job.priority for job in jobs[:5]] == [0, 1, 0, 1, 0]
+    assert [job.seq for job in jobs] == sorted(job.seq for job in jobs)
+    for job in jobs[:5]:
+        assert job.status is JobStatus.PENDING
+        assert (job.max_attempts, job.timeout_seconds) == (7, 9)
+        assert job.created_at == job.scheduled_for  # both the transaction's now(), as in INSERT
+        assert job.attempt_count == 0 and job.worker_id is None
+    assert (jobs[5].max_attempts, jobs[5].timeout_seconds) == (2, 60)
+    assert jobs[0].id.version == 4
+    scheduled = await engine.get_job(org, inserted[0])
+    assert scheduled.status is JobStatus.SCHEDULED
+    assert (scheduled.max_attempts, single.max_attempts) == (7, 7)
+    assert await count_jobs(pool) == 8
 
 
 async def test_batch_with_an_unknown_queue_inserts_nothing(
