@@ -679,13 +679,14 @@ def graceful_shutdown(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
 
 
 def _sigterm_during_startup(stack: ChaosStack, grace: float, figures: dict[str, Any]) -> list[str]:
-    """SIGTERM once the first server process started, the others still starting (a deploy that
-    stops a fresh container): graceful all the same, exit 0 within the grace period."""
+    """SIGTERM once every server process was spawned, while they start (a deploy that stops a
+    fresh container): graceful all the same, exit 0 within the grace period."""
     stack.terminate_server(grace + 20)
     stack.kill_server()
-    stack.start_server(wait=False)
-    if not _wait_for(lambda: stack.workers_started() >= 1, 60):
-        raise ChaosError("no server process started")
+    server = stack.start_server(wait=False)
+    spawned = f'"Spawning worker-{stack.workers} '.encode()
+    if not _wait_for(lambda: spawned in server.stdout.read_bytes(), 60):
+        raise ChaosError("the server did not spawn its processes")
     started = stack.workers_started()
     term_at = time.monotonic()
     status = stack.terminate_server(grace + 20)
@@ -697,7 +698,7 @@ def _sigterm_during_startup(stack: ChaosStack, grace: float, figures: dict[str, 
     if status != 0 or took > grace + 5:
         shown = "no exit" if status is None else f"exit status {status}"
         problems.append(f"SIGTERM during start-up ({started} of {stack.workers} processes "
-                        f"started): {shown} after {took:.1f}s (grace {grace:g}s)")
+                        f"started, all spawned): {shown} after {took:.1f}s (grace {grace:g}s)")
     stack.kill_server()
     stack.start_server()
     return problems
