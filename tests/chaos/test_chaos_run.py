@@ -117,7 +117,8 @@ def test_sigterm_finishes_in_flight_jobs(chaos_run: tuple[int, dict[str, Any]]) 
 
 
 def test_sigterm_during_startup_is_graceful(chaos_run: tuple[int, dict[str, Any]]) -> None:
-    """SIGTERM once the first of two server processes started: exit 0 within the grace."""
+    """SIGTERM while both server processes start (a deploy stopping a fresh container):
+    exit 0 within the grace period, no worker killed."""
     found = scenario(chaos_run, "graceful-shutdown")
     stop = found["figures"]["sigterm_during_startup"]
     assert stop["exit_status"] == 0
