@@ -428,6 +428,9 @@ def build_all(project: Path, *, force: bool = False, log: Log = print) -> dict[s
     for role in (POSTGRES, REDIS):
         build_service_image(recipes, role, base_digest, force=force, log=log)
     build_server_image(project, base_digest, force=force, log=log)
+    # Images an earlier build replaced while a container still used them: untagged, ours (label).
+    subprocess.run(["docker", "image", "prune", "--force", "--filter", f"label={RECIPE_LABEL}"],
+                   capture_output=True, check=False, timeout=300)
     return {role.env_var: role.local for role in STACK_IMAGES}
 
 
