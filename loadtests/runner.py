@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import ssl
 import sys
 import time
 from collections.abc import Iterator
@@ -81,7 +82,8 @@ def reference_target(stack: str, server: dict[str, int]) -> Iterator[Any]:
 
 
 def _client(base_url: str, ca_bundle: Path | None) -> httpx.Client:
-    verify: Any = str(ca_bundle) if ca_bundle else True
+    # httpx takes an SSL context (a CA path is deprecated there).
+    verify = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
     return httpx.Client(base_url=base_url, verify=verify, timeout=10.0)
 
 
