@@ -50,10 +50,19 @@ def _ours(engine: docker.DockerClient, pid: int) -> list[docker.models.container
 
 def _engine_count(engine: docker.DockerClient, child: int | None = None) -> int:
     """The engine's containers, without other processes' stacks (tests on other workers) and
-    without testcontainers' reaper, which outlives a run by design where its image exists."""
-    return sum(1 for c in engine.containers.list(all=True)
-               if (LABEL_RUN not in c.labels or c.labels.get(LABEL_PID) == str(child))
-               and not str(c.attrs.get("Config", {}).get("Image", "")).startswith(RYUK))
+    without testcontainers' reaper, which outlives a run by design where its image exists.
+
+    Sparse listing: one API call, so a container another worker removes meanwhile cannot make
+    a per-container inspect fail with 404.
+    """
+    count = 0
+    for c in engine.containers.list(all=True, sparse=True):
+        labels = c.attrs.get("Labels") or {}
+        if (LABEL_RUN not in labels or labels.get(LABEL_PID) == str(child)) and not str(
+            c.attrs.get("Image", "")
+        ).startswith(RYUK):
+            count += 1
+    return count
 
 
 def _unlabelled_volumes(engine: docker.DockerClient) -> set[str]:
