@@ -116,11 +116,6 @@ def test_sigterm_finishes_in_flight_jobs(chaos_run: tuple[int, dict[str, Any]]) 
     assert figures["in_flight_finished"] == figures["in_flight_at_sigterm"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "reference server defect: a SIGTERM that reaches Granian workers before they install their "
-    "own signal handlers is lost (they inherit the main process' handler through fork); they are "
-    "killed after SHUTDOWN_GRACE_SECONDS + 10 s. Fix in reference_server (see commit 35e61e3), "
-    "then remove this marker."))
 def test_sigterm_during_startup_is_graceful(chaos_run: tuple[int, dict[str, Any]]) -> None:
     """SIGTERM while both server processes start (a deploy stopping a fresh container):
     exit 0 within the grace period, no worker killed."""
