@@ -96,6 +96,12 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _insert_job_args(org_id: UUID, spec: JobSpec) -> tuple[Any, ...]:
+    """The parameters of the insert_job query, in its order, for single and batch inserts."""
+    return (org_id, spec.queue_name, spec.job_type, _json_text(spec.payload), spec.priority,
+            spec.scheduled_for, spec.max_attempts, spec.timeout_seconds, spec.idempotency_key)
+
+
 class Engine:
     """All job, queue and worker operations, each scoped to an organisation."""
 
@@ -186,16 +192,7 @@ class Engine:
             return job, True
         try:
             row = await self._pool.fetchrow(
-                Q["insert_job"],
-                org_id,
-                spec.queue_name,
-                spec.job_type,
-                _json_text(spec.payload),
-                spec.priority,
-                spec.scheduled_for,
-                spec.max_attempts,
-                spec.timeout_seconds,
-                spec.idempotency_key,
+                Q["insert_job"], *_insert_job_args(org_id, spec)
             )
         except asyncpg.ForeignKeyViolationError:
             # The queue was deleted between our read of it and the insert.
@@ -304,16 +301,7 @@ class Engine:
         created: Counter[tuple[str, str]] = Counter()
         for spec in specs:
             row = await conn.fetchrow(
-                Q["insert_job"],
-                org_id,
-                spec.queue_name,
-                spec.job_type,
-                _json_text(spec.payload),
-                spec.priority,
-                spec.scheduled_for,
-                spec.max_attempts,
-                spec.timeout_seconds,
-                spec.idempotency_key,
+                Q["insert_job"], *_insert_job_args(org_id, spec)
             )
             if row is not None:
                 created[(row["queue_name"], row["job_type"])] += 1
