@@ -7,7 +7,6 @@ import functools
 import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import orjson
@@ -16,6 +15,7 @@ import structlog
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from quart import Response, current_app, g, request
 
+from reference_server import httpcore
 from reference_server.exceptions import (
     ApiError,
     AuthenticationFailed,
@@ -87,10 +87,6 @@ def accounts() -> AccountStore:
     return store
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
 def request_id() -> str:
     return str(getattr(g, "request_id", "") or "")
 
@@ -106,12 +102,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 def ok(data: Any, status: int = 200, message: str | None = None) -> Response:
     """The success envelope of the contract."""
-    body: dict[str, Any] = {"success": True, "data": data}
-    if message is not None:
-        body["message"] = message
-    body["timestamp"] = now_iso()
-    body["request_id"] = request_id()
-    return json_response(body, status)
+    return json_response(httpcore.ok_body(data, request_id(), message), status)
 
 
 def no_content() -> Response:
@@ -119,10 +110,7 @@ def no_content() -> Response:
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if details is not None:
-        error["details"] = details
-    return {"success": False, "error": error, "timestamp": now_iso(), "request_id": request_id()}
+    return httpcore.error_body(code, message, details, request_id())
 
 
 def _integral(value: Any) -> Any:

@@ -9,8 +9,9 @@ from typing import Any
 from quart import Blueprint, Response
 
 from reference_server import __version__, metrics
-from reference_server.api.common import json_response, now_iso, request_id, state
+from reference_server.api.common import json_response, request_id, state
 from reference_server.exceptions import NotFound
+from reference_server.httpcore import now_iso
 from reference_server.migrate import migration_status
 from reference_server.observability import get_logger, metrics_exposition
 

@@ -1,0 +1,319 @@
+"""What every answer shares, whoever builds it: the Quart app or the submit fast path.
+
+Envelopes, the mapping of exceptions to the contract's errors, the response headers (request id,
+rate limits, security, CORS) and the record each request leaves (duration metric, audit row, log
+line). Nothing here knows Quart, so both paths answer alike by construction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from werkzeug.exceptions import HTTPException
+
+from reference_server import metrics
+from reference_server.accounts import AuditEntry
+from reference_server.exceptions import ApiError, ServiceUnavailable
+from reference_server.observability import get_logger
+
+if TYPE_CHECKING:
+    from reference_server.config import Settings
+    from reference_server.security import Principal
+
+API_PREFIX = "/api/v1"
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: A client's X-Request-ID is echoed only when it is this tame (it ends up in logs and the audit).
+SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+RETRY_AFTER_SECONDS = "5"
+CORS_ALLOWED_HEADERS = "Authorization, Content-Type, X-API-Key, X-Request-ID"
+CORS_EXPOSED_HEADERS = (
+    "X-Request-ID, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
+)
+CORS_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+
+log = get_logger("reference_server.http")
+
+
+class _RequestIds:
+    """32 hex digits per request: a random prefix per process and a counter.
+
+    Unique like a uuid4 where it matters (logs, audit rows, across workers), without an
+    os.urandom call per request.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._seq = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._seq):016x}"
+
+
+request_ids = _RequestIds()
+
+
+def request_id_for(client_value: str | None) -> str:
+    """The client's X-Request-ID when it is tame, else a fresh one."""
+    if client_value and SANE_REQUEST_ID.match(client_value):
+        return client_value
+    return request_ids.next()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def ok_body(data: Any, request_id: str, message: str | None = None) -> dict[str, Any]:
+    """The success envelope of the contract."""
+    body: dict[str, Any] = {"success": True, "data": data}
+    if message is not None:
+        body["message"] = message
+    body["timestamp"] = now_iso()
+    body["request_id"] = request_id
+    return body
+
+
+def error_body(code: str, message: str, details: Any, request_id: str) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"success": False, "error": error, "timestamp": now_iso(), "request_id": request_id}
+
+
+# Errors -----------------------------------------------------------------------------------------
+
+#: Errors meaning "the database is not there", answered with 503 rather than 500.
+_DB_DOWN_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    # A connection dying mid-operation can leave asyncpg's protocol state confused ("cannot
+    # switch to state ..."): seen when PostgreSQL stops under load; transient, so 503.
+    asyncpg.InternalClientError,
+)
+
+_HTTP_CODES = {
+    400: "VALIDATION_001",
+    401: "AUTH_001",
+    403: "PERM_001",
+    404: "RESOURCE_NOT_FOUND",
+    # The contract has no code of its own for 405: the request is malformed, so VALIDATION_001.
+    405: "VALIDATION_001",
+    409: "RESOURCE_CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMIT_EXCEEDED",
+    503: "SERVICE_UNAVAILABLE",
+}
+_HTTP_MESSAGES = {
+    400: "bad request",
+    404: "no such resource",
+    405: "method not allowed",
+    413: "request body too large",
+    415: "unsupported media type",
+}
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 5:
+        if isinstance(current, _DB_DOWN_ERRORS):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    status: int
+    code: str
+    message: str
+    details: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def body(self, request_id: str) -> dict[str, Any]:
+        return error_body(self.code, self.message, self.details, request_id)
+
+
+def error_reply(exc: BaseException) -> ErrorReply:
+    """Map every exception to the contract's error envelope; internals never leave the process."""
+    if isinstance(exc, ApiError):
+        reply = ErrorReply(exc.status, exc.code, exc.message, exc.details, dict(exc.headers))
+    elif isinstance(exc, HTTPException):
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status, "INTERNAL_ERROR" if status >= 500 else "VALIDATION_001")
+        message = _HTTP_MESSAGES.get(status, exc.name.lower())
+        details: Any = None
+        headers: dict[str, str] = {}
+        if status == 400:
+            details = [{"field": "body", "message": "malformed request"}]
+        allowed = getattr(exc, "valid_methods", None)
+        if status == 405 and allowed:
+            headers["Allow"] = ", ".join(sorted(allowed))
+            details = [{"field": "method", "message": f"allowed: {headers['Allow']}"}]
+        reply = ErrorReply(status, code, message, details, headers)
+    elif isinstance(exc, asyncpg.DataError):
+        # PostgreSQL refused a value the schema let through (a NUL character, say): the client's.
+        reply = ErrorReply(
+            400,
+            "VALIDATION_001",
+            "request validation failed",
+            [{"field": "body", "message": "a value cannot be stored"}],
+        )
+    elif database_unavailable(exc):
+        log.error("database unavailable", error=type(exc).__name__)
+        reply = ErrorReply(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "database unavailable",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+    else:
+        log.exception("unhandled error", error=type(exc).__name__)
+        reply = ErrorReply(500, "INTERNAL_ERROR", "internal error")
+    if isinstance(exc, ServiceUnavailable) and "Retry-After" not in reply.headers:
+        reply.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return reply
+
+
+# Response headers -------------------------------------------------------------------------------
+
+
+def allowed_origin(origin: str | None, allowed: list[str]) -> str | None:
+    """The Access-Control-Allow-Origin value for this origin, or None when it is refused.
+
+    `*` is honoured as configured (production refuses to start with it), so that a deployment
+    misconfigured this way shows it to the conformance checks instead of hiding it.
+    """
+    if not origin:
+        return None
+    if "*" in allowed:
+        return "*"
+    return origin if origin in allowed else None
+
+
+def preflight_headers(settings: Settings, origin: str | None) -> list[tuple[str, str]]:
+    allow = allowed_origin(origin, settings.CORS_ALLOWED_ORIGINS)
+    if not allow:
+        return []
+    return [
+        ("Access-Control-Allow-Origin", allow),
+        ("Access-Control-Allow-Methods", CORS_METHODS),
+        ("Access-Control-Allow-Headers", CORS_ALLOWED_HEADERS),
+        ("Access-Control-Max-Age", "600"),
+    ]
+
+
+def response_headers(
+    settings: Settings,
+    *,
+    request_id: str,
+    origin: str | None,
+    rate_limit: dict[str, str],
+    present: set[str],
+) -> list[tuple[str, str]]:
+    """The headers every response carries, in order; `present`: lower-case names already set.
+
+    Rate-limit headers a response set itself (a 429's) win over the ones counted for it.
+    """
+    out = [("X-Request-ID", request_id)]
+    out.extend((k, v) for k, v in rate_limit.items() if k.lower() not in present)
+    if settings.SECURITY_HSTS:
+        out.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+    out.append(("Content-Security-Policy", settings.SECURITY_CSP))
+    out.append(("X-Content-Type-Options", "nosniff"))
+    out.append(("X-Frame-Options", "DENY"))
+    out.append(("Referrer-Policy", "no-referrer"))
+    if "cache-control" not in present:
+        out.append(("Cache-Control", "no-store"))
+    out.append(("Vary", "Origin"))
+    allow = allowed_origin(origin, settings.CORS_ALLOWED_ORIGINS)
+    if allow:
+        out.append(("Access-Control-Allow-Origin", allow))
+        out.append(("Access-Control-Expose-Headers", CORS_EXPOSED_HEADERS))
+    return out
+
+
+# What a request leaves behind -------------------------------------------------------------------
+
+#: (method, route, status) -> its histogram child: labels() costs a lock and a tuple per call.
+_durations: dict[tuple[str, str, int], Any] = {}
+#: Methods and routes are few, but a client chooses the method of an unmatched request.
+_DURATIONS_KEPT = 512
+
+
+def observe_duration(method: str, route: str, status: int, seconds: float) -> None:
+    key = (method, route, status)
+    child = _durations.get(key)
+    if child is None:
+        child = metrics.HTTP_REQUEST_DURATION.labels(
+            method=method, route=route, status_code=str(status)
+        )
+        if len(_durations) < _DURATIONS_KEPT:
+            _durations[key] = child
+    child.observe(seconds)
+
+
+def audited(method: str, path: str, status: int) -> bool:
+    """Mutating API calls leave an audit row; a 429 did nothing, and auditing it would turn a
+    flood into as many database writes."""
+    return method in MUTATING_METHODS and path.startswith(API_PREFIX + "/") and status != 429
+
+
+def audit_entry(
+    *,
+    principal: Principal | None,
+    fallback_org: Any,
+    fallback_actor: str,
+    method: str,
+    route: str,
+    target: str | None,
+    client_ip: str,
+    request_id: str,
+    status: int,
+) -> AuditEntry:
+    return AuditEntry(
+        actor=principal.actor if principal is not None else fallback_actor,
+        organization_id=principal.organization_id if principal is not None else fallback_org,
+        action=f"{method} {route}",
+        target=target,
+        source_ip=None if client_ip == "unknown" else client_ip,
+        request_id=request_id,
+        status_code=status,
+    )
+
+
+def elapsed_since(started: float) -> float:
+    return time.perf_counter() - started
+
+
+def log_request(
+    http_log: Any, *, method: str, path: str, route: str, status: int, seconds: float
+) -> None:
+    http_log.info(
+        "request",
+        method=method,
+        path=path,
+        route=route,
+        status=status,
+        duration_ms=round(seconds * 1000, 2),
+    )
