@@ -98,8 +98,17 @@ def _json_text(value: Any) -> str:
 
 def _insert_job_args(org_id: UUID, spec: JobSpec) -> tuple[Any, ...]:
     """The parameters of the insert_job query, in its order, for single and batch inserts."""
-    return (org_id, spec.queue_name, spec.job_type, _json_text(spec.payload), spec.priority,
-            spec.scheduled_for, spec.max_attempts, spec.timeout_seconds, spec.idempotency_key)
+    return (
+        org_id,
+        spec.queue_name,
+        spec.job_type,
+        _json_text(spec.payload),
+        spec.priority,
+        spec.scheduled_for,
+        spec.max_attempts,
+        spec.timeout_seconds,
+        spec.idempotency_key,
+    )
 
 
 class Engine:
@@ -191,9 +200,7 @@ class Engine:
             job_metrics.submitted(job.queue_name, job.job_type).inc()
             return job, True
         try:
-            row = await self._pool.fetchrow(
-                Q["insert_job"], *_insert_job_args(org_id, spec)
-            )
+            row = await self._pool.fetchrow(Q["insert_job"], *_insert_job_args(org_id, spec))
         except asyncpg.ForeignKeyViolationError:
             # The queue was deleted between our read of it and the insert.
             raise NotFound(f"queue {spec.queue_name!r} not found") from None
@@ -300,15 +307,11 @@ class Engine:
         ids: list[UUID] = []
         created: Counter[tuple[str, str]] = Counter()
         for spec in specs:
-            row = await conn.fetchrow(
-                Q["insert_job"], *_insert_job_args(org_id, spec)
-            )
+            row = await conn.fetchrow(Q["insert_job"], *_insert_job_args(org_id, spec))
             if row is not None:
                 created[(row["queue_name"], row["job_type"])] += 1
             elif spec.idempotency_key is not None:
-                row = await conn.fetchrow(
-                    Q["job_by_idempotency_key"], org_id, spec.idempotency_key
-                )
+                row = await conn.fetchrow(Q["job_by_idempotency_key"], org_id, spec.idempotency_key)
             if row is None:
                 raise NotFound(f"queue {spec.queue_name!r} not found")
             ids.append(row["id"])
@@ -440,9 +443,7 @@ class Engine:
                 raise NotFound(f"queue {name!r} not found")
             current = Queue.from_row(row)
             try:
-                merged = current.settings.merged(
-                    None if isinstance(settings, _Unset) else settings
-                )
+                merged = current.settings.merged(None if isinstance(settings, _Unset) else settings)
             except ValueError as exc:
                 raise ValidationFailed(str(exc)) from None
             try:
@@ -704,19 +705,27 @@ class Engine:
         """
         if self._stopping:
             return []
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(Q["claim_builtin"], max_jobs)
-            if not rows:
-                return []
-            jobs = [LeasedJob.from_row(r) for r in rows]
-            outputs = run(jobs)
-            await conn.execute(
-                Q["settle_builtin"],
-                [job.id for job in jobs],
-                outputs,
-                self.builtin_worker_id,
-                BUILTIN_LEASE_MARGIN_SECONDS,
-            )
+        async with self._pool.acquire() as conn:
+            # BEGIN and the claim's planner setting in one round trip (begin_builtin_claim), so
+            # the transaction is ours to end: COMMIT, or ROLLBACK on any error or cancellation.
+            await conn.execute(Q["begin_builtin_claim"])
+            try:
+                rows = await conn.fetch(Q["claim_builtin"], max_jobs)
+                jobs = [LeasedJob.from_row(r) for r in rows]
+                if jobs:
+                    await conn.execute(
+                        Q["settle_builtin"],
+                        [job.id for job in jobs],
+                        run(jobs),
+                        self.builtin_worker_id,
+                        BUILTIN_LEASE_MARGIN_SECONDS,
+                    )
+                await conn.execute("COMMIT")
+            except BaseException:
+                if not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.execute("ROLLBACK")
+                raise
         for row in rows:
             job_metrics.wait_duration(row["queue_name"]).observe(row["waited_seconds"])
         return jobs
