@@ -227,29 +227,34 @@ def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
 
 
 def client_ip() -> str:
-    """The client's address; behind a TRUSTED_PROXIES proxy, the one it forwarded.
-
-    X-Forwarded-For is read from the right, skipping trusted hops, so a client cannot choose its
-    own address by sending the header itself. Worked out once per request (rate limit, audit).
-    """
+    """The client's address (see resolve_client_ip), worked out once per request."""
     known: str | None = g.get("_client_ip")
     if known is None:
-        known = g._client_ip = _client_ip()
+        known = g._client_ip = resolve_client_ip(
+            request.remote_addr,
+            request_header("x-forwarded-for"),
+            state().settings.TRUSTED_PROXIES,
+        )
     return known
 
 
-def _client_ip() -> str:
-    peer = _address(request.remote_addr or "")
+def resolve_client_ip(peer_addr: str | None, forwarded_for: str | None, proxies: list[str]) -> str:
+    """The peer's address; behind a TRUSTED_PROXIES proxy, the one it forwarded.
+
+    X-Forwarded-For is read from the right, skipping trusted hops, so a client cannot choose its
+    own address by sending the header itself.
+    """
+    peer = _address(peer_addr or "")
     if peer is None:
         return "unknown"
-    trusted = _networks(tuple(state().settings.TRUSTED_PROXIES))
+    trusted = _networks(tuple(proxies))
 
     def is_trusted(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(addr.version == net.version and addr in net for net in trusted)
 
     if not trusted or not is_trusted(peer):
         return str(peer)
-    hops = [h for h in (request_header("x-forwarded-for") or "").split(",") if h.strip()]
+    hops = [h for h in (forwarded_for or "").split(",") if h.strip()]
     for hop in reversed(hops):
         addr = _address(hop)
         if addr is None:
@@ -260,8 +265,7 @@ def _client_ip() -> str:
     return str(peer)
 
 
-def _bearer() -> str | None:
-    header = request_header("authorization")
+def _bearer(header: str | None) -> str | None:
     if header is None:
         return None
     scheme, _, value = header.partition(" ")
@@ -271,16 +275,25 @@ def _bearer() -> str | None:
 
 
 async def authenticate() -> Principal:
+    """The caller of this request (see authenticate_credentials)."""
+    return await authenticate_credentials(
+        state(), request_header("authorization"), request_header("x-api-key")
+    )
+
+
+async def authenticate_credentials(
+    st: AppState, authorization: str | None, x_api_key: str | None
+) -> Principal:
     """The caller, from `Authorization: Bearer <jwt|tf_key>` or `X-API-Key: tf_...`."""
-    st = state()
-    api_key = request_header("x-api-key")
-    token = _bearer()
+    api_key = x_api_key
+    token = _bearer(authorization)
     if token is not None and token.startswith("tf_"):
         api_key, token = token, None
     if api_key is not None:
         if not looks_like_api_key(api_key):
             raise AuthenticationFailed("invalid API key")
-        found = await accounts().find_api_key(hash_api_key(api_key))
+        assert st.accounts is not None, "accounts used outside the app's lifespan"
+        found = await st.accounts.find_api_key(hash_api_key(api_key))
         if found is None:
             raise AuthenticationFailed("invalid API key")
         return found

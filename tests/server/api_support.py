@@ -83,10 +83,12 @@ class Api:
 
 @contextlib.asynccontextmanager
 async def running_app(
-    database_url: str, redis_url: str | None, **overrides: Any
+    database_url: str, redis_url: str | None, *, fast_path: bool = True, **overrides: Any
 ) -> AsyncIterator[Api]:
     """The app with its lifespan running (pools, engine), and a client for it."""
-    app = create_app(make_settings(database_url, redis_url, **overrides))
+    app = create_app(
+        make_settings(database_url, redis_url, **overrides), submit_fast_path=fast_path
+    )
     async with app.test_app() as test_app:
         yield Api(app, test_app.test_client())
 
