@@ -25,6 +25,7 @@ from reference_server.exceptions import ApiError, ServiceUnavailable
 from reference_server.observability import get_logger
 
 if TYPE_CHECKING:
+    from reference_server.accounts import AccountStore
     from reference_server.config import Settings
     from reference_server.security import Principal
 
@@ -300,6 +301,14 @@ def audit_entry(
         request_id=request_id,
         status_code=status,
     )
+
+
+async def write_audit(accounts: AccountStore, entry: AuditEntry) -> None:
+    """The audit row, committed before the answer leaves; a failure is logged, not answered."""
+    try:
+        await accounts.audit(entry)
+    except Exception as exc:
+        log.error("audit row not written", error=type(exc).__name__, action=entry.action)
 
 
 def elapsed_since(started: float) -> float:
