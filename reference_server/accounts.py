@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from reference_server import queries as named_queries
+from reference_server.audit import AuditEntry, insert_audits
 from reference_server.exceptions import Conflict, NotFound
 from reference_server.group_commit import GroupCommit, Pending
 from reference_server.models import iso
@@ -92,17 +93,6 @@ class ApiKey:
             "last_used_at": iso(self.last_used_at),
             "created_at": iso(self.created_at),
         }
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class AuditEntry:
-    actor: str
-    organization_id: uuid.UUID | None
-    action: str
-    target: str | None
-    source_ip: str | None
-    request_id: str
-    status_code: int
 
 
 class AccountStore:
@@ -194,16 +184,7 @@ class AccountStore:
     async def _write_audits(self, batch: list[Pending[AuditEntry, None]]) -> None:
         entries = [p.item for p in batch]
         try:
-            await self.pool.execute(
-                queries()["insert_audit_grouped"],
-                [e.actor for e in entries],
-                [e.organization_id for e in entries],
-                [e.action for e in entries],
-                [e.target for e in entries],
-                [e.source_ip for e in entries],
-                [e.request_id for e in entries],
-                [e.status_code for e in entries],
-            )
+            await insert_audits(self.pool, entries)
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].reject(exc)

@@ -245,7 +245,11 @@ async def _after_request(response: Response) -> Response:
     elapsed = httpcore.elapsed_since(getattr(g, "started", time.perf_counter()))
     status = response.status_code
     httpcore.observe_duration(request.method, route, status, elapsed)
-    if httpcore.audited(request.method, request.path, status) and st.accounts is not None:
+    if (
+        httpcore.audited(request.method, request.path, status)
+        and st.accounts is not None
+        and not g.get("audit_written")
+    ):
         target = getattr(g, "audit_target", None)
         if target is None and request.view_args:
             target = ",".join(str(v) for v in request.view_args.values())

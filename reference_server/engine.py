@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 
 from reference_server import job_metrics, queries
+from reference_server.audit import AuditEntry, insert_audits
 from reference_server.backoff import retry_delay
 from reference_server.builtin_jobs import BuiltinPool
 from reference_server.exceptions import Conflict, NotFound, ValidationFailed
@@ -193,29 +194,46 @@ class Engine:
 
     # Jobs --------------------------------------------------------------------------------
 
-    async def submit(self, org_id: UUID, spec: JobSpec) -> tuple[Job, bool]:
-        """Insert one job; with a known idempotency key return the existing job and False."""
+    async def submit(
+        self, org_id: UUID, spec: JobSpec, *, audit: AuditEntry | None = None
+    ) -> tuple[Job, bool]:
+        """Insert one job; with a known idempotency key return the existing job and False.
+
+        `audit`, when given, is committed with the job (its target and status filled in: 201,
+        or 200 for an idempotent repeat); a failed submit writes none.
+        """
         if spec.idempotency_key is None and self._submits is not None:
-            job = await self._submits.run(SubmitItem(org_id, spec))
+            job = await self._submits.run(SubmitItem(org_id, spec, audit))
             job_metrics.submitted(job.queue_name, job.job_type).inc()
             return job, True
-        try:
-            row = await self._pool.fetchrow(Q["insert_job"], *_insert_job_args(org_id, spec))
-        except asyncpg.ForeignKeyViolationError:
-            # The queue was deleted between our read of it and the insert.
-            raise NotFound(f"queue {spec.queue_name!r} not found") from None
-        except asyncpg.PostgresError as exc:
-            raise translate_db_error(exc) from exc
-        if row is not None:
-            job_metrics.submitted(row["queue_name"], row["job_type"]).inc()
-            return Job.from_row(row), True
-        if spec.idempotency_key is not None:
-            existing = await self._pool.fetchrow(
-                Q["job_by_idempotency_key"], org_id, spec.idempotency_key
-            )
-            if existing is not None:
-                return Job.from_row(existing), False
-        raise NotFound(f"queue {spec.queue_name!r} not found")
+        async with self._pool.acquire() as conn, conn.transaction():
+            try:
+                row = await conn.fetchrow(Q["insert_job"], *_insert_job_args(org_id, spec))
+            except asyncpg.ForeignKeyViolationError:
+                # The queue was deleted between our read of it and the insert.
+                raise NotFound(f"queue {spec.queue_name!r} not found") from None
+            except asyncpg.PostgresError as exc:
+                raise translate_db_error(exc) from exc
+            found: Job | None = None
+            created = True
+            if row is not None:
+                found = Job.from_row(row)
+            elif spec.idempotency_key is not None:
+                existing = await conn.fetchrow(
+                    Q["job_by_idempotency_key"], org_id, spec.idempotency_key
+                )
+                if existing is not None:
+                    found, created = Job.from_row(existing), False
+            if found is None:
+                raise NotFound(f"queue {spec.queue_name!r} not found")
+            if audit is not None:
+                status = 201 if created else 200
+                await insert_audits(
+                    conn, [dataclasses.replace(audit, target=str(found.id), status_code=status)]
+                )
+        if created:
+            job_metrics.submitted(found.queue_name, found.job_type).inc()
+        return found, created
 
     async def submit_batch(self, org_id: UUID, specs: Sequence[JobSpec]) -> list[UUID]:
         """Insert all jobs in one transaction, or none (unknown queue → NotFound)."""

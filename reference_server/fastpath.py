@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -130,14 +131,27 @@ class SubmitFastPath:
         )
         assert st.limiter is not None and st.engine is not None and st.accounts is not None
         rate_headers: dict[str, str] = {}
-        target: str | None = None
         extra: dict[str, str] = {}
+        audit = httpcore.audit_entry(
+            principal=principal,
+            fallback_org=None,
+            fallback_actor="anonymous",
+            method="POST",
+            route=ROUTE,
+            target=None,
+            client_ip=ip,
+            request_id=request_id,
+            status=0,
+        )
+        audit_written = False
         try:
             limits = await st.limiter.hit(principal.rate_key, f"ip:{ip}")
             if limits is not None:
                 rate_headers = limits.headers()
-            job, created = await st.engine.submit(principal.organization_id, job_request.spec())
-            target = str(job.id)
+            job, created = await st.engine.submit(
+                principal.organization_id, job_request.spec(), audit=audit
+            )
+            audit_written = True  # committed with the job
             status = 201 if created else 200
             payload = httpcore.ok_body(job.to_api(), request_id)
         except Exception as exc:
@@ -163,21 +177,8 @@ class SubmitFastPath:
         ]
         elapsed = httpcore.elapsed_since(started)
         httpcore.observe_duration("POST", ROUTE, status, elapsed)
-        if httpcore.audited("POST", PATH, status):
-            await httpcore.write_audit(
-                st.accounts,
-                httpcore.audit_entry(
-                    principal=principal,
-                    fallback_org=None,
-                    fallback_actor="anonymous",
-                    method="POST",
-                    route=ROUTE,
-                    target=target,
-                    client_ip=ip,
-                    request_id=request_id,
-                    status=status,
-                ),
-            )
+        if not audit_written and httpcore.audited("POST", PATH, status):
+            await httpcore.write_audit(st.accounts, replace(audit, status_code=status))
         httpcore.log_request(
             st.http_log, method="POST", path=PATH, route=ROUTE, status=status, seconds=elapsed
         )

@@ -7,13 +7,14 @@ while a write is in flight ride on the next one. Each caller still gets its own 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import asyncpg
 import orjson
 
 from reference_server import queries
+from reference_server.audit import AuditEntry, insert_audits
 from reference_server.exceptions import NotFound, ValidationFailed
 from reference_server.models import Job
 
@@ -101,6 +102,8 @@ class GroupCommit(Generic[ItemT, ResultT]):
 class SubmitItem:
     org_id: UUID
     spec: JobSpec
+    #: The request's audit row, written in the job's transaction (target and status filled in).
+    audit: AuditEntry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,18 +121,32 @@ def submit_writer(
 
     async def write(batch: list[Pending[SubmitItem, Job]]) -> None:
         items = [p.item for p in batch]
+        args = (
+            [i.org_id for i in items],
+            [i.spec.queue_name for i in items],
+            [i.spec.job_type for i in items],
+            [orjson.dumps(i.spec.payload).decode() for i in items],
+            [i.spec.priority for i in items],
+            [i.spec.max_attempts for i in items],
+            [i.spec.timeout_seconds for i in items],
+            [i.spec.scheduled_for for i in items],
+        )
         try:
-            rows = await pool.fetch(
-                Q["insert_jobs_grouped"],
-                [i.org_id for i in items],
-                [i.spec.queue_name for i in items],
-                [i.spec.job_type for i in items],
-                [orjson.dumps(i.spec.payload).decode() for i in items],
-                [i.spec.priority for i in items],
-                [i.spec.max_attempts for i in items],
-                [i.spec.timeout_seconds for i in items],
-                [i.spec.scheduled_for for i in items],
-            )
+            if any(i.audit is not None for i in items):
+                # One commit for the jobs and their audit rows: no job without its row, and one
+                # wait for the disk per request instead of two.
+                async with pool.acquire() as conn, conn.transaction():
+                    rows = await conn.fetch(Q["insert_jobs_grouped"], *args)
+                    settled = _match(batch, rows)
+                    audits = [
+                        replace(p.item.audit, target=str(job.id), status_code=201)
+                        for p, job in settled
+                        if p.item.audit is not None and isinstance(job, Job)
+                    ]
+                    if audits:
+                        await insert_audits(conn, audits)
+            else:
+                settled = _match(batch, await pool.fetch(Q["insert_jobs_grouped"], *args))
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].reject(translate_db_error(exc))
@@ -138,17 +155,32 @@ def submit_writer(
             for pending in batch:
                 await write([pending])
             return
-        # The join keeps exactly the items whose queue exists, in the items' order (by seq).
-        found = {(r["organization_id"], r["queue_name"]) for r in rows}
-        ordered = iter(sorted(rows, key=lambda r: r["seq"]))
-        for pending in batch:
-            item = pending.item
-            if (item.org_id, item.spec.queue_name) in found:
-                pending.resolve(Job.from_row(next(ordered)))
+        for pending, outcome in settled:
+            if isinstance(outcome, Job):
+                pending.resolve(outcome)
             else:
-                pending.reject(NotFound(f"queue {item.spec.queue_name!r} not found"))
+                pending.reject(outcome)
 
     return write
+
+
+def _match(
+    batch: list[Pending[SubmitItem, Job]], rows: list[asyncpg.Record]
+) -> list[tuple[Pending[SubmitItem, Job], Job | NotFound]]:
+    """Each item's job, or NotFound for an item whose queue the join did not find.
+
+    The join keeps exactly the items whose queue exists, in the items' order (by seq).
+    """
+    found = {(r["organization_id"], r["queue_name"]) for r in rows}
+    ordered = iter(sorted(rows, key=lambda r: r["seq"]))
+    out: list[tuple[Pending[SubmitItem, Job], Job | NotFound]] = []
+    for pending in batch:
+        item = pending.item
+        if (item.org_id, item.spec.queue_name) in found:
+            out.append((pending, Job.from_row(next(ordered))))
+        else:
+            out.append((pending, NotFound(f"queue {item.spec.queue_name!r} not found")))
+    return out
 
 
 def complete_writer(

@@ -20,7 +20,7 @@ import asyncpg
 from werkzeug.exceptions import HTTPException
 
 from reference_server import metrics
-from reference_server.accounts import AuditEntry
+from reference_server.audit import AuditEntry
 from reference_server.exceptions import ApiError, ServiceUnavailable
 from reference_server.observability import get_logger
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import redis.asyncio
 
     from reference_server.accounts import AccountStore
+    from reference_server.audit import AuditEntry
     from reference_server.config import Settings
     from reference_server.engine import Engine
     from reference_server.ratelimit import (
@@ -353,6 +354,23 @@ def require(
 def principal() -> Principal:
     value: Principal = g.principal
     return value
+
+
+def request_audit() -> AuditEntry:
+    """This request's audit row, for a writer that commits it with the change (the engine fills
+    in target and status); the view then sets g.audit_written so the after-hook does not."""
+    rule = request.url_rule.rule if request.url_rule is not None else request.path
+    return httpcore.audit_entry(
+        principal=principal(),
+        fallback_org=None,
+        fallback_actor="anonymous",
+        method=request.method,
+        route=rule,
+        target=None,
+        client_ip=client_ip(),
+        request_id=request_id(),
+        status=0,
+    )
 
 
 def set_audit_target(target: object) -> None:

@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
-from quart import Blueprint, Response
+from quart import Blueprint, Response, g
 
 from reference_server.api.common import (
     JsonInt,
@@ -18,6 +18,7 @@ from reference_server.api.common import (
     parse_body,
     parse_query,
     principal,
+    request_audit,
     require,
     set_audit_target,
 )
@@ -84,8 +85,10 @@ class FailRequest(RequestModel):
 @require(Permission.JOB_WRITE)
 async def submit_job() -> Response:
     body = await parse_body(SubmitJobRequest)
-    job, created = await engine().submit(principal().organization_id, body.spec())
-    set_audit_target(job.id)
+    job, created = await engine().submit(
+        principal().organization_id, body.spec(), audit=request_audit()
+    )
+    g.audit_written = True  # committed with the job
     return ok(job.to_api(), 201 if created else 200)
 
 

@@ -253,3 +253,30 @@ async def test_an_api_key_with_job_write_takes_the_fast_path(
     with_fast, _ = await _both(database_url, redis_url, case, fast_expected=1)
     assert with_fast.status == 201
     assert with_fast.audit[-1][2] == 201
+
+
+@pytest.mark.parametrize("fast", [True, False])
+async def test_a_job_is_committed_with_its_audit_row_or_not_at_all(
+    database_url: str, redis_url: str, fast: bool
+) -> None:
+    async with _app(database_url, redis_url, fast) as (api, account):
+        conn = await asyncpg.connect(database_url)
+        try:
+            # Audit rows can no longer be written: the job must not be kept without its row.
+            await conn.execute(
+                "ALTER TABLE audit_log ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
+            )
+            refused = await api.post("/api/v1/jobs", json=JOB, token=account["access_token"])
+            jobs = await conn.fetchval("SELECT count(*) FROM jobs")
+            await conn.execute("ALTER TABLE audit_log DROP CONSTRAINT refuse_all")
+            kept = await api.post("/api/v1/jobs", json=JOB, token=account["access_token"])
+            rows = await conn.fetch(
+                "SELECT j.id::text = a.target AS same FROM jobs j "
+                "JOIN audit_log a ON a.action = 'POST /api/v1/jobs' AND a.status_code = 201"
+            )
+        finally:
+            await conn.close()
+    assert refused.status_code >= 400
+    assert jobs == 0
+    assert kept.status_code == 201
+    assert [r["same"] for r in rows] == [True]
