@@ -99,33 +99,50 @@ class RateLimitState:
 
 
 #: Sliding-window log, atomically over several keys: a request is admitted only when every key
-#: has room, and then counted in every key. Returns {admitted, used, ms until the oldest expires}.
+#: has room, and then counted in every key. ARGV: window ms, limit, then one (now ms, member) pair
+#: per request, handled in order exactly as that many calls one after another would be. Returns
+#: {admitted, used, ms until the oldest expires} per request, flattened.
 SLIDING_WINDOW_LUA = """
-local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local used, wait = 0, 0
-for _, key in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  local n = redis.call('ZCARD', key)
-  if n > used then used = n end
-  if n >= limit then
-    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    local until_free = tonumber(oldest[2]) + window - now
-    if until_free > wait then wait = until_free end
+local window, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for i = 3, #ARGV, 2 do
+  local now, member = tonumber(ARGV[i]), ARGV[i + 1]
+  local used, wait = 0, 0
+  for _, key in ipairs(KEYS) do
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    local n = redis.call('ZCARD', key)
+    if n > used then used = n end
+    if n >= limit then
+      local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+      local until_free = tonumber(oldest[2]) + window - now
+      if until_free > wait then wait = until_free end
+    end
+  end
+  if used >= limit then
+    out[#out + 1] = 0; out[#out + 1] = used; out[#out + 1] = wait
+  else
+    for _, key in ipairs(KEYS) do
+      redis.call('ZADD', key, now, member)
+      redis.call('PEXPIRE', key, window)
+    end
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    out[#out + 1] = 1; out[#out + 1] = used + 1; out[#out + 1] = tonumber(oldest[2]) + window - now
   end
 end
-if used >= limit then return {0, used, wait} end
-for _, key in ipairs(KEYS) do
-  redis.call('ZADD', key, now, ARGV[4])
-  redis.call('PEXPIRE', key, window)
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {1, used + 1, tonumber(oldest[2]) + window - now}
+return out
 """
-#: Sent as EVALSHA (40 bytes) rather than the script on every request; EVAL once when Redis has
+#: Sent as EVALSHA (40 bytes) rather than the script on every call; EVAL once when Redis has
 #: not seen it (a restart, a flush), which also makes Redis remember it again.
 SLIDING_WINDOW_SHA = hashlib.sha1(SLIDING_WINDOW_LUA.encode(), usedforsecurity=False).hexdigest()
-#: One request's check: the number of keys, then the keys and the script's arguments.
-_Window = tuple[int, tuple[str | int, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """One request's check: its keys, its time and its unique member."""
+
+    keys: tuple[str, ...]
+    now_ms: int
+    member: str
 
 
 class RateLimiter:
@@ -161,18 +178,14 @@ class RateLimiter:
         if not self.enabled:
             return None
         now_ms = int(time.time() * 1000)
-        names = [f"rl:{key}" for key in keys]
-        member = f"{now_ms}:{self._member_prefix}{next(self._member_seq):x}"
-        args: tuple[str | int, ...] = (
-            *names,
-            now_ms,
-            WINDOW_SECONDS * 1000,
-            self.per_minute,
-            member,
+        window = _Window(
+            keys=tuple(f"rl:{key}" for key in keys),
+            now_ms=now_ms,
+            member=f"{now_ms}:{self._member_prefix}{next(self._member_seq):x}",
         )
 
         async def count(client: redis.asyncio.Redis) -> list[Any]:
-            return await self._group(client).run((len(names), args))
+            return await self._group(client).run(window)
 
         try:
             admitted, used, wait_ms = await self.guard.run(count)
@@ -196,33 +209,52 @@ class RateLimiter:
         if group is None:
 
             async def write(batch: list[Pending[_Window, list[Any]]]) -> None:
-                await _run_windows(client, batch)
+                await _run_windows(
+                    client, batch, window_ms=WINDOW_SECONDS * 1000, limit=self.per_minute
+                )
 
             group = self._groups[id(client)] = GroupCommit(write)
         return group
 
 
 async def _run_windows(
-    client: redis.asyncio.Redis, batch: list[Pending[_Window, list[Any]]]
+    client: redis.asyncio.Redis,
+    batch: list[Pending[_Window, list[Any]]],
+    *,
+    window_ms: int,
+    limit: int,
 ) -> None:
-    """The sliding-window script for each request of the batch, in one pipeline.
+    """The batch's checks: one script call per distinct set of keys, all in one pipeline.
 
-    A connection error fails the whole batch (each caller's RedisGuard sees it); a script
-    Redis has forgotten is sent in full, once per item that met NOSCRIPT.
+    Concurrent requests of one caller share their keys, so a burst costs Redis and redis-py one
+    command, not one per request (that was most of a rate-limited request's cost here). A
+    connection error fails the whole batch (each caller's RedisGuard sees it); a script Redis has
+    forgotten is sent in full, once per call that met NOSCRIPT.
     """
-    pipe = client.pipeline(transaction=False)
+    groups: dict[tuple[str, ...], list[Pending[_Window, list[Any]]]] = {}
     for pending in batch:
-        numkeys, args = pending.item
+        groups.setdefault(pending.item.keys, []).append(pending)
+    calls = []
+    for keys, members in groups.items():
+        args: list[str | int] = [*keys, window_ms, limit]
+        for pending in members:
+            args += (pending.item.now_ms, pending.item.member)
+        calls.append((len(keys), args, members))
+    pipe = client.pipeline(transaction=False)
+    for numkeys, args, _ in calls:
         pipe.evalsha(SLIDING_WINDOW_SHA, numkeys, *args)
     results = await pipe.execute(raise_on_error=False)
-    for pending, result in zip(batch, results, strict=True):
+    for (numkeys, args, members), result in zip(calls, results, strict=True):
         if isinstance(result, redis.exceptions.NoScriptError):
-            numkeys, args = pending.item
-            result = await client.eval(SLIDING_WINDOW_LUA, numkeys, *args)
-        if isinstance(result, Exception):
-            pending.reject(result)
-        else:
-            pending.resolve(list(result))
+            try:
+                result = await client.eval(SLIDING_WINDOW_LUA, numkeys, *args)
+            except redis.exceptions.ResponseError as exc:
+                result = exc
+        for index, pending in enumerate(members):
+            if isinstance(result, Exception):
+                pending.reject(result)
+            else:
+                pending.resolve(list(result[3 * index : 3 * index + 3]))
 
 
 def _email_key(email: str) -> str:

@@ -166,6 +166,32 @@ async def test_concurrent_rate_limit_checks_count_each_request(redis_url: str) -
         await client.aclose()
 
 
+async def test_one_callers_concurrent_checks_share_a_call_and_count_each(redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        limiter = RateLimiter(RedisGuard(client), per_minute=4, enabled=True, fail_open=False)
+        # Same keys (one caller, one address) and, in the same burst, a second caller.
+        outcomes = await asyncio.gather(
+            *(limiter.hit("user:c", "ip:192.0.2.9") for _ in range(9)),
+            *(limiter.hit("user:d", "ip:192.0.2.10") for _ in range(3)),
+            return_exceptions=True,
+        )
+        mine, theirs = outcomes[:9], outcomes[9:]
+        admitted = [o for o in mine if not isinstance(o, BaseException)]
+        assert sum(isinstance(o, RateLimited) for o in mine) == 5
+        assert sorted(o.remaining for o in admitted if o is not None) == [0, 1, 2, 3]
+        assert all(not isinstance(o, BaseException) for o in theirs)
+        assert sorted(o.remaining for o in theirs if not isinstance(o, BaseException) and o) == [
+            1,
+            2,
+            3,
+        ]
+        assert await client.zcard("rl:user:c") == 4
+        assert await client.zcard("rl:ip:192.0.2.10") == 3
+    finally:
+        await client.aclose()
+
+
 async def test_api_key_use_is_recorded_at_most_once_a_minute(
     database_url: str, redis_url: str
 ) -> None:
