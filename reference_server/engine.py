@@ -12,12 +12,14 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID, uuid4
 
 import asyncpg
 import orjson
+from asyncpg.pgproto.pgproto import UUID as FastUUID
 
 from reference_server import job_metrics, queries
 from reference_server.audit import AuditEntry, insert_audits
@@ -77,10 +79,20 @@ COPY_COLUMNS: Final = (
 )
 
 
-def _new_uuids(count: int) -> list[UUID]:
-    """Random (version 4) UUIDs from one read of the OS's random source, not one per id."""
-    pool = os.urandom(16 * count)
-    return [UUID(bytes=pool[n : n + 16], version=4) for n in range(0, 16 * count, 16)]
+def _new_ids(count: int) -> list[UUID]:
+    """Time-ordered job ids, as the taskforge_uuidv7() column default makes them: 48 bits of Unix
+    milliseconds, version 7, then random bits from one read of the OS's random source.
+
+    New ids land at the right edge of the primary-key index instead of on random pages. They are
+    asyncpg's own UUID type (a uuid.UUID, the type every id read back has), which is about ten
+    times cheaper than uuid.UUID to make and to print.
+    """
+    prefix = (time.time_ns() // 1_000_000).to_bytes(6, "big")
+    tail = bytearray(os.urandom(10 * count))
+    tail[0::10] = bytes((b & 0x0F) | 0x70 for b in tail[0::10])  # version 7
+    tail[2::10] = bytes((b & 0x3F) | 0x80 for b in tail[2::10])  # RFC 4122 variant
+    raw = bytes(tail)
+    return [FastUUID(prefix + raw[n : n + 10]) for n in range(0, 10 * count, 10)]
 
 
 class _Unset:
@@ -259,19 +271,27 @@ class Engine:
 
         COPY skips the executor's per-row work of INSERT .. SELECT (the unnest, the join, the
         RETURNING); the status is `pending` and the times are the database's defaults, as the
-        INSERT would set them. The notify trigger fires for COPY too.
+        INSERT would set them. lock_queues_for_batch locks the queues until the commit (jobs has
+        no foreign keys) and queues the wake-ups the commit sends.
         """
-        names = sorted({s.queue_name for s in specs})
-        queues = {r["name"]: r for r in await conn.fetch(Q["queues_for_batch"], org_id, names)}
+        counts = Counter((s.queue_name, s.job_type) for s in specs)
+        names = sorted({name for name, _ in counts})
+        pairs = list(counts)
+        rows = await conn.fetch(
+            Q["lock_queues_for_batch"],
+            org_id,
+            names,
+            [name for name, _ in pairs],
+            [job_type for _, job_type in pairs],
+        )
+        queues = {r["name"]: r for r in rows}
         missing = [name for name in names if name not in queues]
         if missing:
             raise NotFound(f"queue {missing[0]!r} not found", details={"queues": missing})
-        ids = _new_uuids(len(specs))
+        ids = _new_ids(len(specs))
         records = []
-        counts: Counter[tuple[str, str]] = Counter()
         for job_id, spec in zip(ids, specs, strict=True):
             queue = queues[spec.queue_name]
-            counts[(spec.queue_name, spec.job_type)] += 1
             records.append(
                 (
                     job_id,

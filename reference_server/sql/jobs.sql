@@ -4,20 +4,35 @@
 
 -- name: insert_job
 -- One job; DO NOTHING on an idempotency-key hit (the caller then reads the existing job).
+-- Every insert locks the queues it names FOR KEY SHARE, once per statement: jobs has no foreign
+-- keys (migration 20261128000009), and this is the lock that keeps a concurrent queue deletion
+-- from leaving orphans. Every insert also notifies for its pending jobs (no trigger does).
+WITH q AS MATERIALIZED (
+    SELECT id, organization_id, name, max_attempts, timeout_seconds FROM queues
+    WHERE organization_id = $1 AND name = $2
+    FOR KEY SHARE
+)
 INSERT INTO jobs (organization_id, queue_id, queue_name, job_type, payload, priority, status,
                   max_attempts, timeout_seconds, scheduled_for, idempotency_key)
 SELECT q.organization_id, q.id, q.name, $3, $4::text::jsonb, $5,
        CASE WHEN $6::timestamptz > now() THEN 'scheduled' ELSE 'pending' END,
        coalesce($7::int, q.max_attempts), coalesce($8::int, q.timeout_seconds),
        coalesce($6::timestamptz, now()), $9::text
-FROM queues q
-WHERE q.organization_id = $1 AND q.name = $2
+FROM q
 ON CONFLICT (organization_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING *
+RETURNING *, CASE WHEN status = 'pending'
+                  THEN pg_notify('taskforge_jobs', taskforge_wake_key(queue_id, job_type)) END
+                 AS notified
 
 -- name: insert_jobs
 -- Many jobs of one organisation in one statement; items naming an unknown queue drop out of the
--- join, which the caller detects by the row count (and rolls back).
+-- join, which the caller detects by the row count (and rolls back). Queues locked and pending
+-- jobs notified as in insert_job.
+WITH q AS MATERIALIZED (
+    SELECT id, organization_id, name, max_attempts, timeout_seconds FROM queues
+    WHERE organization_id = $1 AND name = ANY ($2::text[])
+    FOR KEY SHARE
+)
 INSERT INTO jobs (organization_id, queue_id, queue_name, job_type, payload, priority, status,
                   max_attempts, timeout_seconds, scheduled_for)
 SELECT q.organization_id, q.id, q.name, i.job_type, i.payload::jsonb, i.priority,
@@ -28,18 +43,34 @@ FROM unnest($2::text[], $3::text[], $4::text[], $5::int2[], $6::int4[], $7::int4
             $8::timestamptz[]) WITH ORDINALITY
          AS i (queue_name, job_type, payload, priority, max_attempts, timeout_seconds,
                scheduled_for, ord)
-JOIN queues q ON q.organization_id = $1 AND q.name = i.queue_name
+JOIN q ON q.name = i.queue_name
 ORDER BY i.ord
-RETURNING id, seq, queue_name, job_type
+RETURNING id, seq, queue_name, job_type,
+          CASE WHEN status = 'pending'
+               THEN pg_notify('taskforge_jobs', taskforge_wake_key(queue_id, job_type)) END
+              AS notified
 
--- name: queues_for_batch
--- The queues a COPY batch names, with the defaults its rows take from them.
-SELECT id, name, max_attempts, timeout_seconds FROM queues
-WHERE organization_id = $1 AND name = ANY ($2::text[])
+-- name: lock_queues_for_batch
+-- The queues a COPY batch names, with the defaults its rows take from them, locked FOR KEY SHARE
+-- until the COPY commits (as insert_job locks them). The notifications for the jobs to come go
+-- out with the commit: $3/$4 are the batch's distinct (queue name, job type) pairs.
+SELECT q.id, q.name, q.max_attempts, q.timeout_seconds,
+       (SELECT count(pg_notify('taskforge_jobs', taskforge_wake_key(q.id, t.job_type)))
+        FROM unnest($3::text[], $4::text[]) AS t (queue_name, job_type)
+        WHERE t.queue_name = q.name) AS notified
+FROM queues q
+WHERE q.organization_id = $1 AND q.name = ANY ($2::text[])
+FOR KEY SHARE OF q
 
 -- name: insert_jobs_grouped
 -- Group commit: concurrent single submits of any organisations in one statement. Rows come back
--- in the items' order by seq; items naming an unknown queue drop out of the join.
+-- in the items' order by seq; items naming an unknown queue drop out of the join. Queues locked
+-- and pending jobs notified as in insert_job.
+WITH q AS MATERIALIZED (
+    SELECT id, organization_id, name, max_attempts, timeout_seconds FROM queues
+    WHERE (organization_id, name) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))
+    FOR KEY SHARE
+)
 INSERT INTO jobs (organization_id, queue_id, queue_name, job_type, payload, priority, status,
                   max_attempts, timeout_seconds, scheduled_for)
 SELECT q.organization_id, q.id, q.name, i.job_type, i.payload::jsonb, i.priority,
@@ -50,9 +81,11 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::int4
             $8::timestamptz[]) WITH ORDINALITY
          AS i (organization_id, queue_name, job_type, payload, priority, max_attempts,
                timeout_seconds, scheduled_for, ord)
-JOIN queues q ON q.organization_id = i.organization_id AND q.name = i.queue_name
+JOIN q ON q.organization_id = i.organization_id AND q.name = i.queue_name
 ORDER BY i.ord
-RETURNING *
+RETURNING *, CASE WHEN status = 'pending'
+                  THEN pg_notify('taskforge_jobs', taskforge_wake_key(queue_id, job_type)) END
+                 AS notified
 
 -- name: job_by_idempotency_key
 SELECT * FROM jobs WHERE organization_id = $1 AND idempotency_key = $2

@@ -124,7 +124,7 @@ async def test_batch_rows_match_single_submits_and_keep_fifo_order(
         assert job.created_at == job.scheduled_for  # both the transaction's now(), as in INSERT
         assert job.attempt_count == 0 and job.worker_id is None
     assert (jobs[5].max_attempts, jobs[5].timeout_seconds) == (2, 60)
-    assert jobs[0].id.version == 4
+    assert jobs[0].id.version == 7  # time-ordered (engine._new_ids)
     scheduled = await engine.get_job(org, inserted[0])
     assert scheduled.status is JobStatus.SCHEDULED
     assert (scheduled.max_attempts, single.max_attempts) == (7, 7)
