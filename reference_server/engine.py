@@ -22,7 +22,7 @@ import orjson
 from asyncpg.pgproto.pgproto import UUID as FastUUID
 
 from reference_server import job_metrics, queries
-from reference_server.audit import AuditEntry, insert_audits
+from reference_server.audit import AuditEntry, insert_audits, with_outcome
 from reference_server.backoff import retry_delay
 from reference_server.builtin_jobs import BuiltinPool
 from reference_server.exceptions import Conflict, NotFound, ValidationFailed
@@ -36,6 +36,7 @@ from reference_server.group_commit import (
 )
 from reference_server.models import (
     Job,
+    JobFields,
     JobSpec,
     JobStatus,
     LeasedJob,
@@ -109,7 +110,7 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _insert_job_args(org_id: UUID, spec: JobSpec) -> tuple[Any, ...]:
+def _insert_job_args(org_id: UUID, spec: JobFields) -> tuple[Any, ...]:
     """The parameters of the insert_job query, in its order, for single and batch inserts."""
     return (
         org_id,
@@ -241,13 +242,13 @@ class Engine:
             if audit is not None:
                 status = 201 if created else 200
                 await insert_audits(
-                    conn, [dataclasses.replace(audit, target=str(found.id), status_code=status)]
+                    conn, [with_outcome(audit, target=str(found.id), status_code=status)]
                 )
         if created:
             job_metrics.submitted(found.queue_name, found.job_type).inc()
         return found, created
 
-    async def submit_batch(self, org_id: UUID, specs: Sequence[JobSpec]) -> list[UUID]:
+    async def submit_batch(self, org_id: UUID, specs: Sequence[JobFields]) -> list[UUID]:
         """Insert all jobs in one transaction, or none (unknown queue → NotFound)."""
         if not specs:
             return []
@@ -265,7 +266,7 @@ class Engine:
                 raise translate_db_error(exc) from exc
 
     async def _submit_copy(
-        self, conn: asyncpg.Connection, org_id: UUID, specs: Sequence[JobSpec]
+        self, conn: asyncpg.Connection, org_id: UUID, specs: Sequence[JobFields]
     ) -> list[UUID]:
         """Jobs due now: COPY, with ids made here and queue defaults read once per queue.
 
@@ -316,7 +317,7 @@ class Engine:
         return ids
 
     async def _submit_together(
-        self, conn: asyncpg.Connection, org_id: UUID, specs: Sequence[JobSpec]
+        self, conn: asyncpg.Connection, org_id: UUID, specs: Sequence[JobFields]
     ) -> list[UUID]:
         rows = await conn.fetch(
             Q["insert_jobs"],
@@ -340,7 +341,7 @@ class Engine:
         return [r["id"] for r in sorted(rows, key=lambda r: r["seq"])]
 
     async def _submit_each(
-        self, conn: asyncpg.Connection, org_id: UUID, specs: Sequence[JobSpec]
+        self, conn: asyncpg.Connection, org_id: UUID, specs: Sequence[JobFields]
     ) -> list[UUID]:
         ids: list[UUID] = []
         created: Counter[tuple[str, str]] = Counter()

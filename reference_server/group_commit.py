@@ -7,14 +7,14 @@ while a write is in flight ride on the next one. Each caller still gets its own 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import asyncpg
 import orjson
 
 from reference_server import queries
-from reference_server.audit import AuditEntry, insert_audits
+from reference_server.audit import AuditEntry, insert_audits, with_outcome
 from reference_server.exceptions import NotFound, ValidationFailed
 from reference_server.models import Job
 
@@ -139,7 +139,7 @@ def submit_writer(
                     rows = await conn.fetch(Q["insert_jobs_grouped"], *args)
                     settled = _match(batch, rows)
                     audits = [
-                        replace(p.item.audit, target=str(job.id), status_code=201)
+                        with_outcome(p.item.audit, target=str(job.id), status_code=201)
                         for p, job in settled
                         if p.item.audit is not None and isinstance(job, Job)
                     ]

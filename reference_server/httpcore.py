@@ -238,13 +238,22 @@ def response_headers(
     """
     out = [("X-Request-ID", request_id)]
     out.extend((k, v) for k, v in rate_limit.items() if k.lower() not in present)
+    out.extend(fixed_headers(settings, origin, has_cache_control="cache-control" in present))
+    return out
+
+
+def fixed_headers(
+    settings: Settings, origin: str | None, *, has_cache_control: bool
+) -> list[tuple[str, str]]:
+    """The security and CORS headers: the same for every response to one origin."""
+    out = []
     if settings.SECURITY_HSTS:
         out.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
     out.append(("Content-Security-Policy", settings.SECURITY_CSP))
     out.append(("X-Content-Type-Options", "nosniff"))
     out.append(("X-Frame-Options", "DENY"))
     out.append(("Referrer-Policy", "no-referrer"))
-    if "cache-control" not in present:
+    if not has_cache_control:
         out.append(("Cache-Control", "no-store"))
     out.append(("Vary", "Origin"))
     allow = allowed_origin(origin, settings.CORS_ALLOWED_ORIGINS)
@@ -316,8 +325,16 @@ def elapsed_since(started: float) -> float:
 
 
 def log_request(
-    http_log: Any, *, method: str, path: str, route: str, status: int, seconds: float
+    http_log: Any,
+    *,
+    method: str,
+    path: str,
+    route: str,
+    status: int,
+    seconds: float,
+    **context: str,
 ) -> None:
+    """The request's log line; `context`: request_id and caller ids when not bound already."""
     http_log.info(
         "request",
         method=method,
@@ -325,4 +342,5 @@ def log_request(
         route=route,
         status=status,
         duration_ms=round(seconds * 1000, 2),
+        **context,
     )

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from uuid import UUID
 
 import orjson
@@ -47,7 +47,9 @@ def iso(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    elif value.tzinfo is not UTC:  # asyncpg hands back UTC already: no conversion then
+        value = value.astimezone(UTC)
+    return value.isoformat().replace("+00:00", "Z")
 
 
 def json_value(value: Any) -> Any:
@@ -270,6 +272,28 @@ class Worker:
             "active_jobs": self.active_jobs,
             "created_at": iso(self.created_at),
         }
+
+
+class JobFields(Protocol):
+    """What a submit reads of a job to insert: a JobSpec, or any record with the same fields (the
+    batch endpoint hands its validated items over as they are, not copied into JobSpecs)."""
+
+    @property
+    def queue_name(self) -> str: ...
+    @property
+    def job_type(self) -> str: ...
+    @property
+    def payload(self) -> dict[str, Any]: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def max_attempts(self) -> int | None: ...
+    @property
+    def scheduled_for(self) -> datetime | None: ...
+    @property
+    def timeout_seconds(self) -> int | None: ...
+    @property
+    def idempotency_key(self) -> str | None: ...
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

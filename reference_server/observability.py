@@ -51,6 +51,8 @@ MAY_HOLD_SECRET = re.compile(r"tf_|eyj|[sr]k_|whsec_|bearer|://", re.IGNORECASE)
 #: Distinct short values whose scrubbed form is remembered (a bounded memory: 2048 x 256 chars).
 SCRUB_CACHE_SIZE = 2048
 SCRUB_CACHE_MAX_LENGTH = 256
+#: Values with nothing to scrub (a status, a duration): skip the isinstance walk of scrub().
+_PLAIN_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 @functools.lru_cache(maxsize=1024)
@@ -109,7 +111,13 @@ class Redactor:
         return {
             key: REDACTED
             if key != "event" and _is_secret_key(key)
-            else (scrub_text(value) if type(value) is str else scrub(value))
+            else (
+                scrub_text(value)
+                if type(value) is str
+                else value
+                if type(value) in _PLAIN_SCALARS
+                else scrub(value)
+            )
             for key, value in event_dict.items()
         }
 

@@ -8,6 +8,7 @@ own counter shows which requests it answered, so a case cannot pass by both goin
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -125,7 +126,7 @@ async def _both(
 
 
 async def test_a_submit_is_answered_by_the_fast_path_as_quart_answers_it(
-    database_url: str, redis_url: str
+    database_url: str, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async def case(api: Api, account: dict[str, str]) -> Any:
         return await api.post(
@@ -136,6 +137,16 @@ async def test_a_submit_is_answered_by_the_fast_path_as_quart_answers_it(
         )
 
     with_fast, _ = await _both(database_url, redis_url, case, fast_expected=1)
+    # Both ways leave the same request line (same fields; values differ only in ids and times).
+    lines = [
+        json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")
+    ]
+    submits = [
+        ln for ln in lines if ln.get("message") == "request" and ln.get("path") == "/api/v1/jobs"
+    ]
+    assert len(submits) == 2
+    assert sorted(submits[0]) == sorted(submits[1])
+    assert {ln["request_id"] for ln in submits} == {"parity-1"}
     assert with_fast.status == 201
     assert with_fast.headers["x-request-id"] == "parity-1"
     assert with_fast.headers["access-control-allow-origin"] == "https://app.example.test"
