@@ -96,7 +96,9 @@ async def submit_job() -> Response:
 @require(Permission.JOB_WRITE)
 async def submit_batch() -> Response:
     body = await parse_body(SubmitBatchRequest)
-    ids = await engine().submit_batch(principal().organization_id, [j.spec() for j in body.jobs])
+    # The validated items go to the engine as they are (they have JobSpec's fields): a JobSpec
+    # copy of each cost about as much as validating the body.
+    ids = await engine().submit_batch(principal().organization_id, body.jobs)
     set_audit_target(f"{len(ids)} jobs")
     return ok({"ids": [str(i) for i in ids]}, 201)
 
