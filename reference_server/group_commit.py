@@ -14,7 +14,7 @@ import asyncpg
 import orjson
 
 from reference_server import queries
-from reference_server.audit import AuditEntry, insert_audits, with_outcome
+from reference_server.audit import AuditEntry
 from reference_server.exceptions import NotFound, ValidationFailed
 from reference_server.models import Job
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from reference_server.models import JobSpec
 
 Q = queries.load("jobs.sql")
+SUBMITS = queries.load("submits.sql")
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
@@ -120,33 +121,8 @@ def submit_writer(
     """Insert a batch of submits (any organisations) in one statement."""
 
     async def write(batch: list[Pending[SubmitItem, Job]]) -> None:
-        items = [p.item for p in batch]
-        args = (
-            [i.org_id for i in items],
-            [i.spec.queue_name for i in items],
-            [i.spec.job_type for i in items],
-            [orjson.dumps(i.spec.payload).decode() for i in items],
-            [i.spec.priority for i in items],
-            [i.spec.max_attempts for i in items],
-            [i.spec.timeout_seconds for i in items],
-            [i.spec.scheduled_for for i in items],
-        )
         try:
-            if any(i.audit is not None for i in items):
-                # One commit for the jobs and their audit rows: no job without its row, and one
-                # wait for the disk per request instead of two.
-                async with pool.acquire() as conn, conn.transaction():
-                    rows = await conn.fetch(Q["insert_jobs_grouped"], *args)
-                    settled = _match(batch, rows)
-                    audits = [
-                        with_outcome(p.item.audit, target=str(job.id), status_code=201)
-                        for p, job in settled
-                        if p.item.audit is not None and isinstance(job, Job)
-                    ]
-                    if audits:
-                        await insert_audits(conn, audits)
-            else:
-                settled = _match(batch, await pool.fetch(Q["insert_jobs_grouped"], *args))
+            rows = await pool.fetch(SUBMITS["insert_jobs_with_audit"], _submit_document(batch))
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].reject(translate_db_error(exc))
@@ -155,32 +131,40 @@ def submit_writer(
             for pending in batch:
                 await write([pending])
             return
-        for pending, outcome in settled:
-            if isinstance(outcome, Job):
-                pending.resolve(outcome)
-            else:
-                pending.reject(outcome)
+        by_item = {row["n"]: row for row in rows}
+        for n, pending in enumerate(batch):
+            row = by_item.get(n)
+            if row is not None:
+                pending.resolve(Job.from_row(row))
+            else:  # the join found no such queue
+                pending.reject(NotFound(f"queue {pending.item.spec.queue_name!r} not found"))
 
     return write
 
 
-def _match(
-    batch: list[Pending[SubmitItem, Job]], rows: list[asyncpg.Record]
-) -> list[tuple[Pending[SubmitItem, Job], Job | NotFound]]:
-    """Each item's job, or NotFound for an item whose queue the join did not find.
-
-    The join keeps exactly the items whose queue exists, in the items' order (by seq).
-    """
-    found = {(r["organization_id"], r["queue_name"]) for r in rows}
-    ordered = iter(sorted(rows, key=lambda r: r["seq"]))
-    out: list[tuple[Pending[SubmitItem, Job], Job | NotFound]] = []
-    for pending in batch:
-        item = pending.item
-        if (item.org_id, item.spec.queue_name) in found:
-            out.append((pending, Job.from_row(next(ordered))))
-        else:
-            out.append((pending, NotFound(f"queue {item.spec.queue_name!r} not found")))
-    return out
+def _submit_document(batch: list[Pending[SubmitItem, Job]]) -> str:
+    """The batch as insert_jobs_with_audit's one JSON parameter (n: the item's index)."""
+    items = []
+    for n, pending in enumerate(batch):
+        item, spec, audit = pending.item, pending.item.spec, pending.item.audit
+        entry: dict[str, Any] = {
+            "n": n,
+            "organization_id": str(item.org_id),  # asyncpg's UUID is not orjson's
+            "queue_name": spec.queue_name,
+            "job_type": spec.job_type,
+            "payload": spec.payload,
+            "priority": spec.priority,
+            "max_attempts": spec.max_attempts,
+            "timeout_seconds": spec.timeout_seconds,
+            "scheduled_for": spec.scheduled_for,
+        }
+        if audit is not None:
+            entry["actor"] = audit.actor
+            entry["action"] = audit.action
+            entry["source_ip"] = audit.source_ip
+            entry["request_id"] = audit.request_id
+        items.append(entry)
+    return orjson.dumps(items).decode()
 
 
 def complete_writer(
