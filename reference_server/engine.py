@@ -63,6 +63,11 @@ MAINTENANCE_MAX_PASSES = 20
 BUILTIN_LEASE_MARGIN_SECONDS = 60
 #: A long-poll re-checks this often when the listener is down (degraded mode, not the normal path).
 DEGRADED_POLL_SECONDS = 0.5
+#: Jobs one built-in runner takes per transaction. Each transaction costs four round trips and a
+#: commit whatever its size: 250 rather than 100 took the pool's CPU per 1000 no-op jobs from
+#: 14.7 to 10.5 ms in Python and 27.9 to 21.9 ms in PostgreSQL (same runs). Runners times this
+#: bounds the leases the pool holds unacknowledged (sleep jobs in flight).
+BUILTIN_BATCH_SIZE = 250
 
 
 #: The columns a COPY batch sets; the rest take their defaults.
@@ -134,7 +139,7 @@ class Engine:
         *,
         lease_seconds_default: int = 30,
         builtin_workers: int = 4,
-        builtin_batch_size: int = 100,
+        builtin_batch_size: int = BUILTIN_BATCH_SIZE,
         reaper_interval_seconds: float = 1.0,
         retention_interval_seconds: float = 600.0,
         heartbeat_interval_seconds: int = 10,
