@@ -170,8 +170,9 @@ async def _wait_worked(dsn: str, queue: str, count: int, timeout: float) -> tupl
     conn = await asyncpg.connect(dsn)
     try:
         deadline = time.monotonic() + timeout
+        queue_id = await conn.fetchval(Q["queue_id"], queue)
         while time.monotonic() < deadline:
-            if await conn.fetchval(Q["unfinished_in_queue"], queue) == 0:
+            if await conn.fetchval(Q["unfinished_in_queue"], queue_id) == 0:
                 break
             await asyncio.sleep(POLL_SECONDS)
         row = await conn.fetchrow(Q["worked_in_queue"], queue)
