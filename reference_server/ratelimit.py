@@ -49,15 +49,22 @@ class RedisGuard:
     def __init__(self, client: redis.asyncio.Redis | None) -> None:
         self.client = client
         self._down_until = 0.0
-        metrics.REDIS_UP.set(1 if client is not None else 0)
+        self._reported: bool | None = None
+        self._report(client is not None)
 
     @property
     def up(self) -> bool:
         return self.client is not None and time.monotonic() >= self._down_until
 
+    def _report(self, up: bool) -> None:
+        # Set on a change only: every rate-limited request passes here.
+        if up is not self._reported:
+            metrics.REDIS_UP.set(1 if up else 0)
+            self._reported = up
+
     def mark_down(self) -> None:
         self._down_until = time.monotonic() + OUTAGE_BACKOFF_SECONDS
-        metrics.REDIS_UP.set(0)
+        self._report(False)
 
     async def run(self, call: Callable[[redis.asyncio.Redis], Awaitable[T]]) -> T:
         if self.client is None or not self.up:
@@ -67,7 +74,7 @@ class RedisGuard:
         except REDIS_ERRORS as exc:
             self.mark_down()
             raise RedisUnavailable(type(exc).__name__) from None
-        metrics.REDIS_UP.set(1)
+        self._report(True)
         return result
 
     async def ping(self) -> bool:
@@ -80,7 +87,7 @@ class RedisGuard:
             self.mark_down()
             return False
         self._down_until = 0.0
-        metrics.REDIS_UP.set(1)
+        self._report(True)
         return True
 
 
@@ -99,14 +106,16 @@ class RateLimitState:
 
 
 #: Sliding-window log, atomically over several keys: a request is admitted only when every key
-#: has room, and then counted in every key. ARGV: window ms, limit, then one (now ms, member) pair
-#: per request, handled in order exactly as that many calls one after another would be. Returns
-#: {admitted, used, ms until the oldest expires} per request, flattened.
+#: has room, and then counted in every key. ARGV: window ms, limit, the members' prefix, then the
+#: requests as "<ms>:<seq>" items separated by commas (one argument: redis-py packs arguments in
+#: Python, one by one), handled in order exactly as that many calls one after another would be.
+#: A request's member is "<ms>:<prefix><seq>". Returns {admitted, used, ms until the oldest
+#: expires} per request, flattened.
 SLIDING_WINDOW_LUA = """
-local window, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local window, limit, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local out = {}
-for i = 3, #ARGV, 2 do
-  local now, member = tonumber(ARGV[i]), ARGV[i + 1]
+for at, seq in string.gmatch(ARGV[4], '(%d+):(%x+)') do
+  local now, member = tonumber(at), at .. ':' .. prefix .. seq
   local used, wait = 0, 0
   for _, key in ipairs(KEYS) do
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
@@ -138,11 +147,11 @@ SLIDING_WINDOW_SHA = hashlib.sha1(SLIDING_WINDOW_LUA.encode(), usedforsecurity=F
 
 @dataclass(frozen=True, slots=True)
 class _Window:
-    """One request's check: its keys, its time and its unique member."""
+    """One request's check: its keys and "<ms>:<seq>" (its time and, with the limiter's prefix,
+    its unique member)."""
 
     keys: tuple[str, ...]
-    now_ms: int
-    member: str
+    at: str
 
 
 class RateLimiter:
@@ -179,9 +188,7 @@ class RateLimiter:
             return None
         now_ms = int(time.time() * 1000)
         window = _Window(
-            keys=tuple(f"rl:{key}" for key in keys),
-            now_ms=now_ms,
-            member=f"{now_ms}:{self._member_prefix}{next(self._member_seq):x}",
+            keys=tuple(f"rl:{key}" for key in keys), at=f"{now_ms}:{next(self._member_seq):x}"
         )
 
         async def count(client: redis.asyncio.Redis) -> list[Any]:
@@ -210,10 +217,16 @@ class RateLimiter:
 
             async def write(batch: list[Pending[_Window, list[Any]]]) -> None:
                 await _run_windows(
-                    client, batch, window_ms=WINDOW_SECONDS * 1000, limit=self.per_minute
+                    client,
+                    batch,
+                    window_ms=WINDOW_SECONDS * 1000,
+                    limit=self.per_minute,
+                    prefix=self._member_prefix,
                 )
 
-            group = self._groups[id(client)] = GroupCommit(write)
+            group = self._groups[id(client)] = GroupCommit(
+                write, max_writers=int(__import__("os").environ.get("RL_WRITERS", "2"))
+            )
         return group
 
 
@@ -223,6 +236,7 @@ async def _run_windows(
     *,
     window_ms: int,
     limit: int,
+    prefix: str,
 ) -> None:
     """The batch's checks: one script call per distinct set of keys, all in one pipeline.
 
@@ -236,14 +250,26 @@ async def _run_windows(
         groups.setdefault(pending.item.keys, []).append(pending)
     calls = []
     for keys, members in groups.items():
-        args: list[str | int] = [*keys, window_ms, limit]
-        for pending in members:
-            args += (pending.item.now_ms, pending.item.member)
+        args: list[str | int] = [
+            *keys,
+            window_ms,
+            limit,
+            prefix,
+            ",".join([p.item.at for p in members]),
+        ]
         calls.append((len(keys), args, members))
-    pipe = client.pipeline(transaction=False)
-    for numkeys, args, _ in calls:
-        pipe.evalsha(SLIDING_WINDOW_SHA, numkeys, *args)
-    results = await pipe.execute(raise_on_error=False)
+    results: list[Any]
+    if len(calls) == 1:  # the usual burst, one caller: redis-py's pipeline costs more than a call
+        numkeys, args, _ = calls[0]
+        try:
+            results = [await client.evalsha(SLIDING_WINDOW_SHA, numkeys, *args)]
+        except redis.exceptions.NoScriptError as exc:
+            results = [exc]
+    else:
+        pipe = client.pipeline(transaction=False)
+        for numkeys, args, _ in calls:
+            pipe.evalsha(SLIDING_WINDOW_SHA, numkeys, *args)
+        results = await pipe.execute(raise_on_error=False)
     for (numkeys, args, members), result in zip(calls, results, strict=True):
         if isinstance(result, redis.exceptions.NoScriptError):
             try:
