@@ -224,9 +224,7 @@ class RateLimiter:
                     prefix=self._member_prefix,
                 )
 
-            group = self._groups[id(client)] = GroupCommit(
-                write, max_writers=int(__import__("os").environ.get("RL_WRITERS", "2"))
-            )
+            group = self._groups[id(client)] = GroupCommit(write)
         return group
 
 
