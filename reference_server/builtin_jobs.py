@@ -9,11 +9,12 @@ by that transaction, run as tasks and are acknowledged together (group commit).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import math
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from reference_server import job_metrics
 from reference_server.exceptions import Conflict, NotFound
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
     from uuid import UUID
 
     from reference_server.engine import Engine
@@ -175,13 +176,41 @@ def _run_instant(jobs: list[LeasedJob], *, settled: list[Outcome | None]) -> lis
     return [o.output_json if o is not None and o.error is None else None for o in settled]
 
 
+def observe_all(histogram: Any, amounts: Iterable[float]) -> None:
+    """histogram.observe(amount) for every amount, at one increment per bucket touched.
+
+    A batch of 250 jobs made 500 observe() calls, each a walk of the bucket bounds and two locked
+    increments: a quarter of the built-in pool's Python time. This reads prometheus_client's
+    Histogram layout (bounds, bucket values, sum); without it, it observes one by one.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts: Counter[int] = Counter()
+    added = 0.0
+    for amount in amounts:
+        if amount != amount:  # NaN: observe() counts it in no bucket
+            histogram.observe(amount)
+            continue
+        counts[bisect.bisect_left(bounds, amount)] += 1  # the first bound >= amount
+        added += amount
+    if counts:
+        total.inc(added)
+        for index, n in counts.items():
+            buckets[index].inc(n)
+
+
 def _count_successes(outcomes: list[Outcome]) -> None:
-    counts: Counter[tuple[str, str]] = Counter()
+    durations: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
     for o in outcomes:
-        counts[(o.job.queue_name, o.job.job_type)] += 1
-        job_metrics.processing_duration(o.job.queue_name, o.job.job_type).observe(o.duration)
-    for (queue, job_type), n in counts.items():
-        job_metrics.processed(queue, job_type, "succeeded").inc(n)
+        durations[(o.job.queue_name, o.job.job_type)].append(o.duration)
+    for (queue, job_type), values in durations.items():
+        job_metrics.processed(queue, job_type, "succeeded").inc(len(values))
+        observe_all(job_metrics.processing_duration(queue, job_type), values)
 
 
 class BuiltinPool:

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID, uuid4
 
@@ -24,7 +24,7 @@ from asyncpg.pgproto.pgproto import UUID as FastUUID
 from reference_server import job_metrics, queries
 from reference_server.audit import AuditEntry, insert_audits, with_outcome
 from reference_server.backoff import retry_delay
-from reference_server.builtin_jobs import BuiltinPool
+from reference_server.builtin_jobs import BuiltinPool, observe_all
 from reference_server.exceptions import Conflict, NotFound, ValidationFailed
 from reference_server.group_commit import (
     CompleteItem,
@@ -770,8 +770,11 @@ class Engine:
                     with contextlib.suppress(Exception):
                         await conn.execute("ROLLBACK")
                 raise
+        waits: defaultdict[str, list[float]] = defaultdict(list)
         for row in rows:
-            job_metrics.wait_duration(row["queue_name"]).observe(row["waited_seconds"])
+            waits[row["queue_name"]].append(row["waited_seconds"])
+        for queue_name, waited in waits.items():
+            observe_all(job_metrics.wait_duration(queue_name), waited)
         return jobs
 
     async def complete_builtin(self, results: Sequence[tuple[UUID, str]]) -> set[UUID]:

@@ -6,9 +6,15 @@ from datetime import UTC, datetime, timedelta, timezone
 from uuid import uuid4
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
 
 from reference_server import queries
-from reference_server.builtin_jobs import BUILTIN_JOB_TYPES, execute, execute_instant
+from reference_server.builtin_jobs import (
+    BUILTIN_JOB_TYPES,
+    execute,
+    execute_instant,
+    observe_all,
+)
 from reference_server.models import (
     JobStatus,
     LeasedJob,
@@ -118,3 +124,35 @@ def test_job_status_values_are_the_contracts() -> None:
         "dead",
         "cancelled",
     ]
+
+
+def _histogram_samples(histogram: Histogram) -> dict[tuple[str, str], float]:
+    return {
+        (sample.name, sample.labels.get("le", "")): sample.value
+        for metric in histogram.collect()
+        for sample in metric.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+def test_observe_all_counts_as_observe_does() -> None:
+    amounts = [0.0, 0.0004, 0.001, 0.0011, 0.25, 0.5, 2.0, 7.5, 1e9, -1.0, float("nan")]
+    one_by_one, together = (
+        Histogram(name, "test", ["queue"], buckets=(0.001, 0.01, 0.5, 5.0), registry=registry)
+        for name, registry in (("one", CollectorRegistry()), ("all", CollectorRegistry()))
+    )
+    for amount in amounts:
+        one_by_one.labels("q").observe(amount)
+    observe_all(together.labels("q"), amounts)
+
+    expected = {
+        (k[0].replace("one", "all"), k[1]): v for k, v in _histogram_samples(one_by_one).items()
+    }
+    found = _histogram_samples(together)
+    assert found.keys() == expected.keys()
+    for key, value in expected.items():
+        if value != value:  # the sums: NaN in both
+            assert found[key] != found[key]
+        else:
+            assert found[key] == pytest.approx(value), key
+    assert found[("all_count", "")] == len(amounts) - 1  # NaN lands in no bucket
