@@ -27,7 +27,7 @@ from benchmarks import limits, loadgen, profile, report, server
 from benchmarks.plan import FULL, QUICK, Plan
 from benchmarks.processes import BenchError, served
 from benchmarks.report import Figure, Target, TargetKind
-from benchmarks.system import Placement, machine, placement, postgres_pids
+from benchmarks.system import Placement, machine, pinned, placement, postgres_pids, redis_pids
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1  # some figure could not be measured (the report says which and why)
@@ -66,6 +66,15 @@ class Run:
         self.workdir = workdir
         self.figures: list[Figure] = []
         self.failed: list[str] = []
+        #: PostgreSQL and Redis, kept off the server's cores while an HTTP figure of the server
+        #: is taken (set once they run).
+        self.services: list[int] = []
+
+    def services_aside(self) -> contextlib.AbstractContextManager[None]:
+        """The services on the generator's cores: the server's core measures the server alone,
+        as for the empty endpoints it is compared with (the database is another host's in any
+        real deployment)."""
+        return pinned(self.services, self.where.generator if self.where.pinned else ())
 
     def add(self, name: str, value: float | None, unit: str, group: str, **kw: Any) -> None:
         self.figures.append(Figure(name=name, value=value, unit=unit, group=group, **kw))
@@ -198,8 +207,9 @@ def run_http_limits(run: Run, inherited: dict[str, str], pg_roots: list[int]) ->
             url = f"http://127.0.0.1:{port}/api/v1/jobs"
             args = ["-m", "benchmarks.apps", kind, "--port", str(port),
                     "--workers", str(plan.server_workers), "--backpressure", "100"]
-            with served(args, env=inherited, log=run.workdir / f"{kind}.log", ready_url=url,
-                        prefix=run.where.taskset("server")) as proc, \
+            with run.services_aside(), \
+                    served(args, env=inherited, log=run.workdir / f"{kind}.log", ready_url=url,
+                           prefix=run.where.taskset("server")) as proc, \
                     profile.profiled(run.profile_dir, f"limit_{kind}", proc.pid):
                 result, shares = server.measured(
                     run.load, {"server": [proc.pid], "postgres": pg_roots},
@@ -237,10 +247,11 @@ def run_engine(run: Run, env: dict[str, str], inherited: dict[str, str],
             roots = {"server": [ref.proc.pid], "postgres": pg_roots}
             settings = {k: v for k, v in env.items() if "SECRET" not in k and "URL" not in k}
 
-            with step("single submit", run.profile_dir, ref.proc.pid):
+            with step("single submit", run.profile_dir, ref.proc.pid), run.services_aside():
                 result, shares = server.single_submit(ref, run.load, roots, plan)
             cfg = _http_config(result, shares, server_settings=settings,
-                               request="POST /api/v1/jobs, one no-op job (not a built-in type)")
+                               request="POST /api/v1/jobs, one no-op job (not a built-in type)",
+                               services_cores=list(run.where.generator))
             run.add("engine.http_single_submit", result.rate, "jobs/s", "engine",
                     limit="limits.http_empty_quart", config=cfg,
                     target=Target(kind=TargetKind.MIN_RATIO, value=0.7,
@@ -429,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return EXIT_UNAVAILABLE
         pg_roots = postgres_pids(pg.port)
+        run.services = [*pg_roots, *redis_pids(redis.port)]
         inherited = {k: os.environ[k] for k in INHERITED if k in os.environ}
         run_limits(run, pg.url_for("bench_limits"))
         run_schema_limit(run, pg.url_for("bench_schema"), inherited)

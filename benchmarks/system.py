@@ -7,6 +7,7 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +115,39 @@ def postgres_pids(port: int) -> list[int]:
             if cmd and cmd[0].endswith("postgres") and str(port) in cmd:
                 return [proc.pid]
     return []
+
+
+def redis_pids(port: int) -> list[int]:
+    """The redis-server listening on this port."""
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if "redis-server" in cmd and (f":{port}" in cmd or f"--port {port}" in cmd):
+                return [proc.pid]
+    return []
+
+
+@contextlib.contextmanager
+def pinned(roots: list[int], cores: tuple[int, ...]) -> Iterator[None]:
+    """Keep these process trees (PostgreSQL, Redis) on `cores` for a phase, then let them go.
+
+    Processes they start meanwhile (a PostgreSQL backend per new connection) inherit it.
+    """
+    if not cores:
+        yield
+        return
+    before: dict[int, set[int]] = {}
+    for proc in (p for root in roots for p in tree(root)):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, OSError):
+            before[proc.pid] = os.sched_getaffinity(proc.pid)
+            os.sched_setaffinity(proc.pid, set(cores))
+    try:
+        yield
+    finally:
+        everyone = set(os.sched_getaffinity(0))
+        for proc in (p for root in roots for p in tree(root)):
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, OSError):
+                os.sched_setaffinity(proc.pid, before.get(proc.pid, everyone))
 
 
 class RssSampler:

@@ -99,3 +99,27 @@ def test_wrk_sends_the_body_and_headers(bare_asgi_url: str) -> None:
                              headers={"Authorization": "Bearer t"}, connections=2, threads=1,
                              seconds=1, prefix=[])
     assert result.tool == "wrk" and result.ok > 0 and result.errors == 0
+
+
+def test_services_are_pinned_for_a_phase_and_let_go_after(redis_url: str) -> None:
+    import os
+    from urllib.parse import urlparse
+
+    from benchmarks.system import pinned, redis_pids
+
+    everyone = os.sched_getaffinity(0)
+    port = urlparse(redis_url).port
+    assert port is not None
+    roots = redis_pids(port)
+    assert len(roots) == 1
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        core = min(everyone)
+        with pinned([*roots, sleeper.pid], (core,)):
+            assert os.sched_getaffinity(roots[0]) == {core}
+            assert os.sched_getaffinity(sleeper.pid) == {core}
+        assert os.sched_getaffinity(roots[0]) == everyone
+        assert os.sched_getaffinity(sleeper.pid) == everyone
+    finally:
+        sleeper.kill()
+        sleeper.wait()
