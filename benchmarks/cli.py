@@ -189,8 +189,10 @@ def run_schema_limit(run: Run, dsn: str, inherited: dict[str, str]) -> None:
                 limit="limits.batched_lease_loop", config={
                     "jobs": rate.count, "batch": plan.loop_batch, "loops": plan.loop_count,
                     "seconds": round(rate.seconds, 3), "truncated": rate.truncated,
-                    "statements": "reference_server/sql/jobs.sql lease_builtin + complete_jobs, "
-                                  "prepared, on held connections, on the migrated schema",
+                    "statements": "reference_server/sql/jobs.sql begin_builtin_claim, "
+                                  "claim_builtin, settle_builtin, COMMIT (the built-in pool's "
+                                  "transaction), prepared, on held connections, on the migrated "
+                                  "schema",
                     "meaning": "the ratio to the minimal loop is what the schema and SQL cost"})
 
     run.phase("limits: the engine's SQL on its schema", body,

@@ -15,7 +15,7 @@ Q = sql.load("limits.sql")
 NOOP_PAYLOAD = "{}"
 JOB_TYPE = "noop"
 QUEUE = "default"
-#: lease_builtin's margin over the job's timeout (the engine passes 60).
+#: settle_builtin's lease margin over the job's timeout (the engine passes 60).
 LEASE_MARGIN_SECONDS = 60
 
 
@@ -110,8 +110,11 @@ async def batched_lease_loop(
 async def engine_sql_loop(
     dsn: str, *, jobs: int, batch: int, loops: int, seconds: float
 ) -> Rate:
-    """The batched loop again, with the reference server's own lease_builtin and complete_jobs
-    statements on its migrated schema: what the schema and SQL cost, without the engine's Python.
+    """The batched loop again, with the statements the reference server's built-in pool runs on
+    its migrated schema: what the schema and SQL cost, without the engine's Python.
+
+    As the pool does for instant jobs: begin_builtin_claim, claim_builtin (lock a batch), then
+    settle_builtin (succeeded, with an output) and COMMIT, one transaction per batch.
     """
     engine_sql = sql.load("engine.sql")
     server_sql = sql.load("jobs.sql", "reference_server")
@@ -133,13 +136,17 @@ async def engine_sql_loop(
         async def loop() -> None:
             nonlocal done
             async with pool.acquire() as conn:
-                lease = await conn.prepare(server_sql["lease_builtin"])
-                complete = await conn.prepare(server_sql["complete_jobs"])
+                claim = await conn.prepare(server_sql["claim_builtin"])
+                settle = await conn.prepare(server_sql["settle_builtin"])
                 while time.perf_counter() < deadline:
-                    rows = await lease.fetch(batch, worker, LEASE_MARGIN_SECONDS)
+                    await conn.execute(server_sql["begin_builtin_claim"])
+                    rows = await claim.fetch(batch)
+                    if rows:
+                        ids = [r["id"] for r in rows]
+                        await settle.fetch(ids, [output] * len(rows), worker, LEASE_MARGIN_SECONDS)
+                    await conn.execute("COMMIT")
                     if not rows:
                         return
-                    await complete.fetch([r["id"] for r in rows], [output] * len(rows), worker)
                     done += len(rows)
 
         started = time.perf_counter()
