@@ -752,8 +752,8 @@ class Engine:
         async with self._pool.acquire() as conn:
             # BEGIN and the claim's planner setting in one round trip (begin_builtin_claim), so
             # the transaction is ours to end: COMMIT, or ROLLBACK on any error or cancellation.
-            await conn.execute(Q["begin_builtin_claim"])
             try:
+                await conn.execute(Q["begin_builtin_claim"])
                 rows = await conn.fetch(Q["claim_builtin"], max_jobs)
                 jobs = [LeasedJob.from_row(r) for r in rows]
                 if jobs:
