@@ -31,6 +31,7 @@ from reference_server.group_commit import (
     GroupCommit,
     SubmitItem,
     complete_writer,
+    insert_submits,
     submit_writer,
     translate_db_error,
 )
@@ -252,6 +253,17 @@ class Engine:
         if created:
             job_metrics.submitted(found.queue_name, found.job_type).inc()
         return found, created
+
+    async def submit_each(self, items: Sequence[SubmitItem]) -> list[Job | Exception]:
+        """Single submits (no idempotency keys) that the caller batched itself, in one statement:
+        each item's job, its audit row committed with it, or the error it met, in order."""
+        if any(item.spec.idempotency_key is not None for item in items):
+            raise ValueError("submit_each takes no idempotency keys (use submit)")
+        outcomes = await insert_submits(self._pool, list(items))
+        for outcome in outcomes:
+            if isinstance(outcome, Job):
+                job_metrics.submitted(outcome.queue_name, outcome.job_type).inc()
+        return outcomes
 
     async def submit_batch(self, org_id: UUID, specs: Sequence[JobFields]) -> list[UUID]:
         """Insert all jobs in one transaction, or none (unknown queue → NotFound)."""

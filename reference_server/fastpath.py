@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import orjson
 import pydantic
@@ -23,8 +25,11 @@ import structlog
 from reference_server import httpcore
 from reference_server.api.common import authenticate_credentials, resolve_client_ip
 from reference_server.api.jobs import SubmitJobRequest
-from reference_server.audit import with_outcome
+from reference_server.audit import AuditEntry, with_outcome
 from reference_server.exceptions import ApiError
+from reference_server.group_commit import GroupCommit, Pending, SubmitItem
+from reference_server.models import Job, JobSpec
+from reference_server.ratelimit import RateLimitState
 from reference_server.security import Permission
 
 if TYPE_CHECKING:
@@ -69,6 +74,7 @@ class SubmitFastPath:
         self._quart = quart_asgi
         self.answered = 0  # submits answered here rather than by Quart (tests, debugging)
         self._encoded: dict[str | None, list[tuple[bytes, bytes]]] = {}
+        self._batcher: GroupCommit[_Submit, _Outcome] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH:
@@ -148,12 +154,22 @@ class SubmitFastPath:
         )
         audit_written = False
         try:
-            limits = await st.limiter.hit(principal.rate_key, f"ip:{ip}")
-            if limits is not None:
-                rate_headers = limits.headers()
-            job, created = await st.engine.submit(
-                principal.organization_id, job_request.spec(), audit=audit
-            )
+            spec = job_request.spec()
+            if spec.idempotency_key is None:
+                # Rate limit and insert of concurrent submits in one batch: one wait each.
+                limits, outcome = await self._batches(st).run(
+                    _Submit(principal.rate_key, f"ip:{ip}", principal.organization_id, spec, audit)
+                )
+                if limits is not None:
+                    rate_headers = limits.headers()
+                if isinstance(outcome, Exception):
+                    raise outcome
+                job, created = outcome, True
+            else:
+                limits = await st.limiter.hit(principal.rate_key, f"ip:{ip}")
+                if limits is not None:
+                    rate_headers = limits.headers()
+                job, created = await st.engine.submit(principal.organization_id, spec, audit=audit)
             audit_written = True  # committed with the job
             status = 201 if created else 200
             payload = httpcore.ok_body(job.to_api(), request_id)
@@ -194,6 +210,15 @@ class SubmitFastPath:
         await send({"type": "http.response.body", "body": content, "more_body": False})
         return None
 
+    def _batches(self, st: AppState) -> GroupCommit[_Submit, _Outcome]:
+        if self._batcher is None:
+
+            async def write(batch: list[Pending[_Submit, _Outcome]]) -> None:
+                await _limit_and_insert(st, batch)
+
+            self._batcher = GroupCommit(write)
+        return self._batcher
+
     def _fixed_headers(self, st: AppState, origin: str | None) -> list[tuple[bytes, bytes]]:
         """httpcore.fixed_headers for this origin, encoded once (settings do not change)."""
         found = self._encoded.get(origin)
@@ -205,6 +230,43 @@ class SubmitFastPath:
             if len(self._encoded) < FIXED_HEADERS_KEPT:  # a client chooses its Origin
                 self._encoded[origin] = found
         return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Submit:
+    """One submit of a batch: whom its rate limits count, and what it inserts."""
+
+    rate_key: str
+    ip_key: str
+    org_id: UUID
+    spec: JobSpec
+    audit: AuditEntry
+
+
+#: A batched submit's rate-limit state (None: limiting off or Redis down, fail-open) and its job,
+#: or why it has none (RateLimited, NotFound, a database error).
+_Outcome = tuple[RateLimitState | None, Job | Exception]
+
+
+async def _limit_and_insert(st: AppState, batch: list[Pending[_Submit, _Outcome]]) -> None:
+    """The batch's rate-limit checks in one Redis call, then the admitted ones' jobs and audit
+    rows in one statement, each request settled once (one wait and wake-up per request, not two
+    group commits in turn)."""
+    assert st.limiter is not None and st.engine is not None
+    verdicts = await st.limiter.hit_each([(p.item.rate_key, p.item.ip_key) for p in batch])
+    admitted: list[tuple[Pending[_Submit, _Outcome], RateLimitState | None]] = []
+    for pending, verdict in zip(batch, verdicts, strict=True):
+        if isinstance(verdict, Exception):
+            pending.resolve((None, verdict))
+        else:
+            admitted.append((pending, verdict))
+    if not admitted:
+        return
+    outcomes = await st.engine.submit_each(
+        [SubmitItem(p.item.org_id, p.item.spec, p.item.audit) for p, _ in admitted]
+    )
+    for (pending, verdict), outcome in zip(admitted, outcomes, strict=True):
+        pending.resolve((verdict, outcome))
 
 
 def _declared_length(headers: dict[bytes, bytes]) -> int | None:

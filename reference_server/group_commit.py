@@ -121,32 +121,41 @@ def submit_writer(
     """Insert a batch of submits (any organisations) in one statement."""
 
     async def write(batch: list[Pending[SubmitItem, Job]]) -> None:
-        try:
-            rows = await pool.fetch(SUBMITS["insert_jobs_with_audit"], _submit_document(batch))
-        except Exception as exc:
-            if len(batch) == 1:
-                batch[0].reject(translate_db_error(exc))
-                return
-            # One bad item spoils the statement for all: write each alone to find it.
-            for pending in batch:
-                await write([pending])
-            return
-        by_item = {row["n"]: row for row in rows}
-        for n, pending in enumerate(batch):
-            row = by_item.get(n)
-            if row is not None:
-                pending.resolve(Job.from_row(row))
-            else:  # the join found no such queue
-                pending.reject(NotFound(f"queue {pending.item.spec.queue_name!r} not found"))
+        outcomes = await insert_submits(pool, [p.item for p in batch])
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Job):
+                pending.resolve(outcome)
+            else:
+                pending.reject(outcome)
 
     return write
 
 
-def _submit_document(batch: list[Pending[SubmitItem, Job]]) -> str:
+async def insert_submits(pool: asyncpg.Pool, items: list[SubmitItem]) -> list[Job | Exception]:
+    """Each item's new job, or why it has none (NotFound for an unknown queue), in order."""
+    try:
+        rows = await pool.fetch(SUBMITS["insert_jobs_with_audit"], _submit_document(items))
+    except Exception as exc:
+        if len(items) == 1:
+            return [translate_db_error(exc)]
+        # One bad item spoils the statement for all: write each alone to find it.
+        return [(await insert_submits(pool, [item]))[0] for item in items]
+    by_item = {row["n"]: row for row in rows}
+    outcomes: list[Job | Exception] = []
+    for n, item in enumerate(items):
+        row = by_item.get(n)
+        if row is not None:
+            outcomes.append(Job.from_row(row))
+        else:  # the join found no such queue
+            outcomes.append(NotFound(f"queue {item.spec.queue_name!r} not found"))
+    return outcomes
+
+
+def _submit_document(batch: list[SubmitItem]) -> str:
     """The batch as insert_jobs_with_audit's one JSON parameter (n: the item's index)."""
     items = []
-    for n, pending in enumerate(batch):
-        item, spec, audit = pending.item, pending.item.spec, pending.item.audit
+    for n, item in enumerate(batch):
+        spec, audit = item.spec, item.audit
         entry: dict[str, Any] = {
             "n": n,
             "organization_id": str(item.org_id),  # asyncpg's UUID is not orjson's

@@ -8,20 +8,21 @@ taskforge_redis_up gauge says 0.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import itertools
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.exceptions
 
 from reference_server import metrics
-from reference_server.exceptions import RateLimited, ServiceUnavailable
+from reference_server.exceptions import ApiError, RateLimited, ServiceUnavailable
 from reference_server.group_commit import GroupCommit, Pending
 
 if TYPE_CHECKING:
@@ -152,6 +153,7 @@ class _Window:
 
     keys: tuple[str, ...]
     at: str
+    now_ms: int
 
 
 class RateLimiter:
@@ -182,47 +184,96 @@ class RateLimiter:
     async def hit(self, *keys: str) -> RateLimitState | None:
         """Count one request against each key; raise RateLimited when any is over the limit.
 
-        Returns None when limiting is off or Redis is down in fail-open mode.
+        Returns None when limiting is off or Redis is down in fail-open mode. Concurrent calls
+        share one Redis call (group commit).
         """
         if not self.enabled:
             return None
-        now_ms = int(time.time() * 1000)
-        window = _Window(
-            keys=tuple(f"rl:{key}" for key in keys), at=f"{now_ms}:{next(self._member_seq):x}"
-        )
+        window = self._window(keys)
 
         async def count(client: redis.asyncio.Redis) -> list[Any]:
             return await self._group(client).run(window)
 
         try:
-            admitted, used, wait_ms = await self.guard.run(count)
+            result = await self.guard.run(count)
         except RedisUnavailable:
             self._unavailable()
             return None
-        reset_at = math.ceil((now_ms + int(wait_ms)) / 1000)
+        verdict = self._verdict(window, result)
+        if isinstance(verdict, RateLimited):
+            raise verdict
+        return verdict
+
+    async def hit_each(
+        self, keysets: Sequence[tuple[str, ...]]
+    ) -> list[RateLimitState | ApiError | None]:
+        """hit() for several requests at once, in order, in one Redis call; each request's
+        outcome is returned (RateLimited, or ServiceUnavailable when Redis is down and the mode is
+        closed), not raised. For a caller that batches requests itself."""
+        if not self.enabled:
+            return [None] * len(keysets)
+        windows = [self._window(keys) for keys in keysets]
+        try:
+            results = await self.guard.run(lambda client: self._evaluate(client, windows))
+        except RedisUnavailable:
+            try:
+                self._unavailable()
+            except ApiError as exc:
+                return [exc] * len(keysets)
+            return [None] * len(keysets)
+        return [
+            self._verdict(window, result) for window, result in zip(windows, results, strict=True)
+        ]
+
+    def _window(self, keys: Sequence[str]) -> _Window:
+        now_ms = int(time.time() * 1000)
+        return _Window(
+            keys=tuple(f"rl:{key}" for key in keys),
+            at=f"{now_ms}:{next(self._member_seq):x}",
+            now_ms=now_ms,
+        )
+
+    def _verdict(self, window: _Window, result: list[Any]) -> RateLimitState | RateLimited:
+        admitted, used, wait_ms = result
+        reset_at = math.ceil((window.now_ms + int(wait_ms)) / 1000)
         state = RateLimitState(
             limit=self.per_minute, remaining=self.per_minute - int(used), reset_at=reset_at
         )
-        if not int(admitted):
-            retry_after = max(1, math.ceil(int(wait_ms) / 1000))
-            raise RateLimited(
-                "rate limit exceeded",
-                headers={"Retry-After": str(retry_after), **state.headers()},
-            )
-        return state
+        if int(admitted):
+            return state
+        retry_after = max(1, math.ceil(int(wait_ms) / 1000))
+        return RateLimited(
+            "rate limit exceeded", headers={"Retry-After": str(retry_after), **state.headers()}
+        )
+
+    async def _evaluate(
+        self, client: redis.asyncio.Redis, windows: list[_Window]
+    ) -> list[list[Any]]:
+        """The windows' results in order (a Redis error raises, for the guard to see)."""
+        loop = asyncio.get_running_loop()
+        batch: list[Pending[_Window, list[Any]]] = [
+            Pending(w, loop.create_future()) for w in windows
+        ]
+        await self._write(client, batch)
+        return [p.future.result() for p in batch]
+
+    async def _write(
+        self, client: redis.asyncio.Redis, batch: list[Pending[_Window, list[Any]]]
+    ) -> None:
+        await _run_windows(
+            client,
+            batch,
+            window_ms=WINDOW_SECONDS * 1000,
+            limit=self.per_minute,
+            prefix=self._member_prefix,
+        )
 
     def _group(self, client: redis.asyncio.Redis) -> GroupCommit[_Window, list[Any]]:
         group = self._groups.get(id(client))
         if group is None:
 
             async def write(batch: list[Pending[_Window, list[Any]]]) -> None:
-                await _run_windows(
-                    client,
-                    batch,
-                    window_ms=WINDOW_SECONDS * 1000,
-                    limit=self.per_minute,
-                    prefix=self._member_prefix,
-                )
+                await self._write(client, batch)
 
             group = self._groups[id(client)] = GroupCommit(write)
         return group

@@ -15,14 +15,19 @@ import redis.asyncio
 from api_support import ACCESS_SECRET, REFRESH_SECRET, register, running_app
 
 from reference_server import httpcore
-from reference_server.exceptions import AuthenticationFailed, RateLimited, TokenExpired
+from reference_server.exceptions import (
+    AuthenticationFailed,
+    RateLimited,
+    ServiceUnavailable,
+    TokenExpired,
+)
 from reference_server.observability import (
     REDACTED,
     SECRET_VALUE_PATTERNS,
     URL_USERINFO,
     Redactor,
 )
-from reference_server.ratelimit import RateLimiter, RedisGuard
+from reference_server.ratelimit import RateLimiter, RateLimitState, RedisGuard
 from reference_server.security import TokenService, TokenType
 
 CONCURRENT = 20
@@ -188,6 +193,37 @@ async def test_one_callers_concurrent_checks_share_a_call_and_count_each(redis_u
         ]
         assert await client.zcard("rl:user:c") == 4
         assert await client.zcard("rl:ip:192.0.2.10") == 3
+    finally:
+        await client.aclose()
+
+
+async def test_checks_of_a_batch_are_settled_each_in_order(redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        limiter = RateLimiter(RedisGuard(client), per_minute=2, enabled=True, fail_open=False)
+        outcomes = await limiter.hit_each([("user:e", "ip:192.0.2.20")] * 3 + [("user:f",)])
+        assert [type(o).__name__ for o in outcomes] == [
+            "RateLimitState",
+            "RateLimitState",
+            "RateLimited",
+            "RateLimitState",
+        ]
+        assert [o.remaining for o in outcomes if isinstance(o, RateLimitState)] == [1, 0, 1]
+    finally:
+        await client.aclose()
+
+
+async def test_checks_of_a_batch_follow_the_failure_mode_when_redis_is_gone() -> None:
+    # Nothing listens on port 1: every call is refused, as with Redis down.
+    client = redis.asyncio.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    try:
+        closed = RateLimiter(RedisGuard(client), per_minute=5, enabled=True, fail_open=False)
+        refused = await closed.hit_each([("user:g",), ("user:h",)])
+        assert [o.code for o in refused if isinstance(o, ServiceUnavailable)] == [
+            "SERVICE_UNAVAILABLE"
+        ] * 2
+        opened = RateLimiter(RedisGuard(client), per_minute=5, enabled=True, fail_open=True)
+        assert await opened.hit_each([("user:g",), ("user:h",)]) == [None, None]
     finally:
         await client.aclose()
 

@@ -7,6 +7,7 @@ own counter shows which requests it answered, so a case cannot pass by both goin
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -291,3 +292,29 @@ async def test_a_job_is_committed_with_its_audit_row_or_not_at_all(
     assert jobs == 0
     assert kept.status_code == 201
     assert [r["same"] for r in rows] == [True]
+
+
+async def test_a_burst_of_submits_is_limited_and_inserted_together(
+    database_url: str, redis_url: str
+) -> None:
+    async with _app(database_url, redis_url, True, RATE_LIMIT_PER_MINUTE=10) as (api, account):
+        # register, login and the queue spent 3 of the address's 10: 7 of 12 get through
+        responses = await asyncio.gather(
+            *(api.post("/api/v1/jobs", json=JOB, token=account["access_token"]) for _ in range(12))
+        )
+        conn = await asyncpg.connect(database_url)
+        try:
+            jobs = await conn.fetchval("SELECT count(*) FROM jobs")
+            audited = await conn.fetchval(
+                "SELECT count(*) FROM audit_log WHERE action = 'POST /api/v1/jobs'"
+            )
+        finally:
+            await conn.close()
+        fast = api.app.asgi_app
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] * 7 + [429] * 5
+    assert jobs == 7
+    assert audited == 7  # a 429 leaves no row
+    remaining = sorted(int(r.headers["X-RateLimit-Remaining"]) for r in responses)
+    assert remaining[5:] == [0, 1, 2, 3, 4, 5, 6]
+    assert isinstance(fast, SubmitFastPath) and fast.answered == 12
