@@ -122,9 +122,13 @@ class Redactor:
         self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         scrubbed, scrub_text, scrub = self._scrubbed, self.scrub_text, self.scrub
+        secret_keys = _SECRET_KEYS
         out = {}
         for key, value in event_dict.items():
-            if key != "event" and _is_secret_key(key):
+            secret = secret_keys.get(key)
+            if secret is None:
+                secret = _is_secret_key(key)
+            if secret and key != "event":
                 out[key] = REDACTED
             elif type(value) is str:
                 out[key] = scrubbed.get(value) or scrub_text(value)
@@ -172,10 +176,9 @@ _LEVEL_OF_METHOD = {"warn": "warning", "exception": "error"}
 def _annotate(
     logger: Any, method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """Level, logger name and UTC timestamp in one step (three processors cost three calls)."""
+    """Level and logger name in one step (a processor each cost a call each)."""
     event_dict["level"] = _LEVEL_OF_METHOD.get(method, method)
     event_dict.setdefault("logger", getattr(logger, "name", "reference_server"))
-    event_dict["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     return event_dict
 
 
@@ -193,9 +196,12 @@ class StructlogHandler(logging.Handler):
             self.handleError(record)
 
 
-def _rename_event(
+def _stamp(
     logger: Any, method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
+    """The UTC timestamp, and the event as `message`. After the redactor: a time of our own
+    making holds no secret, and every line's is new, so scrubbing it was pure cost."""
+    event_dict["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     event_dict["message"] = event_dict.pop("event", "")
     return event_dict
 
@@ -250,7 +256,7 @@ def configure_logging(settings: Settings) -> None:
             _annotate,
             structlog.processors.format_exc_info,
             Redactor(known_secrets(settings)),
-            _rename_event,
+            _stamp,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
