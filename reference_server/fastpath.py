@@ -30,7 +30,7 @@ from reference_server.exceptions import ApiError
 from reference_server.group_commit import GroupCommit, Pending, SubmitItem
 from reference_server.models import Job, JobSpec
 from reference_server.ratelimit import RateLimitState
-from reference_server.security import Permission
+from reference_server.security import Permission, Principal
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
@@ -92,6 +92,16 @@ class SubmitFastPath:
             headers.get(b"content-type", b"")
         ):
             return await self._quart(scope, receive, send)
+        started = time.perf_counter()
+        text = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()}
+        try:
+            # Who is asking first, as Quart's views do: a refused caller's body is never read.
+            principal = await authenticate_credentials(
+                st, text.get("authorization"), text.get("x-api-key")
+            )
+            principal.require(Permission.JOB_WRITE)
+        except ApiError:
+            return await self._quart(scope, receive, send)  # Quart refuses it, counting it
         read = await _read_body(receive, limit)
         if read is None:
             return None  # the client went away
@@ -99,30 +109,24 @@ class SubmitFastPath:
         if not whole or (declared is not None and len(body) != declared):
             # Too slow, too long, or not the declared length: Quart's body handling decides.
             return await self._quart(scope, _replay(body, receive, more=not whole), send)
-        await self._submit(st, scope, headers, body, receive, send)
+        try:
+            job_request = SubmitJobRequest.model_validate_json(body)
+        except pydantic.ValidationError:
+            # Quart refuses it, counting it where it counts refusals; nothing happened here yet.
+            return await self._quart(scope, _replay(body, receive), send)
+        await self._submit(st, scope, text, principal, job_request, started, send)
         return None
 
     async def _submit(
         self,
         st: AppState,
         scope: Scope,
-        headers: dict[bytes, bytes],
-        body: bytes,
-        receive: Receive,
+        text: dict[str, str],
+        principal: Principal,
+        job_request: SubmitJobRequest,
+        started: float,
         send: Send,
     ) -> None:
-        started = time.perf_counter()
-        text = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()}
-        try:
-            principal = await authenticate_credentials(
-                st, text.get("authorization"), text.get("x-api-key")
-            )
-            principal.require(Permission.JOB_WRITE)
-            job_request = SubmitJobRequest.model_validate_json(body)
-        except (ApiError, pydantic.ValidationError):
-            # Quart refuses it, counting it where it counts refusals; nothing happened here yet.
-            return await self._quart(scope, _replay(body, receive), send)
-
         self.answered += 1
         request_id = httpcore.request_id_for(text.get("x-request-id"))
         # The caller's ids go on this request's log lines; bound as context only when an error is
