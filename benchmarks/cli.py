@@ -230,6 +230,7 @@ def run_engine(run: Run, env: dict[str, str], inherited: dict[str, str],
                pg_roots: list[int]) -> None:
     plan = run.plan
     names = [("engine.http_single_submit", "jobs/s", "engine"),
+             ("limits.http_empty_quart_paired", "req/s", "limits"),
              ("engine.http_single_submit_p50", "ms", "engine"),
              ("engine.http_single_submit_p99", "ms", "engine"),
              ("engine.http_batch_submit", "jobs/s", "engine"),
@@ -250,14 +251,24 @@ def run_engine(run: Run, env: dict[str, str], inherited: dict[str, str],
             settings = {k: v for k, v in env.items() if "SECRET" not in k and "URL" not in k}
 
             with step("single submit", run.profile_dir, ref.proc.pid), run.services_aside():
-                result, shares = server.single_submit(ref, run.load, roots, plan)
+                paired = _paired_submits(run, ref, roots, inherited)
+            result, shares = paired.engine, paired.engine_shares
+            run.add("limits.http_empty_quart_paired", paired.limit.rate, "req/s", "limits",
+                    config=_http_config(paired.limit, paired.limit_shares, server="granian",
+                                        workers=plan.server_workers,
+                                        request="POST /api/v1/jobs with the single-submit body",
+                                        measure="the empty Quart endpoint in rounds alternating "
+                                                "with engine.http_single_submit"))
             cfg = _http_config(result, shares, server_settings=settings,
                                request="POST /api/v1/jobs, one no-op job (not a built-in type)",
-                               services_cores=list(run.where.generator))
+                               services_cores=list(run.where.generator),
+                               rounds=plan.paired_rounds,
+                               round_ratios=[round(r, 3) for r in paired.ratios],
+                               median_round_ratio=round(paired.median_ratio, 3))
             run.add("engine.http_single_submit", result.rate, "jobs/s", "engine",
-                    limit="limits.http_empty_quart", config=cfg,
+                    limit="limits.http_empty_quart_paired", config=cfg,
                     target=Target(kind=TargetKind.MIN_RATIO, value=0.7,
-                                  text=">= 0.7 x empty Quart endpoint"))
+                                  text=">= 0.7 x empty Quart endpoint (paired rounds)"))
             for q in ("p50", "p99"):
                 run.add(f"engine.http_single_submit_{q}", result.latency_ms.get(q), "ms",
                         "engine", config={"connections": plan.http_connections,
@@ -320,6 +331,37 @@ def run_engine(run: Run, env: dict[str, str], inherited: dict[str, str],
                             "sampled": "every 0.25 s through every engine phase"})
 
     run.phase("engine: the reference server", body, names)
+
+
+def _paired_submits(run: Run, ref: server.EngineRun, roots: dict[str, list[int]],
+                    inherited: dict[str, str]) -> server.Paired:
+    """Single submits in rounds alternating with the empty Quart endpoint, served beside the
+    reference server on the same cores: the limit measured minutes earlier is another machine
+    on a shared host (its speed drifted by a third between phases here)."""
+    from reference_server.devservices import free_port
+
+    plan = run.plan
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api/v1/jobs"
+    args = ["-m", "benchmarks.apps", "quart", "--port", str(port),
+            "--workers", str(plan.server_workers), "--backpressure", "100"]
+    with served(args, env=inherited, log=run.workdir / "quart-paired.log", ready_url=url,
+                prefix=run.where.taskset("server")) as proc:
+        limit_roots = {"server": [proc.pid], "postgres": roots["postgres"]}
+        for warm_url, warm_headers in ((url, {}), (f"{ref.base_url}/api/v1/jobs", ref.auth)):
+            run.load(url=warm_url, method="POST", body=server.single_body(),
+                     headers=warm_headers, connections=plan.http_connections,
+                     seconds=plan.warmup_seconds)
+        paired = server.paired_rounds(
+            run.load, rounds=plan.paired_rounds, seconds=plan.http_seconds / 2,
+            limit_url=url, limit_roots=limit_roots,
+            engine_url=f"{ref.base_url}/api/v1/jobs", engine_roots=roots,
+            engine_headers=ref.auth, body=server.single_body(),
+            connections=plan.http_connections)
+    if paired.engine.ok == 0 or paired.limit.ok == 0:
+        raise BenchError(f"paired rounds: no request succeeded ({paired.engine.errors} submit "
+                         f"errors, {paired.limit.errors} limit errors)")
+    return paired
 
 
 def _check_count(what: str, done: int, wanted: int) -> None:

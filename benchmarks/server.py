@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import statistics
 import subprocess
 import sys
 import time
@@ -145,6 +146,58 @@ def single_submit(run: EngineRun, load: Load, roots: dict[str, list[int]], plan:
                     url=f"{run.base_url}/api/v1/jobs", method="POST",
                     body=single_body(), headers=run.auth,
                     connections=plan.http_connections, seconds=plan.http_seconds)
+
+
+@dataclass
+class Paired:
+    """Alternating rounds of a limit and the engine on the same load: each round's ratio is
+    taken a few seconds apart, so a shared machine's drifting speed cancels out."""
+
+    limit: LoadResult
+    engine: LoadResult
+    limit_shares: dict[str, float]
+    engine_shares: dict[str, float]
+    ratios: list[float]
+
+    @property
+    def median_ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+
+def paired_rounds(load: Load, *, rounds: int, seconds: float, limit_url: str,
+                  limit_roots: dict[str, list[int]], engine_url: str,
+                  engine_roots: dict[str, list[int]], engine_headers: dict[str, str],
+                  body: bytes, connections: int) -> Paired:
+    """`rounds` x (the limit for `seconds`, then the engine for `seconds`), summed per side."""
+    results: dict[str, list[tuple[LoadResult, dict[str, float]]]] = {"limit": [], "engine": []}
+    ratios = []
+    for _ in range(rounds):
+        for side, url, roots, headers in (("limit", limit_url, limit_roots, {}),
+                                          ("engine", engine_url, engine_roots, engine_headers)):
+            results[side].append(measured(load, roots, url=url, method="POST", body=body,
+                                          headers=headers, connections=connections,
+                                          seconds=seconds))
+        ratios.append(results["engine"][-1][0].rate / max(1e-9, results["limit"][-1][0].rate))
+    (limit, limit_shares), (engine, engine_shares) = (_merged(results["limit"]),
+                                                      _merged(results["engine"]))
+    return Paired(limit, engine, limit_shares, engine_shares, ratios)
+
+
+def _merged(parts: list[tuple[LoadResult, dict[str, float]]],
+            ) -> tuple[LoadResult, dict[str, float]]:
+    """Rounds as one result: counts and times summed, percentiles and shares the rounds' median."""
+    first = parts[0][0]
+    keys = {k for r, _ in parts for k in r.latency_ms}
+    latency = {k: round(statistics.median(r.latency_ms.get(k, 0.0) for r, _ in parts), 3)
+               for k in sorted(keys)}
+    merged = LoadResult(tool=first.tool, ok=sum(r.ok for r, _ in parts),
+                        errors=sum(r.errors for r, _ in parts),
+                        seconds=sum(r.seconds for r, _ in parts), latency_ms=latency,
+                        generator_cpu_seconds=sum(r.generator_cpu_seconds for r, _ in parts),
+                        detail={**first.detail, "rounds": len(parts)})
+    roles = {k for _, sh in parts for k in sh}
+    shares = {k: round(statistics.median(sh.get(k, 0.0) for _, sh in parts), 3) for k in roles}
+    return merged, shares
 
 
 def batch_submit(run: EngineRun, load: Load, roots: dict[str, list[int]], plan: Plan,

@@ -123,3 +123,20 @@ def test_services_are_pinned_for_a_phase_and_let_go_after(redis_url: str) -> Non
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_paired_rounds_sum_counts_and_take_median_percentiles() -> None:
+    from benchmarks.loadgen import LoadResult
+    from benchmarks.server import _merged
+
+    rounds = [
+        (LoadResult("wrk", ok=100, errors=0, seconds=1.0, latency_ms={"p50": 1.0}), {"server": 1.0}),
+        (LoadResult("wrk", ok=300, errors=2, seconds=1.0, latency_ms={"p50": 3.0}), {"server": 0.5}),
+        (LoadResult("wrk", ok=200, errors=0, seconds=2.0, latency_ms={"p50": 9.0}), {"server": 0.9}),
+    ]
+    merged, shares = _merged(rounds)
+    assert (merged.ok, merged.errors, merged.seconds) == (600, 2, 4.0)
+    assert merged.rate == 150.0
+    assert merged.latency_ms == {"p50": 3.0}
+    assert shares == {"server": 0.9}
+    assert merged.detail["rounds"] == 3

@@ -17,6 +17,7 @@ EXPECTED = {
     "limits.batched_lease_loop": "jobs/s",
     "limits.engine_sql_lease_loop": "jobs/s",
     "limits.http_empty_quart": "req/s",
+    "limits.http_empty_quart_paired": "req/s",
     "limits.http_bare_asgi": "req/s",
     "engine.http_single_submit": "jobs/s",
     "engine.http_single_submit_p50": "ms",
