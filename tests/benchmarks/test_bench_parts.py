@@ -129,10 +129,13 @@ def test_paired_rounds_sum_counts_and_take_median_percentiles() -> None:
     from benchmarks.loadgen import LoadResult
     from benchmarks.server import _merged
 
+    def result(ok: int, errors: int, seconds: float, p50: float) -> LoadResult:
+        return LoadResult("wrk", ok=ok, errors=errors, seconds=seconds, latency_ms={"p50": p50})
+
     rounds = [
-        (LoadResult("wrk", ok=100, errors=0, seconds=1.0, latency_ms={"p50": 1.0}), {"server": 1.0}),
-        (LoadResult("wrk", ok=300, errors=2, seconds=1.0, latency_ms={"p50": 3.0}), {"server": 0.5}),
-        (LoadResult("wrk", ok=200, errors=0, seconds=2.0, latency_ms={"p50": 9.0}), {"server": 0.9}),
+        (result(100, 0, 1.0, 1.0), {"server": 1.0}),
+        (result(300, 2, 1.0, 3.0), {"server": 0.5}),
+        (result(200, 0, 2.0, 9.0), {"server": 0.9}),
     ]
     merged, shares = _merged(rounds)
     assert (merged.ok, merged.errors, merged.seconds) == (600, 2, 4.0)
