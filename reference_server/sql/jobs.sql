@@ -62,31 +62,6 @@ FROM queues q
 WHERE q.organization_id = $1 AND q.name = ANY ($2::text[])
 FOR KEY SHARE OF q
 
--- name: insert_jobs_grouped
--- Group commit: concurrent single submits of any organisations in one statement. Rows come back
--- in the items' order by seq; items naming an unknown queue drop out of the join. Queues locked
--- and pending jobs notified as in insert_job.
-WITH q AS MATERIALIZED (
-    SELECT id, organization_id, name, max_attempts, timeout_seconds FROM queues
-    WHERE (organization_id, name) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))
-    FOR KEY SHARE
-)
-INSERT INTO jobs (organization_id, queue_id, queue_name, job_type, payload, priority, status,
-                  max_attempts, timeout_seconds, scheduled_for)
-SELECT q.organization_id, q.id, q.name, i.job_type, i.payload::jsonb, i.priority,
-       CASE WHEN i.scheduled_for > now() THEN 'scheduled' ELSE 'pending' END,
-       coalesce(i.max_attempts, q.max_attempts), coalesce(i.timeout_seconds, q.timeout_seconds),
-       coalesce(i.scheduled_for, now())
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::int4[], $7::int4[],
-            $8::timestamptz[]) WITH ORDINALITY
-         AS i (organization_id, queue_name, job_type, payload, priority, max_attempts,
-               timeout_seconds, scheduled_for, ord)
-JOIN q ON q.organization_id = i.organization_id AND q.name = i.queue_name
-ORDER BY i.ord
-RETURNING *, CASE WHEN status = 'pending'
-                  THEN pg_notify('taskforge_jobs', taskforge_wake_key(queue_id, job_type)) END
-                 AS notified
-
 -- name: job_by_idempotency_key
 SELECT * FROM jobs WHERE organization_id = $1 AND idempotency_key = $2
 
