@@ -11,9 +11,11 @@ import asyncpg
 import pytest
 from engine_support import make_org, open_pool, spec
 
+from reference_server.audit import AuditEntry
 from reference_server.engine import Engine
 from reference_server.exceptions import Conflict, NotFound, ValidationFailed
-from reference_server.models import JobStatus
+from reference_server.group_commit import SubmitItem
+from reference_server.models import Job, JobStatus
 
 
 @pytest.fixture
@@ -369,3 +371,37 @@ async def test_finished_jobs_leave_after_the_queues_retention(
         await engine.get_job(org, old_done.id)
     for kept in (recent_done, old_pending, long_kept):
         await engine.get_job(org, kept.id)
+
+
+async def test_submit_each_settles_every_item_in_order_with_its_audit_row(
+    engine: Engine, org: UUID, pool: asyncpg.Pool
+) -> None:
+    def audit(n: int) -> AuditEntry:
+        return AuditEntry(
+            actor="user:a",
+            organization_id=org,
+            action="POST /api/v1/jobs",
+            target=None,
+            source_ip="192.0.2.1",
+            request_id=f"r{n}",
+            status_code=0,
+        )
+
+    items = [
+        SubmitItem(org, spec(payload={"n": 0}), audit(0)),
+        SubmitItem(org, spec(queue="missing", payload={"n": 1}), audit(1)),
+        SubmitItem(org, spec(payload={"n": 2}), None),
+        SubmitItem(org, spec(payload={"n": 3}), audit(3)),
+    ]
+    outcomes = await engine.submit_each(items)
+
+    assert [type(o).__name__ for o in outcomes] == ["Job", "NotFound", "Job", "Job"]
+    jobs = [o for o in outcomes if isinstance(o, Job)]
+    assert [j.payload for j in jobs] == [{"n": 0}, {"n": 2}, {"n": 3}]
+    rows = await pool.fetch("SELECT request_id, target, status_code FROM audit_log ORDER BY id")
+    assert [(r["request_id"], r["target"], r["status_code"]) for r in rows] == [
+        ("r0", str(jobs[0].id), 201),
+        ("r3", str(jobs[2].id), 201),
+    ]
+    with pytest.raises(ValueError, match="idempotency"):
+        await engine.submit_each([SubmitItem(org, spec(idempotency_key="k"), None)])
