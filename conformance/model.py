@@ -175,7 +175,7 @@ class RunResult:
         return counts
 
     def blockers(self) -> list[ItemResult]:
-        """Items that stop the release: blocking and failed, errored, or unattested when required."""
+        """Items that stop the release: blocking and failed, errored, or unattested if required."""
         stopping = {Status.FAILED, Status.ERROR}
         if self.run.require_attestations:
             stopping.add(Status.UNATTESTED)
