@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -82,29 +83,22 @@ async def batched_lease_loop(
         await setup.execute("ANALYZE bench_queue")
     finally:
         await setup.close()
-    pool = await asyncpg.create_pool(dsn, min_size=loops, max_size=loops)
-    try:
-        done = 0
-        deadline = time.perf_counter() + seconds
+    workers = iter(range(loops))
 
-        async def loop(worker: int) -> None:
-            nonlocal done
-            async with pool.acquire() as conn:
-                lease = await conn.prepare(Q["lease_batch"])
-                complete = await conn.prepare(Q["complete_batch"])
-                while time.perf_counter() < deadline:
-                    rows = await lease.fetch(batch, worker)
-                    if not rows:
-                        return
-                    await complete.fetch([r["id"] for r in rows], worker)
-                    done += len(rows)
+    async def prepare(conn: asyncpg.Connection) -> Step:
+        worker = next(workers)
+        lease = await conn.prepare(Q["lease_batch"])
+        complete = await conn.prepare(Q["complete_batch"])
 
-        started = time.perf_counter()
-        await asyncio.gather(*(loop(n) for n in range(loops)))
-        elapsed = time.perf_counter() - started
-        return Rate(done, elapsed, truncated=done < jobs)
-    finally:
-        await pool.close()
+        async def step() -> int:
+            rows = await lease.fetch(batch, worker)
+            if rows:
+                await complete.fetch([r["id"] for r in rows], worker)
+            return len(rows)
+
+        return step
+
+    return await _timed_loops(dsn, loops=loops, seconds=seconds, jobs=jobs, prepare=prepare)
 
 
 async def engine_sql_loop(
@@ -126,28 +120,49 @@ async def engine_sql_loop(
         await setup.execute("ANALYZE jobs")
     finally:
         await setup.close()
+    worker = uuid.uuid4()
+    output = '{"ok": true}'
+
+    async def prepare(conn: asyncpg.Connection) -> Step:
+        claim = await conn.prepare(server_sql["claim_builtin"])
+        settle = await conn.prepare(server_sql["settle_builtin"])
+
+        async def step() -> int:
+            await conn.execute(server_sql["begin_builtin_claim"])
+            rows = await claim.fetch(batch)
+            if rows:
+                ids = [r["id"] for r in rows]
+                await settle.fetch(ids, [output] * len(rows), worker, LEASE_MARGIN_SECONDS)
+            await conn.execute("COMMIT")
+            return len(rows)
+
+        return step
+
+    return await _timed_loops(dsn, loops=loops, seconds=seconds, jobs=jobs, prepare=prepare)
+
+
+#: One batch of a loop: how many jobs it leased and completed (0: the queue is empty).
+Step = Callable[[], Awaitable[int]]
+
+
+async def _timed_loops(dsn: str, *, loops: int, seconds: float, jobs: int,
+                       prepare: Callable[[asyncpg.Connection], Awaitable[Step]]) -> Rate:
+    """`loops` connections each run their prepared step until the queue is empty or `seconds`
+    have passed; the jobs done per second of the whole."""
     pool = await asyncpg.create_pool(dsn, min_size=loops, max_size=loops)
     try:
         done = 0
         deadline = time.perf_counter() + seconds
-        worker = uuid.uuid4()
-        output = '{"ok": true}'
 
         async def loop() -> None:
             nonlocal done
             async with pool.acquire() as conn:
-                claim = await conn.prepare(server_sql["claim_builtin"])
-                settle = await conn.prepare(server_sql["settle_builtin"])
+                step = await prepare(conn)
                 while time.perf_counter() < deadline:
-                    await conn.execute(server_sql["begin_builtin_claim"])
-                    rows = await claim.fetch(batch)
-                    if rows:
-                        ids = [r["id"] for r in rows]
-                        await settle.fetch(ids, [output] * len(rows), worker, LEASE_MARGIN_SECONDS)
-                    await conn.execute("COMMIT")
-                    if not rows:
+                    count = await step()
+                    if not count:
                         return
-                    done += len(rows)
+                    done += count
 
         started = time.perf_counter()
         await asyncio.gather(*(loop() for _ in range(loops)))
