@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +32,13 @@ from reference_server.ratelimit import RateLimiter, RateLimitState, RedisGuard
 from reference_server.security import TokenService, TokenType
 
 CONCURRENT = 20
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    connection = redis.asyncio.Redis.from_url(redis_url)
+    yield connection
+    await connection.aclose()
 
 
 async def test_concurrent_mutating_requests_each_leave_their_audit_row(
@@ -110,19 +118,15 @@ def test_a_tampered_token_is_not_taken_for_a_verified_one() -> None:
         tokens.verify(pair.access_token, TokenType.REFRESH)
 
 
-async def test_rate_limit_survives_redis_forgetting_its_script(redis_url: str) -> None:
-    client = redis.asyncio.Redis.from_url(redis_url)
-    try:
-        limiter = RateLimiter(RedisGuard(client), per_minute=3, enabled=True, fail_open=False)
-        first = await limiter.hit("user:a", "ip:192.0.2.1")
-        await client.script_flush()
-        second = await limiter.hit("user:a", "ip:192.0.2.1")
-        assert first is not None and second is not None
-        assert (first.remaining, second.remaining) == (2, 1)
-        members = await client.zrange("rl:user:a", 0, -1)
-        assert len(set(members)) == 2
-    finally:
-        await client.aclose()
+async def test_rate_limit_survives_redis_forgetting_its_script(client: redis.asyncio.Redis) -> None:
+    limiter = RateLimiter(RedisGuard(client), per_minute=3, enabled=True, fail_open=False)
+    first = await limiter.hit("user:a", "ip:192.0.2.1")
+    await client.script_flush()
+    second = await limiter.hit("user:a", "ip:192.0.2.1")
+    assert first is not None and second is not None
+    assert (first.remaining, second.remaining) == (2, 1)
+    members = await client.zrange("rl:user:a", 0, -1)
+    assert len(set(members)) == 2
 
 
 def test_request_ids_are_distinct_32_hex_digits() -> None:
@@ -154,63 +158,53 @@ def test_redaction_prefilter_changes_nothing(text: str) -> None:
     assert Redactor().scrub_text(text) == _scrub_without_prefilter(text)
 
 
-async def test_concurrent_rate_limit_checks_count_each_request(redis_url: str) -> None:
-    client = redis.asyncio.Redis.from_url(redis_url)
-    try:
-        limiter = RateLimiter(RedisGuard(client), per_minute=5, enabled=True, fail_open=False)
-        outcomes = await asyncio.gather(
-            *(limiter.hit("user:b", f"ip:192.0.2.{n}") for n in range(12)),
-            return_exceptions=True,
-        )
-        admitted = [o for o in outcomes if not isinstance(o, BaseException)]
-        refused = [o for o in outcomes if isinstance(o, RateLimited)]
-        assert (len(admitted), len(refused)) == (5, 7)
-        assert sorted(o.remaining for o in admitted if o is not None) == [0, 1, 2, 3, 4]
-        assert await client.zcard("rl:user:b") == 5
-    finally:
-        await client.aclose()
+async def test_concurrent_rate_limit_checks_count_each_request(client: redis.asyncio.Redis) -> None:
+    limiter = RateLimiter(RedisGuard(client), per_minute=5, enabled=True, fail_open=False)
+    outcomes = await asyncio.gather(
+        *(limiter.hit("user:b", f"ip:192.0.2.{n}") for n in range(12)),
+        return_exceptions=True,
+    )
+    admitted = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, RateLimited)]
+    assert (len(admitted), len(refused)) == (5, 7)
+    assert sorted(o.remaining for o in admitted if o is not None) == [0, 1, 2, 3, 4]
+    assert await client.zcard("rl:user:b") == 5
 
 
-async def test_one_callers_concurrent_checks_share_a_call_and_count_each(redis_url: str) -> None:
-    client = redis.asyncio.Redis.from_url(redis_url)
-    try:
-        limiter = RateLimiter(RedisGuard(client), per_minute=4, enabled=True, fail_open=False)
-        # Same keys (one caller, one address) and, in the same burst, a second caller.
-        outcomes = await asyncio.gather(
-            *(limiter.hit("user:c", "ip:192.0.2.9") for _ in range(9)),
-            *(limiter.hit("user:d", "ip:192.0.2.10") for _ in range(3)),
-            return_exceptions=True,
-        )
-        mine, theirs = outcomes[:9], outcomes[9:]
-        admitted = [o for o in mine if not isinstance(o, BaseException)]
-        assert sum(isinstance(o, RateLimited) for o in mine) == 5
-        assert sorted(o.remaining for o in admitted if o is not None) == [0, 1, 2, 3]
-        assert all(not isinstance(o, BaseException) for o in theirs)
-        assert sorted(o.remaining for o in theirs if not isinstance(o, BaseException) and o) == [
-            1,
-            2,
-            3,
-        ]
-        assert await client.zcard("rl:user:c") == 4
-        assert await client.zcard("rl:ip:192.0.2.10") == 3
-    finally:
-        await client.aclose()
+async def test_one_callers_concurrent_checks_share_a_call_and_count_each(
+    client: redis.asyncio.Redis,
+) -> None:
+    limiter = RateLimiter(RedisGuard(client), per_minute=4, enabled=True, fail_open=False)
+    # Same keys (one caller, one address) and, in the same burst, a second caller.
+    outcomes = await asyncio.gather(
+        *(limiter.hit("user:c", "ip:192.0.2.9") for _ in range(9)),
+        *(limiter.hit("user:d", "ip:192.0.2.10") for _ in range(3)),
+        return_exceptions=True,
+    )
+    mine, theirs = outcomes[:9], outcomes[9:]
+    admitted = [o for o in mine if not isinstance(o, BaseException)]
+    assert sum(isinstance(o, RateLimited) for o in mine) == 5
+    assert sorted(o.remaining for o in admitted if o is not None) == [0, 1, 2, 3]
+    assert all(not isinstance(o, BaseException) for o in theirs)
+    assert sorted(o.remaining for o in theirs if not isinstance(o, BaseException) and o) == [
+        1,
+        2,
+        3,
+    ]
+    assert await client.zcard("rl:user:c") == 4
+    assert await client.zcard("rl:ip:192.0.2.10") == 3
 
 
-async def test_checks_of_a_batch_are_settled_each_in_order(redis_url: str) -> None:
-    client = redis.asyncio.Redis.from_url(redis_url)
-    try:
-        limiter = RateLimiter(RedisGuard(client), per_minute=2, enabled=True, fail_open=False)
-        outcomes = await limiter.hit_each([("user:e", "ip:192.0.2.20")] * 3 + [("user:f",)])
-        assert [type(o).__name__ for o in outcomes] == [
-            "RateLimitState",
-            "RateLimitState",
-            "RateLimited",
-            "RateLimitState",
-        ]
-        assert [o.remaining for o in outcomes if isinstance(o, RateLimitState)] == [1, 0, 1]
-    finally:
-        await client.aclose()
+async def test_checks_of_a_batch_are_settled_each_in_order(client: redis.asyncio.Redis) -> None:
+    limiter = RateLimiter(RedisGuard(client), per_minute=2, enabled=True, fail_open=False)
+    outcomes = await limiter.hit_each([("user:e", "ip:192.0.2.20")] * 3 + [("user:f",)])
+    assert [type(o).__name__ for o in outcomes] == [
+        "RateLimitState",
+        "RateLimitState",
+        "RateLimited",
+        "RateLimitState",
+    ]
+    assert [o.remaining for o in outcomes if isinstance(o, RateLimitState)] == [1, 0, 1]
 
 
 async def test_checks_of_a_batch_follow_the_failure_mode_when_redis_is_gone() -> None:
