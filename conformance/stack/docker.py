@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conformance.stack import StackConfigError, StackError, Target, say, signals_deferred
 from conformance.stack.images import (
@@ -152,10 +152,11 @@ def remove_run(client: docker.DockerClient, run_id: str) -> int:
     import docker.errors
 
     label = f"{LABEL_RUN}={run_id}"
-    containers = client.containers.list(all=True, filters={"label": label})
+    containers = _listed(client, {"label": label})
     for container in containers:
-        with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True, v=True)
+        # Gone or going already: another run reaping the same orphan got there first.
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            client.api.remove_container(container["Id"], force=True, v=True)
     for network in client.networks.list(filters={"label": label}):
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             network.remove()
@@ -164,12 +165,25 @@ def remove_run(client: docker.DockerClient, run_id: str) -> int:
     return len(containers)
 
 
+def _listed(client: docker.DockerClient, filters: dict[str, str]) -> list[dict[str, Any]]:
+    """The engine's containers matching filters, as its one listing call answers them.
+
+    Never one inspect per container (docker-py's non-sparse list): another run on the same engine
+    may remove a listed container before it is inspected, and the 404 would break this run.
+    """
+    return list(client.api.containers(all=True, filters=filters))
+
+
 def reap_orphans(client: docker.DockerClient) -> list[str]:
-    """Remove what runs of dead processes on this host left behind (killed with SIGKILL)."""
+    """Remove what runs of dead processes on this host left behind (killed with SIGKILL).
+
+    A run is an orphan only when its labels name this host and a process id that no longer lives;
+    a live run's containers, networks and volumes are never touched.
+    """
     host = socket.gethostname()
     orphans: set[str] = set()
-    for container in client.containers.list(all=True, filters={"label": LABEL_RUN}):
-        labels = container.labels
+    for container in _listed(client, {"label": LABEL_RUN}):
+        labels = container.get("Labels") or {}
         pid = labels.get(LABEL_PID, "")
         if labels.get(LABEL_HOST) == host and pid.isdigit() and not _pid_alive(int(pid)):
             orphans.add(labels[LABEL_RUN])
@@ -433,7 +447,7 @@ def _teardown(client: docker.DockerClient, run_id: str, containers: list[DockerC
         say(f"docker: removed {left} more container(s) of run {run_id}")
     label = {"label": f"{LABEL_RUN}={run_id}"}
     remaining = {
-        "container": len(client.containers.list(all=True, filters=label)),
+        "container": len(_listed(client, label)),
         "network": len(client.networks.list(filters=label)),
         "volume": len(client.volumes.list(filters=label)),
     }
