@@ -16,23 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conformance.checks.registry import CheckContext
-from conformance.checks.static.base import ArtifactError, Problem, static_check
+from conformance.checks.static.base import ArtifactError, NotApplicable, Problem, static_check
 from conformance.checks.static.compose import (
     _healthcheck_test,
     app_service,
     image_pin_problem,
     load_compose,
 )
+from conformance.checks.static.distributions import DEBIAN_RELEASES, distribution_of
 
 MIGRATE_LABEL = "org.taskforge.migrate-command"
 HADOLINT_TIMEOUT_SECONDS = 60
 _SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|API_KEY|DSN", re.IGNORECASE)
 
-#: Debian-family releases in age order; a binary built on a newer one does not run on an older one.
-RELEASES = ("stretch", "buster", "bullseye", "bookworm", "trixie")
-DEBIAN_NUMBERS = {
-    "9": "stretch", "10": "buster", "11": "bullseye", "12": "bookworm", "13": "trixie",
-}
 
 
 @dataclass(kw_only=True)
@@ -213,25 +209,9 @@ def base_pinned(context: CheckContext) -> Iterator[Problem]:
 
 
 def debian_release(image: str) -> str | None:
-    """The Debian-family release (or 'alpine') an image is built on, when the reference says."""
-    name, _, tag = image.partition("@")[0].rpartition(":")
-    if not name:
-        name, tag = tag, ""
-    base = name.rsplit("/", 1)[-1]
-    for release in RELEASES:
-        if release in tag:
-            return release
-    if "alpine" in tag or base == "alpine":
-        return "alpine"
-    if base == "debian" and tag.split(".")[0] in DEBIAN_NUMBERS:
-        return DEBIAN_NUMBERS[tag.split(".")[0].split("-")[0]]
-    if base == "rust":
-        match = re.match(r"(\d+)\.(\d+)", tag)
-        if match:
-            minor = int(match.group(2))
-            # The official rust images moved their default from bullseye to bookworm at 1.70.
-            return "bookworm" if minor >= 70 else "bullseye" if minor >= 56 else "buster"
-    return None
+    """The Debian release (or 'alpine') an image is built on, when the cited table says."""
+    found = distribution_of(image)
+    return found.release if found is not None else None
 
 
 def _copied_from(stage: Stage) -> set[str]:
@@ -250,27 +230,37 @@ def _copied_from(stage: Stage) -> set[str]:
 def base_compatible(context: CheckContext) -> Iterator[Problem]:
     dockerfile = _dockerfile(context)
     final = dockerfile.final
-    runtime = debian_release(final.image)
+    unknown: list[str] = []
     for source in sorted(_copied_from(final)):
         builder = dockerfile.stage_named(source)
-        if builder is None or runtime is None:
+        if builder is None:
+            continue  # copied from another image, not a stage: its libraries are its own
+        built_on, runtime = distribution_of(builder.image), distribution_of(final.image)
+        unknown += [i for i, d in ((builder.image, built_on), (final.image, runtime)) if d is None]
+        if built_on is None or runtime is None or built_on.release == runtime.release:
             continue
-        built_on = debian_release(builder.image)
-        if built_on is None or built_on == runtime:
-            continue
-        if "alpine" in (built_on, runtime):
+        if "alpine" in (built_on.release, runtime.release):
             mismatch = True  # musl and glibc binaries do not mix
         else:
-            mismatch = RELEASES.index(built_on) > RELEASES.index(runtime)
+            mismatch = (DEBIAN_RELEASES.index(built_on.release)
+                        > DEBIAN_RELEASES.index(runtime.release))
         if mismatch:
             yield Problem(
-                message=f"stage {builder.name or source} builds on {built_on} "
-                f"({builder.image}) but the runtime is {runtime} ({final.image}): the binary "
-                "needs a newer C library (and OpenSSL) than the runtime has",
+                message=f"stage {builder.name or source} builds on {built_on.release} "
+                f"({builder.image}) but the runtime is {runtime.release} ({final.image}): the "
+                "binary needs a newer C library (and OpenSSL) than the runtime has "
+                f"(source: {built_on.source})",
                 file=dockerfile.path, line=final.line,
-                expected=f"a {built_on} runtime (e.g. debian:{built_on}-slim)",
+                expected=f"a {built_on.release} runtime (e.g. debian:{built_on.release}-slim)",
                 actual=final.image,
             )
+            return
+    if unknown:
+        names = ", ".join(dict.fromkeys(unknown))
+        raise NotApplicable(
+            f"cannot tell which Debian release {names} is: name the release in the tag "
+            "(e.g. rust:1.80-bookworm, debian:bookworm-slim) or pin a tag the table knows"
+        )
 
 
 def _installed(stage: Stage) -> str:

@@ -187,3 +187,29 @@ def test_alerts_without_alertmanager(tmp_path: Path) -> None:
     assert [f.message for f in findings if f.status is Status.FAILED] == [
         "no Alertmanager is configured: alerts fire and notify nobody"
     ]
+
+
+@pytest.mark.parametrize(
+    ("builder", "runtime", "status"),
+    [
+        ("rust:1.70", "debian:bullseye-slim", Status.PASSED),  # the guide's pair
+        ("rust:1.72", "debian:bullseye-slim", Status.FAILED),  # bookworm binary, bullseye libc
+        ("rust:1.72", "debian:bookworm-slim", Status.PASSED),
+        ("rust:1.70-alpine", "debian:bullseye-slim", Status.FAILED),
+        ("rust:1.71", "debian:bullseye-slim", Status.NOT_APPLICABLE),  # changed that week
+        ("ghcr.io/acme/rust-builder:7", "debian:bookworm-slim", Status.NOT_APPLICABLE),
+    ],
+)
+def test_base_compatibility_from_the_cited_table(
+    tmp_path: Path, builder: str, runtime: str, status: Status
+) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(
+        f"FROM {builder} AS builder\nRUN cargo build --release\n"
+        f"FROM {runtime}\nCOPY --from=builder /app/target/release/app /usr/local/bin/app\n"
+        'USER 10001\nCMD ["app"]\n'
+    )
+    findings = run_checks(("DOCKERFILE-BASE-COMPATIBLE",), dockerfile=dockerfile)
+    assert [f.status for f in findings] == [status]
+    if status is Status.NOT_APPLICABLE:
+        assert findings[0].message.startswith(f"cannot tell which Debian release {builder} is")

@@ -135,7 +135,6 @@ def test_guide_compose_with_its_env(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("item", "text"),
     [
-        ("DOCKERFILE-BASE-COMPATIBLE", "on bookworm (rust:1.70) but the runtime is bullseye"),
         ("DOCKERFILE-MIGRATION-TOOL", "installs no sqlx-cli"),
         ("DOCKERFILE-HADOLINT", "DL3008"),
     ],
@@ -151,4 +150,6 @@ def test_guide_dockerfile_passes_what_it_gets_right(dockerfile_findings: list[Fi
     assert {
         "DOCKERFILE-NONROOT", "DOCKERFILE-HEALTHCHECK", "DOCKERFILE-BASE-PINNED",
         "DOCKERFILE-HEALTHCHECK-TOOL", "DOCKERFILE-NO-SECRETS",
+        # rust:1.70's default variant is bullseye, like the runtime (issue 18's false blocker).
+        "DOCKERFILE-BASE-COMPATIBLE",
     } <= passed

@@ -95,8 +95,21 @@ def test_image_pinning(reference: str, pinned: bool) -> None:
 @pytest.mark.parametrize(
     ("image", "release"),
     [
-        ("rust:1.70", "bookworm"),
+        # rust-lang/docker-rust's default variant: bullseye until 1.71.1, bookworm until 1.89.0.
+        ("rust:1.70", "bullseye"),
+        ("rust:1.70.0-slim", "bullseye"),
         ("rust:1.65", "bullseye"),
+        ("rust:1.71.0", "bullseye"),
+        ("rust:1.71", None),  # 1.71.1 was published the day the default changed
+        ("rust:1.72", "bookworm"),
+        ("rust:1.88.0", "bookworm"),
+        ("rust:1.89", None),
+        ("rust:1.90-slim", "trixie"),
+        ("rust:1.54", None),
+        ("rust:latest", None),
+        ("rust", None),
+        ("rust:1.70-alpine3.18", "alpine"),
+        ("registry.local:5000/rust", None),
         ("rust:1.70-slim-bullseye", "bullseye"),
         ("debian:bullseye-slim", "bullseye"),
         ("debian:12", "bookworm"),
