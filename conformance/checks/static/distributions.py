@@ -100,6 +100,6 @@ def distribution_of(image: str) -> Distribution | None:
             return Distribution(release=DEBIAN_NUMBERS[number], source=SOURCE_DEBIAN)
         return None
     if base == "rust":
-        release = _rust_default(tag)
-        return Distribution(release=release, source=SOURCE_RUST) if release else None
+        rust_release = _rust_default(tag)
+        return Distribution(release=rust_release, source=SOURCE_RUST) if rust_release else None
     return None
