@@ -245,64 +245,12 @@ class Plan:
 FILE_OPTIONS = ("env_file", "compose_file", "dockerfile", "nginx_conf", "prometheus_config")
 
 
-def artifacts_in(directory: Path) -> tuple[dict[str, Path | None], list[Path]]:
-    """The deployment files of a compose/-shaped directory, those that exist."""
-    found = {
-        "env_file": directory / ".env",
-        "compose_file": directory / "docker-compose.prod.yml",
-        "dockerfile": directory / "Dockerfile",
-        "nginx_conf": directory / "nginx" / "nginx.conf",
-        "prometheus_config": directory / "prometheus" / "prometheus.yml",
-    }
-    files: dict[str, Path | None] = {k: (p if p.is_file() else None) for k, p in found.items()}
-    prometheus = directory / "prometheus"
-    rules = sorted(p for p in prometheus.glob("*.y*ml") if p.name != "prometheus.yml"
-                   ) if prometheus.is_dir() else []
-    return files, rules
-
-
 def prepare_repo_deployment(workdir: Path) -> tuple[dict[str, Path | None], list[Path], str]:
-    """compose/ as guide 4.2 steps 2-3 and .env.example's header prepare it, in a scratch copy.
+    """compose/ as guide 4.2 steps 2-3 and .env.example's header prepare it, in a scratch copy."""
+    from conformance.checks.static.reference import prepare_reference_deployment
 
-    .env.example leaves its secrets empty on purpose and nginx/ssl holds no certificate; checked
-    as they are, they would fail for what a template must not contain. The copy gets a .env
-    (mode 600) with each empty value generated, and a throwaway certificate for BASE_URL's host.
-    Everything else is checked exactly as the repository has it.
-    """
-    import secrets
-    import shutil
-    from urllib.parse import urlsplit
-
-    import trustme
-
-    copy = workdir / "compose"
-    shutil.copytree(REPO_COMPOSE_DIR, copy, ignore=shutil.ignore_patterns("images", ".env"))
-    lines = (REPO_COMPOSE_DIR / ".env.example").read_text(encoding="utf-8").splitlines()
-    filled: list[str] = []
-    values: dict[str, str] = {}
-    for index, line in enumerate(lines):
-        name, sep, value = line.partition("=")
-        if sep and not line.lstrip().startswith("#") and name.strip() and not value.strip():
-            lines[index] = f"{name}={secrets.token_urlsafe(48)}"
-            filled.append(name.strip())
-        elif sep and not line.lstrip().startswith("#"):
-            values[name.strip()] = value.strip()
-    env_file = copy / ".env"
-    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-    host = urlsplit(values.get("BASE_URL", "")).hostname or "localhost"
-    ssl_dir = copy / "nginx" / "ssl"
-    ssl_dir.mkdir(parents=True, exist_ok=True)
-    issued = trustme.CA().issue_cert(host)
-    issued.cert_chain_pems[0].write_to_path(str(ssl_dir / "certificate.crt"))
-    issued.private_key_pem.write_to_path(str(ssl_dir / "private.key"))
-    os.chmod(ssl_dir / "private.key", 0o600)
-    files, rules = artifacts_in(copy)
-    note = (f"static: compose/ prepared in a scratch copy as guide 4.2 steps 2-3 do: .env from "
-            f".env.example (mode 600; generated {', '.join(filled) or 'nothing'}), a throwaway "
-            f"certificate for {host} in nginx/ssl/")
-    return files, rules, note
+    prepared = prepare_reference_deployment(REPO_COMPOSE_DIR, workdir / "compose")
+    return dict(prepared.files), list(prepared.rules), prepared.note()
 
 
 def make_plan(args: argparse.Namespace, suite: Suite) -> Plan:

@@ -3,26 +3,26 @@
 
 from __future__ import annotations
 
-import dataclasses
 import stat
 from pathlib import Path
 
 from static_helpers import COMPOSE_DIR, failing, run_checks
 
+from conformance import cli
 from conformance.catalogue import load_catalogue
-from conformance.checks.static.reference import (
-    SECRET_VARIABLES,
-    fill_secrets,
-    prepare_reference_deployment,
-)
+from conformance.checks.static.reference import fill_empty_values, prepare_reference_deployment
 from conformance.model import Status
 
 PREFIXES = ("ENV", "COMPOSE", "DOCKERFILE", "NGINX", "PROM", "GRAFANA", "SIZING")
+#: The five secrets .env.example's header tells the operator to generate.
+SECRET_VARIABLES = (
+    "JWT_SECRET", "JWT_REFRESH_SECRET", "DB_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD",
+)
 
 
 def test_reference_deployment_passes_every_static_check(tmp_path: Path) -> None:
-    files = prepare_reference_deployment(COMPOSE_DIR, tmp_path / "compose")
-    findings = run_checks(PREFIXES, **dataclasses.asdict(files))
+    files, rules, _ = cli.prepare_repo_deployment(tmp_path)  # what a default `run` checks
+    findings = run_checks(PREFIXES, **files, prometheus_rules=tuple(rules))
     problems = [
         f"{f.item_id}: {f.message} ({f.evidence[0].file}:{f.evidence[0].line})"
         for f in findings if f.status in (Status.FAILED, Status.ERROR)
@@ -34,16 +34,25 @@ def test_reference_deployment_passes_every_static_check(tmp_path: Path) -> None:
 
 
 def test_preparation_generates_private_distinct_secrets(tmp_path: Path) -> None:
-    files = prepare_reference_deployment(COMPOSE_DIR, tmp_path / "compose")
-    assert stat.S_IMODE(files.env_file.stat().st_mode) == 0o600
+    prepared = prepare_reference_deployment(COMPOSE_DIR, tmp_path / "compose")
+    env = prepared.files["env_file"]
+    assert env is not None
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert prepared.generated == tuple(
+        line.removesuffix("=") for line in (COMPOSE_DIR / ".env.example").read_text().splitlines()
+        if line.endswith("=") and not line.startswith("#")
+    )
+    assert set(prepared.generated) == set(SECRET_VARIABLES)
+    key = tmp_path / "compose" / "nginx" / "ssl" / "private.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
     values = dict(
-        line.split("=", 1) for line in files.env_file.read_text().splitlines()
+        line.split("=", 1) for line in env.read_text().splitlines()
         if line.split("=", 1)[0] in SECRET_VARIABLES
     )
     assert set(values) == set(SECRET_VARIABLES)
     assert len(set(values.values())) == len(SECRET_VARIABLES)
     assert all(len(v) >= 64 for v in values.values())
-    assert fill_secrets("JWT_SECRET=kept\n") == "JWT_SECRET=kept\n"  # set values stay
+    assert fill_empty_values("JWT_SECRET=kept\n# X=\n") == ("JWT_SECRET=kept\n# X=\n", ())
 
 
 def test_example_env_as_shipped_is_refused(tmp_path: Path) -> None:
