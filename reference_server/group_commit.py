@@ -7,6 +7,7 @@ while a write is in flight ride on the next one. Each caller still gets its own 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -16,7 +17,7 @@ import orjson
 from reference_server import queries
 from reference_server.audit import AuditEntry
 from reference_server.exceptions import NotFound, ValidationFailed
-from reference_server.models import Job
+from reference_server.models import Job, utc_in_range
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -132,14 +133,51 @@ def submit_writer(
 
 
 async def insert_submits(pool: asyncpg.Pool, items: list[SubmitItem]) -> list[Job | Exception]:
-    """Each item's new job, or why it has none (NotFound for an unknown queue), in order."""
-    try:
-        rows = await pool.fetch(SUBMITS["insert_jobs_with_audit"], _submit_document(items))
-    except Exception as exc:
-        if len(items) == 1:
-            return [translate_db_error(exc)]
-        # One bad item spoils the statement for all: write each alone to find it.
-        return [(await insert_submits(pool, [item]))[0] for item in items]
+    """Each item's new job, or why it has none (NotFound for an unknown queue), in order.
+
+    Each item settles once: its job is stored and returned, or nothing of it is stored and its
+    error returned. The statement and the reading of its rows run in one transaction, so a
+    failure in either rolls back every item and the items may be written again one by one to
+    find the bad one; a failed COMMIT may have committed, so its items are never written again.
+    """
+    outcomes: list[Job | Exception | None] = [None] * len(items)
+    todo: list[int] = []
+    for n, item in enumerate(items):
+        problem = _out_of_range(item)
+        if problem is not None:  # refused alone, before the statement it would spoil
+            outcomes[n] = problem
+        else:
+            todo.append(n)
+    if todo:
+        written = await _insert_together(pool, [items[n] for n in todo])
+        for n, outcome in zip(todo, written, strict=True):
+            outcomes[n] = outcome
+    return [o if o is not None else RuntimeError("submit left unsettled") for o in outcomes]
+
+
+async def _insert_together(pool: asyncpg.Pool, items: list[SubmitItem]) -> list[Job | Exception]:
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            rows = await conn.fetch(SUBMITS["insert_jobs_with_audit"], _submit_document(items))
+            outcomes = _outcomes(items, rows)
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # a broken connection's transaction is gone
+                await transaction.rollback()
+            if len(items) == 1:
+                return [translate_db_error(exc)]
+        else:
+            try:
+                await transaction.commit()
+            except Exception as exc:  # it may have committed: settle all with the error
+                return [exc for _ in items]
+            return outcomes
+    # Nothing of the statement was kept: one bad item spoils it for all, so write each alone.
+    return [(await _insert_together(pool, [item]))[0] for item in items]
+
+
+def _outcomes(items: list[SubmitItem], rows: list[asyncpg.Record]) -> list[Job | Exception]:
     by_item = {row["n"]: row for row in rows}
     outcomes: list[Job | Exception] = []
     for n, item in enumerate(items):
@@ -149,6 +187,20 @@ async def insert_submits(pool: asyncpg.Pool, items: list[SubmitItem]) -> list[Jo
         else:  # the join found no such queue
             outcomes.append(NotFound(f"queue {item.spec.queue_name!r} not found"))
     return outcomes
+
+
+def _out_of_range(item: SubmitItem) -> ValidationFailed | None:
+    """The HTTP layer refuses these already; a time that cannot be read back must never be
+    stored, whoever the caller."""
+    when = item.spec.scheduled_for
+    if when is None:
+        return None
+    try:
+        utc_in_range(when)
+    except ValueError as exc:
+        detail = {"field": "scheduled_for", "message": str(exc)}
+        return ValidationFailed("scheduled_for is out of range", details=[detail])
+    return None
 
 
 def _submit_document(batch: list[SubmitItem]) -> str:

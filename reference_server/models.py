@@ -52,6 +52,15 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z")
 
 
+def utc_in_range(value: datetime) -> datetime:
+    """`value` in UTC; ValueError when that leaves years 1-9999 (the contract's bound, and the
+    range a stored timestamp must stay in to be read back into Python at all)."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must lie within years 1-9999 once converted to UTC") from None
+
+
 def json_value(value: Any) -> Any:
     """A JSONB column as Python data, whether or not the pool has a JSON codec installed."""
     if isinstance(value, str | bytes):

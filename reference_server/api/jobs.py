@@ -6,7 +6,7 @@ import math
 import uuid
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 from quart import Blueprint, Response, g
 
 from reference_server.api.common import (
@@ -23,12 +23,15 @@ from reference_server.api.common import (
     set_audit_target,
 )
 from reference_server.api.queues import QueueName
-from reference_server.models import JobSpec, JobStatus
+from reference_server.models import JobSpec, JobStatus, utc_in_range
 from reference_server.security import Permission
 
 blueprint = Blueprint("jobs", __name__)
 
 MAX_BATCH = 1000
+#: RFC 3339 with an offset, in years 1-9999 once in UTC: a time past that range would be stored
+#: and then could not be read back (it broke every read of its organisation's jobs).
+ScheduledFor = Annotated[AwareDatetime, AfterValidator(utc_in_range)]
 
 
 class SubmitJobRequest(RequestModel):
@@ -37,7 +40,7 @@ class SubmitJobRequest(RequestModel):
     payload: JsonObject
     priority: Annotated[JsonInt, Field(ge=0, le=9)] = 0
     max_attempts: Annotated[JsonInt, Field(ge=1, le=10)] | None = None
-    scheduled_for: AwareDatetime | None = None
+    scheduled_for: ScheduledFor | None = None
     timeout_seconds: Annotated[JsonInt, Field(ge=1, le=86400)] | None = None
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
 
