@@ -62,6 +62,12 @@ SERVER = ImageRole(
 )
 STACK_IMAGES = (POSTGRES, REDIS, SERVER)
 BASE_LOCAL = "taskforge-local/base:bookworm"
+#: The server the host checks' tests reach over SSH (tests/conformance/host); not part of a stack.
+SSH_HOST = ImageRole(
+    role="sshhost", env_var="TASKFORGE_SSH_HOST_IMAGE", default="taskforge-local/ssh-host:bookworm",
+    local="taskforge-local/ssh-host:bookworm",
+)
+SSH_HOST_ROOTFS = "taskforge-local/ssh-host-rootfs:bookworm"
 
 
 # --- the Debian mirror, from the host's apt configuration -------------------------------------
@@ -189,14 +195,17 @@ _ROOTFS_PRUNE = (
 )
 
 
-def _packages(recipes: Path) -> list[str]:
-    text = (recipes / "base" / "packages.txt").read_text()
+def _packages(recipes: Path, flavour: str = "base") -> list[str]:
+    text = (recipes / flavour / "packages.txt").read_text()
     return [w for line in text.splitlines() for w in line.split("#", 1)[0].split()]
 
 
-def build_rootfs_tarball(recipes: Path, digest: str, *, log: Log) -> Path:
-    """Debootstrap the shared base into a tarball, or reuse the cached one of the same recipe."""
-    tarball = cache_dir() / f"rootfs-{SUITE}-{digest}.tar"
+def build_rootfs_tarball(recipes: Path, digest: str, *, log: Log, flavour: str = "base",
+                         prune: Sequence[str] = _ROOTFS_PRUNE) -> Path:
+    """Debootstrap a rootfs (the shared base, or the recipe `flavour`'s own packages.txt) into a
+    tarball, or reuse the cached one of the same recipe."""
+    prefix = f"rootfs-{SUITE}" if flavour == "base" else f"rootfs-{flavour}-{SUITE}"
+    tarball = cache_dir() / f"{prefix}-{digest}.tar"
     if tarball.is_file():
         log(f"base rootfs: cached at {tarball}")
         return tarball
@@ -209,10 +218,11 @@ def build_rootfs_tarball(recipes: Path, digest: str, *, log: Log) -> Path:
     work = Path(tempfile.mkdtemp(prefix="taskforge-rootfs-", dir=tarball.parent))
     try:
         rootfs = work / "rootfs"
-        _run(["debootstrap", "--variant=minbase", "--include=" + ",".join(_packages(recipes)),
-              SUITE, str(rootfs), mirror], log=log, what="debootstrap the base rootfs",
+        _run(["debootstrap", "--variant=minbase",
+              "--include=" + ",".join(_packages(recipes, flavour)),
+              SUITE, str(rootfs), mirror], log=log, what=f"debootstrap the {flavour} rootfs",
              stdout=subprocess.DEVNULL)
-        for part in _ROOTFS_PRUNE:
+        for part in prune:
             target = rootfs / part
             if target.is_dir():
                 shutil.rmtree(target)
@@ -223,7 +233,7 @@ def build_rootfs_tarball(recipes: Path, digest: str, *, log: Log) -> Path:
         partial.replace(tarball)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    for stale in tarball.parent.glob(f"rootfs-{SUITE}-*.tar"):
+    for stale in tarball.parent.glob(f"{prefix}-*.tar"):
         if stale != tarball:
             stale.unlink(missing_ok=True)
     return tarball
@@ -255,10 +265,11 @@ def image_id(image: str) -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
-def _build(dockerfile: Path, context: Path, tag: str, digest: str, *, log: Log) -> None:
+def _build(dockerfile: Path, context: Path, tag: str, digest: str, *, log: Log,
+           base: str = BASE_LOCAL) -> None:
     previous = image_id(tag)
     _run(["docker", "build", "--network", "host", "--quiet", "--force-rm",
-          "--build-arg", f"BASE_IMAGE={BASE_LOCAL}",
+          "--build-arg", f"BASE_IMAGE={base}",
           "--label", f"{RECIPE_LABEL}={digest}",
           "-f", str(dockerfile), "-t", tag, str(context)], log=log, what=f"build {tag}",
          stdout=subprocess.DEVNULL)
@@ -276,6 +287,28 @@ def build_service_image(recipes: Path, role: ImageRole, base_digest: str, *,
         log(f"{role.local}: up to date ({digest})")
         return
     _build(recipe / "Dockerfile", recipe, role.local, digest, log=log)
+
+
+def build_ssh_host_image(recipes: Path, *, force: bool, log: Log) -> None:
+    """The SSH test host (compose/images/sshhost/): its own rootfs, since it needs an apt index,
+    docker.io and sshd that the shared base leaves out, and a Dockerfile for the user on top."""
+    recipe = recipes / SSH_HOST.role
+    rootfs_digest = recipe_hash([recipe / "packages.txt"], relative_to=recipes,
+                                extra=[SUITE, "minbase"])
+    digest = recipe_hash([recipe], relative_to=recipes, extra=[rootfs_digest])
+    if not force and image_label(SSH_HOST.local) == digest:
+        log(f"{SSH_HOST.local}: up to date ({digest})")
+        return
+    if force or image_label(SSH_HOST_ROOTFS) != rootfs_digest:
+        # The apt index stays: the update checks read it.
+        prune = [p for p in _ROOTFS_PRUNE if p != "var/lib/apt/lists"]
+        tarball = build_rootfs_tarball(recipes, rootfs_digest, log=log, flavour=SSH_HOST.role,
+                                       prune=prune)
+        _run(["docker", "import", "--change", f"LABEL {RECIPE_LABEL}={rootfs_digest}",
+              "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+              "--change", "ENV LANG=C.UTF-8", str(tarball), SSH_HOST_ROOTFS], log=log,
+             what=f"import {SSH_HOST_ROOTFS}", stdout=subprocess.DEVNULL)
+    _build(recipe / "Dockerfile", recipe, SSH_HOST.local, digest, log=log, base=SSH_HOST_ROOTFS)
 
 
 def server_recipe(project: Path) -> list[Path]:
@@ -428,10 +461,11 @@ def build_all(project: Path, *, force: bool = False, log: Log = print) -> dict[s
     for role in (POSTGRES, REDIS):
         build_service_image(recipes, role, base_digest, force=force, log=log)
     build_server_image(project, base_digest, force=force, log=log)
+    build_ssh_host_image(recipes, force=force, log=log)
     # Images an earlier build replaced while a container still used them: untagged, ours (label).
     subprocess.run(["docker", "image", "prune", "--force", "--filter", f"label={RECIPE_LABEL}"],
                    capture_output=True, check=False, timeout=300)
-    return {role.env_var: role.local for role in STACK_IMAGES}
+    return {role.env_var: role.local for role in (*STACK_IMAGES, SSH_HOST)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
