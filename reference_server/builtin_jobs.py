@@ -9,15 +9,14 @@ by that transaction, run as tasks and are acknowledged together (group commit).
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import math
 import time
-from collections import Counter, defaultdict, deque
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -25,11 +24,11 @@ from reference_server import job_metrics
 from reference_server.exceptions import Conflict, NotFound
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
     from uuid import UUID
 
-    from reference_server.engine import Engine
     from reference_server.models import LeasedJob
+    from reference_server.notifications import Notifier
 
 #: Upper bound of a `sleep` job, whatever its payload says (the job's timeout also applies).
 MAX_SLEEP_SECONDS = 300.0
@@ -176,41 +175,36 @@ def _run_instant(jobs: list[LeasedJob], *, settled: list[Outcome | None]) -> lis
     return [o.output_json if o is not None and o.error is None else None for o in settled]
 
 
-def observe_all(histogram: Any, amounts: Iterable[float]) -> None:
-    """histogram.observe(amount) for every amount, at one increment per bucket touched.
-
-    A batch of 250 jobs made 500 observe() calls, each a walk of the bucket bounds and two locked
-    increments: a quarter of the built-in pool's Python time. This reads prometheus_client's
-    Histogram layout (bounds, bucket values, sum); without it, it observes one by one.
-    """
-    bounds = getattr(histogram, "_upper_bounds", None)
-    buckets = getattr(histogram, "_buckets", None)
-    total = getattr(histogram, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-        for amount in amounts:
-            histogram.observe(amount)
-        return
-    counts: Counter[int] = Counter()
-    added = 0.0
-    for amount in amounts:
-        if amount != amount:  # NaN: observe() counts it in no bucket
-            histogram.observe(amount)
-            continue
-        counts[bisect.bisect_left(bounds, amount)] += 1  # the first bound >= amount
-        added += amount
-    if counts:
-        total.inc(added)
-        for index, n in counts.items():
-            buckets[index].inc(n)
-
-
 def _count_successes(outcomes: list[Outcome]) -> None:
     durations: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
     for o in outcomes:
         durations[(o.job.queue_name, o.job.job_type)].append(o.duration)
     for (queue, job_type), values in durations.items():
         job_metrics.processed(queue, job_type, "succeeded").inc(len(values))
-        observe_all(job_metrics.processing_duration(queue, job_type), values)
+        job_metrics.observe_all(job_metrics.processing_duration(queue, job_type), values)
+
+
+class BuiltinStore(Protocol):
+    """What the pool needs of the job store (the Engine is one), under the pool's own lessee id."""
+
+    async def run_builtin(
+        self, max_jobs: int, run: Callable[[list[LeasedJob]], list[str | None]]
+    ) -> list[LeasedJob]:
+        """Take ready jobs in one transaction; `run` gives, per job, its output (it ran and
+        succeeded) or None (leased to run later)."""
+        ...
+
+    async def complete_builtin(self, results: Sequence[tuple[UUID, str]]) -> set[UUID]:
+        """Record many successes (job id, output JSON); the ids still leased, now succeeded."""
+        ...
+
+    async def fail_builtin(self, job_id: UUID, *, error_message: str, retryable: bool) -> object:
+        """Record a failure (Conflict or NotFound when the lease was lost meanwhile)."""
+        ...
+
+    async def release_builtin(self, job_ids: Sequence[UUID]) -> int:
+        """Hand unfinished leases back (shutdown)."""
+        ...
 
 
 class BuiltinPool:
@@ -220,8 +214,11 @@ class BuiltinPool:
     holds a runner. At most runners * batch_size leases are unacknowledged at once (backpressure).
     """
 
-    def __init__(self, engine: Engine, *, runners: int, batch_size: int) -> None:
-        self._engine = engine
+    def __init__(
+        self, store: BuiltinStore, notifier: Notifier, *, runners: int, batch_size: int
+    ) -> None:
+        self._store = store
+        self._notifier = notifier
         self._runners = max(1, runners)
         self._batch_size = max(1, batch_size)
         self._capacity = self._runners * self._batch_size
@@ -253,7 +250,7 @@ class BuiltinPool:
         self._stopping.clear()
         self._closing = False
         self._subscription = contextlib.ExitStack()
-        self._subscription.enter_context(self._engine.notifier.on_builtin_work(self.wake_one))
+        self._subscription.enter_context(self._notifier.on_builtin_work(self.wake_one))
         self._flusher_task = asyncio.create_task(self._flusher(), name="taskforge-builtin-acks")
         self._runner_tasks = [
             asyncio.create_task(self._runner(), name=f"taskforge-builtin-{n}")
@@ -291,13 +288,13 @@ class BuiltinPool:
             ids = list(self._in_flight)
             self._in_flight.clear()
             try:
-                await self._engine.release_jobs(ids, self._engine.builtin_worker_id)
+                await self._store.release_builtin(ids)
             except Exception:
                 log.exception("could not release %d built-in leases; the reaper will", len(ids))
         self._unacked = 0
 
     def _recheck_seconds(self) -> float:
-        return IDLE_RECHECK_SECONDS if self._engine.notifier.listening else DEGRADED_RECHECK_SECONDS
+        return IDLE_RECHECK_SECONDS if self._notifier.listening else DEGRADED_RECHECK_SECONDS
 
     def wake_one(self) -> None:
         """Work is ready: wake one idle runner (it brings a colleague if it finds a full batch)."""
@@ -323,7 +320,7 @@ class BuiltinPool:
                 continue
             settled: list[Outcome | None] = []
             try:
-                jobs = await self._engine.run_builtin(free, partial(_run_instant, settled=settled))
+                jobs = await self._store.run_builtin(free, partial(_run_instant, settled=settled))
             except Exception:
                 log.warning("built-in lease failed; retrying", exc_info=True)
                 jobs = []
@@ -384,13 +381,13 @@ class BuiltinPool:
                 return
 
     async def _flush(self, batch: list[Outcome]) -> None:
-        engine = self._engine
+        store = self._store
         succeeded = [o for o in batch if o.error is None]
         if succeeded:
             try:
                 acked = await _retrying(
                     f"acknowledge {len(succeeded)} built-in jobs",
-                    partial(engine.complete_builtin,
+                    partial(store.complete_builtin,
                             [(o.job.id, o.output_json or "null") for o in succeeded]),
                 )
             except Exception:
@@ -403,8 +400,7 @@ class BuiltinPool:
             try:
                 await _retrying(
                     f"record the failure of built-in job {o.job.id}",
-                    partial(engine.fail_leased, o.job.id, org_id=None,
-                            worker_id=engine.builtin_worker_id, error_message=o.error,
+                    partial(store.fail_builtin, o.job.id, error_message=o.error,
                             retryable=o.retryable),
                 )
             except (Conflict, NotFound):

@@ -146,34 +146,6 @@ FROM picked
 WHERE j.id = picked.id
 RETURNING j.*
 
--- name: lease_builtin
--- The built-in pool: every organisation, built-in job types only (jobs_builtin_ready_idx; the type
--- list must match the index predicate), unpaused queues. The lease outlives the job's timeout by
--- $3 seconds, so a crashed server's jobs come back through the reaper.
--- The paused check is a scalar subquery per row (a primary-key look-up of the job's queue), which
--- the planner cannot turn into a join: the plan stays an ordered walk of the index that stops at
--- LIMIT. As NOT EXISTS it became an anti-join, and stale statistics then picked a hash join and a
--- sort of every ready row (20-50 ms per lease); as "<> ALL (paused ids)" it was estimated at one
--- row and planned as a sequential scan and a sort.
-WITH picked AS (
-    SELECT j.id FROM jobs j
-    WHERE j.status IN ('pending', 'scheduled')
-      AND j.job_type IN ('test_job', 'echo', 'sleep', 'fail')
-      AND j.scheduled_for <= now()
-      AND NOT coalesce((SELECT q.paused FROM queues q WHERE q.id = j.queue_id), false)
-    ORDER BY j.priority DESC, j.seq
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE jobs j
-SET status = 'processing', worker_id = $2, attempt_count = j.attempt_count + 1,
-    started_at = now(), lease_seconds = j.timeout_seconds + $3,
-    lease_expires_at = now() + make_interval(secs => j.timeout_seconds + $3), updated_at = now()
-FROM picked
-WHERE j.id = picked.id
-RETURNING j.id, j.queue_name, j.job_type, j.payload, j.timeout_seconds,
-          greatest(extract(epoch FROM now() - j.scheduled_for), 0)::float8 AS waited_seconds
-
 -- name: begin_builtin_claim
 -- Opens claim_builtin's transaction in the same round trip as BEGIN. enable_sort off makes the
 -- ordered walk of jobs_builtin_ready_idx (stops at LIMIT) the claim's only sane plan: on a table
@@ -183,9 +155,15 @@ RETURNING j.id, j.queue_name, j.job_type, j.payload, j.timeout_seconds,
 BEGIN; SET LOCAL enable_sort = off
 
 -- name: claim_builtin
--- The built-in pool's one-transaction path, step 1: lock (not yet change) ready built-in jobs, as
--- lease_builtin picks them. The pool runs the instant ones before settle_builtin in the same
--- transaction; a crash or error meanwhile rolls back and leaves them pending, as if never taken.
+-- The built-in pool's one-transaction path, step 1: lock (not yet change) ready built-in jobs of
+-- every organisation (jobs_builtin_ready_idx; the type list must match the index predicate) in
+-- unpaused queues. The pool runs the instant ones before settle_builtin in the same transaction;
+-- a crash or error meanwhile rolls back and leaves them pending, as if never taken.
+-- The paused check is a scalar subquery per row (a primary-key look-up of the job's queue), which
+-- the planner cannot turn into a join: the plan stays an ordered walk of the index that stops at
+-- LIMIT. As NOT EXISTS it became an anti-join, and stale statistics then picked a hash join and a
+-- sort of every ready row (20-50 ms per lease); as "<> ALL (paused ids)" it was estimated at one
+-- row and planned as a sequential scan and a sort.
 SELECT j.id, j.queue_name, j.job_type, j.payload, j.timeout_seconds,
        greatest(extract(epoch FROM now() - j.scheduled_for), 0)::float8 AS waited_seconds
 FROM jobs j
@@ -200,7 +178,8 @@ FOR UPDATE OF j SKIP LOCKED
 -- name: settle_builtin
 -- Step 2, same transaction: a job with an output ran already and goes straight to succeeded (one
 -- row version instead of a lease and a completion, one commit instead of two); a NULL output
--- means "still to run" (sleep, or a failure to record): leased as lease_builtin leases. started_at
+-- means "still to run" (sleep, or a failure to record): leased for the job's timeout plus $4
+-- seconds, so a crashed server's jobs come back through the reaper. started_at
 -- is the transaction's start, when the jobs were taken.
 UPDATE jobs j
 SET status = CASE WHEN d.output IS NULL THEN 'processing' ELSE 'succeeded' END,
@@ -402,6 +381,3 @@ SELECT w.*, now() AS observed_at,
 FROM workers w
 WHERE w.organization_id = $1
 ORDER BY w.created_at, w.id
-
--- name: ping
-SELECT 1

@@ -9,12 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from reference_server import queries
-from reference_server.builtin_jobs import (
-    BUILTIN_JOB_TYPES,
-    execute,
-    execute_instant,
-    observe_all,
-)
+from reference_server.builtin_jobs import BUILTIN_JOB_TYPES, execute, execute_instant
+from reference_server.job_metrics import observe_all
 from reference_server.models import (
     JobStatus,
     LeasedJob,
@@ -45,14 +41,14 @@ def test_malformed_query_files_are_refused(text: str, problem: str) -> None:
 
 def test_every_engine_query_is_loaded() -> None:
     loaded = queries.load("jobs.sql")
-    for name in ("insert_job", "lease_for_worker", "lease_builtin", "reap_expired_leases"):
+    for name in ("insert_job", "lease_for_worker", "claim_builtin", "reap_expired_leases"):
         assert loaded[name].strip()
 
 
 def test_builtin_types_match_the_migrations_list() -> None:
     """The index predicate, the wake-up key and the lease query name the same four types."""
     assert frozenset({"test_job", "echo", "sleep", "fail"}) == BUILTIN_JOB_TYPES
-    assert "'test_job', 'echo', 'sleep', 'fail'" in queries.load("jobs.sql")["lease_builtin"]
+    assert "'test_job', 'echo', 'sleep', 'fail'" in queries.load("jobs.sql")["claim_builtin"]
 
 
 def test_timestamps_are_utc_with_z() -> None:
