@@ -10,7 +10,6 @@ import functools
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,135 +17,40 @@ import jsonschema
 
 from conformance.checks.registry import CheckContext
 from conformance.checks.static.base import (
-    ArtifactError,
     LineDict,
     NotApplicable,
     Problem,
     line_of,
-    load_yaml,
     static_check,
 )
-from conformance.checks.static.env import EnvFile, load_env
+from conformance.checks.static.composefile import (
+    VARIABLE_REFERENCE,
+    Compose,
+    app_service,
+    command_text,
+    each_service,
+    healthcheck_test,
+    image_of,
+    is_postgres,
+    is_redis,
+    load_compose,
+    published_ports,
+    volume_sources,
+)
+from conformance.checks.static.variables import GUIDE_VARIABLES
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "compose-spec.json"
 
-#: ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, $NAME; $$ escapes.
-_VARIABLE = re.compile(
-    r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
-    r"|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
-)
 #: Container ports that may be published on every interface: the public web entry point.
 PUBLIC_PORTS = {80, 443}
 LOOPBACK = {"127.0.0.1", "::1", "[::1]", "localhost"}
 _SECRET_KEY = re.compile(r"PASSWORD|PASS$|SECRET|TOKEN|_KEY$|^KEY$|DSN", re.IGNORECASE)
 
-#: The settings of guide 3.1 the application reads, when no .env is given to compare with.
-GUIDE_VARIABLES = (
-    "DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "REDIS_URL",
-    "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "APP_ENVIRONMENT", "APPLICATION_HOST",
-    "APPLICATION_PORT", "BASE_URL", "CORS_ALLOWED_ORIGINS", "JWT_SECRET", "JWT_EXPIRY_TIME_MINUTES",
-    "JWT_REFRESH_SECRET", "JWT_REFRESH_EXPIRY_TIME_MINUTES", "LOG_LEVEL", "LOG_FORMAT",
-    "LOG_FILE_PATH", "METRICS_ENABLED", "METRICS_ENDPOINT", "PROMETHEUS_PUSH_GATEWAY", "SMTP_HOST",
-    "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "EMAIL_FROM", "STRIPE_SECRET_KEY",
-    "STRIPE_WEBHOOK_SECRET", "SENTRY_DSN", "HEALTH_CHECK_TIMEOUT_SECONDS", "SECURITY_HSTS",
-    "SECURITY_CSP",
-)
 #: .env variables that configure the compose file itself, not the application.
 COMPOSE_ONLY = re.compile(
     r"^(COMPOSE_|GRAFANA_|GF_|DOCKER_|TASKFORGE_IMAGE|TASKFORGE_VERSION|POSTGRES_|.*_(CPUS|MEMORY)"
     r"(_RESERVE)?$|REDIS_MAXMEMORY$|PG_MAX_CONNECTIONS$|BACKUP_)"
 )
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Compose:
-    path: Path
-    data: LineDict
-    lines: list[str]
-    env: EnvFile | None
-
-    @property
-    def services(self) -> LineDict:
-        services = self.data.get("services")
-        return services if isinstance(services, LineDict) else LineDict()
-
-    def service_line(self, name: str, key: str | None = None) -> int | None:
-        service = self.services.get(name)
-        if key is not None and isinstance(service, LineDict) and key in service:
-            return line_of(service, key)
-        return line_of(self.services, name)
-
-    def find_line(self, needle: str, start: int = 1) -> int | None:
-        for number, text in enumerate(self.lines[start - 1 :], start=start):
-            if needle in text and not text.lstrip().startswith("#"):
-                return number
-        return None
-
-    def interpolate(self, value: str) -> str:
-        """The value after Compose's interpolation (unset variables become empty)."""
-
-        def replace(match: re.Match[str]) -> str:
-            if match.group(0) == "$$":
-                return "$"
-            name = match.group("braced") or match.group("bare")
-            current = self.env.get(name) if self.env is not None else None
-            op, arg = match.group("op"), match.group("arg") or ""
-            if op in (":-", "-") and current is None:
-                return arg
-            if op in (":+", "+"):
-                return arg if current is not None else ""
-            return current or ""
-
-        return _VARIABLE.sub(replace, value)
-
-
-def load_compose(context: CheckContext) -> Compose:
-    assert context.compose_file is not None  # guaranteed by needs=("compose_file",)
-    path = context.compose_file
-    data = load_yaml(path)
-    if not isinstance(data, LineDict):
-        raise ArtifactError(path, "not a compose file: the top level is not a mapping", 1)
-    return Compose(
-        path=path, data=data, lines=path.read_text(encoding="utf-8").split("\n"),
-        env=load_env(context),
-    )
-
-
-def _services(compose: Compose) -> Iterator[tuple[str, LineDict]]:
-    for name, service in compose.services.items():
-        if isinstance(service, LineDict):
-            yield str(name), service
-
-
-def command_text(value: Any) -> str:
-    if isinstance(value, list):
-        return " ".join(str(v) for v in value)
-    return str(value) if value is not None else ""
-
-
-def _image(service: LineDict) -> str:
-    return str(service.get("image") or "")
-
-
-def is_redis(service: LineDict) -> bool:
-    image = _image(service).split("/")[-1]
-    return image.startswith("redis") or "redis-server" in command_text(service.get("command"))
-
-
-def is_postgres(service: LineDict) -> bool:
-    image = _image(service).split("/")[-1]
-    return image.startswith(("postgres", "postgis")) and "exporter" not in image
-
-
-def app_service(compose: Compose) -> tuple[str, LineDict] | None:
-    """The TaskForge application: the service that builds the image, or one named app."""
-    services = dict(_services(compose))
-    if "app" in services:
-        return "app", services["app"]
-    for name, service in services.items():
-        if "build" in service:
-            return name, service
-    return None
 
 
 # --- schema -----------------------------------------------------------------------------------
@@ -193,17 +97,6 @@ def schema_valid(context: CheckContext) -> Iterator[Problem]:
 # --- health, restart, resources ---------------------------------------------------------------
 
 
-def _healthcheck_test(service: LineDict) -> str | None:
-    health = service.get("healthcheck")
-    if not isinstance(health, dict) or health.get("disable") is True:
-        return None
-    test = health.get("test")
-    text = command_text(test)
-    if not text or text.strip().upper() in ("NONE", "[NONE]"):
-        return None
-    return text
-
-
 def _dockerfile_has_healthcheck(context: CheckContext) -> bool:
     if context.dockerfile is None:
         return False
@@ -218,8 +111,8 @@ def _dockerfile_has_healthcheck(context: CheckContext) -> bool:
 @static_check("COMPOSE-HEALTHCHECKS", needs=("compose_file",), ok="every service has a healthcheck")
 def healthchecks(context: CheckContext) -> Iterator[Problem]:
     compose = load_compose(context)
-    for name, service in _services(compose):
-        if _healthcheck_test(service) is not None:
+    for name, service in each_service(compose):
+        if healthcheck_test(service) is not None:
             continue
         if "build" in service and _dockerfile_has_healthcheck(context):
             continue  # the image's own HEALTHCHECK applies
@@ -240,8 +133,8 @@ def _requires_password(service: LineDict) -> bool:
 )
 def healthcheck_auth(context: CheckContext) -> Iterator[Problem]:
     compose = load_compose(context)
-    for name, service in _services(compose):
-        test = _healthcheck_test(service)
+    for name, service in each_service(compose):
+        test = healthcheck_test(service)
         if test is None:
             continue
         line = compose.service_line(name, "healthcheck")
@@ -278,7 +171,7 @@ RESTART_POLICIES = ("always", "unless-stopped", "on-failure")
 )
 def restart_policy(context: CheckContext) -> Iterator[Problem]:
     compose = load_compose(context)
-    for name, service in _services(compose):
+    for name, service in each_service(compose):
         policy = str(service.get("restart") or "")
         deploy = service.get("deploy")
         swarm = deploy.get("restart_policy") if isinstance(deploy, dict) else None
@@ -297,7 +190,7 @@ def restart_policy(context: CheckContext) -> Iterator[Problem]:
 )
 def resource_limits(context: CheckContext) -> Iterator[Problem]:
     compose = load_compose(context)
-    for name, service in _services(compose):
+    for name, service in each_service(compose):
         deploy = service.get("deploy")
         resources = deploy.get("resources") if isinstance(deploy, dict) else None
         limits = resources.get("limits") if isinstance(resources, dict) else None
@@ -341,7 +234,7 @@ def image_pin_problem(reference: str) -> str | None:
 @static_check("COMPOSE-IMAGE-PINNED", needs=("compose_file",), ok="every image is pinned")
 def images_pinned(context: CheckContext) -> Iterator[Problem]:
     compose = load_compose(context)
-    for name, service in _services(compose):
+    for name, service in each_service(compose):
         raw = service.get("image")
         if raw is None:
             continue
@@ -355,50 +248,13 @@ def images_pinned(context: CheckContext) -> Iterator[Problem]:
             )
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
-    host_ip: str
-    published: str
-    target: int | None
-    line: int | None
-
-
-def published_ports(compose: Compose, service: LineDict) -> Iterator[Published]:
-    ports = service.get("ports")
-    if not isinstance(ports, list):
-        return
-    for index, entry in enumerate(ports):
-        line = line_of(ports, index)
-        if isinstance(entry, dict):
-            target = entry.get("target")
-            yield Published(
-                str(entry.get("host_ip") or ""), str(entry.get("published") or ""),
-                int(str(target)) if str(target).isdigit() else None, line,
-            )
-            continue
-        text = compose.interpolate(str(entry)).split("/")[0]
-        host_ip = ""
-        if text.startswith("["):  # [::1]:5432:5432
-            host_ip, _, text = text[1:].partition("]:")
-            host_ip = f"[{host_ip}]"
-        parts = text.split(":")
-        if len(parts) == 3:
-            host_ip, published, target_text = parts
-        elif len(parts) == 2:
-            published, target_text = parts
-        else:
-            published, target_text = "", parts[0]  # container port only: a random host port
-        first = target_text.split("-")[0]
-        yield Published(host_ip, published, int(first) if first.isdigit() else None, line)
-
-
 @static_check(
     "COMPOSE-PORTS-LOOPBACK", needs=("compose_file",),
     ok="only the web entry point (80/443) is published on all interfaces",
 )
 def ports_loopback(context: CheckContext) -> Iterator[Problem]:
     compose = load_compose(context)
-    for name, service in _services(compose):
+    for name, service in each_service(compose):
         for port in published_ports(compose, service):
             if port.host_ip in LOOPBACK or port.target in PUBLIC_PORTS:
                 continue
@@ -414,30 +270,13 @@ def ports_loopback(context: CheckContext) -> Iterator[Problem]:
 # --- dangerous mounts and flags ---------------------------------------------------------------
 
 
-def _volume_sources(service: LineDict) -> Iterator[tuple[str, str, int | None]]:
-    """(source, target, line) of every volume entry of a service."""
-    volumes = service.get("volumes")
-    if not isinstance(volumes, list):
-        return
-    for index, entry in enumerate(volumes):
-        line = line_of(volumes, index)
-        if isinstance(entry, dict):
-            yield str(entry.get("source") or ""), str(entry.get("target") or ""), line
-        else:
-            parts = str(entry).split(":")
-            if len(parts) >= 2:
-                yield parts[0], parts[1], line
-            else:
-                yield "", parts[0], line
-
-
 @static_check(
     "COMPOSE-NO-DOCKER-SOCKET", needs=("compose_file",), ok="no service mounts the Docker socket"
 )
 def no_docker_socket(context: CheckContext) -> Iterator[Problem]:
     compose = load_compose(context)
-    for name, service in _services(compose):
-        for source, _target, line in _volume_sources(service):
+    for name, service in each_service(compose):
+        for source, _target, line in volume_sources(service):
             if source.endswith("docker.sock"):
                 yield Problem(
                     message=f"service {name} mounts the Docker socket ({source}): root on the host",
@@ -454,7 +293,7 @@ DANGEROUS_FLAGS = ("--web.enable-admin-api", "--web.enable-lifecycle")
 )
 def prometheus_admin_api(context: CheckContext) -> Iterator[Problem]:
     compose = load_compose(context)
-    for name, service in _services(compose):
+    for name, service in each_service(compose):
         text = command_text(service.get("command")) + " " + command_text(service.get("entrypoint"))
         for flag in DANGEROUS_FLAGS:
             if flag in text:
@@ -480,7 +319,7 @@ def variables_defined(context: CheckContext) -> Iterator[Problem]:
         if text.lstrip().startswith("#"):
             continue
         code = re.sub(r"\s#.*$", "", text)  # a trailing YAML comment is no reference
-        for match in _VARIABLE.finditer(code):
+        for match in VARIABLE_REFERENCE.finditer(code):
             name = match.group("braced") or match.group("bare")
             if name is None or name in reported:
                 continue
@@ -547,7 +386,7 @@ def compose_v2_features(context: CheckContext) -> Iterator[Problem]:
     if "version" not in compose.data:
         return
     used: list[str] = []
-    for _name, service in _services(compose):
+    for _name, service in each_service(compose):
         deploy = service.get("deploy")
         if isinstance(deploy, dict) and "resources" in deploy:
             used.append(V2_ONLY["deploy.resources"])
@@ -572,7 +411,7 @@ def compose_v2_features(context: CheckContext) -> Iterator[Problem]:
 )
 def no_inline_secrets(context: CheckContext) -> Iterator[Problem]:
     compose = load_compose(context)
-    for name, service in _services(compose):
+    for name, service in each_service(compose):
         environment = service.get("environment")
         items: list[tuple[str, str, int | None]] = []
         if isinstance(environment, dict):
@@ -609,7 +448,7 @@ def no_inline_secrets(context: CheckContext) -> Iterator[Problem]:
 )
 def redis_eviction(context: CheckContext) -> Iterator[Problem]:
     compose = load_compose(context)
-    redis_services = [(n, s) for n, s in _services(compose) if is_redis(s)]
+    redis_services = [(n, s) for n, s in each_service(compose) if is_redis(s)]
     if not redis_services:
         raise NotApplicable("no Redis service in the compose file")
     for name, service in redis_services:
@@ -658,8 +497,8 @@ def bind_mount_paths(context: CheckContext) -> Iterator[Problem]:
                 line=line_of(options, "device"), expected=f"mkdir -p {device} (documented)",
                 actual="missing",
             )
-    for name, service in _services(compose):
-        for source, target, line in _volume_sources(service):
+    for name, service in each_service(compose):
+        for source, target, line in volume_sources(service):
             if not source.startswith((".", "/", "~")) or source.endswith("docker.sock"):
                 continue  # named volumes; the socket has its own item
             resolved = (base / compose.interpolate(source)).resolve()
@@ -679,7 +518,7 @@ def bind_mount_paths(context: CheckContext) -> Iterator[Problem]:
 )
 def backup_service(context: CheckContext) -> Iterator[Problem]:
     compose = load_compose(context)
-    backups = [(n, s) for n, s in _services(compose) if "backup" in (n + _image(s)).lower()]
+    backups = [(n, s) for n, s in each_service(compose) if "backup" in (n + image_of(s)).lower()]
     if not backups:
         yield Problem(
             message="no backup service: nothing backs the database up automatically",

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from conformance.checks.registry import CheckContext
 from conformance.checks.static.base import ArtifactError, NotApplicable, Problem, static_check
-from conformance.checks.static.compose import (
-    _healthcheck_test,
+from conformance.checks.static.compose import image_pin_problem
+from conformance.checks.static.composefile import (
     app_service,
-    image_pin_problem,
+    healthcheck_test,
     load_compose,
 )
 from conformance.checks.static.distributions import DEBIAN_RELEASES, distribution_of
@@ -326,7 +326,7 @@ def healthcheck_tool(context: CheckContext) -> Iterator[Problem]:
         found = app_service(compose)
         if found is not None:
             name, service = found
-            test = _healthcheck_test(service)
+            test = healthcheck_test(service)
             if test is not None:
                 probes.append((test, compose.path, compose.service_line(name, "healthcheck")))
     for command, file, line in probes:

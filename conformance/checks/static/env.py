@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from conformance.checks.registry import CheckContext
 from conformance.checks.static.base import ArtifactError, Problem, static_check
+from conformance.checks.static.variables import BY_NAME, VARIABLES, Format, Secret
 
 MIN_SECRET_BYTES = 32
 MIN_SECRET_BITS = 128  # Shannon estimate over the whole value
@@ -195,67 +196,51 @@ def app_environment(context: CheckContext) -> Iterator[Problem]:
         )
 
 
-PORTS = ("DB_PORT", "REDIS_PORT", "APPLICATION_PORT", "SMTP_PORT")
-POSITIVE_INTS = (
-    "JWT_EXPIRY_TIME_MINUTES", "JWT_REFRESH_EXPIRY_TIME_MINUTES", "WORKERS", "MAX_CONNECTIONS",
-    "POOL_SIZE",
-)
-DURATIONS = ("HEALTH_CHECK_TIMEOUT_SECONDS",)
-BOOLEANS = ("METRICS_ENABLED", "SECURITY_HSTS", "RATE_LIMIT_ENABLED")
-URL_SCHEMES = {
-    "DATABASE_URL": ("postgres", "postgresql"),
-    "REDIS_URL": ("redis", "rediss"),
-    "BASE_URL": ("http", "https"),
-    "SENTRY_DSN": ("http", "https"),
-    "PROMETHEUS_PUSH_GATEWAY": ("http", "https"),
-}
-ENUMS = {
-    "APP_ENVIRONMENT": ("development", "test", "staging", "production"),
-    "LOG_FORMAT": ("json", "text"),
-    "LOG_LEVEL": ("debug", "info", "warning", "error", "critical"),
-}
 BOOLEAN_WORDS = ("true", "false")
 
 
 def _format_problem(name: str, value: str) -> tuple[str, str] | None:
     """(expected, why) when the value does not have its variable's format."""
-    if name in PORTS:
+    variable = BY_NAME.get(name)
+    kind = variable.format if variable is not None else Format.TEXT
+    choices = variable.choices if variable is not None else ()
+    if kind is Format.PORT:
         if not value.isdigit() or not 1 <= int(value) <= 65535:
             return "an integer port 1-65535", "not a port"
-    elif name in POSITIVE_INTS:
+    elif kind is Format.POSITIVE_INT:
         if not value.isdigit() or int(value) < 1:
             return "a positive integer", "not a positive integer"
-    elif name in DURATIONS:
+    elif kind is Format.SECONDS:
         try:
             seconds = float(value)
         except ValueError:
             return "a number of seconds", "not a number of seconds"
         if not 0 < seconds <= 300:
             return "0 < seconds <= 300", "out of range"
-    elif name in BOOLEANS:
+    elif kind is Format.BOOLEAN:
         if value.lower() not in BOOLEAN_WORDS:
             return "true or false", "not a boolean"
-    elif name in URL_SCHEMES:
+    elif kind is Format.URL:
         parts = urlsplit(value)
-        if parts.scheme not in URL_SCHEMES[name] or not parts.netloc:
-            return f"an absolute {'/'.join(URL_SCHEMES[name])} URL", "not a valid URL"
+        if parts.scheme not in choices or not parts.netloc:
+            return f"an absolute {'/'.join(choices)} URL", "not a valid URL"
         try:
             _ = parts.port
         except ValueError:
             return "a URL with a numeric port", "URL port is not a number"
-    elif name in ENUMS:
-        if value.lower() not in ENUMS[name]:
-            return " | ".join(ENUMS[name]), "not an allowed value"
-    elif name == "METRICS_ENDPOINT":
+    elif kind is Format.CHOICE:
+        if value.lower() not in choices:
+            return " | ".join(choices), "not an allowed value"
+    elif kind is Format.URL_PATH:
         if not re.fullmatch(r"/[A-Za-z0-9_\-/]*", value):
             return "a path starting with /", "not a path"
-    elif name == "EMAIL_FROM":
+    elif kind is Format.EMAIL:
         if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
             return "an e-mail address", "not an e-mail address"
-    elif name == "LOG_FILE_PATH":
+    elif kind is Format.ABSOLUTE_PATH:
         if not value.startswith("/"):
             return "an absolute path", "not an absolute path"
-    elif name == "CORS_ALLOWED_ORIGINS":
+    elif kind is Format.ORIGINS:
         for origin in (o.strip() for o in value.split(",")):
             parts = urlsplit(origin)
             if origin != "*" and (
@@ -320,8 +305,8 @@ def jwt_refresh_secret_strength(context: CheckContext) -> Iterator[Problem]:
         )
 
 
-PASSWORDS = ("DB_PASSWORD", "REDIS_PASSWORD", "SMTP_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
-KEYS = ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "SENTRY_DSN", "SMTP_USERNAME")
+PASSWORDS = tuple(v.name for v in VARIABLES if v.secret is Secret.PASSWORD)
+KEYS = tuple(v.name for v in VARIABLES if v.secret is Secret.KEY)
 
 
 @static_check(
@@ -338,7 +323,7 @@ def secrets_not_placeholders(context: CheckContext) -> Iterator[Problem]:
                 env, name, f"{name} is a placeholder copied from an example",
                 expected="a generated password or the real key", actual="placeholder",
             )
-        elif name in PASSWORDS and name != "SMTP_PASSWORD" and len(value) < MIN_PASSWORD_CHARS:
+        elif name in PASSWORDS and len(value) < MIN_PASSWORD_CHARS:
             yield _problem(
                 env, name, f"{name} is shorter than {MIN_PASSWORD_CHARS} characters",
                 expected=f">= {MIN_PASSWORD_CHARS} random characters",

@@ -18,7 +18,7 @@ import crossplane
 
 from conformance.checks.registry import CheckContext
 from conformance.checks.static.base import ArtifactError, NotApplicable, Problem, static_check
-from conformance.checks.static.compose import _services, _volume_sources, load_compose
+from conformance.checks.static.composefile import each_service, load_compose, volume_sources
 from conformance.checks.static.env import load_env
 
 GOOD_PROTOCOLS = {"TLSv1.2", "TLSv1.3"}
@@ -161,9 +161,9 @@ def _mount_targets(context: CheckContext) -> list[str]:
         return ["/etc/nginx/ssl/"]
     compose = load_compose(context)
     targets = []
-    for name, service in _services(compose):
+    for name, service in each_service(compose):
         if "nginx" in name or "nginx" in str(service.get("image") or ""):
-            targets += [t.rstrip("/") + "/" for _s, t, _l in _volume_sources(service) if t]
+            targets += [t.rstrip("/") + "/" for _s, t, _l in volume_sources(service) if t]
     return targets or ["/etc/nginx/ssl/"]
 
 
@@ -294,7 +294,7 @@ def _app_names(context: CheckContext) -> set[str]:
     if context.compose_file is None:
         return set()
     compose = load_compose(context)
-    return {name for name, service in _services(compose) if "build" in service or name == "app"}
+    return {name for name, service in each_service(compose) if "build" in service or name == "app"}
 
 
 @static_check("NGINX-PROXY-APP", needs=("nginx_conf",), ok="the API is proxied to the app")
@@ -383,9 +383,9 @@ def _nginx_mounts(context: CheckContext) -> list[tuple[str, Path]]:
     """(container directory or file, host path) of every bind mount of the nginx service."""
     compose = load_compose(context)
     mounts = []
-    for name, service in _services(compose):
+    for name, service in each_service(compose):
         if "nginx" in name or "nginx" in str(service.get("image") or ""):
-            for source, target, _line in _volume_sources(service):
+            for source, target, _line in volume_sources(service):
                 if source.startswith((".", "/")) and target:
                     mounts.append((target.rstrip("/"), (compose.path.parent / source).resolve()))
     return mounts

@@ -22,11 +22,11 @@ from conformance.checks.static.base import (
     load_yaml,
     static_check,
 )
-from conformance.checks.static.compose import (
-    _services,
-    _volume_sources,
+from conformance.checks.static.composefile import (
     app_service,
+    each_service,
     load_compose,
+    volume_sources,
 )
 from conformance.checks.static.env import load_env
 
@@ -298,11 +298,11 @@ def alert_rules(context: CheckContext) -> Iterator[Problem]:
 def _grafana_mounts(context: CheckContext) -> tuple[Path, int | None, list[tuple[str, Path]]]:
     """The compose file, the grafana service line, and its (container path, host path) mounts."""
     compose = load_compose(context)
-    for name, service in _services(compose):
+    for name, service in each_service(compose):
         if "grafana" in name or "grafana" in str(service.get("image") or ""):
             mounts = [
                 (target.rstrip("/"), (compose.path.parent / source).resolve())
-                for source, target, _line in _volume_sources(service)
+                for source, target, _line in volume_sources(service)
                 if source.startswith((".", "/"))
             ]
             return compose.path, compose.service_line(name), mounts

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from conformance.checks.registry import CheckContext
 from conformance.checks.static.base import NotApplicable, Problem, static_check
-from conformance.checks.static.compose import (
+from conformance.checks.static.composefile import (
     Compose,
-    _services,
     app_service,
     command_text,
+    each_service,
     is_postgres,
     load_compose,
 )
@@ -50,7 +50,7 @@ def _setting(
 
 def _max_connections(compose: Compose | None) -> tuple[int, int | None, str]:
     if compose is not None:
-        for name, service in _services(compose):
+        for name, service in each_service(compose):
             if not is_postgres(service):
                 continue
             command = compose.interpolate(command_text(service.get("command")))
