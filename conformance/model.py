@@ -131,6 +131,7 @@ class Finding:
     actual: str | None = None
     evidence: tuple[Evidence, ...] = ()
     duration_seconds: float = 0.0
+    host: str | None = None  # the host a host check judged (a testinfra spec), else None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

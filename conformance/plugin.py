@@ -431,6 +431,7 @@ def findings_from_json(text: str) -> list[Finding]:
             evidence=tuple(Evidence(**{k: v for k, v in ev.items()})
                            for ev in raw.get("evidence", ())),
             duration_seconds=float(raw.get("duration_seconds", 0.0)),
+            host=raw.get("host"),
         )
         for raw in json.loads(text)
     ]

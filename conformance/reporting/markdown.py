@@ -31,7 +31,11 @@ def _cell(text: str | None, limit: int = MAX_CELL) -> str:
 
 def _where(item: ItemResult) -> str:
     places = [p for p in (ev.location(e) for e in view.evidence(item)) if p]
-    return f" at `{places[0]}`" if places else ""
+    where = f" at `{places[0]}`" if places else ""
+    found = view.headline(item)
+    if found is not None and found.host:
+        where = f" on `{found.host}`" + where  # host items: which server was judged
+    return where
 
 
 def _blocker_line(item: ItemResult) -> str:

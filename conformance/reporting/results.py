@@ -60,6 +60,7 @@ def _finding(f: Finding) -> dict[str, Any]:
         "actual": f.actual,
         "evidence": [_evidence(e) for e in f.evidence],
         "duration_seconds": f.duration_seconds,
+        "host": f.host,
     }
 
 
@@ -170,6 +171,7 @@ def _read_item(record: dict[str, Any]) -> ItemResult:
             actual=f.get("actual"),
             evidence=tuple(_read_evidence(e) for e in f.get("evidence", [])),
             duration_seconds=float(f.get("duration_seconds", 0.0)),
+            host=f.get("host"),
         )
         for f in record.get("findings", [])
     )

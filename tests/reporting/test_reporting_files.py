@@ -20,7 +20,7 @@ from reporting_factories import (
     run_result,
 )
 
-from conformance.model import Evidence, RunResult, Status
+from conformance.model import Evidence, Phase, RunResult, Status
 from conformance.reporting import FILENAMES, ReportError, redact, results, sarif, write_reports
 
 SARIF_SCHEMA = Path(__file__).parent / "data" / "sarif-schema-2.1.0.json"
@@ -292,3 +292,18 @@ def test_html_is_self_contained_and_follows_the_guide_order(tmp_path: Path) -> N
     assert sections == sorted(sections)
     assert '<blockquote lang="id">Teks panduan untuk NET-HTTPS-ONLY (bahasa Indonesia).' in page
     assert page.index('id="blockers"') < page.index('class="guide-section"')
+
+
+def test_host_findings_carry_their_host_into_results_json_and_readiness_md(
+        tmp_path: Path) -> None:
+    judged = item("HOST-DOCKER-GROUP", Status.FAILED, section="4.2", phase=Phase.PRE_DEPLOY,
+                  actual="deploy sudo")
+    judged = dataclasses.replace(judged, findings=tuple(
+        dataclasses.replace(f, host="ssh://deploy@203.0.113.5") for f in judged.findings))
+    run_dir = write_reports(run_result([judged]), tmp_path)
+
+    document = json.loads((run_dir / "results.json").read_text())
+    results.validate(document)
+    assert document["items"][0]["findings"][0]["host"] == "ssh://deploy@203.0.113.5"
+    assert results.load(run_dir).items[0].findings[0].host == "ssh://deploy@203.0.113.5"
+    assert "on `ssh://deploy@203.0.113.5`" in (run_dir / "readiness.md").read_text()
