@@ -12,6 +12,7 @@ from conformance.checks.live import (  # noqa: F401 - importing registers the ch
     database,
     headers,
     health,
+    hygiene,
     jobs,
     logs,
     metrics,

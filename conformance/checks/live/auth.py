@@ -6,7 +6,6 @@ Also: the access token must not verify against a well-known or weak JWT secret.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import re
 import secrets
@@ -14,11 +13,12 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from conformance.checks.live.common import Report, target_env
+from conformance.checks.live.common import Report, known_setting, run_input, target_env
 from conformance.checks.live.http import (
     LiveClient,
     LoginError,
@@ -31,13 +31,33 @@ from conformance.checks.live.http import (
 from conformance.checks.registry import check
 
 if TYPE_CHECKING:
+    import httpx
+
     from conformance.checks.registry import CheckContext
     from conformance.model import Evidence, Finding
 
-PROTECTED_PATH = "/api/v1/auth/validate"
-AUTH_ITEMS = (
-    "LIVE-AUTH-NO-TOKEN", "LIVE-AUTH-GARBAGE", "LIVE-AUTH-ALG-NONE", "LIVE-AUTH-WRONG-KEY",
-    "LIVE-AUTH-EXPIRED", "LIVE-AUTH-REFRESH-AS-ACCESS",
+#: Protected endpoints of the contract, in the order the positive control tries them: the battery
+#: runs on the first one that answers 200 to the run's own credential.
+CONTROL_CANDIDATES = (
+    "/api/v1/auth/validate", "/api/v1/jobs?limit=1", "/api/v1/queues", "/api/v1/workers",
+    "/api/v1/api-keys",
+)
+#: Items judged with any credential; the others need a JWT the server issued (its claims).
+BASIC_ITEMS = ("LIVE-AUTH-NO-TOKEN", "LIVE-AUTH-GARBAGE")
+JWT_ITEMS = (
+    "LIVE-AUTH-ALG-NONE", "LIVE-AUTH-SIG-STRIPPED", "LIVE-AUTH-CLAIMS-TAMPERED",
+    "LIVE-AUTH-WRONG-KEY",
+)
+KEYED_ITEMS = ("LIVE-AUTH-EXPIRED", "LIVE-AUTH-ALG-PINNED")
+AUTH_ITEMS = (*BASIC_ITEMS, *JWT_ITEMS, *KEYED_ITEMS, "LIVE-AUTH-REFRESH-AS-ACCESS")
+ALL_PERMISSIONS = (
+    "queue:read", "queue:write", "job:read", "job:write", "worker:read", "worker:write",
+    "api_key:write",
+)
+HOW_TO_GET_A_JWT = "give --email/--password (or --token with an access JWT)"
+HOW_TO_KNOW_THE_KEY = (
+    "give --jwt-secret (or $TASKFORGE_JWT_SECRET), an --env-file with JWT_SECRET, "
+    "or --expired-token"
 )
 MIN_SECRET_BYTES = 32
 MIN_DISTINCT_CHARS = 10
@@ -56,96 +76,294 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def unsigned_token(claims: dict[str, Any]) -> str:
-    """A token with `alg: none` and an empty signature, built by hand as an attacker would."""
-    header = _b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
-    return f"{header}.{_b64(json.dumps(claims).encode())}."
+def _b64_json(value: dict[str, Any]) -> str:
+    return _b64(json.dumps(value, separators=(",", ":")).encode())
 
 
-def template_claims(access_token: str | None) -> dict[str, Any]:
-    """The real token's claims when it is a JWT (so forgeries look genuine), else plausible ones."""
+def unsigned_token(claims: dict[str, Any], alg: str = "none") -> str:
+    """A token with `alg: none` (in the given spelling) and an empty signature, as an attacker
+    would build it by hand (PyJWT refuses to)."""
+    return f"{_b64_json({'alg': alg, 'typ': 'JWT'})}.{_b64_json(claims)}."
+
+
+def is_jwt(token: str | None) -> bool:
+    return bool(token) and str(token).count(".") == 2
+
+
+def claims_of(token: str) -> dict[str, Any] | None:
+    """The claims of a JWT, unverified; None when it does not decode."""
+    try:
+        return dict(jwt.decode(token, options={"verify_signature": False}))
+    except jwt.PyJWTError:
+        return None
+
+
+def expiry_of(token: str) -> int | None:
+    claims = claims_of(token)
+    exp = claims.get("exp") if claims else None
+    return int(exp) if isinstance(exp, int | float) else None
+
+
+def fresh(claims: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """The claims with a new iat/exp/jti (valid for an hour), then the given changes."""
     now = int(time.time())
-    claims: dict[str, Any] = {
-        "sub": str(uuid.uuid4()), "org": str(uuid.uuid4()),
-        "perms": ["job:read", "job:write", "queue:read"], "typ": "access",
-    }
-    if access_token and access_token.count(".") == 2:
-        with contextlib.suppress(jwt.PyJWTError):
-            claims = dict(jwt.decode(access_token, options={"verify_signature": False}))
-    claims.update(iat=now, exp=now + 3600, jti=str(uuid.uuid4()))
-    return claims
+    return {**claims, "iat": now, "exp": now + 3600, "jti": str(uuid.uuid4()), **changes}
 
 
-def _probe(client: LiveClient, token: str | None) -> tuple[int, str | None, Evidence]:
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    response = client.get(PROTECTED_PATH, headers=headers)
-    return response.status_code, error_code_of(response), client.evidence(response)
+def resigned_payload(token: str, claims: dict[str, Any]) -> str:
+    """The token's own header and signature around other claims: a tampered payload."""
+    header, _, signature = token.split(".")
+    return f"{header}.{_b64_json(claims)}.{signature}"
+
+
+def hs_token(claims: dict[str, Any], key: str | bytes, algorithm: str = "HS256") -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyJWT warns about short HMAC keys: not ours to judge
+        return jwt.encode(claims, key, algorithm=algorithm)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Credentials:
+    """What the battery works from: the control header, and a JWT the server issued, if any."""
+
+    headers: dict[str, str]
+    access_jwt: str | None
+    refresh_token: str | None
+
+
+def _credentials(ctx: CheckContext, client: LiveClient) -> Credentials | None:
+    tokens = login(ctx, client) if login_credentials(ctx) else None
+    access = ctx.token if is_jwt(ctx.token) else (tokens.access_token if tokens else None)
+    if access is not None and not is_jwt(access):
+        access = None
+    if access is not None:
+        headers = {"Authorization": f"Bearer {access}"}
+    else:
+        headers = auth_headers(ctx, client) or {}
+    if not headers:
+        return None
+    return Credentials(
+        headers=headers, access_jwt=access,
+        refresh_token=tokens.refresh_token if tokens else None,
+    )
+
+
+def find_control(client: LiveClient, headers: dict[str, str]) -> tuple[str | None, list[str]]:
+    """The first candidate answering 200 to the credential, and what each candidate answered."""
+    tried: list[str] = []
+    for path in CONTROL_CANDIDATES:
+        response = client.get(path, headers=headers)
+        if response.status_code == 200:
+            return path, tried
+        tried.append(f"GET {path}: {response.status_code}")
+    return None, tried
+
+
+def signing_key(ctx: CheckContext) -> tuple[str, str] | None:
+    """(the server's JWT_SECRET, where it came from), when the run knows it."""
+    given = run_input(ctx, "jwt_secret")
+    if given:
+        return str(given), "--jwt-secret"
+    from_env = target_env(ctx).get("JWT_SECRET")
+    if from_env:
+        return from_env, "the reference stack's settings"
+    from_file = known_setting(ctx, "JWT_SECRET")
+    if from_file:
+        return from_file, "--env-file"
+    return None
+
+
+class _Battery:
+    """The probes of one run, all to the control endpoint; each answer judged on its own."""
+
+    def __init__(self, report: Report, client: LiveClient, path: str) -> None:
+        self.report = report
+        self.client = client
+        self.path = path
+
+    def probe(self, token: str | None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        return self.client.get(self.path, headers=headers)
+
+    def judge(self, item: str, cases: list[tuple[str, str | None]]) -> Finding:
+        """Passed when every case gets 401; failed on the first case answered otherwise."""
+        evidence: list[Evidence] = []
+        for what, token in cases:
+            response = self.probe(token)
+            evidence.append(self.client.evidence(response, f"{what} on GET {self.path}"))
+            status = response.status_code
+            if status == 429:
+                return self.report.error(
+                    item, f"{what}: rate limited (429) before the case could be judged",
+                    *evidence,
+                )
+            if status != 401:
+                accepted = "accepted" if status < 300 else f"answered {status}"
+                return self.report.failed(
+                    item, f"{what} was {accepted} on GET {self.path}", *evidence,
+                    expected="401 (AUTH_001 or AUTH_002)",
+                    actual=f"{status} {error_code_of(response) or ''}".strip(),
+                )
+        names = "; ".join(what for what, _ in cases)
+        return self.report.passed(
+            item, f"{names}: 401 on GET {self.path}, which answers 200 to the run's credential",
+            *evidence,
+        )
 
 
 @check(*AUTH_ITEMS, needs=("target",))
 def auth_battery(ctx: CheckContext) -> Iterator[Finding]:
-    """No, garbage, alg-none, wrong-key, expired and refresh tokens all get 401 on an API call."""
+    """Missing, garbage, unsigned, stripped, tampered, foreign-key, wrong-algorithm, expired and
+    refresh tokens all get 401 on a protected endpoint that accepts the run's own credential."""
     report = Report(f"{__name__}.auth_battery")
-    env = target_env(ctx)
     with client_for(ctx) as client:
         try:
-            headers = auth_headers(ctx, client)
-            tokens = login(ctx, client) if login_credentials(ctx) else None
+            credentials = _credentials(ctx, client)
         except LoginError as exc:
             for item in AUTH_ITEMS:
                 yield report.error(item, str(exc), exc.evidence)
             return
-        real = (headers or {}).get("Authorization", "").removeprefix("Bearer ") or None
-        control = ""
-        if headers:
-            # The positive control: the same call with a good credential must succeed, or a 401
-            # below would prove nothing.
-            response = client.get(PROTECTED_PATH, headers=headers)
-            if response.status_code != 200:
-                for item in AUTH_ITEMS:
-                    yield report.error(
-                        item, f"{PROTECTED_PATH} refused the run's own credential "
-                        f"({response.status_code}); the battery cannot be judged",
-                        client.evidence(response),
-                    )
-                return
-            control = f" (a valid credential gets 200 on {PROTECTED_PATH})"
-        claims = template_claims(real)
-        random_key = secrets.token_bytes(32)
-        expired = dict(claims, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)
-        cases: list[tuple[str, str, str | None]] = [
-            ("LIVE-AUTH-NO-TOKEN", "no token", None),
-            ("LIVE-AUTH-GARBAGE", "a garbage token", "not-a-token." + secrets.token_urlsafe(24)),
-            ("LIVE-AUTH-ALG-NONE", "an alg=none token", unsigned_token(claims)),
-            ("LIVE-AUTH-WRONG-KEY", "a token signed with another key",
-             jwt.encode(claims, random_key, algorithm="HS256")),
-        ]
-        secret = env.get("JWT_SECRET")
-        if secret:
-            expired_token = jwt.encode(expired, secret, algorithm="HS256")
-            expired_what = "an expired token signed with the server's JWT_SECRET"
-        else:
-            expired_token = jwt.encode(expired, random_key, algorithm="HS256")
-            expired_what = "an expired token (signed with a random key: the real key is unknown)"
-        cases.append(("LIVE-AUTH-EXPIRED", expired_what, expired_token))
-        if tokens is not None and tokens.refresh_token:
-            cases.append(
-                ("LIVE-AUTH-REFRESH-AS-ACCESS", "the refresh token as a bearer token",
-                 tokens.refresh_token)
+        if credentials is None:
+            for item in AUTH_ITEMS:
+                yield report.not_applicable(
+                    item, "no credential: give --token, --api-key or --email/--password "
+                    "(a 401 proves nothing without a credential that gets 200)",
+                )
+            return
+        path, tried = find_control(client, credentials.headers)
+        if path is None:
+            message = (
+                "no protected endpoint accepted the run's own credential, so no refusal can be "
+                f"judged; tried {'; '.join(tried)}"
+            )
+            for item in AUTH_ITEMS:
+                yield report.error(item, message)
+            return
+        battery = _Battery(report, client, path)
+        yield battery.judge("LIVE-AUTH-NO-TOKEN", [("no token", None)])
+        yield battery.judge(
+            "LIVE-AUTH-GARBAGE",
+            [("a garbage token", "not-a-token." + secrets.token_urlsafe(24)),
+             ("a three-part token of garbage", "eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl")],
+        )
+        yield from _jwt_cases(battery, credentials)
+        yield from _keyed_cases(ctx, battery, credentials)
+        if credentials.refresh_token:
+            yield battery.judge(
+                "LIVE-AUTH-REFRESH-AS-ACCESS",
+                [("the refresh token as a bearer token", credentials.refresh_token)],
             )
         else:
             yield report.not_applicable(
-                "LIVE-AUTH-REFRESH-AS-ACCESS", "no login credentials: no refresh token to misuse"
+                "LIVE-AUTH-REFRESH-AS-ACCESS",
+                "no refresh token to misuse: give --email/--password so the kit logs in",
             )
-        for item, what, token in cases:
-            status, code, evidence = _probe(client, token)
-            if status == 401:
-                yield report.passed(item, f"{what}: 401 {code or ''}{control}".strip(), evidence)
-            else:
-                yield report.failed(
-                    item, f"{what} was answered {status}", evidence,
-                    expected="401", actual=f"{status} {code or ''}".strip(),
-                )
+
+
+def _jwt_cases(battery: _Battery, credentials: Credentials) -> Iterator[Finding]:
+    token = credentials.access_jwt
+    claims = claims_of(token) if token else None
+    if token is None or claims is None:
+        for item in JWT_ITEMS:
+            yield battery.report.not_applicable(
+                item, "the run's credential is not a JWT, and forgeries built on invented "
+                f"claims prove nothing: {HOW_TO_GET_A_JWT}",
+            )
+        return
+    header, payload, _ = token.split(".")
+    yield battery.judge(
+        "LIVE-AUTH-ALG-NONE",
+        [(f"the run's claims with alg {alg!r} and no signature", unsigned_token(fresh(claims), alg))
+         for alg in ("none", "None", "NONE")],
+    )
+    yield battery.judge(
+        "LIVE-AUTH-SIG-STRIPPED",
+        [("the run's own token with its signature removed", f"{header}.{payload}."),
+         ("the run's own token without its signature part", f"{header}.{payload}")],
+    )
+    other_org = str(uuid.uuid4())
+    yield battery.judge(
+        "LIVE-AUTH-CLAIMS-TAMPERED",
+        [("the run's token with another organisation under its signature",
+          resigned_payload(token, {**claims, "org": other_org, "organization_id": other_org})),
+         ("the run's token with every permission under its signature",
+          resigned_payload(token, {**claims, "perms": list(ALL_PERMISSIONS), "role": "admin"}))],
+    )
+    yield battery.judge(
+        "LIVE-AUTH-WRONG-KEY",
+        [("the run's claims signed with another key",
+          hs_token(fresh(claims), secrets.token_bytes(32)))],
+    )
+
+
+def _keyed_cases(
+    ctx: CheckContext, battery: _Battery, credentials: Credentials
+) -> Iterator[Finding]:
+    """EXPIRED and ALG-PINNED: only with the server's real key (or a genuine expired token)."""
+    report = battery.report
+    token = credentials.access_jwt
+    claims = claims_of(token) if token else None
+    key = signing_key(ctx)
+    key_works = False
+    key_evidence: Evidence | None = None
+    if key is not None and claims is not None:
+        # The key's own positive control: a fresh token signed with it must get 200, or a 401
+        # to its expired twin would be the wrong-key case again.
+        response = battery.probe(hs_token(fresh(claims), key[0]))
+        key_works = response.status_code == 200
+        key_evidence = battery.client.evidence(
+            response, f"a fresh token signed with the JWT secret from {key[1]}"
+        )
+    given_expired = run_input(ctx, "expired_token")
+    if given_expired:
+        exp = expiry_of(str(given_expired))
+        if exp is None or exp > time.time():
+            yield report.error(
+                "LIVE-AUTH-EXPIRED", "the token given with --expired-token is not an expired "
+                "JWT (no exp claim in the past)",
+            )
+        else:
+            yield battery.judge(
+                "LIVE-AUTH-EXPIRED", [("the expired token given with --expired-token",
+                                       str(given_expired))],
+            )
+    elif key is not None and claims is not None and key_works:
+        past = int(time.time())
+        yield battery.judge(
+            "LIVE-AUTH-EXPIRED",
+            [("the run's claims, expired an hour ago, signed with the server's JWT secret",
+              hs_token({**claims, "iat": past - 7200, "exp": past - 3600,
+                        "jti": str(uuid.uuid4())}, key[0]))],
+        )
+    else:
+        yield _key_not_usable(report, "LIVE-AUTH-EXPIRED", key, claims, key_evidence)
+    if key is not None and claims is not None and key_works:
+        yield battery.judge(
+            "LIVE-AUTH-ALG-PINNED",
+            [(f"the run's claims signed {alg} with the server's JWT secret",
+              hs_token(fresh(claims), key[0], alg)) for alg in ("HS384", "HS512")],
+        )
+    else:
+        yield _key_not_usable(report, "LIVE-AUTH-ALG-PINNED", key, claims, key_evidence)
+
+
+def _key_not_usable(
+    report: Report, item: str, key: tuple[str, str] | None, claims: dict[str, Any] | None,
+    evidence: Evidence | None,
+) -> Finding:
+    if key is None:
+        return report.not_applicable(
+            item, f"the server's JWT secret is unknown, and a token signed with another key "
+            f"only repeats LIVE-AUTH-WRONG-KEY: {HOW_TO_KNOW_THE_KEY}",
+        )
+    if claims is None:
+        return report.not_applicable(item, f"no JWT issued to this run: {HOW_TO_GET_A_JWT}")
+    assert evidence is not None
+    return report.error(
+        item, f"the JWT secret from {key[1]} does not sign tokens this server accepts "
+        f"(a fresh token signed with it got {evidence.status_code}): give the server's own",
+        evidence,
+    )
 
 
 def secret_problem(name: str, value: str) -> str | None:

@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conformance.model import Evidence, Finding, Status
 
@@ -102,6 +102,46 @@ def run_id(ctx: CheckContext) -> str:
 def may_write(ctx: CheckContext) -> bool:
     """Writes beyond the smoke job and the rate-limit probe: the reference stack, or opted in."""
     return ctx.allow_writes or (ctx.target is not None and ctx.target.is_reference)
+
+
+def run_input(ctx: CheckContext, name: str) -> Any:
+    """A run input by its CheckContext field name (e.g. "jwt_secret", "second_token").
+
+    Typed fields first; inputs without one travel in `extra` under the same name (--tf-extra).
+    """
+    value = getattr(ctx, name, None)
+    if value is None or value == ():
+        value = ctx.extra.get(name)
+    return value
+
+
+def flag(ctx: CheckContext, name: str) -> bool:
+    """A boolean run input (e.g. "allow_load"), false when absent; "true"/"1"/"yes" from extra."""
+    value = run_input(ctx, name)
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)
+
+
+def may_load(ctx: CheckContext) -> bool:
+    """Load-like probes (many connections, bursts): the reference stack, or --allow-load."""
+    return flag(ctx, "allow_load") or (ctx.target is not None and ctx.target.is_reference)
+
+
+def known_setting(ctx: CheckContext, name: str) -> str | None:
+    """A server setting the kit knows: the reference stack's own, else the --env-file's."""
+    value = target_env(ctx).get(name)
+    if value:
+        return value
+    if ctx.env_file is not None:
+        from conformance.checks.static.base import ArtifactError
+        from conformance.checks.static.env import parse_env
+
+        try:
+            return parse_env(ctx.env_file).get(name)
+        except ArtifactError:
+            return None
+    return None
 
 
 def metrics_path(ctx: CheckContext) -> str:

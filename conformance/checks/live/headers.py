@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from conformance.checks.registry import CheckContext
     from conformance.model import Finding
 
-#: Six months, the shortest max-age the HSTS preload list accepts.
-HSTS_MIN_MAX_AGE = 15768000
+#: One year: what the HSTS preload list asks for (and browsers' own recommendation).
+HSTS_MIN_MAX_AGE = 31536000
 SAFE_REFERRER_POLICIES = frozenset({
     "no-referrer", "same-origin", "strict-origin", "strict-origin-when-cross-origin", "origin",
     "origin-when-cross-origin",
@@ -67,7 +67,7 @@ def referrer_problem(value: str | None) -> str | None:
 
 @check(*HEADER_ITEMS, needs=("target",))
 def security_headers(ctx: CheckContext) -> Iterator[Finding]:
-    """HSTS (max-age >= 6 months), CSP without unsafe-*, nosniff, no framing, Referrer-Policy."""
+    """HSTS (max-age >= 1 year), CSP without unsafe-*, nosniff, no framing, Referrer-Policy."""
     report = Report(f"{__name__}.security_headers")
     with client_for(ctx) as client:
         response = client.get("/health")

@@ -14,9 +14,16 @@ import jwt
 import pytest
 from live_support import run_checks, statuses
 
-from conformance.checks.live.auth import secret_problem, unsigned_token, verifies_with
+from conformance.checks.live.auth import (
+    claims_of,
+    resigned_payload,
+    secret_problem,
+    unsigned_token,
+    verifies_with,
+)
 from conformance.checks.live.headers import csp_problem, frame_problem, hsts_problem
 from conformance.checks.live.http import curl_for, redact_body, retry_after_seconds
+from conformance.checks.live.hygiene import leaks
 from conformance.checks.live.logs import missing_fields, parse_line
 from conformance.checks.live.metrics import CONTRACT_METRICS, exposed_names
 from conformance.checks.registry import CheckContext
@@ -55,10 +62,11 @@ def test_retry_after_reads_seconds_and_dates() -> None:
 
 @pytest.mark.parametrize(
     ("value", "ok"),
-    [("max-age=31536000; includeSubDomains", True), ("max-age=15768000", True),
-     ("max-age=86400", False), ("includeSubDomains", False), (None, False)],
+    [("max-age=31536000; includeSubDomains", True), ("max-age=63072000", True),
+     ("max-age=15768000", False), ("max-age=86400", False), ("includeSubDomains", False),
+     (None, False)],
 )
-def test_hsts_needs_six_months(value: str | None, ok: bool) -> None:
+def test_hsts_needs_a_year(value: str | None, ok: bool) -> None:
     assert (hsts_problem(value) is None) is ok
 
 
@@ -141,3 +149,39 @@ def test_no_log_source_is_not_applicable() -> None:
     target = Target(base_url="https://127.0.0.1:9", provider="external", is_reference=False)
     findings = run_checks(CheckContext(target=target), "logs.log_lines")
     assert {f.status for f in findings} == {Status.NOT_APPLICABLE}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        'Traceback (most recent call last):\n  File "/srv/app/api.py", line 12, in submit',
+        '{"error": {"code": "INTERNAL_ERROR", "message": "JSONDecodeError: Expecting value"}}',
+        '{"detail": "see /usr/lib/python3/dist-packages/app/views.py"}',
+        "thread 'main' panicked at src/main.rs:3:5",
+    ],
+)
+def test_internals_in_an_error_body_are_found(body: str) -> None:
+    assert leaks(body)
+
+
+def test_a_plain_error_envelope_shows_no_internals() -> None:
+    body = ('{"success": false, "error": {"code": "VALIDATION_001", "message": "malformed JSON '
+            'body", "details": [{"field": "body", "message": "Expecting value at line 1"}]}}')
+    assert leaks(body) == []
+
+
+def test_a_token_with_a_tampered_payload_keeps_its_header_and_signature() -> None:
+    token = jwt.encode({"sub": "a", "org": "x"}, "k" * 32, algorithm="HS256")
+    forged = resigned_payload(token, {"sub": "a", "org": "y"})
+    assert forged.split(".")[0] == token.split(".")[0]
+    assert forged.split(".")[2] == token.split(".")[2]
+    assert claims_of(forged) == {"sub": "a", "org": "y"}
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(forged, "k" * 32, algorithms=["HS256"])
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE"])
+def test_unsigned_tokens_carry_the_spelling_asked_for(alg: str) -> None:
+    token = unsigned_token({"sub": "x"}, alg)
+    assert jwt.get_unverified_header(token)["alg"] == alg
+    assert token.endswith(".")

@@ -1,0 +1,80 @@
+"""Each flaw class of an independent implementation shows as the right `failed` item.
+
+`flawed_app` is a small implementation of the contract written apart from the reference server;
+one switch per flaw. With the switch on, the matching item must be `failed` (not error, not
+passed); with every switch off the same checks pass, so the failure is the flaw's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flawed_support import FlawedServer, serve_flawed
+from live_support import explain, run_checks, statuses
+
+from conformance.model import Status
+
+FlawedFactory = Callable[..., contextlib.AbstractContextManager[FlawedServer]]
+
+#: flaw switch -> (the checks to run, the items that must fail)
+CLASSES: dict[str, tuple[tuple[str, ...], set[str]]] = {
+    "alg-none": (("auth.auth_battery",), {"LIVE-AUTH-ALG-NONE"}),
+    # An empty signature accepted is alg none accepted too.
+    "sig-stripped": (("auth.auth_battery",), {"LIVE-AUTH-SIG-STRIPPED", "LIVE-AUTH-ALG-NONE"}),
+    "claims-tampered": (("auth.auth_battery",), {"LIVE-AUTH-CLAIMS-TAMPERED"}),
+    # No signature check: tampered claims and expired tokens pass as well.
+    "wrong-key": (("auth.auth_battery",), {
+        "LIVE-AUTH-WRONG-KEY", "LIVE-AUTH-CLAIMS-TAMPERED", "LIVE-AUTH-EXPIRED",
+    }),
+    "alg-any-hs": (("auth.auth_battery",), {"LIVE-AUTH-ALG-PINNED"}),
+    "expired-accepted": (("auth.auth_battery",), {"LIVE-AUTH-EXPIRED"}),
+    "refresh-as-access": (("auth.auth_battery",), {"LIVE-AUTH-REFRESH-AS-ACCESS"}),
+    "traceback": (("hygiene.error_hygiene",), {"LIVE-ERROR-MALFORMED-JSON"}),
+    "no-media-type": (("hygiene.error_hygiene",), {"LIVE-ERROR-MEDIA-TYPE"}),
+    "no-body-limit": (("hygiene.error_hygiene",), {"LIVE-ERROR-OVERSIZED"}),
+    "html-404": (("hygiene.exposure",), {"LIVE-ERROR-NOT-FOUND"}),
+    "version-banner": (("hygiene.exposure",), {"LIVE-BANNER-VERSION"}),
+    "weak-headers": (("headers.security_headers",), {
+        "LIVE-HEADER-HSTS", "LIVE-HEADER-CSP", "LIVE-HEADER-NOSNIFF", "LIVE-HEADER-FRAME",
+        "LIVE-HEADER-REFERRER",
+    }),
+}
+
+
+@pytest.fixture(scope="module")
+def flawed(
+    tls_files: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> FlawedFactory:
+    directory = tmp_path_factory.mktemp("flawed")
+
+    def factory(*flaws: str, **options: int) -> contextlib.AbstractContextManager[FlawedServer]:
+        return serve_flawed(tls_files, flaws, directory=directory, **options)
+
+    return factory
+
+
+@pytest.fixture(scope="module")
+def sound(flawed: FlawedFactory) -> Iterator[FlawedServer]:
+    """The same implementation with every switch off."""
+    with flawed() as server:
+        yield server
+
+
+@pytest.mark.parametrize("flaw", sorted(CLASSES))
+def test_the_flaw_fails_its_item(flawed: FlawedFactory, flaw: str) -> None:
+    checks, failing = CLASSES[flaw]
+    with flawed(flaw) as server:
+        findings = run_checks(server.context(), *checks)
+    result = statuses(findings)
+    assert {i for i, s in result.items() if s is Status.FAILED} == failing, explain(findings)
+    assert Status.ERROR not in result.values(), explain(findings)
+
+
+@pytest.mark.parametrize("checks", sorted({c for c, _ in CLASSES.values()}))
+def test_without_flaws_the_same_items_pass(sound: FlawedServer, checks: tuple[str, ...]) -> None:
+    findings = run_checks(sound.context(), *checks)
+    result = statuses(findings)
+    assert set(result.values()) == {Status.PASSED}, explain(findings)
