@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from conformance.checks.registry import CheckSpec
+from conformance.inputs import add_arguments, file_inputs, forward, resolve_entry, secrets_of
 from conformance.model import CatalogueEntry, ExitStatus, Kind, Phase, RunResult, Status
 from conformance.runner import Selection, expired_waivers, parse_phase, parse_severity
 from conformance.yamlrecords import ConfigError
@@ -31,6 +32,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_COMPOSE_DIR = PACKAGE_DIR.parent / "compose"
 EXAMPLES_DIR = PACKAGE_DIR / "examples"
 INTERRUPTED = 130
+DEFAULT_REPORTS_DIR = Path("reports")
 PROBE_TIMEOUT_SECONDS = 4.0
 #: Inputs a reference stack supplies; a check needing one of them needs a live target.
 LIVE_NEEDS = frozenset({"target", "database_url", "redis_url", "log_file"})
@@ -87,67 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     run = commands.add_parser("run", help="run the conformance checks and write the reports")
-    target = run.add_argument_group("target")
-    target.add_argument("--stack", choices=("auto", "docker", "embedded", "external"),
-                        default="auto", help="how to get a target (default: auto; external "
-                                             "when --target-url is given)")
-    target.add_argument("--target-url", help="base URL of a deployment to verify")
-    target.add_argument("--token", help="access token for the target (or $TASKFORGE_TOKEN)")
-    target.add_argument("--api-key", help="API key for the target")
-    target.add_argument("--email", help="login e-mail for the target")
-    target.add_argument("--password", help="login password (or $TASKFORGE_PASSWORD)")
-    target.add_argument("--ca-bundle", type=Path, help="PEM of the CA of the target's certificate")
-    target.add_argument("--insecure", action="store_true",
-                        help="skip TLS verification for the other checks (the TLS checks still "
-                             "report the certificate)")
-    target.add_argument("--database-url", help="PostgreSQL URL of the deployment, reachable here")
-    target.add_argument("--redis-url", help="Redis URL of the deployment, reachable here")
-    target.add_argument("--log-file", type=Path, help="file of the server's JSON log lines")
-    target.add_argument("--log-command", help="command printing the server's recent log lines")
-    target.add_argument("--cors-origin", help="an origin the deployment allows (CORS checks; "
-                                              "default: the first of CORS_ALLOWED_ORIGINS)")
-    target.add_argument("--metrics-endpoint", help="path of the metrics endpoint (default: "
-                                                   "METRICS_ENDPOINT or /metrics)")
-    target.add_argument("--migrations-dir", type=Path,
-                        help="the migrations the deployment should have applied")
-    target.add_argument("--chaos-results", type=Path,
-                        help="results file of `python -m conformance.chaos` (chaos checks)")
-    target.add_argument("--load-results", type=Path,
-                        help="verdict.json of `python -m loadtests` (load and sizing checks)")
-    target.add_argument("--allow-writes", action="store_true",
-                        help="allow writes beyond one smoke job and a bounded rate-limit probe "
-                             "on a target that is not the reference stack")
-
-    files = run.add_argument_group("deployment files (static checks)")
-    files.add_argument("--env-file", type=Path)
-    files.add_argument("--compose-file", type=Path)
-    files.add_argument("--dockerfile", type=Path)
-    files.add_argument("--nginx-conf", type=Path)
-    files.add_argument("--prometheus-config", type=Path)
-    files.add_argument("--prometheus-rules", type=Path, action="append", default=[],
-                       help="alert rule file (repeatable)")
-
-    hosts = run.add_argument_group("hosts")
-    hosts.add_argument("--hosts", action="append", default=[], metavar="SPEC",
-                       help="testinfra host spec, e.g. ssh://user@server (repeatable; default: "
-                            "local:// when --phase pre-deploy, daily or monthly is selected)")
-    hosts.add_argument("--taskforge-dir", default="/opt/taskforge",
-                       help="the deployment directory on the host (default: /opt/taskforge)")
-
-    select = run.add_argument_group("selection and verdict")
-    select.add_argument("--phase", action="append", default=[],
-                        help="static, pre-deploy, post-deploy, production, daily, weekly, monthly "
-                             "(repeatable; default: all)")
-    select.add_argument("--severity", help="only this severity and more serious ones")
-    select.add_argument("--waivers", type=Path, help="YAML file of waivers")
-    select.add_argument("--attestations", type=Path, help="YAML file of attestations")
-    select.add_argument("--require-attestations", action="store_true",
-                        help="unattested blocking items block the verdict (implied by "
-                             "--phase pre-deploy)")
-    select.add_argument("-n", "--workers", type=int, default=None,
-                        help="pytest-xdist worker processes (default: 0, in-process)")
-    select.add_argument("--reports-dir", type=Path, default=Path("reports"),
-                        help="where reports/<run-id>/ is written (default: ./reports)")
+    add_arguments(run)  # every run input, from the one table of conformance/inputs.py
 
     listing = commands.add_parser("list", help="print the catalogue")
     listing.add_argument("--phase", action="append", default=[])
@@ -257,14 +199,14 @@ def make_plan(args: argparse.Namespace, suite: Suite) -> Plan:
     selection = selection_of(args)
     files: dict[str, Path | None] = {name: getattr(args, name) for name in FILE_OPTIONS}
     rules = list(args.prometheus_rules)
-    for name, path in [*files.items(), *(("prometheus_rules", r) for r in rules)]:
-        if path is not None and not path.is_file():
-            raise UsageError(f"--{name.replace('_', '-')} {path}: no such file")
-    for name in ("ca_bundle", "log_file", "waivers", "attestations", "chaos_results",
-                 "load_results"):
-        path = getattr(args, name)
-        if path is not None and not path.is_file():
-            raise UsageError(f"--{name.replace('_', '-')} {path}: no such file")
+    for flag, path in file_inputs(vars(args)):
+        if not path.is_file():
+            raise UsageError(f"{flag} {path}: no such file")
+    for flag, text in [("--resolve", r) for r in args.resolve]:
+        if not resolve_entry(text):
+            raise UsageError(f"{flag} {text!r}: expected HOST:PORT:ADDRESS")
+    if args.slow_client_count is not None and args.slow_client_count < 1:
+        raise UsageError("--slow-client-count must be 1 or more")
     explicit_files = any(files.values()) or bool(rules)
     # Without files or a target of their own, users get the reference deployment's compose/.
     defaults_from_repo = (not explicit_files and not args.target_url
@@ -360,46 +302,19 @@ def pytest_arguments(args: argparse.Namespace, plan: Plan, suite: Suite, workdir
         argv += ["-p", "xdist.plugin", "-n", str(workers)]
     for plugin in suite.pytest_plugins:
         argv += ["-p", plugin]
-    for name, path in plan.files.items():
-        if path is not None:
-            argv += [f"--tf-{name.replace('_', '-')}", str(path)]
-    for rule in plan.rules:
-        argv += ["--tf-prometheus-rules", str(rule)]
-    for host in plan.hosts:
-        argv += ["--tf-hosts", host]
-    argv += ["--tf-taskforge-dir", args.taskforge_dir]
-    for phase in plan.selection.phases:
-        argv += ["--tf-phase", phase.value]
-    if plan.selection.min_severity is not None:
-        argv += ["--tf-severity", plan.selection.min_severity.value]
-    if args.waivers:
-        argv += ["--tf-waivers", str(args.waivers)]
-    if args.attestations:
-        argv += ["--tf-attestations", str(args.attestations)]
-    if plan.require_attestations:
-        argv.append("--tf-require-attestations")
-    if args.allow_writes:
-        argv.append("--tf-allow-writes")
-    if args.insecure:
-        argv.append("--tf-insecure")
-    for name in ("cors_origin", "metrics_endpoint", "migrations_dir", "chaos_results",
-                 "load_results"):
-        value = getattr(args, name)
-        if value is not None:
-            argv += ["--tf-extra", f"{name}={value}"]
-    for name in ("database_url", "redis_url", "log_file", "log_command"):
-        value = getattr(args, name)
-        if value is not None:
-            argv += [f"--tf-{name.replace('_', '-')}", str(value)]
-    if target is not None:
-        # Credentials travel in a file only this user can read, not on command lines.
+    # The run's inputs as given, with what the plan decided in their place.
+    values = {**vars(args), **plan.files, "prometheus_rules": plan.rules, "hosts": plan.hosts,
+              "phase": [p.value for p in plan.selection.phases],
+              "severity": (plan.selection.min_severity.value
+                           if plan.selection.min_severity is not None else None),
+              "require_attestations": plan.require_attestations}
+    argv += forward(values)
+    # Secrets travel in a file only this user can read, not on command lines.
+    secrets = secrets_of(values)
+    if target is not None or secrets:
         target_file = workdir / "target.json"
-        write_target_file(
-            target_file, target,
-            token=args.token or os.environ.get("TASKFORGE_TOKEN"),
-            auth={"api_key": args.api_key, "email": args.email,
-                  "password": args.password or os.environ.get("TASKFORGE_PASSWORD")},
-        )
+        token = secrets.pop("token", None)
+        write_target_file(target_file, target, token=token, auth=dict(secrets))
         argv += ["--tf-target-file", str(target_file)]
     argv += list(suite.pytest_args)
     argv.append(str(SUITE_PATH))
@@ -470,9 +385,10 @@ def run(args: argparse.Namespace, suite: Suite, out: TextIO) -> int:
                "defaults_from_repo": plan.defaults_from_repo}
     result = replace(result, run=replace(result.run, options=options, started_at=started_at,
                                          finished_at=datetime.now(UTC)))
-    report_dir = write(result, args.reports_dir, out)
+    reports_dir = args.reports_dir or DEFAULT_REPORTS_DIR
+    report_dir = write(result, reports_dir, out)
     if report_dir is not None:
-        write_timing(result, args.reports_dir)
+        write_timing(result, reports_dir)
     print_summary(result, report_dir, out)
     return int(result.exit_status)
 

@@ -11,9 +11,8 @@ with --tf-allow-writes. When it is False a live check may write nothing but one 
 with the run ID and a bounded rate-limit probe; anything else that writes must not run.
 
 Run it directly with `pytest conformance/suite.py --tf-...` or through `python -m conformance run`.
-CheckContext.extra carries: `insecure` (bool), `api_key`, `email`, `password` (credentials of the
-live target), `taskforge_dir` (the server's /opt/taskforge) and `host_root` (prefix for files the
-host checks read; "/" except in tests).
+The `--tf-*` options are those of conformance/inputs.py (one table for the command line, the
+pytest options and the typed CheckContext fields).
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ import pytest
 from conformance import __version__, hookspecs
 from conformance.attestations import load_attestations
 from conformance.checks.registry import CheckContext, CheckSpec
+from conformance.inputs import CONTEXT_INPUTS, add_pytest_options, context_values, resolve_entry
 from conformance.model import (
     Attestation,
     CatalogueEntry,
@@ -64,7 +64,6 @@ if TYPE_CHECKING:
 
 SUITE_PATH = Path(__file__).with_name("suite.py")
 FINDINGS_PROPERTY = "taskforge_findings"
-DEFAULT_TASKFORGE_DIR = "/opt/taskforge"
 
 
 @dataclass(kw_only=True)
@@ -99,61 +98,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("taskforge", "TaskForge conformance")
-
-    def path_option(name: str, help_text: str) -> None:
-        group.addoption(f"--tf-{name}", dest=f"tf_{name.replace('-', '_')}", default=None,
-                        metavar="PATH", help=help_text)
-
-    path_option("env-file", "the deployment's .env file (static checks)")
-    path_option("compose-file", "the deployment's docker-compose.prod.yml (static checks)")
-    path_option("dockerfile", "the deployment's production Dockerfile (static checks)")
-    path_option("nginx-conf", "the nginx configuration (static checks)")
-    path_option("prometheus-config", "prometheus.yml (static checks)")
-    group.addoption("--tf-prometheus-rules", dest="tf_prometheus_rules", action="append",
-                    default=[], metavar="PATH", help="Prometheus alert rule file (repeatable)")
-    group.addoption("--tf-target-url", dest="tf_target_url", default=None, metavar="URL",
-                    help="Base URL of the TaskForge deployment to verify (external target)")
-    path_option("target-file", "JSON file describing the target and its credentials "
-                               "(written by `python -m conformance run`)")
-    path_option("ca-bundle", "PEM file of the CA that signed the target's certificate")
-    group.addoption("--tf-insecure", dest="tf_insecure", action="store_true", default=False,
-                    help="do not verify the target's TLS certificate (its checks still run)")
-    group.addoption("--tf-token", dest="tf_token", default=os.environ.get("TASKFORGE_TOKEN"),
-                    metavar="TOKEN", help="access token for the target (default: $TASKFORGE_TOKEN)")
-    group.addoption("--tf-hosts", dest="tf_hosts", action="append", default=[],
-                    metavar="SPEC", help="testinfra host for host checks, e.g. local:// or "
-                                         "ssh://user@host (repeatable)")
-    group.addoption("--tf-taskforge-dir", dest="tf_taskforge_dir", default=DEFAULT_TASKFORGE_DIR,
-                    metavar="PATH", help="the deployment directory on the host")
-    group.addoption("--tf-host-root", dest="tf_host_root", default="/", metavar="PATH",
-                    help="prefix of the files host checks read (tests use a fake root)")
-    path_option("log-file", "file of the server's JSON log lines")
-    group.addoption("--tf-log-command", dest="tf_log_command", default=None, metavar="CMD",
-                    help="command printing the server's recent log lines")
-    group.addoption("--tf-database-url", dest="tf_database_url", default=None, metavar="URL",
-                    help="PostgreSQL URL reachable from here")
-    group.addoption("--tf-redis-url", dest="tf_redis_url", default=None, metavar="URL",
-                    help="Redis URL reachable from here")
-    group.addoption("--tf-allow-writes", dest="tf_allow_writes", action="store_true",
-                    default=False, help="let checks write to a target that is not the reference "
-                                        "stack (beyond one smoke job and a rate-limit probe)")
-    group.addoption("--tf-phase", dest="tf_phase", action="append", default=[],
-                    metavar="PHASE", help="run only items of this phase (repeatable)")
-    group.addoption("--tf-severity", dest="tf_severity", default=None, metavar="LEVEL",
-                    help="run only items of this severity or a more serious one")
-    path_option("waivers", "YAML file of waivers")
-    path_option("attestations", "YAML file of attestations")
-    group.addoption("--tf-require-attestations", dest="tf_require_attestations",
-                    action="store_true", default=False,
-                    help="unattested blocking items make the verdict NOT READY")
-    path_option("reports-dir", "write the reports of the run under this directory")
-    group.addoption("--tf-extra", dest="tf_extra", action="append", default=[],
-                    metavar="KEY=VALUE", help="an extra input for the checks, e.g. "
-                                              "cors_origin=https://app.example.com (repeatable)")
-    group.addoption("--tf-run-id", dest="tf_run_id", default=None, metavar="ID",
-                    help="the run's ID (tags the smoke job; names reports/<run-id>/)")
-    group.addoption("--tf-no-summary", dest="tf_no_summary", action="store_true", default=False,
-                    help="leave the verdict summary to the caller (python -m conformance run)")
+    add_pytest_options(group.addoption)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -244,22 +189,10 @@ def build_context(config: pytest.Config) -> CheckContext:
     """The CheckContext of this process, from the options (and the target file, if any)."""
     opt = config.option
     target: Target | None = None
-    token: str | None = opt.tf_token
-    extra: dict[str, Any] = {
-        "insecure": bool(opt.tf_insecure),
-        "taskforge_dir": opt.tf_taskforge_dir,
-        "host_root": opt.tf_host_root,
-        "run_id": config.stash[STATE_KEY].run_id,
-    }
-    for pair in opt.tf_extra:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--tf-extra {pair!r}: expected KEY=VALUE")
-        extra[key.strip()] = value
+    from_file: dict[str, Any] = {}
     if opt.tf_target_file:
         target, file_token, auth = read_target_file(Path(opt.tf_target_file))
-        token = token or file_token
-        extra.update({k: v for k, v in auth.items() if v is not None})
+        from_file = {**auth, "token": file_token}
     elif opt.tf_target_url:
         from conformance.stack import Target
 
@@ -269,31 +202,27 @@ def build_context(config: pytest.Config) -> CheckContext:
             redis_url=opt.tf_redis_url, log_file=_path(opt.tf_log_file), env={},
             admin_email=None, admin_password=None,
         )
+    values = context_values(opt, overrides=from_file)
+    for entry in values["resolve"]:
+        if resolve_entry(entry) is None:
+            raise ConfigError(f"--tf-resolve {entry!r}: expected HOST:PORT:ADDRESS")
     # Writes beyond the smoke job and the rate-limit probe only on our own stack or when asked.
-    allow_writes = bool(opt.tf_allow_writes) or (target is not None and target.is_reference)
-    return CheckContext(
-        env_file=_path(opt.tf_env_file),
-        compose_file=_path(opt.tf_compose_file),
-        dockerfile=_path(opt.tf_dockerfile),
-        nginx_conf=_path(opt.tf_nginx_conf),
-        prometheus_config=_path(opt.tf_prometheus_config),
-        prometheus_rules=tuple(Path(p).expanduser() for p in opt.tf_prometheus_rules),
+    values.update(
+        allow_writes=values["allow_writes"] or (target is not None and target.is_reference),
         target=target,
-        token=token,
-        hosts=tuple(opt.tf_hosts),
         log_file=_path(opt.tf_log_file) or (target.log_file if target else None),
-        log_command=opt.tf_log_command,
         database_url=opt.tf_database_url or (target.database_url if target else None),
         redis_url=opt.tf_redis_url or (target.redis_url if target else None),
-        allow_writes=allow_writes,
-        extra=extra,
+        run_id=config.stash[STATE_KEY].run_id,
     )
+    return CheckContext(**values)
 
 
-def write_target_file(path: Path, target: Target, *, token: str | None = None,
+def write_target_file(path: Path, target: Target | None, *, token: str | None = None,
                       auth: dict[str, str | None] | None = None) -> None:
-    """Hand a target and its credentials to every test process, readable by the owner only."""
-    data = {"target": to_jsonable(_target_fields(target)), "token": token, "auth": auth or {}}
+    """Hand a target and the run's secrets to every test process, readable by the owner only."""
+    data = {"target": to_jsonable(_target_fields(target)) if target is not None else None,
+            "token": token, "auth": auth or {}}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         json.dump(data, out, default=str)
@@ -309,13 +238,14 @@ def _target_fields(target: Target) -> dict[str, Any]:
     return fields
 
 
-def read_target_file(path: Path) -> tuple[Target, str | None, dict[str, Any]]:
+def read_target_file(path: Path) -> tuple[Target | None, str | None, dict[str, Any]]:
     from conformance.stack import Target
 
+    target: Target | None = None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         fields = data["target"]
-        target = Target(
+        target = None if fields is None else Target(
             base_url=fields["base_url"], provider=fields["provider"],
             is_reference=bool(fields["is_reference"]), ca_bundle=_path(fields["ca_bundle"]),
             database_url=fields["database_url"], redis_url=fields["redis_url"],
@@ -535,10 +465,18 @@ def run_options(config: pytest.Config, context: CheckContext | None) -> dict[str
             "hosts": list(context.hosts), "log_file": context.log_file,
             "log_command": context.log_command,
             "allow_writes": context.allow_writes,
-            "insecure": bool(context.extra.get("insecure")),
-            "authenticated": bool(context.token or context.extra.get("api_key")
-                                  or context.extra.get("email")),
+            "insecure": context.insecure,
+            "authenticated": bool(context.token or context.api_key or context.email),
         })
+        # The newer inputs, when given; never a secret.
+        shown = {"allow_writes", "insecure", "hosts", "log_command", "prometheus_rules",
+                 "env_file", "compose_file", "dockerfile", "nginx_conf", "prometheus_config"}
+        for spec in CONTEXT_INPUTS:
+            value = getattr(context, spec.name)
+            if spec.secret or spec.name in shown or spec.name == "run_id":
+                continue
+            if value not in (None, False, (), "") and value != spec.default:
+                options[spec.name] = list(value) if isinstance(value, tuple) else value
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
 
 

@@ -1,12 +1,11 @@
 """Chaos items (guide 6.3 and 10.2) judged from a chaos run's chaos.json.
 
-The file comes from `CheckContext.extra["chaos_results"]` (or $TASKFORGE_CHAOS_RESULTS, for runs
-whose command line has no option for it); without one every item is not applicable.
+The file comes from `CheckContext.chaos_results` (--chaos-results, or $TASKFORGE_CHAOS_RESULTS: the
+run-input table reads the variable, not this check); without one every item is not applicable.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,11 @@ from conformance.chaos.results import ChaosResultsError, read_results
 from conformance.checks.registry import CheckContext, check, failed, passed
 from conformance.model import Evidence, Finding, Status
 
-ENVIRONMENT_VARIABLE = "TASKFORGE_CHAOS_RESULTS"
 CHECK_NAME = f"{__name__}.chaos_scenarios"
 
 
 def results_path(ctx: CheckContext) -> Path | None:
-    given = ctx.extra.get("chaos_results") or os.environ.get(ENVIRONMENT_VARIABLE)
-    return Path(str(given)).expanduser() if given else None
+    return ctx.chaos_results
 
 
 def _figures(scenario: dict[str, Any]) -> str:

@@ -1,6 +1,7 @@
 """Load items (guide 6.4) judged from a load run's verdict.json, linking its report and plots.
 
-The file comes from `CheckContext.extra["load_results"]`; without one the items are not applicable.
+The file comes from `CheckContext.load_results` (--load-results); without one the items are not
+applicable.
 """
 
 from __future__ import annotations
@@ -38,13 +39,12 @@ def _read(path: Path) -> dict[str, Any]:
 @check(*ITEMS)
 def load_run(ctx: CheckContext) -> Iterator[Finding]:
     """Thresholds, pool exhaustion and generator headroom of the given load run."""
-    given = ctx.extra.get("load_results")
-    if not given:
+    path = ctx.load_results
+    if path is None:
         for item_id in ITEMS:
             yield Finding(item_id=item_id, status=Status.NOT_APPLICABLE, check=CHECK_NAME,
                           message="not run: no load results given (nox -s load)")
         return
-    path = Path(str(given))
     try:
         data = _read(path)
     except (OSError, ValueError) as exc:

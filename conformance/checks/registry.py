@@ -8,9 +8,9 @@ A check whose inputs are absent is not run: its items are reported as not applic
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from conformance.model import Evidence, Finding, Status
 
@@ -20,23 +20,63 @@ if TYPE_CHECKING:
 
 @dataclass(kw_only=True)
 class CheckContext:
-    """Everything a check may read. Absent inputs are None."""
+    """Everything a check may read. Absent inputs are None (or empty, or False).
 
+    The fields named like a run input are filled from it (conformance/inputs.py declares each
+    one: flag, type, environment variable, help); the rest the runner derives.
+    """
+
+    # deployment files
     env_file: Path | None = None
     compose_file: Path | None = None
     dockerfile: Path | None = None
     nginx_conf: Path | None = None
     prometheus_config: Path | None = None
     prometheus_rules: tuple[Path, ...] = ()
+    # the live target: derived from --target-url, --ca-bundle or the stack the run stood up
     target: Target | None = None  # a live deployment (reference stack or external)
-    token: str | None = None  # access token or API key for the live target
-    hosts: tuple[str, ...] = ()  # testinfra host specs, e.g. "local://", "ssh://user@host"
-    log_file: Path | None = None
+    database_url: str | None = None  # --database-url, else the target's
+    redis_url: str | None = None  # --redis-url, else the target's
+    log_file: Path | None = None  # --log-file, else the target's
+    allow_writes: bool = False  # --allow-writes, or the reference stack
+    # credentials of the run's own identity
+    token: str | None = None  # access token for the live target
+    api_key: str | None = None
+    email: str | None = None
+    password: str | None = None
+    # a second identity, in another organisation, and signing keys
+    second_token: str | None = None
+    second_api_key: str | None = None
+    second_email: str | None = None
+    second_password: str | None = None
+    jwt_secret: str | None = None
+    expired_token: str | None = None
+    # how to reach the target and what to ask of it
+    insecure: bool = False
+    resolve: tuple[str, ...] = ()  # HOST:PORT:ADDRESS, as curl --resolve
     log_command: str | None = None
-    database_url: str | None = None
-    redis_url: str | None = None
-    allow_writes: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    cors_origin: str | None = None
+    metrics_endpoint: str | None = None
+    metrics_url: str | None = None
+    migrations_dir: Path | None = None
+    allow_load: bool = False
+    slow_client_count: int | None = None
+    # observability and the front door
+    prometheus_url: str | None = None
+    alertmanager_url: str | None = None
+    grafana_url: str | None = None
+    grafana_token: str | None = None
+    docker_host: str | None = None
+    # results of other runs
+    chaos_results: Path | None = None
+    load_results: Path | None = None
+    fuzz_results: Path | None = None
+    # hosts
+    hosts: tuple[str, ...] = ()  # testinfra host specs, e.g. "local://", "ssh://user@host"
+    taskforge_dir: str = "/opt/taskforge"  # the deployment directory on the hosts
+    host_root: str = "/"  # prefix of the files host checks read ("/" except in tests)
+    # the run
+    run_id: str | None = None
 
     def has(self, name: str) -> bool:
         value = getattr(self, name, None)

@@ -31,9 +31,8 @@ def scenario(name: str, **changes: Any) -> dict[str, Any]:
 
 
 def findings_for(path: Path | None) -> dict[str, tuple[Status, str]]:
-    extra = {"chaos_results": str(path)} if path is not None else {}
     return {f.item_id: (f.status, f.message)
-            for f in chaos_scenarios(CheckContext(extra=extra))}
+            for f in chaos_scenarios(CheckContext(chaos_results=path))}
 
 
 def test_checks_judge_each_scenario_from_chaos_json(tmp_path: Path) -> None:

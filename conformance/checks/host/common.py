@@ -78,8 +78,8 @@ class HostView:
 
 
 def hosts(context: CheckContext) -> Iterator[HostView]:
-    root = str(context.extra.get("host_root") or "/")
-    taskforge_dir = str(context.extra.get("taskforge_dir") or "/opt/taskforge")
+    root = context.host_root or "/"
+    taskforge_dir = context.taskforge_dir or "/opt/taskforge"
     for spec in context.hosts:
         yield HostView(spec=spec, host=_testinfra_host(spec), root=root,
                        taskforge_dir=taskforge_dir)

@@ -95,8 +95,7 @@ def log_file_of(ctx: CheckContext) -> Path | None:
 
 
 def run_id(ctx: CheckContext) -> str:
-    value = ctx.extra.get("run_id")
-    return str(value) if value else _PROCESS_RUN_ID
+    return ctx.run_id or _PROCESS_RUN_ID
 
 
 def may_write(ctx: CheckContext) -> bool:
@@ -145,8 +144,7 @@ def known_setting(ctx: CheckContext, name: str) -> str | None:
 
 
 def metrics_path(ctx: CheckContext) -> str:
-    value = ctx.extra.get("metrics_endpoint") or target_env(ctx).get("METRICS_ENDPOINT")
-    return str(value) if value else "/metrics"
+    return ctx.metrics_endpoint or target_env(ctx).get("METRICS_ENDPOINT") or "/metrics"
 
 
 def shorten(text: str, limit: int = 600) -> str:

@@ -22,8 +22,8 @@ SIMPLE_PATH = "/health"
 
 def allowed_origin(ctx: CheckContext) -> str | None:
     """The origin to try as allowed: --cors-origin, else the first configured one."""
-    if ctx.extra.get("cors_origin"):
-        return str(ctx.extra["cors_origin"])
+    if ctx.cors_origin:
+        return ctx.cors_origin
     configured = [
         o.strip() for o in target_env(ctx).get("CORS_ALLOWED_ORIGINS", "").split(",") if o.strip()
     ]

@@ -72,9 +72,8 @@ def migration_files(folder: Path) -> list[MigrationFile]:
 
 
 def migrations_dir_for(ctx: CheckContext) -> tuple[Path | None, str]:
-    given = ctx.extra.get("migrations_dir")
-    if given:
-        return Path(str(given)), "--migrations-dir"
+    if ctx.migrations_dir is not None:
+        return ctx.migrations_dir, "--migrations-dir"
     if target_of(ctx).is_reference:
         return reference_migrations_dir(), "the reference server's migrations"
     return None, ""

@@ -190,7 +190,7 @@ class LiveClient:
 
 def client_for(ctx: CheckContext, *, timeout: float = READ_TIMEOUT_SECONDS) -> LiveClient:
     """The LiveClient of a check: the context's target, verified unless --insecure was given."""
-    return LiveClient(target_of(ctx), timeout=timeout, insecure=bool(ctx.extra.get("insecure")))
+    return LiveClient(target_of(ctx), timeout=timeout, insecure=ctx.insecure)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -237,9 +237,9 @@ _TOKENS_LOCK = threading.Lock()
 
 def login_credentials(ctx: CheckContext) -> tuple[str, str] | None:
     target = target_of(ctx)
-    email = ctx.extra.get("email") or target.admin_email
-    password = ctx.extra.get("password") or target.admin_password
-    return (str(email), str(password)) if email and password else None
+    email = ctx.email or target.admin_email
+    password = ctx.password or target.admin_password
+    return (email, password) if email and password else None
 
 
 def login(ctx: CheckContext, client: LiveClient) -> Tokens | None:
@@ -278,11 +278,11 @@ def auth_headers(ctx: CheckContext, client: LiveClient) -> dict[str, str] | None
 
     Raises LoginError when login credentials are given but refused.
     """
-    api_key = ctx.extra.get("api_key")
+    api_key = ctx.api_key
     if ctx.token:
         return {"Authorization": f"Bearer {ctx.token}"}
     if api_key:
-        return {"X-API-Key": str(api_key)}
+        return {"X-API-Key": api_key}
     tokens = login(ctx, client)
     return {"Authorization": f"Bearer {tokens.access_token}"} if tokens else None
 
@@ -292,8 +292,8 @@ def secrets_in_use(ctx: CheckContext) -> dict[str, str]:
     found: dict[str, str] = {}
     if ctx.token:
         found["the token given with --token"] = ctx.token
-    if ctx.extra.get("api_key"):
-        found["the API key given with --api-key"] = str(ctx.extra["api_key"])
+    if ctx.api_key:
+        found["the API key given with --api-key"] = ctx.api_key
     credentials = login_credentials(ctx)
     if credentials is not None:
         found["the login password"] = credentials[1]

@@ -17,8 +17,7 @@ GB = 1000**3
 
 
 def context(root: Path) -> CheckContext:
-    return CheckContext(hosts=("local://",),
-                        extra={"host_root": str(root), "taskforge_dir": "/opt/taskforge"})
+    return CheckContext(hosts=("local://",), host_root=str(root), taskforge_dir="/opt/taskforge")
 
 
 def write(root: Path, path: str, text: str) -> Path:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +64,9 @@ class LiveServer:
     output: Path
     log_file: Path
     database_name: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def context(self, **overrides: Any) -> CheckContext:
-        values: dict[str, Any] = {"target": self.target, "extra": {"run_id": "live-tests"}}
+        values: dict[str, Any] = {"target": self.target, "run_id": "live-tests"}
         values.update(overrides)
         return CheckContext(**values)
 

@@ -23,10 +23,10 @@ UNUSED_URL = "https://127.0.0.1:9"
 
 
 def context(database_url: str | None = None, redis_url: str | None = None, *,
-            reference: bool = True, **extra: str) -> CheckContext:
+            reference: bool = True, migrations_dir: Path | None = None) -> CheckContext:
     target = Target(base_url=UNUSED_URL, provider="external", is_reference=reference,
                     database_url=database_url, redis_url=redis_url)
-    return CheckContext(target=target, extra=dict(extra))
+    return CheckContext(target=target, migrations_dir=migrations_dir)
 
 
 def test_migrations_current_and_database_reachable(database_url: str) -> None:
@@ -70,7 +70,7 @@ def test_a_foreign_target_without_migrations_dir_checks_only_for_failures(
 
 def test_an_empty_migrations_dir_fails(database_url: str, tmp_path: Path) -> None:
     findings = run_checks(
-        context(database_url, reference=False, migrations_dir=str(tmp_path)), "database.database"
+        context(database_url, reference=False, migrations_dir=tmp_path), "database.database"
     )
     assert statuses(findings)["LIVE-DB-MIGRATIONS"] is Status.FAILED
 

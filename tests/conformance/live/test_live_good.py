@@ -54,7 +54,7 @@ def test_a_foreign_target_gets_only_the_smoke_job_and_the_probe(
             audit_before = conn.execute("SELECT max(id) FROM audit_log").fetchone()
             databases_before = conn.execute("SELECT count(*) FROM pg_database").fetchone()
         findings = run_checks(
-            CheckContext(target=foreign, token=token, extra={"run_id": "foreign-run"}), *ALL_CHECKS
+            CheckContext(target=foreign, token=token, run_id="foreign-run"), *ALL_CHECKS
         )
         with psycopg.connect(str(reference.database_url), autocommit=True) as conn:
             # Refused probes (malformed, oversized bodies) are audited too; only successes changed

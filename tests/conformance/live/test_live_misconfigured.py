@@ -37,7 +37,7 @@ def test_only_the_matching_check_fails(
     server_factory: ServerFactory, setting: str, value: str, failing: set[str]
 ) -> None:
     with server_factory(**{setting: value}) as server:
-        ctx = server.context(extra={"run_id": "live-tests", "cors_origin": ALLOWED_ORIGIN})
+        ctx = server.context(run_id="live-tests", cors_origin=ALLOWED_ORIGIN)
         findings = run_checks(ctx, *CHECKS)
     result = statuses(findings)
     assert {item for item, s in result.items() if s is Status.FAILED} == failing, explain(findings)

@@ -134,7 +134,7 @@ def test_a_leaked_secret_in_the_log_command_output_fails(tmp_path: Path) -> None
     ctx = CheckContext(
         target=target, log_command=shlex.join([sys.executable, "-c",
                                                f"print(open({str(log)!r}).read())"]),
-        extra={"email": "a@example.test", "password": "correct horse battery staple"},
+        email="a@example.test", password="correct horse battery staple",
     )
     result = statuses(run_checks(ctx, "logs.log_lines"))
     assert result == {

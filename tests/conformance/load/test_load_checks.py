@@ -29,14 +29,14 @@ def verdict(tmp_path: Path, *, breached: bool = False, saturated: bool = False,
 
 
 def statuses(path: Path | None) -> dict[str, Status]:
-    ctx = CheckContext(extra={"load_results": str(path)} if path else {})
+    ctx = CheckContext(load_results=path)
     return {f.item_id: f.status for f in load_run(ctx)}
 
 
 def test_a_clean_run_passes_every_item_and_links_the_plots(tmp_path: Path) -> None:
     path = verdict(tmp_path)
     assert set(statuses(path).values()) == {Status.PASSED}
-    finding = next(iter(load_run(CheckContext(extra={"load_results": str(path)}))))
+    finding = next(iter(load_run(CheckContext(load_results=path))))
     assert any(e.file and e.file.endswith("load-report.md") for e in finding.evidence)
     assert any(e.file and e.file.endswith(".png") for e in finding.evidence)
 
