@@ -106,12 +106,9 @@ def may_write(ctx: CheckContext) -> bool:
 def run_input(ctx: CheckContext, name: str) -> Any:
     """A run input by its CheckContext field name (e.g. "jwt_secret", "second_token").
 
-    Typed fields first; inputs without one travel in `extra` under the same name (--tf-extra).
+    Every run input is a typed field now (conformance/inputs.py); None when the name is unknown.
     """
-    value = getattr(ctx, name, None)
-    if value is None or value == ():
-        value = ctx.extra.get(name)
-    return value
+    return getattr(ctx, name, None)
 
 
 def flag(ctx: CheckContext, name: str) -> bool:

@@ -37,7 +37,7 @@ class FlawedServer:
     jwt_secret: str
     second_email: str
 
-    def context(self, **extra: Any) -> CheckContext:
+    def context(self, **overrides: Any) -> CheckContext:
         """A run against this server as against a foreign deployment: login, a second identity,
         writes allowed (the kit's own throwaway objects), the server's JWT secret known."""
         values: dict[str, Any] = {
@@ -45,8 +45,8 @@ class FlawedServer:
             "password": self.target.admin_password, "second_email": self.second_email,
             "second_password": PASSWORD, "jwt_secret": self.jwt_secret,
         }
-        values.update(extra)
-        return CheckContext(target=self.target, allow_writes=True, extra=values)
+        values.update(overrides)
+        return CheckContext(target=self.target, allow_writes=True, **values)
 
 
 def _register(client: httpx.Client, email: str, organisation: str) -> None:
