@@ -397,6 +397,8 @@ def write_timing(result: RunResult, reports_dir: Path) -> None:
     """reports/conformance-timing.json: how long the latest run took, and on what."""
     import json
 
+    from conformance.reporting.redact import mask_argv
+
     options = result.run.options
     record = {
         "run_id": result.run.run_id,
@@ -406,7 +408,7 @@ def write_timing(result: RunResult, reports_dir: Path) -> None:
         "workers": options.get("workers") or 0,
         "items": len(result.items),
         "cpu_count": os.cpu_count(),
-        "command": "python -m conformance " + " ".join(sys.argv[1:]),
+        "command": "python -m conformance " + " ".join(mask_argv(sys.argv[1:])),
         "measured_at": result.run.finished_at.isoformat(),
     }
     path = reports_dir / "conformance-timing.json"

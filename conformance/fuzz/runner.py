@@ -25,6 +25,7 @@ import httpx
 
 from conformance.fuzz.credentials import AuthHeader, SetupError, register_and_login, verify_option
 from conformance.fuzz.results import RESULTS_SCHEMA_VERSION, read_events, summarise
+from conformance.fuzz.scrub import scrub_run_dir
 from conformance.model import ExitStatus
 from conformance.runner import new_run_id
 
@@ -267,6 +268,7 @@ def fuzz_target(options: FuzzOptions, target: FuzzTarget, run_dir: Path) -> Fuzz
     command = schemathesis_command(options, target, schema, run_dir, config_file)
     env = dict(os.environ)
     env[AUTH_ENV] = auth.value
+    secrets = (auth.value, auth.value.removeprefix("Bearer "))
     env["SCHEMATHESIS_HOOKS"] = str(Path(__file__).with_name("hooks.py"))
     started = datetime.now(UTC)
     log_file = run_dir / "schemathesis.log"
@@ -283,6 +285,10 @@ def fuzz_target(options: FuzzOptions, target: FuzzTarget, run_dir: Path) -> Fuzz
             returncode: int | None = done.returncode
         except subprocess.TimeoutExpired:
             returncode = None
+        except BaseException:
+            # Ctrl-C: what schemathesis wrote so far is masked all the same.
+            scrub_run_dir(run_dir, known=secrets)
+            raise
     finished = datetime.now(UTC)
 
     events = run_dir / "events.ndjson"
@@ -324,6 +330,7 @@ def fuzz_target(options: FuzzOptions, target: FuzzTarget, run_dir: Path) -> Fuzz
     results["status"] = "passed" if clean else "failed"
     results_file = run_dir / "fuzz-results.json"
     results_file.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    scrub_run_dir(run_dir, known=secrets)
     return FuzzOutcome(
         exit_status=ExitStatus.READY if clean else ExitStatus.BLOCKED,
         run_dir=run_dir,

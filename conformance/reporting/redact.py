@@ -8,7 +8,10 @@ around far more widely than the deployment it describes.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from conformance.model import Evidence, Finding, RunResult
 
@@ -74,6 +77,82 @@ def redact_headers(headers: dict[str, str]) -> dict[str, str]:
         name: MASK if name.lower() in SENSITIVE_HEADERS else redact_light(value)
         for name, value in headers.items()
     }
+
+
+#: JSON fields whose values are credentials (the contract's TokenPair, LoginRequest, ApiKeyCreated
+#: and their kin); `token_type` and `idempotency_key` name no secret.
+_SECRET_FIELD = re.compile(r"(?i)(password|passwd|secret|token|api_?key|private_?key|credential)")
+_PUBLIC_FIELDS = frozenset({"token_type", "idempotency_key"})
+#: Command-line options whose value is a credential (--password, --api-key, --jwt-secret, ...).
+_SECRET_OPTION = re.compile(r"(?i)^--?[a-z0-9-]*(password|passwd|secret|token|api-key|apikey"
+                            r"|private-key|credential)[a-z0-9-]*$")
+
+
+def is_secret_field(name: str) -> bool:
+    """Whether a JSON field or header of that name carries a credential."""
+    lower = name.lower()
+    if lower in _PUBLIC_FIELDS:
+        return False
+    return lower == "key" or lower in SENSITIVE_HEADERS or bool(_SECRET_FIELD.search(lower))
+
+
+def redact_json(value: Any) -> Any:
+    """A JSON value with every credential field's value masked, at any depth."""
+    if isinstance(value, dict):
+        return {k: _mask_field(v) if is_secret_field(str(k)) else redact_json(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_json(v) for v in value]
+    if isinstance(value, str):
+        return redact_light(value)
+    return value
+
+
+def _mask_field(value: Any) -> Any:
+    # A credential is a string (a header: a list of them); a schema or a form below such a
+    # name is walked instead, so its own credential fields are masked and the rest kept.
+    if isinstance(value, str):
+        return MASK if value else value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [MASK for _ in value]
+    return redact_json(value)
+
+
+def redact_body(text: str) -> str:
+    """A request or response body with its credentials masked (JSON fields, or as free text)."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return redact_text(text)
+    if not isinstance(document, dict | list):
+        return redact_text(text)
+    masked = redact_json(document)
+    return text if masked == document else json.dumps(masked, ensure_ascii=False)
+
+
+def mask_values(text: str, secrets: Iterable[str]) -> str:
+    """Every occurrence of the given credential values masked (longest first)."""
+    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def mask_argv(argv: Sequence[str]) -> list[str]:
+    """A command line fit for a report: credential options' values masked, URLs' passwords too."""
+    masked: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            masked.append(MASK)
+            hide_next = False
+            continue
+        name, equals, _ = arg.partition("=")
+        if _SECRET_OPTION.match(name):
+            masked.append(f"{name}={MASK}" if equals else arg)
+            hide_next = not equals
+            continue
+        masked.append(redact_text(arg))
+    return masked
 
 
 def _opt(text: str | None) -> str | None:

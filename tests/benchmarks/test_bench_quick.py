@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from leak_support import leaks_in
 
 #: Every figure the issue asks for, with its unit; a figure missing from the report is a failure.
 EXPECTED = {
@@ -96,3 +97,10 @@ def test_the_report_says_how_and_where_it_was_measured(bench_report: tuple[dict,
     # the load generator's CPU share is reported next to the server's
     assert {"server", "generator"} <= set(http["cpu_core_share"])
     assert Path(report["command"].split()[0]).name in ("python", "nox", "python3")
+
+
+@pytest.mark.slow
+def test_the_report_holds_no_credential(bench_report: tuple[dict, str]) -> None:
+    """The server's tokens and API keys the benchmark used stay out of bench.json and its output."""
+    report, stdout = bench_report
+    assert leaks_in(json.dumps(report), "bench.json") + leaks_in(stdout, "stdout") == []

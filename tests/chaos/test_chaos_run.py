@@ -7,9 +7,11 @@ the chaos.json the run wrote, so a broken promise fails the test named after it.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from leak_support import leaks
 
 from conformance.chaos import SCENARIO_IDS
 from conformance.chaos.cli import main
@@ -18,8 +20,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("chaos")]
 
 
 @pytest.fixture(scope="module")
-def chaos_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, Any]]:
-    reports = tmp_path_factory.mktemp("chaos-reports")
+def chaos_reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chaos-reports")
+
+
+@pytest.fixture(scope="module")
+def chaos_run(chaos_reports: Path) -> tuple[int, dict[str, Any]]:
+    reports = chaos_reports
     status = main(["--quick", "--reports-dir", str(reports), "--run-id", "quick"])
     results = reports / "quick" / "chaos.json"
     assert results.is_file(), f"no chaos.json (exit status {status})"
@@ -140,3 +147,10 @@ def test_dump_under_load_restores_every_accepted_job(
     figures = found["figures"]
     assert figures["accepted_before_dump"] > 0
     assert figures["in_restored_database"] == figures["accepted_before_dump"]
+
+
+def test_chaos_report_holds_no_credential(
+    chaos_run: tuple[int, dict[str, Any]], chaos_reports: Path
+) -> None:
+    """The run's tokens and API keys stay out of every file it wrote (issue 13, point 10)."""
+    assert leaks(chaos_reports) == []
