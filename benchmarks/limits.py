@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from benchmarks import sql
+from conformance import namedsql
 
-Q = sql.load("limits.sql")
+Q = namedsql.load("benchmarks", "sql/limits.sql")
 NOOP_PAYLOAD = "{}"
 JOB_TYPE = "noop"
 QUEUE = "default"
@@ -110,8 +110,8 @@ async def engine_sql_loop(
     As the pool does for instant jobs: begin_builtin_claim, claim_builtin (lock a batch), then
     settle_builtin (succeeded, with an output) and COMMIT, one transaction per batch.
     """
-    engine_sql = sql.load("engine.sql")
-    server_sql = sql.load("jobs.sql", "reference_server")
+    engine_sql = namedsql.load("benchmarks", "sql/engine.sql")
+    server_sql = namedsql.load("reference_server", "sql/jobs.sql")
     setup = await asyncpg.connect(dsn)
     try:
         org = await setup.fetchval(engine_sql["seed_organization"])

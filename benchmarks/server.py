@@ -22,13 +22,13 @@ import asyncpg
 import httpx
 import orjson
 
-from benchmarks import sql
 from benchmarks.loadgen import RESULT_PREFIX, LoadResult
 from benchmarks.plan import Plan
 from benchmarks.processes import BenchError, served
 from benchmarks.system import CpuWindow, Placement, RssSampler
+from conformance import namedsql
 
-Q = sql.load("engine.sql")
+Q = namedsql.load("benchmarks", "sql/engine.sql")
 QUEUES = ("bench-submit", "bench-batch", "bench-builtin", "bench-external", "bench-latency")
 NOOP_TYPE = "bench.noop"  # not a built-in type: submitted jobs stay pending, untouched
 BUILTIN_TYPE = "test_job"  # a built-in no-op (reference_server/builtin_jobs.py)

@@ -6,29 +6,20 @@ still unfinished at the deadline is stuck, a 500 is counted, a 503 without Retry
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import psycopg
 
+from conformance import namedsql
+
 TERMINAL = frozenset({"succeeded", "failed", "dead", "cancelled"})
 #: Status 0 stands for "no HTTP answer" (connection refused or reset, timeout).
 NO_ANSWER = 0
-_NAME = re.compile(r"^-- name: (\S+)\s*$", re.MULTILINE)
-
-
-def _load_queries() -> dict[str, str]:
-    text = resources.files("conformance.chaos").joinpath("queries.sql").read_text()
-    parts = _NAME.split(text)
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
-
-
-QUERIES = _load_queries()
+QUERIES = namedsql.load("conformance.chaos", "queries.sql")
 
 
 @dataclass(frozen=True, slots=True)
