@@ -17,12 +17,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from conformance.checks.registry import CheckSpec
 from conformance.inputs import add_arguments, file_inputs, forward, resolve_entry, secrets_of
 from conformance.model import CatalogueEntry, ExitStatus, Kind, Phase, RunResult, Status
 from conformance.runner import Selection, expired_waivers, parse_phase, parse_severity
+from conformance.usage import UsageError, UsageParser
 from conformance.yamlrecords import ConfigError
 
 if TYPE_CHECKING:
@@ -40,17 +41,8 @@ LIVE_NEEDS = frozenset({"target", "database_url", "redis_url", "log_file"})
 HOST_PHASES = frozenset({Phase.PRE_DEPLOY, Phase.DAILY, Phase.MONTHLY})
 
 
-class UsageError(Exception):
-    """Bad command line: one line on stderr, exit status 2."""
-
-
 class Unreachable(Exception):
     """The target could not be stood up or did not answer: one line, exit status 3."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
 
 
 @dataclass(kw_only=True)
@@ -84,9 +76,9 @@ class Suite:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m conformance",
+    parser = UsageParser(prog="python -m conformance",
                      description="Check a TaskForge deployment against its deployment guide.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=UsageParser)
 
     run = commands.add_parser("run", help="run the conformance checks and write the reports")
     add_arguments(run)  # every run input, from the one table of conformance/inputs.py

@@ -16,11 +16,7 @@ from pathlib import Path
 
 from conformance.chaos.results import FILE_NAME, write_results
 from conformance.chaos.scenarios import SCENARIOS, ScenarioResult, Sizes, run_scenario
-
-EXIT_OK = 0
-EXIT_BROKEN = 1
-EXIT_USAGE = 2
-EXIT_STACK = 3
+from conformance.model import ExitStatus
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,10 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:
-        return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
+        return ExitStatus.USAGE if exc.code not in (0, None) else ExitStatus.READY
     if not 1 <= args.workers <= 16:
         print("error: --workers must be within 1..16", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitStatus.USAGE
     from conformance.chaos.stack import ChaosError, chaos_stack
     from conformance.stack import signals_deferred, terminate_as_interrupt
 
@@ -90,10 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(summary_line(result), flush=True)
     except ChaosError as exc:
         print(f"error: the chaos stack did not start: {exc}", file=sys.stderr)
-        return EXIT_STACK
+        return ExitStatus.UNREACHABLE
     except KeyboardInterrupt:
         print("chaos: interrupted", file=sys.stderr)
-        return EXIT_BROKEN
+        return ExitStatus.BLOCKED
     finally:
         with signals_deferred():
             if results:
@@ -103,4 +99,4 @@ def main(argv: Sequence[str] | None = None) -> int:
                               scenarios=[r.as_dict() for r in results])
     print(f"chaos: {sum(r.ok for r in results)}/{len(results)} scenarios kept their promises; "
           f"figures in {out}", flush=True)
-    return EXIT_OK if all(r.ok for r in results) else EXIT_BROKEN
+    return ExitStatus.READY if all(r.ok for r in results) else ExitStatus.BLOCKED

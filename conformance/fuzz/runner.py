@@ -28,6 +28,7 @@ from conformance.fuzz.results import RESULTS_SCHEMA_VERSION, read_events, summar
 from conformance.fuzz.scrub import scrub_run_dir
 from conformance.model import ExitStatus
 from conformance.runner import new_run_id
+from conformance.usage import UsageError
 
 PHASES = ("examples", "coverage", "fuzzing", "stateful")
 CHECKS = (
@@ -55,10 +56,6 @@ REFERENCE_SERVER_ENV = {
 }
 AUTH_ENV = "TASKFORGE_FUZZ_AUTH_VALUE"
 HEALTH_TIMEOUT_SECONDS = 10.0
-
-
-class UsageError(Exception):
-    """A bad option or combination of options (exit status 2)."""
 
 
 class UnreachableError(Exception):

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from conformance.model import ExitStatus
 from conformance.reporting import FILENAMES, ReportError, diff, render_run_dir
 
 USAGE = "usage: python -m conformance.reporting render <run-dir> | diff <old-run> <new-run>"
@@ -20,11 +21,11 @@ def main(argv: Sequence[str]) -> int:
             render_run_dir(run_dir)
         except ReportError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return ExitStatus.USAGE
         print(f"re-rendered {', '.join(FILENAMES)} in {run_dir}")
-        return 0
+        return ExitStatus.READY
     print(f"error: {USAGE}", file=sys.stderr)
-    return 2
+    return ExitStatus.USAGE
 
 
 if __name__ == "__main__":

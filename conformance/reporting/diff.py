@@ -10,11 +10,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TextIO
 
-from conformance.model import RunResult, Status
+from conformance.model import ExitStatus, RunResult, Status
 from conformance.reporting import results
 from conformance.reporting.results import ReportError
+from conformance.usage import UsageError, UsageParser
 
 #: An item in one of these states needs someone's attention; moving into them is a regression.
 BAD = frozenset({Status.FAILED, Status.ERROR, Status.UNATTESTED})
@@ -84,19 +85,8 @@ def format_diff(old: RunResult, new: RunResult, diff: Diff) -> str:
     return "\n".join(lines) + "\n"
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad usage as one line instead of usage text and an exit."""
-
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = UsageParser(
         prog="python -m conformance diff",
         description="Compare two conformance runs; exit 1 when something regressed.",
     )
@@ -112,9 +102,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
         old = results.load(args.old)
         new = results.load(args.new)
-    except (_UsageError, ReportError) as exc:
+    except (UsageError, ReportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitStatus.USAGE
     diff = compare(old, new)
     out.write(format_diff(old, new, diff))
-    return 1 if diff.regressed else 0
+    return ExitStatus.BLOCKED if diff.regressed else ExitStatus.READY

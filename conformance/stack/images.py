@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from conformance.model import ExitStatus
+
 #: The label holding the hash of the recipe an image was built from.
 RECIPE_LABEL = "org.taskforge.recipe-hash"
 SUITE = "bookworm"
@@ -485,13 +487,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         log=lambda line: print(line, flush=True))
     except ImageBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 3
+        return ExitStatus.UNREACHABLE
     lines = [f"export {name}={value}" for name, value in env.items()]
     if args.env_file is not None:
         args.env_file.parent.mkdir(parents=True, exist_ok=True)
         args.env_file.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 0
+    return ExitStatus.READY
 
 
 if __name__ == "__main__":

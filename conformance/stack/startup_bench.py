@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from conformance.model import ExitStatus
 from conformance.stack import StackError, open_stack
 from conformance.stack.images import STACK_IMAGES
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.rounds <= 20:
         print("error: --rounds must be from 1 to 20", file=sys.stderr)
-        return 2
+        return ExitStatus.USAGE
     kinds = args.stack or ["docker", "embedded"]
     command = args.command or "python -m conformance.stack.startup_bench " + shlex.join(
         sys.argv[1:] if argv is None else argv)
@@ -76,13 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         "images": {role.env_var: role.name for role in STACK_IMAGES},
         "results": {},
     }
-    status = 0
+    status = ExitStatus.READY
     for kind in kinds:
         try:
             result = measure(kind, args.rounds)
         except StackError as exc:
             result = {"error": str(exc)}
-            status = 1
+            status = ExitStatus.BLOCKED
         report["results"][kind] = result
         if "error" in result:
             print(f"{kind}: error: {result['error']}", file=sys.stderr)
