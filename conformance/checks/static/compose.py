@@ -438,6 +438,54 @@ def no_inline_secrets(context: CheckContext) -> Iterator[Problem]:
                 file=compose.path, line=compose.service_line(name, "command"),
                 expected="--requirepass ${REDIS_PASSWORD}", actual="--requirepass <literal>",
             )
+        yield from _secrets_on_command_line(compose, name, service)
+    yield from _secret_defaults(compose)
+
+
+def _secrets_on_command_line(compose: Compose, name: str, service: LineDict) -> Iterator[Problem]:
+    """`${SECRET}` interpolated by Compose into a command ends up in the container's argv.
+
+    Compose substitutes before the container is created, so the value is stored in the
+    container's Config.Cmd (or Healthcheck.Test): `docker inspect` and `docker ps --no-trunc`
+    print it to anyone who may talk to the engine. `$${SECRET}` (expanded by a shell inside the
+    container from its environment) does not have this problem.
+    """
+    health = service.get("healthcheck")
+    places = [("command", service.get("command")), ("entrypoint", service.get("entrypoint"))]
+    if isinstance(health, dict):
+        places.append(("healthcheck", health.get("test")))
+    for key, value in places:
+        text = command_text(value)
+        for match in VARIABLE_REFERENCE.finditer(text):
+            variable = match.group("braced") or match.group("bare")
+            if variable is None or not _SECRET_KEY.search(variable):
+                continue
+            start = compose.service_line(name, key) or 1
+            yield Problem(
+                message=f"service {name}: {key} interpolates {match.group(0)}, so the secret is "
+                "part of the container's command line (shown by `docker inspect` and "
+                "`docker ps --no-trunc`)",
+                file=compose.path, line=compose.find_line(match.group(0), start) or start,
+                expected=f"the secret from the environment inside the container (e.g. sh -c "
+                f"'... \"$${variable}\"', REDISCLI_AUTH) or a config file",
+                actual=match.group(0),
+            )
+
+
+def _secret_defaults(compose: Compose) -> Iterator[Problem]:
+    """`${DB_PASSWORD:-postgres}`: a secret whose fallback value is written in the file."""
+    for number, text in enumerate(compose.lines, start=1):
+        code = re.sub(r"(^|\s)#.*$", "", text)
+        for match in VARIABLE_REFERENCE.finditer(code):
+            variable = match.group("braced")
+            if (variable and _SECRET_KEY.search(variable) and match.group("op") in (":-", "-")
+                    and match.group("arg")):
+                yield Problem(
+                    message=f"{match.group(0)}: the secret has a default written in the compose "
+                    f"file, used whenever {variable} is unset", file=compose.path, line=number,
+                    expected=f"${{{variable}:?set {variable} in .env}}",
+                    actual=f"${{{variable}{match.group('op')}<literal>}}",
+                )
 
 
 # --- Redis, mounts, backup --------------------------------------------------------------------
@@ -474,11 +522,19 @@ def _documented(compose: Compose, path: str) -> bool:
     return False
 
 
+#: The directories guide 4.2 step 2 creates (`sudo mkdir -p /opt/taskforge/{app,...}`).
+GUIDE_STEP2_DIRECTORIES = tuple(
+    f"/opt/taskforge/{d}" for d in ("app", "config", "data", "logs", "backups")
+)
+
+
 @static_check(
     "COMPOSE-BIND-MOUNT-PATHS", needs=("compose_file",),
-    ok="every bind-mount source exists or is documented",
+    ok="every bind-mount source exists next to the compose file or is documented",
 )
 def bind_mount_paths(context: CheckContext) -> Iterator[Problem]:
+    """Relative sources are judged next to the compose file; absolute ones are on the deployment
+    host, not on the machine running the kit, so only their documentation is judged."""
     compose = load_compose(context)
     base = compose.path.parent
     volumes = compose.data.get("volumes")
@@ -486,31 +542,130 @@ def bind_mount_paths(context: CheckContext) -> Iterator[Problem]:
         for volume, spec in volumes.items():
             options = spec.get("driver_opts") if isinstance(spec, dict) else None
             device = options.get("device") if isinstance(options, dict) else None
-            if not device:
-                continue
+            if not device or str(options.get("type", "none")) not in ("none", "bind"):
+                continue  # nfs, tmpfs...: not a host directory
             device = compose.interpolate(str(device))
-            if Path(device).is_dir() or _documented(compose, device):
+            if _documented(compose, device) or device.rstrip("/") in GUIDE_STEP2_DIRECTORIES:
                 continue
             yield Problem(
-                message=f"volume {volume}: device {device} does not exist on this host and no "
-                "comment of the file says how to create it", file=compose.path,
+                message=f"volume {volume}: device {device} must exist before `up` (Docker does "
+                "not create the directory of a bind-backed local volume: \"failed to mount local "
+                "volume\"); guide 4.2 step 2 creates only /opt/taskforge/{app,config,data,logs,"
+                "backups} and no comment of the file says how to create it", file=compose.path,
                 line=line_of(options, "device"), expected=f"mkdir -p {device} (documented)",
-                actual="missing",
+                actual="not created by the procedure",
             )
     for name, service in each_service(compose):
         for source, target, line in volume_sources(service):
-            if not source.startswith((".", "/", "~")) or source.endswith("docker.sock"):
-                continue  # named volumes; the socket has its own item
+            if not source.startswith((".", "~")):
+                continue  # named volumes; absolute paths live on the deployment host
+            if not re.search(r"\.(conf|ya?ml|json|toml|ini|cnf|crt|key|pem|sh|sql|lua)$", target):
+                continue  # a directory: Docker creates it empty, as logs and backups start
             resolved = (base / compose.interpolate(source)).resolve()
-            if source.startswith("/"):
-                resolved = Path(compose.interpolate(source))
             if resolved.exists() or _documented(compose, source):
                 continue
             yield Problem(
-                message=f"service {name}: bind source {source} (for {target}) does not exist; "
-                "Docker creates an empty directory in its place", file=compose.path, line=line,
+                message=f"service {name}: bind source {source} (for the file {target}) does "
+                f"not exist next to the compose file ({base}); Docker creates an empty directory "
+                "in its place and the service cannot read its file", file=compose.path, line=line,
                 expected=f"{source} present next to the compose file", actual="missing",
             )
+
+
+# --- Redis persistence, start order ---------------------------------------------------------
+
+
+def _mounts(service: LineDict) -> list[tuple[str, str, int | None]]:
+    return list(volume_sources(service))
+
+
+@static_check(
+    "COMPOSE-REDIS-PERSISTENCE", needs=("compose_file",),
+    ok="Redis persists as its command says, to a volume",
+)
+def redis_persistence(context: CheckContext) -> Iterator[Problem]:
+    compose = load_compose(context)
+    redis_services = [(n, s) for n, s in each_service(compose) if is_redis(s)]
+    if not redis_services:
+        raise NotApplicable("no Redis service in the compose file")
+    for name, service in redis_services:
+        command = compose.interpolate(command_text(service.get("command")))
+        words = command.replace('"', " ").replace("'", " ").split()
+        mounts = _mounts(service)
+        for source, target, line in mounts:
+            if target.endswith(".conf") and target not in words:
+                yield Problem(
+                    message=f"service {name} mounts {source} at {target}, but redis-server is "
+                    "never told to load it (a config file is read only when it is the first "
+                    "argument): every setting in it is ignored", file=compose.path, line=line,
+                    expected=f"redis-server {target} [--option ...]",
+                    actual=command or "the image's default command",
+                )
+        persists = "--appendonly yes" in " ".join(words) or re.search(r"--save\s+\d", command)
+        dir_match = re.search(r"--dir\s+(\S+)", command)
+        data_dir = dir_match.group(1).rstrip("/") if dir_match else "/data"
+        kept = any(target.rstrip("/") == data_dir or data_dir.startswith(target.rstrip("/") + "/")
+                   for _source, target, _line in mounts)
+        if persists and not kept:
+            yield Problem(
+                message=f"service {name} writes its RDB/AOF files to {data_dir}, which no volume "
+                "keeps: they are lost when the container is recreated",
+                file=compose.path, line=compose.service_line(name, "command"),
+                expected=f"a volume mounted at {data_dir}", actual="no volume",
+            )
+
+
+#: Images known to declare no HEALTHCHECK: the Docker official images do not add one
+#: (docker-library/faq, "healthcheck"), nor does prom/prometheus.
+NO_IMAGE_HEALTHCHECK = re.compile(
+    r"^(docker\.io/)?(library/)?(postgres|redis|nginx|debian|alpine|ubuntu|python|busybox)(:|@|$)"
+    r"|^(docker\.io/)?prom/prometheus(:|@|$)"
+)
+
+
+def _has_healthcheck(context: CheckContext, service: LineDict) -> bool | None:
+    """True/False when known; None when only the image (not in the table) could tell."""
+    if healthcheck_test(service) is not None:
+        return True
+    health = service.get("healthcheck")
+    if isinstance(health, dict) and health.get("disable") is True:
+        return False
+    if "build" in service:
+        return _dockerfile_has_healthcheck(context) if context.dockerfile is not None else None
+    image = image_of(service)
+    return False if NO_IMAGE_HEALTHCHECK.match(image) else None
+
+
+@static_check(
+    "COMPOSE-DEPENDS-HEALTHY", needs=("compose_file",),
+    ok="every service_healthy dependency has a healthcheck",
+)
+def depends_on_healthy(context: CheckContext) -> Iterator[Problem]:
+    compose = load_compose(context)
+    services = dict(each_service(compose))
+    for name, service in services.items():
+        depends = service.get("depends_on")
+        if not isinstance(depends, dict):
+            continue
+        for dependency, spec in depends.items():
+            if not isinstance(spec, dict) or spec.get("condition") != "service_healthy":
+                continue
+            line = line_of(depends, dependency)
+            target = services.get(str(dependency))
+            if target is None:
+                yield Problem(
+                    message=f"service {name} waits for {dependency}, which is not defined",
+                    file=compose.path, line=line, expected=f"a service {dependency}",
+                    actual="undefined",
+                )
+            elif _has_healthcheck(context, target) is False:
+                yield Problem(
+                    message=f"service {name} waits for {dependency} to be healthy, but "
+                    f"{dependency} has no healthcheck: `up` stops (\"dependency failed to start: "
+                    f"container ... has no healthcheck configured\")", file=compose.path, line=line,
+                    expected=f"a healthcheck on {dependency}, or condition: service_started",
+                    actual="no healthcheck",
+                )
 
 
 @static_check(

@@ -105,14 +105,23 @@ def test_guide_env_passes_what_it_gets_right(env_findings: list[Finding]) -> Non
         ("COMPOSE-APP-ENV-COMPLETE", "SECURITY_CSP is not passed to service app"),
         ("COMPOSE-APP-ENV-COMPLETE", "HEALTH_CHECK_TIMEOUT_SECONDS is not passed to service app"),
         ("COMPOSE-VARIABLES-DEFINED", "${DB_PASSWORD} has no default"),
-        ("COMPOSE-BIND-MOUNT-PATHS", "device /opt/taskforge/data/postgres does not exist"),
+        ("COMPOSE-BIND-MOUNT-PATHS", "device /opt/taskforge/data/postgres must exist before"),
+        ("COMPOSE-BIND-MOUNT-PATHS", "guide 4.2 step 2 creates only /opt/taskforge/{app,"),
         ("COMPOSE-BIND-MOUNT-PATHS", "bind source ./redis.conf"),
+        ("COMPOSE-NO-INLINE-SECRETS", "service redis: command interpolates ${REDIS_PASSWORD}"),
+        ("COMPOSE-REDIS-PERSISTENCE", "redis-server is never told to load it"),
     ],
 )
 def test_guide_compose(compose_findings: list[Finding], item: str, text: str) -> None:
     matching = [f for f in failed(compose_findings, item) if text in f.message]
     assert matching, messages(compose_findings, item)
     assert matching[0].evidence[0].line is not None
+
+
+def test_guide_compose_passes_what_it_gets_right(compose_findings: list[Finding]) -> None:
+    """Its service_healthy dependencies (db, redis) do have healthchecks."""
+    passed = {f.item_id for f in compose_findings if f.status is Status.PASSED}
+    assert "COMPOSE-DEPENDS-HEALTHY" in passed
 
 
 def test_guide_compose_is_schema_valid(compose_findings: list[Finding]) -> None:
