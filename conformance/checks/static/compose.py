@@ -541,9 +541,11 @@ def bind_mount_paths(context: CheckContext) -> Iterator[Problem]:
     if isinstance(volumes, dict):
         for volume, spec in volumes.items():
             options = spec.get("driver_opts") if isinstance(spec, dict) else None
-            device = options.get("device") if isinstance(options, dict) else None
-            if not device or str(options.get("type", "none")) not in ("none", "bind"):
+            if not isinstance(options, dict) or not options.get("device"):
+                continue
+            if str(options.get("type", "none")) not in ("none", "bind"):
                 continue  # nfs, tmpfs...: not a host directory
+            device = options["device"]
             device = compose.interpolate(str(device))
             if _documented(compose, device) or device.rstrip("/") in GUIDE_STEP2_DIRECTORIES:
                 continue
