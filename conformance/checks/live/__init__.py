@@ -18,5 +18,6 @@ from conformance.checks.live import (  # noqa: F401 - importing registers the ch
     metrics,
     ratelimit,
     redis,
+    tenancy,
     tls,
 )

@@ -11,10 +11,12 @@ import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from flawed_support import FlawedServer, serve_flawed
 from live_support import explain, run_checks, statuses
 
+from conformance.checks.live.tenancy import MEMBER_ITEM, READ_ITEMS, WRITE_ITEMS
 from conformance.model import Status
 
 FlawedFactory = Callable[..., contextlib.AbstractContextManager[FlawedServer]]
@@ -37,6 +39,14 @@ CLASSES: dict[str, tuple[tuple[str, ...], set[str]]] = {
     "no-body-limit": (("hygiene.error_hygiene",), {"LIVE-ERROR-OVERSIZED"}),
     "html-404": (("hygiene.exposure",), {"LIVE-ERROR-NOT-FOUND"}),
     "version-banner": (("hygiene.exposure",), {"LIVE-BANNER-VERSION"}),
+    "cross-tenant-read": (("tenancy.tenant_isolation",), {
+        "LIVE-TENANT-JOB-READ", "LIVE-TENANT-QUEUE-READ", "LIVE-TENANT-LIST",
+    }),
+    "cross-tenant-write": (("tenancy.tenant_isolation",), {
+        "LIVE-TENANT-JOB-WRITE", "LIVE-TENANT-QUEUE-WRITE", "LIVE-TENANT-KEY-WRITE",
+    }),
+    "cross-tenant-lease": (("tenancy.tenant_isolation",), {"LIVE-TENANT-LEASE"}),
+    "member-writes": (("tenancy.tenant_isolation",), {"LIVE-PERM-MEMBER"}),
     "weak-headers": (("headers.security_headers",), {
         "LIVE-HEADER-HSTS", "LIVE-HEADER-CSP", "LIVE-HEADER-NOSNIFF", "LIVE-HEADER-FRAME",
         "LIVE-HEADER-REFERRER",
@@ -73,8 +83,32 @@ def test_the_flaw_fails_its_item(flawed: FlawedFactory, flaw: str) -> None:
     assert Status.ERROR not in result.values(), explain(findings)
 
 
-@pytest.mark.parametrize("checks", sorted({c for c, _ in CLASSES.values()}))
+@pytest.mark.parametrize("checks", sorted({c for c, _ in CLASSES.values()}), ids="+".join)
 def test_without_flaws_the_same_items_pass(sound: FlawedServer, checks: tuple[str, ...]) -> None:
     findings = run_checks(sound.context(), *checks)
     result = statuses(findings)
     assert set(result.values()) == {Status.PASSED}, explain(findings)
+
+
+def test_without_writes_only_reads_are_tried_on_what_a_already_has(flawed: FlawedFactory) -> None:
+    """A given second identity and no --allow-writes: B reads A's existing objects, no more."""
+    with flawed("cross-tenant-read", "cross-tenant-write") as server:
+        target = server.target
+        with httpx.Client(base_url=target.base_url, verify=target.verify) as client:
+            token = client.post("/api/v1/auth/login", json={
+                "email": target.admin_email, "password": target.admin_password,
+            }).json()["data"]["access_token"]
+            a = {"Authorization": f"Bearer {token}"}
+            assert client.post("/api/v1/queues", headers=a, json={"name": "a-only"}).is_success
+            job = client.post("/api/v1/jobs", headers=a, json={
+                "queue_name": "a-only", "job_type": "report", "payload": {}}).json()["data"]
+            ctx = server.context()
+            ctx.allow_writes = False
+            findings = run_checks(ctx, "tenancy.tenant_isolation")
+            after = client.get(f"/api/v1/jobs/{job['id']}", headers=a).json()["data"]
+    result = statuses(findings)
+    assert {i for i, s in result.items() if s is Status.FAILED} == set(READ_ITEMS), \
+        explain(findings)
+    assert {i for i, s in result.items() if s is Status.NOT_APPLICABLE} == {
+        *WRITE_ITEMS, MEMBER_ITEM}, explain(findings)
+    assert after["status"] == "pending"  # nothing was tried that could have changed it

@@ -9,6 +9,7 @@ import psycopg
 from live_support import ServerFactory, explain, run_checks, statuses
 
 from conformance.checks.live.backup import BACKUP_ITEMS
+from conformance.checks.live.tenancy import TENANCY_ITEMS
 from conformance.checks.registry import CheckContext
 from conformance.model import Status
 from conformance.stack import Target
@@ -18,7 +19,7 @@ ALL_CHECKS = (
     "health.reachable", "health.health", "health.ready", "tls.certificate", "tls.protocols",
     "metrics.metrics", "headers.security_headers", "cors.cors_allowed", "cors.cors_foreign",
     "auth.auth_battery", "auth.jwt_secret", "hygiene.error_hygiene", "hygiene.exposure",
-    "jobs.smoke", "logs.log_lines", "database.database",
+    "tenancy.tenant_isolation", "jobs.smoke", "logs.log_lines", "database.database",
     "database.performance", "database.port_closed", "redis.redis_server",
     "backup.backup_restore", "ratelimit.rate_limit",
 )
@@ -71,6 +72,7 @@ def test_a_foreign_target_gets_only_the_smoke_job_and_the_probe(
         "LIVE-AUTH-EXPIRED", "LIVE-AUTH-ALG-PINNED",  # the server's JWT secret is unknown
         "LIVE-CORS-ALLOWED",  # no settings: the allowed origin is unknown
         *BACKUP_ITEMS,  # the restore drill runs on the reference stack only
+        *TENANCY_ITEMS,  # no second organisation given, and no writes allowed to make one
     }, explain(findings)
     assert actions == [("POST /api/v1/jobs",)]
     assert jobs == [({"test": "data", "conformance_run": "foreign-run"},)]

@@ -1,0 +1,400 @@
+"""Tenant isolation and permissions: another organisation gets nothing of ours, a member no writes.
+
+Organisation A is the run's own credential; B is a second identity (`identities.py`). B aims at
+A's job, queue and API key (and leases A's queue with its own worker): every attempt must get 404
+(or 403, which the contract allows), show nothing of A's, and leave A's objects as they were, read
+back as A. With writes allowed (the reference stack, or --allow-writes), A's objects are throwaway
+ones the kit creates and removes; without, only reads are tried, on objects A already has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from conformance.checks.live.common import Report, may_write
+from conformance.checks.live.http import (
+    LiveClient,
+    LoginError,
+    auth_headers,
+    client_for,
+    error_code_of,
+    payload_of,
+)
+from conformance.checks.live.identities import (
+    HOW_TO_GIVE_ONE,
+    IdentityError,
+    organisation_of,
+    second_identity,
+)
+from conformance.checks.registry import check
+
+if TYPE_CHECKING:
+    import httpx
+
+    from conformance.checks.registry import CheckContext
+    from conformance.model import Evidence, Finding
+
+READ_ITEMS = ("LIVE-TENANT-JOB-READ", "LIVE-TENANT-QUEUE-READ", "LIVE-TENANT-LIST")
+WRITE_ITEMS = (
+    "LIVE-TENANT-JOB-WRITE", "LIVE-TENANT-QUEUE-WRITE", "LIVE-TENANT-KEY-WRITE",
+    "LIVE-TENANT-LEASE",
+)
+MEMBER_ITEM = "LIVE-PERM-MEMBER"
+TENANCY_ITEMS = (*READ_ITEMS, *WRITE_ITEMS, MEMBER_ITEM)
+#: The contract's member role; a key with exactly these acts as a member.
+MEMBER_PERMISSIONS = ["queue:read", "job:read", "job:write"]
+REFUSALS = (403, 404)
+HOW_TO_WRITE = "give --allow-writes (the kit then creates throwaway objects and removes them)"
+
+
+@dataclass
+class Objects:
+    """A's objects the probes aim at."""
+
+    queue: str | None = None
+    job_id: str | None = None
+    job_type: str | None = None
+    key_id: str | None = None
+    marker: str | None = None  # a string only A's objects contain: B must never see it
+    made: bool = False
+    extra_keys: list[str] = field(default_factory=list)  # made by the member probe, or leaked
+    extra_queues: list[str] = field(default_factory=list)
+
+
+class Probe:
+    """B's attempts on A's objects: each answer judged on its own, evidence kept per item."""
+
+    def __init__(self, report: Report, client: LiveClient, b: dict[str, str], objects: Objects):
+        self.report = report
+        self.client = client
+        self.b = b
+        self.objects = objects
+        self.problems: dict[str, list[str]] = {}
+        self.evidence: dict[str, list[Evidence]] = {}
+        self.undecided: dict[str, str] = {}
+
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.client.request(method, path, headers=self.b, **kwargs)
+
+    def expect_refused(self, item: str, what: str, response: httpx.Response) -> None:
+        self.evidence.setdefault(item, []).append(self.client.evidence(response, what))
+        problems = self.problems.setdefault(item, [])
+        status = response.status_code
+        if status in (401, 429) and item not in self.undecided:
+            self.undecided[item] = f"{what}: {status}, which neither grants nor refuses the object"
+        elif status not in REFUSALS:
+            problems.append(f"{what}: {status} {error_code_of(response) or ''}".strip())
+        marker = self.objects.marker
+        if marker and marker in response.text:
+            problems.append(f"{what}: the answer shows organisation A's data")
+
+    def expect_empty_of_a(self, item: str, what: str, response: httpx.Response) -> None:
+        """A list B may read, which must hold nothing of A's."""
+        self.evidence.setdefault(item, []).append(self.client.evidence(response, what))
+        problems = self.problems.setdefault(item, [])
+        marker, job_id = self.objects.marker, self.objects.job_id
+        if (marker and marker in response.text) or (job_id and job_id in response.text):
+            problems.append(f"{what}: lists organisation A's job")
+
+    def problem(self, item: str, text: str) -> None:
+        self.problems.setdefault(item, []).append(text)
+
+    def findings(self, items: tuple[str, ...]) -> Iterator[Finding]:
+        for item in items:
+            evidence = self.evidence.get(item, [])
+            problems = self.problems.get(item, [])
+            if problems:
+                yield self.report.failed(
+                    item, "organisation B reached organisation A's data: " + "; ".join(problems),
+                    *evidence, expected="404 (or 403) revealing nothing, A's data unchanged",
+                    actual=problems[0],
+                )
+            elif item in self.undecided:
+                yield self.report.error(item, self.undecided[item], *evidence)
+            elif evidence:
+                yield self.report.passed(
+                    item, f"{len(evidence)} attempt(s) by organisation B refused, nothing of "
+                    "A's shown, A's data unchanged", *evidence,
+                )
+
+
+def _data(response: httpx.Response) -> Any:
+    return payload_of(response) if response.status_code in (200, 201) else None
+
+
+def _make_objects(client: LiveClient, a: dict[str, str]) -> tuple[Objects, str | None]:
+    """Throwaway queue, pending job and API key of A's; (objects, why not) on refusal."""
+    tag = secrets.token_hex(4)
+    objects = Objects(marker=f"conformance-isolation-{secrets.token_hex(8)}", made=True)
+    queue = f"conformance-isolation-{tag}"
+    response = client.post("/api/v1/queues", headers=a,
+                           json={"name": queue, "description": objects.marker})
+    if response.status_code not in (200, 201):
+        return objects, f"A could not create a queue: {response.status_code}"
+    objects.queue = queue
+    objects.job_type = f"conformance_isolation_{tag}"
+    response = client.post("/api/v1/jobs", headers=a, json={
+        "queue_name": queue, "job_type": objects.job_type, "payload": {"marker": objects.marker},
+        "priority": 0,
+    })
+    job = _data(response)
+    if not isinstance(job, dict) or not job.get("id"):
+        return objects, f"A could not submit a job: {response.status_code}"
+    objects.job_id = str(job["id"])
+    response = client.post("/api/v1/api-keys", headers=a, json={
+        "name": f"conformance-isolation-{tag}", "permissions": ["job:read"],
+    })
+    key = _data(response)
+    if isinstance(key, dict) and key.get("id"):
+        objects.key_id = str(key["id"])
+    return objects, None
+
+
+def _find_objects(client: LiveClient, a: dict[str, str], b: dict[str, str]) -> Objects:
+    """Read-only: an existing job of A's, and a queue name A has and B does not."""
+    objects = Objects()
+    jobs = _data(client.get("/api/v1/jobs?limit=1", headers=a))
+    if isinstance(jobs, dict) and jobs.get("jobs"):
+        job = jobs["jobs"][0]
+        objects.job_id, objects.job_type = str(job.get("id")), str(job.get("job_type"))
+
+    def names(headers: dict[str, str]) -> list[str]:
+        queues = _data(client.get("/api/v1/queues", headers=headers))
+        listed = queues.get("queues") if isinstance(queues, dict) else None
+        return [str(q.get("name")) for q in listed or () if isinstance(q, dict)]
+
+    b_names = set(names(b))
+    objects.queue = next((n for n in names(a) if n not in b_names), None)
+    return objects
+
+
+def _job_status(client: LiveClient, a: dict[str, str], job_id: str) -> str:
+    job = _data(client.get(f"/api/v1/jobs/{job_id}", headers=a))
+    return str(job.get("status")) if isinstance(job, dict) else "gone"
+
+
+def _queue_state(client: LiveClient, a: dict[str, str], name: str) -> tuple[Any, Any] | None:
+    queue = _data(client.get(f"/api/v1/queues/{name}", headers=a))
+    return (queue.get("description"), queue.get("paused")) if isinstance(queue, dict) else None
+
+
+def _key_ids(client: LiveClient, a: dict[str, str]) -> set[str]:
+    keys = _data(client.get("/api/v1/api-keys", headers=a))
+    listed = keys.get("api_keys") if isinstance(keys, dict) else None
+    return {str(k.get("id")) for k in listed or () if isinstance(k, dict)}
+
+
+def _reads(probe: Probe, objects: Objects) -> None:
+    if objects.job_id:
+        probe.expect_refused("LIVE-TENANT-JOB-READ", "B: GET A's job",
+                             probe.send("GET", f"/api/v1/jobs/{objects.job_id}"))
+    if objects.queue:
+        q = objects.queue
+        probe.expect_refused("LIVE-TENANT-QUEUE-READ", "B: GET A's queue",
+                             probe.send("GET", f"/api/v1/queues/{q}"))
+        probe.expect_refused("LIVE-TENANT-QUEUE-READ", "B: GET A's queue stats",
+                             probe.send("GET", f"/api/v1/queues/{q}/stats"))
+        probe.expect_empty_of_a("LIVE-TENANT-LIST", "B: GET /jobs filtered by A's queue name",
+                                probe.send("GET", "/api/v1/jobs", params={"queue_name": q}))
+        response = probe.send("GET", "/api/v1/queues")
+        probe.evidence.setdefault("LIVE-TENANT-LIST", []).append(
+            probe.client.evidence(response, "B: GET /queues"))
+        listed = _data(response)
+        names = [q2.get("name") for q2 in (listed or {}).get("queues") or ()
+                 if isinstance(q2, dict)] if isinstance(listed, dict) else []
+        if q in names:
+            probe.problem("LIVE-TENANT-LIST", "B: GET /queues lists A's queue")
+    if objects.job_type:
+        probe.expect_empty_of_a(
+            "LIVE-TENANT-LIST", "B: GET /jobs filtered by A's job type",
+            probe.send("GET", "/api/v1/jobs", params={"job_type": objects.job_type}))
+
+
+def _writes(probe: Probe, client: LiveClient, a: dict[str, str], objects: Objects) -> None:
+    job_id, queue = objects.job_id, objects.queue
+    if job_id and queue:
+        before = _job_status(client, a, job_id)
+        worker = probe.send("POST", "/api/v1/workers", json={
+            "name": "conformance-isolation-b", "queues": [queue], "max_concurrent_jobs": 1})
+        probe.evidence.setdefault("LIVE-TENANT-LEASE", []).append(
+            client.evidence(worker, "B: register a worker on A's queue name"))
+        worker_data = _data(worker)
+        if isinstance(worker_data, dict) and worker_data.get("id"):
+            leased = probe.send("POST", f"/api/v1/workers/{worker_data['id']}/lease",
+                                json={"max_jobs": 10, "wait_seconds": 0})
+            probe.expect_empty_of_a("LIVE-TENANT-LEASE", "B's worker: lease", leased)
+        after = _job_status(client, a, job_id)
+        if after != before:
+            probe.problem("LIVE-TENANT-LEASE", f"A's job went {before} -> {after}")
+    if job_id:
+        before = _job_status(client, a, job_id)
+        fake_worker = str(uuid.uuid4())
+        for action, body in (("cancel", None), ("retry", None),
+                             ("complete", {"worker_id": fake_worker, "output": {}}),
+                             ("fail", {"worker_id": fake_worker, "error_message": "by B",
+                                       "retryable": False})):
+            probe.expect_refused("LIVE-TENANT-JOB-WRITE", f"B: POST A's job /{action}",
+                                 probe.send("POST", f"/api/v1/jobs/{job_id}/{action}", json=body))
+        after = _job_status(client, a, job_id)
+        if after != before:
+            probe.problem("LIVE-TENANT-JOB-WRITE", f"A's job went {before} -> {after}")
+    if queue:
+        before_queue = _queue_state(client, a, queue)
+        probe.expect_refused("LIVE-TENANT-QUEUE-WRITE", "B: PUT A's queue", probe.send(
+            "PUT", f"/api/v1/queues/{queue}", json={"description": "changed by organisation B"}))
+        for action in ("pause", "resume"):
+            probe.expect_refused("LIVE-TENANT-QUEUE-WRITE", f"B: POST A's queue /{action}",
+                                 probe.send("POST", f"/api/v1/queues/{queue}/{action}"))
+        probe.expect_refused("LIVE-TENANT-QUEUE-WRITE", "B: DELETE A's queue",
+                             probe.send("DELETE", f"/api/v1/queues/{queue}"))
+        after_queue = _queue_state(client, a, queue)
+        if after_queue != before_queue:
+            probe.problem("LIVE-TENANT-QUEUE-WRITE",
+                          f"A's queue (description, paused) went {before_queue} -> {after_queue}")
+    if objects.key_id:
+        probe.expect_refused("LIVE-TENANT-KEY-WRITE", "B: DELETE A's API key",
+                             probe.send("DELETE", f"/api/v1/api-keys/{objects.key_id}"))
+        if objects.key_id not in _key_ids(client, a):
+            probe.problem("LIVE-TENANT-KEY-WRITE", "A's API key is gone")
+
+
+def _member(
+    report: Report, client: LiveClient, a: dict[str, str], objects: Objects
+) -> Finding:
+    """A key holding only the member role's permissions gets 403 PERM_001 on every write."""
+    tag = secrets.token_hex(4)
+    created = client.post("/api/v1/api-keys", headers=a, json={
+        "name": f"conformance-member-{tag}", "permissions": MEMBER_PERMISSIONS})
+    key = _data(created)
+    if not isinstance(key, dict) or not key.get("key"):
+        return report.not_applicable(
+            MEMBER_ITEM, f"no member identity: A could not create a key with the member's "
+            f"permissions ({created.status_code})",
+        )
+    objects.extra_keys.append(str(key.get("id")))
+    member = {"X-API-Key": str(key["key"])}
+    control = client.get("/api/v1/queues", headers=member)
+    evidence = [client.evidence(control, "member: GET /queues (the control)")]
+    if control.status_code != 200:
+        return report.error(
+            MEMBER_ITEM, f"a member key could not read queues ({control.status_code}): its "
+            "refusals would prove nothing", *evidence)
+    queue = objects.queue or "default"
+    attempts: list[tuple[str, str, str, dict[str, Any] | None]] = [
+        ("create a queue", "POST", "/api/v1/queues", {"name": f"conformance-member-{tag}"}),
+        ("update a queue", "PUT", f"/api/v1/queues/{queue}", {"description": "by a member"}),
+        ("pause a queue", "POST", f"/api/v1/queues/{queue}/pause", None),
+        ("register a worker", "POST", "/api/v1/workers",
+         {"name": "conformance-member", "queues": [queue], "max_concurrent_jobs": 1}),
+        ("create an API key", "POST", "/api/v1/api-keys",
+         {"name": f"conformance-member-{tag}", "permissions": ["job:read"]}),
+    ]
+    if objects.key_id:
+        attempts.append(("delete an API key", "DELETE", f"/api/v1/api-keys/{objects.key_id}",
+                         None))
+    attempts.append(("delete a queue", "DELETE", f"/api/v1/queues/{queue}", None))
+    problems = []
+    for what, method, path, body in attempts:
+        response = client.request(method, path, headers=member, json=body)
+        evidence.append(client.evidence(response, f"member: {what}"))
+        code = error_code_of(response)
+        if response.status_code != 403 or code != "PERM_001":
+            problems.append(f"{what}: {response.status_code} {code or ''}".strip())
+            made = _data(response)
+            if isinstance(made, dict) and what == "create an API key" and made.get("id"):
+                objects.extra_keys.append(str(made["id"]))
+            if what == "create a queue" and response.status_code in (200, 201):
+                objects.extra_queues.append(f"conformance-member-{tag}")
+    if problems:
+        return report.failed(
+            MEMBER_ITEM, "a member was not refused: " + "; ".join(problems), *evidence,
+            expected="403 PERM_001 on queue, worker and API-key writes", actual=problems[0])
+    return report.passed(
+        MEMBER_ITEM, f"{len(attempts)} writes by a member key refused with 403 PERM_001",
+        *evidence)
+
+
+def _clean_up(client: LiveClient, a: dict[str, str], objects: Objects) -> None:
+    with contextlib.suppress(Exception):
+        if objects.job_id:
+            client.post(f"/api/v1/jobs/{objects.job_id}/cancel", headers=a)
+        for key_id in [objects.key_id, *objects.extra_keys]:
+            if key_id:
+                client.request("DELETE", f"/api/v1/api-keys/{key_id}", headers=a)
+        for queue in [objects.queue, *objects.extra_queues]:
+            if queue:
+                client.request("DELETE", f"/api/v1/queues/{queue}", headers=a)
+
+
+@check(*TENANCY_ITEMS, needs=("target",))
+def tenant_isolation(ctx: CheckContext) -> Iterator[Finding]:
+    """Organisation B cannot read, change, lease or list A's objects; a member cannot write."""
+    report = Report(f"{__name__}.tenant_isolation")
+    writes = may_write(ctx)
+    with client_for(ctx) as client:
+        try:
+            a = auth_headers(ctx, client)
+            identity = second_identity(ctx, client) if a else None
+        except LoginError as exc:
+            for item in TENANCY_ITEMS:
+                yield report.error(item, str(exc), exc.evidence)
+            return
+        except IdentityError as exc:
+            for item in TENANCY_ITEMS:
+                yield report.error(item, str(exc), *(e for e in (exc.evidence,) if e))
+            return
+        if a is None:
+            for item in TENANCY_ITEMS:
+                yield report.not_applicable(item, "no credential for organisation A: give "
+                                                  "--token, --api-key or --email/--password")
+            return
+        if identity is None:
+            for item in (*READ_ITEMS, *WRITE_ITEMS):
+                yield report.not_applicable(item, f"no second organisation: {HOW_TO_GIVE_ONE}")
+        else:
+            org_a, org_b = organisation_of(client, a), organisation_of(client, identity.headers)
+            if org_a is not None and org_a == org_b:
+                for item in (*READ_ITEMS, *WRITE_ITEMS):
+                    yield report.error(item, f"the second identity ({identity.how}) is in the "
+                                             f"run's own organisation: {HOW_TO_GIVE_ONE}")
+                identity = None
+        objects = Objects()
+        why_not: str | None = None
+        try:
+            if writes:
+                objects, why_not = _make_objects(client, a)
+            elif identity is not None:
+                objects = _find_objects(client, a, identity.headers)
+            if why_not:
+                for item in TENANCY_ITEMS:
+                    yield report.error(item, f"the isolation fixture could not be made: {why_not}")
+                return
+            if identity is not None:
+                probe = Probe(report, client, identity.headers, objects)
+                _reads(probe, objects)
+                if writes:
+                    _writes(probe, client, a, objects)
+                yield from probe.findings((*READ_ITEMS, *WRITE_ITEMS))
+                for item in READ_ITEMS:
+                    if item not in probe.evidence:
+                        yield report.not_applicable(
+                            item, "organisation A has no object of this kind that B lacks: "
+                            f"{HOW_TO_WRITE}")
+                for item in WRITE_ITEMS:
+                    if item not in probe.evidence:
+                        yield report.not_applicable(
+                            item, f"writes on another organisation's objects: {HOW_TO_WRITE}"
+                            if not writes else "A's object of this kind could not be made")
+            if writes:
+                yield _member(report, client, a, objects)
+            else:
+                yield report.not_applicable(
+                    MEMBER_ITEM, f"a member identity is made as an API key: {HOW_TO_WRITE}")
+        finally:
+            if objects.made or objects.extra_keys:
+                _clean_up(client, a, objects)
