@@ -28,6 +28,7 @@ from benchmarks.plan import FULL, QUICK, Plan
 from benchmarks.processes import BenchError, served
 from benchmarks.report import Figure, Target, TargetKind
 from benchmarks.system import Placement, machine, pinned, placement, postgres_pids, redis_pids
+from conformance.stack.launcher import inherited_env
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1  # some figure could not be measured (the report says which and why)
@@ -36,7 +37,6 @@ EXIT_UNAVAILABLE = 3  # PostgreSQL or Redis did not start
 DEFAULT_OUTPUT = Path("reports/bench.json")
 DATABASES = ("bench_limits", "bench_schema", "taskforge", "pgqueuer", "procrastinate")
 #: Variables of our environment the servers inherit; their settings come only from us.
-INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_UNAVAILABLE
         pg_roots = postgres_pids(pg.port)
         run.services = [*pg_roots, *redis_pids(redis.port)]
-        inherited = {k: os.environ[k] for k in INHERITED if k in os.environ}
+        inherited = inherited_env()
         run_limits(run, pg.url_for("bench_limits"))
         run_schema_limit(run, pg.url_for("bench_schema"), inherited)
         run_http_limits(run, inherited, pg_roots)

@@ -8,12 +8,9 @@ loopback port, so SIGKILL of the group takes every Granian worker with it.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -22,54 +19,18 @@ from pathlib import Path
 
 import httpx
 
+from conformance.stack import StackError, launcher
 from conformance.stack.embedded import DATABASE, start_postgres
+from conformance.stack.launcher import ServerProcess
 from reference_server.devservices import EmbeddedPostgres, EmbeddedRedis, free_port
 
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0
-INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "PYTHONPATH",
-             "VIRTUAL_ENV")
 ADMIN_EMAIL = "chaos@conformance.example.com"
 
 
 class ChaosError(RuntimeError):
     """The stack could not be brought into the state a scenario needs (not a broken promise)."""
-
-
-@dataclass
-class ServerProcess:
-    """One `serve` process group and where its output goes."""
-
-    proc: subprocess.Popen[bytes]
-    stdout: Path
-    stderr: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def group_alive(self) -> bool:
-        """Whether any process of the group is left (Granian workers may outlive the parent)."""
-        try:
-            os.killpg(self.proc.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-    def kill_group(self, sig: signal.Signals = signal.SIGKILL) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-
-    def wait(self, timeout: float) -> int | None:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
 
 
 @dataclass
@@ -147,16 +108,9 @@ class ChaosStack:
         if self.server is not None and self.server.group_alive():
             raise ChaosError("a server is already running")
         self._starts += 1
-        env = {k: os.environ[k] for k in INHERITED if k in os.environ} | self.settings(overrides)
-        out = self.root / f"server-{self._starts}.out"
-        err = self.root / f"server-{self._starts}.err"
-        with open(out, "wb") as out_file, open(err, "wb") as err_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "reference_server", "serve"],
-                env=env, cwd=self.root, stdout=out_file, stderr=err_file,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        self.server = ServerProcess(proc, out, err)
+        self.server = launcher.start(self.settings(overrides), cwd=self.root,
+                                     stdout=self.root / f"server-{self._starts}.out",
+                                     stderr=self.root / f"server-{self._starts}.err")
         if wait:
             self.wait_ready()
             self.wait_workers_started()
@@ -185,22 +139,19 @@ class ChaosStack:
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> float:
         """Poll /ready until 200; the seconds it took."""
-        started = time.monotonic()
-        last = "no answer"
-        with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() - started < timeout:
-                if self.server is not None and not self.server.alive():
-                    tail = self.server.stderr.read_text(errors="replace").strip()[-300:]
-                    raise ChaosError(f"server exited with {self.server.proc.returncode}: {tail}")
-                try:
-                    response = client.get(f"{self.base_url}/ready")
-                    if response.status_code == 200:
-                        return time.monotonic() - started
-                    last = f"/ready {response.status_code}"
-                except httpx.TransportError as exc:
-                    last = type(exc).__name__
-                time.sleep(0.05)
-        raise ChaosError(f"server not ready within {timeout:.0f}s ({last})")
+        server = self.server
+
+        def still_running() -> str | None:
+            if server is None or server.alive():
+                return None
+            tail = server.stderr.read_text(errors="replace").strip()[-300:]
+            return f"server exited with {server.proc.returncode}: {tail}"
+
+        try:
+            return launcher.wait_ready(f"{self.base_url}/ready", still_running=still_running,
+                                       timeout=timeout)
+        except StackError as exc:
+            raise ChaosError(str(exc)) from None
 
     def kill_server(self) -> None:
         """SIGKILL the whole process group and reap it."""

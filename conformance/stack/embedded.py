@@ -10,9 +10,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from conformance.stack import StackConfigError, StackError, Target, say, signals_deferred
+from conformance.stack import StackConfigError, StackError, Target, launcher, say, signals_deferred
 from conformance.stack.images import cache_dir
 from conformance.stack.reference import (
     READY_TIMEOUT_SECONDS,
@@ -36,10 +33,6 @@ if TYPE_CHECKING:
     from reference_server.devservices import EmbeddedPostgres
 
 DATABASE = "taskforge"
-STOP_GRACE_SECONDS = 15.0
-#: Variables of our own environment the server process inherits; its settings come only from us.
-INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "PYTHONPATH",
-             "VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
 def _create_database(url: str, name: str) -> None:
@@ -113,31 +106,6 @@ def start_postgres(pg: EmbeddedPostgres) -> None:
     pg.resume()
 
 
-def _last_line(path: Path) -> str:
-    try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return lines[-1][:300] if lines else ""
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> int:
-    """SIGTERM the process group (Granian's workers too), SIGKILL it after the grace."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    # Workers outlive a killed parent otherwise; the group is ours alone (start_new_session).
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    return proc.returncode
-
-
 @contextlib.contextmanager
 def embedded_stack(
     *,
@@ -161,7 +129,7 @@ def embedded_stack(
     root.chmod(0o755)
     pg = EmbeddedPostgres(root=root / "postgres")
     redis = EmbeddedRedis(root=root / "redis", password=secrets.token_urlsafe(24))
-    proc: subprocess.Popen[bytes] | None = None
+    server: launcher.ServerProcess | None = None
     try:
         started = time.monotonic()
         (root / "postgres").mkdir()
@@ -192,21 +160,13 @@ def embedded_stack(
             "WORKERS": "1",
             **generated_secrets(),
         }, server_env)
-        env = {k: os.environ[k] for k in INHERITED if k in os.environ} | settings
-        with open(root / "server.out", "wb") as out, open(root / "server.err", "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "reference_server", "serve"],
-                env=env, cwd=root, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C is ours to handle; the group holds its workers
-            )
-        server = proc
+        server = launcher.start(settings, cwd=root, stdout=root / "server.out",
+                                stderr=root / "server.err")
+        running = server
 
         def still_running() -> str | None:
-            status = server.poll()
-            if status is None:
-                return None
-            return (f"the reference server exited with status {status}: "
-                    f"{_last_line(root / 'server.err') or 'no message'}")
+            exited = running.exited()
+            return None if exited is None else f"the reference server {exited}"
 
         wait_ready(base_url, tls.ca_bundle, still_running=still_running, timeout=ready_timeout)
         email = password = None
@@ -228,8 +188,8 @@ def embedded_stack(
         )
     finally:
         with signals_deferred():
-            if proc is not None:
-                stop_process(proc)
+            if server is not None:
+                server.stop()
             redis.stop()
             pg.stop()
             shutil.rmtree(root, ignore_errors=True)

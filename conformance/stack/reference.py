@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
 
-from conformance.stack import StackConfigError, StackError, trusting
+from conformance.stack import StackConfigError, StackError, launcher, trusting
 
 READY_TIMEOUT_SECONDS = 60.0
 READY_POLL_SECONDS = 0.1
@@ -47,29 +46,10 @@ def wait_ready(
     still_running: Callable[[], str | None],
     timeout: float = READY_TIMEOUT_SECONDS,
 ) -> float:
-    """Poll GET /ready until 200; return the seconds it took.
-
-    `still_running` returns None while the server lives, else why it stopped; a dead server
-    ends the wait at once instead of at the deadline.
-    """
-    started = time.monotonic()
-    deadline = started + timeout
-    last = "no answer"
-    with httpx.Client(verify=trusting(ca_bundle), timeout=httpx.Timeout(2.0)) as client:
-        while True:
-            stopped = still_running()
-            if stopped is not None:
-                raise StackError(stopped)
-            try:
-                response = client.get(f"{base_url}/ready")
-                if response.status_code == 200:
-                    return time.monotonic() - started
-                last = f"GET /ready answered {response.status_code}: {response.text[:200]}"
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-            if time.monotonic() >= deadline:
-                raise StackError(f"the server was not ready within {timeout:.0f}s ({last})")
-            time.sleep(READY_POLL_SECONDS)
+    """Poll GET /ready over TLS (the stack's CA) until 200 (the launcher's wait)."""
+    return launcher.wait_ready(f"{base_url}/ready", verify=trusting(ca_bundle),
+                               still_running=still_running, timeout=timeout,
+                               poll=READY_POLL_SECONDS)
 
 
 def register_admin(base_url: str, ca_bundle: Path) -> tuple[str, str]:
