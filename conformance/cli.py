@@ -56,7 +56,7 @@ class Suite:
 
     def load_checks(self) -> list[CheckSpec]:
         if self.checks is None:
-            from conformance.checks.registry import registered_checks
+            from conformance.checks.all import registered_checks
 
             self.checks = list(registered_checks())
         return self.checks

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from conformance.stack import STACK_KINDS
+
 Kind = Literal["str", "path", "file", "int", "flag", "strs", "paths", "files"]
 Where = Literal["both", "cli", "pytest"]
 
@@ -124,7 +126,7 @@ def _help(spec: RunInput) -> str:
 RUN_INPUTS: tuple[RunInput, ...] = (
     # --- the target ------------------------------------------------------------------------------
     RunInput(name="stack", kind="str", where="cli", context=False, default="auto",
-             choices=("auto", "docker", "embedded", "external"),
+             choices=STACK_KINDS,
              help="how to get a target (default: auto; external when --target-url is given)"),
     RunInput(name="target_url", kind="str", context=False, metavar="URL",
              help="base URL of a deployment to verify"),

@@ -166,7 +166,7 @@ def _is_suite_run(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(trylast=True)
 def pytest_taskforge_checks(config: pytest.Config) -> list[CheckSpec]:
-    from conformance.checks.registry import registered_checks
+    from conformance.checks.all import registered_checks
 
     return list(registered_checks())
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from conformance.stack import REFERENCE_KINDS
 from loadtests import plots, sizing
 from loadtests.generator import GeneratorReport, run_locust
 from loadtests.profiles import Profile, ProfileError, Sweep, load_profile, load_sweep
@@ -58,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="Locust workers that will join from other machines")
     parser.add_argument("--master-bind", default=None, metavar="HOST:PORT",
                         help="where the Locust master listens for remote workers")
-    parser.add_argument("--stack", default="auto", choices=["auto", "docker", "embedded"])
+    parser.add_argument("--stack", default="auto", choices=REFERENCE_KINDS)
     parser.add_argument("--target-url", default=None, help="a deployment other than the reference")
     parser.add_argument("--api-key", default=None, help="API key for --target-url")
     parser.add_argument("--ca-bundle", type=Path, default=None)

@@ -26,6 +26,7 @@ from conformance.fuzz.runner import (
     run_fuzz,
 )
 from conformance.model import ExitStatus
+from conformance.stack import REFERENCE_KINDS
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument(
         "--stack",
         default="auto",
-        choices=["auto", "docker", "embedded"],
+        choices=REFERENCE_KINDS,
         help="how to stand the reference stack up when no --target-url is given",
     )
     target.add_argument(

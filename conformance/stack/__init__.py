@@ -7,111 +7,51 @@ SIGTERM (both arrive as KeyboardInterrupt while a stack is open).
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import signal
-import ssl
-import sys
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from types import FrameType
+import importlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
-PROVIDERS = ("auto", "docker", "embedded", "external")
+from conformance.stack.base import (
+    StackConfigError,
+    StackError,
+    Target,
+    said,
+    say,
+    signals_deferred,
+    terminate_as_interrupt,
+    trusting,
+)
 
+#: The providers by name, where each one's context manager lives (imported when chosen). The
+#: command lines' `--stack` choices derive from it.
+PROVIDERS: dict[str, tuple[str, str]] = {
+    "docker": ("conformance.stack.docker", "docker_stack"),
+    "embedded": ("conformance.stack.embedded", "embedded_stack"),
+    "external": ("conformance.stack.external", "external_stack"),
+}
+#: The providers that stand the reference stack up (fuzz, load and start-up runs need one).
+REFERENCE_PROVIDERS = ("docker", "embedded")
+#: What `--stack` takes: `auto` chooses docker or embedded (choose_provider).
+STACK_KINDS = ("auto", *PROVIDERS)
+REFERENCE_KINDS = ("auto", *REFERENCE_PROVIDERS)
 
-class StackError(RuntimeError):
-    """A stack could not be stood up or wrapped; the message is one line for the user."""
-
-
-class StackConfigError(StackError, ValueError):
-    """The options given to a provider are wrong (a bad URL, a missing file, an unknown option)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Target:
-    """A TaskForge deployment the kit can talk to, and what it knows about it."""
-
-    base_url: str  # e.g. https://127.0.0.1:54321
-    provider: str  # "docker" | "embedded" | "external"
-    is_reference: bool  # True when we started the reference stack ourselves
-    ca_bundle: Path | None = None  # PEM of the throwaway CA (trustme) for TLS verification
-    database_url: str | None = None  # reachable from this host, for SQL checks
-    redis_url: str | None = None
-    log_file: Path | None = None  # where the server's JSON log lines can be read
-    env: Mapping[str, str] = field(default_factory=dict)  # the reference server's settings
-    admin_email: str | None = None  # an account created on the reference stack
-    admin_password: str | None = None
-
-    @property
-    def verify(self) -> ssl.SSLContext | bool:
-        """What httpx's `verify=` takes for this target: the CA bundle, else the system store."""
-        return trusting(self.ca_bundle) if self.ca_bundle is not None else True
-
-
-def trusting(ca_bundle: Path) -> ssl.SSLContext:
-    """A client TLS context that trusts exactly the given CA bundle."""
-    return ssl.create_default_context(cafile=str(ca_bundle))
-
-
-#: The last lines said, for callers that show them elsewhere (the test suite's CI summary).
-_SAID: collections.deque[str] = collections.deque(maxlen=200)
-
-
-def say(line: str) -> None:
-    """One line of progress for the user (stderr, so reports on stdout stay clean)."""
-    _SAID.append(f"stack: {line}")
-    print(f"stack: {line}", file=sys.stderr, flush=True)
-
-
-def said() -> list[str]:
-    """The lines said so far in this process (the last 200)."""
-    return list(_SAID)
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """While open, SIGTERM raises KeyboardInterrupt, so `finally` blocks clean up as on Ctrl-C.
-
-    Python's default SIGTERM ends the process without unwinding, which would leave containers
-    and server processes behind. Signal handlers can only be set from the main thread; elsewhere
-    this does nothing (the main thread's owner decides).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back while cleaning up: a second Ctrl-C must not strand resources."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-
-    def remember(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-
-    previous = {s: signal.signal(s, remember) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if received:
-        raise KeyboardInterrupt(f"signal {received[0]} during clean-up")
+__all__ = [
+    "PROVIDERS",
+    "REFERENCE_KINDS",
+    "REFERENCE_PROVIDERS",
+    "STACK_KINDS",
+    "StackConfigError",
+    "StackError",
+    "Target",
+    "choose_provider",
+    "open_stack",
+    "said",
+    "say",
+    "signals_deferred",
+    "terminate_as_interrupt",
+    "trusting",
+]
 
 
 def choose_provider() -> tuple[str, str]:
@@ -123,17 +63,10 @@ def choose_provider() -> tuple[str, str]:
 
 
 def _provider(kind: str) -> Callable[..., contextlib.AbstractContextManager[Target]]:
-    if kind == "docker":
-        from conformance.stack.docker import docker_stack
-
-        return docker_stack
-    if kind == "embedded":
-        from conformance.stack.embedded import embedded_stack
-
-        return embedded_stack
-    from conformance.stack.external import external_stack
-
-    return external_stack
+    module, name = PROVIDERS[kind]
+    provider: Callable[..., contextlib.AbstractContextManager[Target]] = getattr(
+        importlib.import_module(module), name)
+    return provider
 
 
 @contextlib.contextmanager
@@ -144,8 +77,8 @@ def open_stack(kind: str = "auto", **options: Any) -> Iterator[Target]:
     redis_url, ca_bundle; reference stacks take server_env (overrides of the server's settings,
     None removes one) to start a misconfigured server on purpose.
     """
-    if kind not in PROVIDERS:
-        raise StackConfigError(f"unknown stack {kind!r}: choose one of {', '.join(PROVIDERS)}")
+    if kind not in STACK_KINDS:
+        raise StackConfigError(f"unknown stack {kind!r}: choose one of {', '.join(STACK_KINDS)}")
     if kind == "auto":
         kind, why = choose_provider()
         say(f"provider {kind}: {why}")

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conformance.stack import StackConfigError, StackError, Target, say, signals_deferred
+from conformance.stack.base import StackConfigError, StackError, Target, say, signals_deferred
 from conformance.stack.images import (
     POSTGRES,
     REDIS,

@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from conformance.stack import StackConfigError, StackError, Target, launcher, say, signals_deferred
+from conformance.stack import launcher
+from conformance.stack.base import StackConfigError, StackError, Target, say, signals_deferred
 from conformance.stack.images import cache_dir
 from conformance.stack.reference import (
     READY_TIMEOUT_SECONDS,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from conformance.stack import StackConfigError, Target
+from conformance.stack.base import StackConfigError, Target
 
 
 def _url(option: str, value: str | None, schemes: tuple[str, ...], *, required: bool) -> str | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from conformance.stack import StackError
+from conformance.stack.base import StackError
 
 #: The server's own command line (after the interpreter).
 SERVE = ("-m", "reference_server", "serve")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from conformance.stack import StackConfigError, StackError, launcher, trusting
+from conformance.stack import launcher
+from conformance.stack.base import StackConfigError, StackError, trusting
 
 READY_TIMEOUT_SECONDS = 60.0
 READY_POLL_SECONDS = 0.1

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.model import ExitStatus
-from conformance.stack import StackError, open_stack
+from conformance.stack import REFERENCE_PROVIDERS, StackError, open_stack
 from conformance.stack.images import STACK_IMAGES
 
 TARGET_SECONDS = {"docker": 15.0, "embedded": 5.0}
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__)
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                         help=f"stacks stood up per provider (default {DEFAULT_ROUNDS})")
-    parser.add_argument("--stack", action="append", choices=("docker", "embedded"),
+    parser.add_argument("--stack", action="append", choices=REFERENCE_PROVIDERS,
                         help="provider to measure (repeatable; default: both)")
     parser.add_argument("--output", type=Path, default=Path("reports/startup.json"))
     parser.add_argument("--command", default=None,
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.rounds <= 20:
         print("error: --rounds must be from 1 to 20", file=sys.stderr)
         return ExitStatus.USAGE
-    kinds = args.stack or ["docker", "embedded"]
+    kinds = args.stack or list(REFERENCE_PROVIDERS)
     command = args.command or "python -m conformance.stack.startup_bench " + shlex.join(
         sys.argv[1:] if argv is None else argv)
     report: dict[str, Any] = {

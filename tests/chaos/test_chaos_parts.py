@@ -14,8 +14,9 @@ from conformance.chaos import SCENARIO_IDS
 from conformance.chaos.cli import main
 from conformance.chaos.ledger import Ledger, account
 from conformance.chaos.results import write_results
+from conformance.checks.all import registered_checks
 from conformance.checks.chaos import chaos_scenarios
-from conformance.checks.registry import CheckContext, registered_checks
+from conformance.checks.registry import CheckContext
 from conformance.model import ExitStatus, Status
 
 EXIT_USAGE = ExitStatus.USAGE  # the kit's one exit-status enum

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conformance.catalogue import GUIDE_PATH, CatalogueError, guide_order, load_catalogue
-from conformance.checks.registry import registered_checks
+from conformance.checks.all import registered_checks
 from conformance.model import CatalogueEntry, Kind
 
 #: The guide the repository carries must stay the verbatim copy of the shared seed.

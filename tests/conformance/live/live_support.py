@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from conformance.checks.registry import REGISTRY, CheckContext, registered_checks
+from conformance.checks.all import registered_checks
+from conformance.checks.registry import REGISTRY, CheckContext
 from conformance.model import Finding, Status
 from conformance.stack import Target
 from reference_server.devservices import EmbeddedPostgres, EmbeddedRedis, free_port

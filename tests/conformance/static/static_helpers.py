@@ -7,7 +7,8 @@ from pathlib import Path
 
 import trustme
 
-from conformance.checks.registry import CheckContext, registered_checks
+from conformance.checks.all import registered_checks
+from conformance.checks.registry import CheckContext
 from conformance.model import Finding, Status
 
 REPO = Path(__file__).resolve().parents[3]
