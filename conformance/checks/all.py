@@ -16,6 +16,7 @@ from conformance.checks.registry import REGISTRY, CheckSpec
 
 # Static checks of deployment artifacts (.env, compose, Dockerfile, NGINX, Prometheus, sizing).
 from conformance.checks.static import (  # noqa: F401
+    backup,
     compose,
     dockerfile,
     env,

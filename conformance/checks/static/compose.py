@@ -668,26 +668,3 @@ def depends_on_healthy(context: CheckContext) -> Iterator[Problem]:
                     expected=f"a healthcheck on {dependency}, or condition: service_started",
                     actual="no healthcheck",
                 )
-
-
-@static_check(
-    "COMPOSE-BACKUP-SERVICE", needs=("compose_file",), ok="a scheduled backup service is defined"
-)
-def backup_service(context: CheckContext) -> Iterator[Problem]:
-    compose = load_compose(context)
-    backups = [(n, s) for n, s in each_service(compose) if "backup" in (n + image_of(s)).lower()]
-    if not backups:
-        yield Problem(
-            message="no backup service: nothing backs the database up automatically",
-            file=compose.path, line=line_of(compose.data, "services"),
-            expected="a service that dumps the database on a schedule", actual="none",
-        )
-        return
-    for name, service in backups:
-        text = json.dumps(service.get("environment")) + command_text(service.get("command"))
-        text += command_text(service.get("entrypoint"))
-        if not re.search(r"SCHEDULE|CRON|FREQ|INTERVAL|@daily|@hourly|sleep", text, re.I):
-            yield Problem(
-                message=f"service {name} has no schedule", file=compose.path,
-                line=compose.service_line(name), expected="a backup schedule", actual="none",
-            )

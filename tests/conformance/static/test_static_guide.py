@@ -110,6 +110,8 @@ def test_guide_env_passes_what_it_gets_right(env_findings: list[Finding]) -> Non
         ("COMPOSE-BIND-MOUNT-PATHS", "bind source ./redis.conf"),
         ("COMPOSE-NO-INLINE-SECRETS", "service redis: command interpolates ${REDIS_PASSWORD}"),
         ("COMPOSE-REDIS-PERSISTENCE", "redis-server is never told to load it"),
+        ("COMPOSE-BACKUP-SERVICE", "tiredofit/db-backup reads none of SCHEDULE, BACKUP_KEEP_DAYS"),
+        ("COMPOSE-BACKUP-OFFSITE", "writes its dumps to ./backups on the same host as the data"),
     ],
 )
 def test_guide_compose(compose_findings: list[Finding], item: str, text: str) -> None:
