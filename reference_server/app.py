@@ -39,6 +39,7 @@ from reference_server.ratelimit import (
     RefreshTokenRegistry,
 )
 from reference_server.security import TokenService
+from reference_server.slots import LongPolls, RequestSlots
 
 if TYPE_CHECKING:
     from reference_server.config import Settings
@@ -76,6 +77,9 @@ def create_app(settings: Settings, *, submit_fast_path: bool = True) -> Quart:
             refresh_minutes=settings.JWT_REFRESH_EXPIRY_TIME_MINUTES,
         ),
         http_log=structlog.get_logger("reference_server.http").bind(),
+        long_polls=LongPolls(
+            total=settings.MAX_CONNECTIONS, per_credential=settings.LONG_POLLS_PER_CREDENTIAL
+        ),
     )
 
     app.register_blueprint(operations.blueprint)
@@ -94,6 +98,7 @@ def create_app(settings: Settings, *, submit_fast_path: bool = True) -> Quart:
     if submit_fast_path:
         # Quart's documented place for ASGI middleware; its test client goes through it too.
         app.asgi_app = SubmitFastPath(app, app.asgi_app)  # type: ignore[method-assign,assignment]
+    app.asgi_app = RequestSlots(app.asgi_app, settings)  # type: ignore[method-assign,assignment]
     return app
 
 

@@ -147,7 +147,10 @@ def _start_embedded(settings: Settings, stack: contextlib.ExitStack) -> int:
 
 def _run_granian(settings: Settings) -> int:
     from granian import Granian
-    from granian.constants import Interfaces, SSLProtocols
+    from granian.constants import HTTPModes, Interfaces, SSLProtocols
+    from granian.http import HTTP1Settings
+
+    from reference_server.slots import connection_ceiling
 
     tls: dict[str, Any] = {}
     if settings.TLS_CERT_FILE is not None and settings.TLS_KEY_FILE is not None:
@@ -165,7 +168,14 @@ def _run_granian(settings: Settings) -> int:
         port=settings.APPLICATION_PORT,
         interface=Interfaces.ASGI,
         workers=settings.WORKERS,
-        backpressure=settings.MAX_CONNECTIONS,
+        # HTTP/1 only: in auto mode Granian first waits, with no time limit, for the bytes that
+        # tell HTTP/1 from HTTP/2, so a silent socket held its connection for good (measured:
+        # still open after 40 s; in HTTP/1 mode it is dropped at the header timeout).
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=int(settings.HEADER_READ_TIMEOUT_SECONDS * 1000)
+        ),
+        backpressure=connection_ceiling(settings),
         workers_kill_timeout=int(settings.SHUTDOWN_GRACE_SECONDS) + KILL_MARGIN_SECONDS,
         # Granian's own lines go through the same JSON pipeline (and redaction) as ours.
         log_dictconfig={

@@ -128,7 +128,9 @@ class Settings(BaseSettings):
 
     # Production sizing (guide 3.2)
     WORKERS: int = Field(1, ge=1, le=64, description="Server processes")
-    MAX_CONNECTIONS: int = Field(100, ge=1, description="Concurrent HTTP connections per process")
+    MAX_CONNECTIONS: int = Field(
+        100, ge=1, description="Requests in progress per process (reference_server/slots.py)"
+    )
     POOL_SIZE: int = Field(20, ge=1, le=500, description="asyncpg pool size per process")
 
     # Reference-server settings beyond the guide.
@@ -144,6 +146,12 @@ class Settings(BaseSettings):
     MAX_BODY_BYTES: int = Field(1024 * 1024, ge=1024, description="Request body limit")
     BUILTIN_WORKERS: int = Field(4, ge=0, le=256, description="Built-in job runners per process")
     SHUTDOWN_GRACE_SECONDS: float = Field(30, ge=0, description="SIGTERM: time to finish jobs")
+    HEADER_READ_TIMEOUT_SECONDS: float = Field(
+        10, ge=0.5, le=300, description="A connection sends a whole request header within this"
+    )
+    LONG_POLLS_PER_CREDENTIAL: int = Field(
+        16, ge=0, le=10_000, description="Leases of one credential that may wait at once"
+    )
 
     @field_validator("CORS_ALLOWED_ORIGINS", mode="before")
     @classmethod

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         RefreshTokenRegistry,
     )
     from reference_server.security import TokenService
+    from reference_server.slots import LongPolls
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -64,6 +65,7 @@ class AppState:
     refresh_tokens: RefreshTokenRegistry | None = None
     accounts: AccountStore | None = None
     engine: Engine | None = None
+    long_polls: LongPolls | None = None
     shutting_down: bool = False
     engine_stop: asyncio.Task[None] | None = None
     #: The per-request log lines' logger, bound once for this app's logging configuration (the

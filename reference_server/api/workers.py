@@ -17,6 +17,7 @@ from reference_server.api.common import (
     principal,
     require,
     set_audit_target,
+    state,
 )
 from reference_server.api.queues import QueueName
 from reference_server.security import Permission
@@ -68,11 +69,15 @@ async def heartbeat(worker_id: uuid.UUID) -> Response:
 @require(Permission.WORKER_WRITE)
 async def lease(worker_id: uuid.UUID) -> Response:
     body = await parse_body(LeaseRequest)
-    leased = await engine().lease(
-        principal().organization_id,
-        worker_id,
-        max_jobs=body.max_jobs,
-        lease_seconds=body.lease_seconds,
-        wait_seconds=body.wait_seconds,
-    )
+    long_polls = state().long_polls
+    assert long_polls is not None
+    # Waiting takes a long-poll slot (reference_server/slots.py); with none free, no wait.
+    with long_polls.slot(principal().rate_key) as may_wait:
+        leased = await engine().lease(
+            principal().organization_id,
+            worker_id,
+            max_jobs=body.max_jobs,
+            lease_seconds=body.lease_seconds,
+            wait_seconds=body.wait_seconds if may_wait else 0,
+        )
     return ok({"jobs": [j.to_api() for j in leased]})

@@ -62,7 +62,7 @@ async def _answer(api: Api, database_url: str, response: Any) -> Answer:
         )
     finally:
         await conn.close()
-    fast = api.app.asgi_app
+    fast = api.app.asgi_app.app  # inside RequestSlots
     return Answer(
         status=response.status_code,
         headers={k.lower(): v for k, v in response.headers.items()},
@@ -310,7 +310,7 @@ async def test_a_burst_of_submits_is_limited_and_inserted_together(
             )
         finally:
             await conn.close()
-        fast = api.app.asgi_app
+        fast = api.app.asgi_app.app  # inside RequestSlots
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [201] * 7 + [429] * 5
     assert jobs == 7
