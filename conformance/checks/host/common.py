@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from conformance.checks.registry import CheckContext
 from conformance.model import Evidence, Finding, Status
@@ -40,6 +41,16 @@ class Command:
                         output=f"{output}\n(exit status {self.rc})".strip())
 
 
+def display_spec(spec: str) -> str:
+    """The spec as reports show it: no password, no query (identity files, ssh_config paths)."""
+    parts = urlsplit(spec)
+    if not parts.scheme or not parts.netloc:
+        return spec.split("?", 1)[0]  # local://
+    user, at, place = parts.netloc.rpartition("@")
+    netloc = f"{user.split(':', 1)[0]}@{place}" if at else place
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class HostView:
     """One host as the checks see it; `root` prefixes the files they read (tests: a fake tree)."""
@@ -48,6 +59,31 @@ class HostView:
     host: Any
     root: str = "/"
     taskforge_dir: str = "/opt/taskforge"
+
+    @property
+    def name(self) -> str:
+        return display_spec(self.spec)
+
+    @property
+    def is_local(self) -> bool:
+        return str(getattr(self.host.backend, "NAME", "")) == "local"
+
+    @property
+    def address(self) -> str | None:
+        """The server's address as the kit reaches it (ssh and paramiko specs); None when local."""
+        spec = getattr(self.host.backend, "host", None)
+        name = getattr(spec, "name", None)
+        return None if self.is_local or not name else str(name)
+
+    @property
+    def ssh_port(self) -> int | None:
+        spec = getattr(self.host.backend, "host", None)
+        port = getattr(spec, "port", None)
+        return int(port) if port else (22 if self.address else None)
+
+    @functools.cached_property
+    def is_root(self) -> bool:
+        return self.run("id", "-u").stdout.strip() == "0"
 
     def path(self, path: str) -> str:
         if self.root in ("", "/"):
@@ -70,6 +106,13 @@ class HostView:
         return Command(command=line, rc=int(result.rc), stdout=str(result.stdout),
                        stderr=str(result.stderr))
 
+    def run_privileged(self, *argv: str, timeout: int = COMMAND_TIMEOUT_SECONDS) -> Command:
+        """A read-only command that needs root (`sshd -T`, `ufw status`): as root, or through
+        `sudo -n`, which fails at once instead of asking for a password."""
+        if self.is_root:
+            return self.run(*argv, timeout=timeout)
+        return self.run("sudo", "-n", *argv, timeout=timeout)
+
     def has_command(self, name: str) -> bool:
         return bool(self.host.exists(name))
 
@@ -87,9 +130,9 @@ def hosts(context: CheckContext) -> Iterator[HostView]:
 
 def finding(item_id: str, status: Status, host: HostView, message: str, *evidence: Evidence,
             expected: str | None = None, actual: str | None = None) -> Finding:
-    """A finding whose message names the host (several hosts may be checked in one run)."""
-    return Finding(item_id=item_id, status=status, check="", message=f"{host.spec}: {message}",
-                   expected=expected, actual=actual, evidence=evidence)
+    """A finding that names its host (several hosts may be checked in one run)."""
+    return Finding(item_id=item_id, status=status, check="", message=f"{host.name}: {message}",
+                   expected=expected, actual=actual, evidence=evidence, host=host.name)
 
 
 def version_tuple(text: str) -> tuple[int, ...]:

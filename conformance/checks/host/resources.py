@@ -23,13 +23,18 @@ MIN_FREE_FRACTION, WARN_FREE_FRACTION, MIN_FREE_BYTES = 0.10, 0.20, 5 * GIB
 VIRTUAL_DEVICES = ("loop", "ram", "zram", "dm-", "sr", "md", "nbd")
 
 
-def judge_cores(cores: int) -> tuple[Status, str]:
+def judge_cores(cores: int, logical: int | None = None) -> tuple[Status, str]:
+    """Judged on physical cores: hyperthreads share a core's execution units."""
+    threads = f" ({logical} logical CPUs)" if logical is not None and logical != cores else ""
     if cores < MIN_CORES:
-        return Status.FAILED, f"{cores} CPU cores, below the guide's minimum of {MIN_CORES}"
+        return Status.FAILED, (f"{cores} physical CPU cores{threads}, below the guide's minimum "
+                               f"of {MIN_CORES}")
     if cores < RECOMMENDED_CORES:
-        return Status.PASSED, (f"{cores} CPU cores: meets the minimum of {MIN_CORES}; note: "
-                               f"{RECOMMENDED_CORES} are recommended for high load")
-    return Status.PASSED, f"{cores} CPU cores (recommended: {RECOMMENDED_CORES})"
+        return Status.PASSED, (f"{cores} physical CPU cores{threads}: meets the minimum of "
+                               f"{MIN_CORES}; note: {RECOMMENDED_CORES} are recommended for high "
+                               "load")
+    return Status.PASSED, (f"{cores} physical CPU cores{threads} (recommended: "
+                           f"{RECOMMENDED_CORES})")
 
 
 def judge_memory(total_bytes: int) -> tuple[Status, str]:
@@ -92,6 +97,17 @@ def count_cpus(cpuinfo: str) -> int:
     return len(re.findall(r"^processor\s*:", cpuinfo, re.MULTILINE))
 
 
+def count_physical_cores(cpuinfo: str) -> int | None:
+    """Distinct (physical id, core id) pairs; None when the kernel lists no core ids (some
+    virtual and ARM machines), where only logical CPUs can be counted."""
+    cores: set[tuple[str, str]] = set()
+    for block in re.split(r"\n\s*\n", cpuinfo):
+        fields = dict(re.findall(r"^([^:\n]+?)\s*:\s*(.*)$", block, re.MULTILINE))
+        if "core id" in fields:
+            cores.add((fields.get("physical id", "0"), fields["core id"]))
+    return len(cores) or None
+
+
 def mem_total_bytes(meminfo: str) -> int | None:
     match = re.search(r"^MemTotal:\s+(\d+)\s*kB", meminfo, re.MULTILINE)
     return int(match.group(1)) * 1024 if match else None
@@ -100,21 +116,29 @@ def mem_total_bytes(meminfo: str) -> int | None:
 @check("HOST-CPU-CORES", needs=("hosts",))
 def cpu_cores(context: CheckContext) -> Iterator[Finding]:
     for host in hosts(context):
-        cpuinfo = host.read("/proc/cpuinfo")
-        cores = count_cpus(cpuinfo) if cpuinfo else 0
-        evidence = host.file_evidence("/proc/cpuinfo", "processor lines")
-        if not cores:
+        cpuinfo = host.read("/proc/cpuinfo") or ""
+        logical = count_cpus(cpuinfo)
+        physical = count_physical_cores(cpuinfo)
+        evidence = host.file_evidence("/proc/cpuinfo", "processor and core id lines")
+        if not logical:
             done = host.run("nproc")
-            cores = int(done.stdout.strip()) if done.ok and done.stdout.strip().isdigit() else 0
+            logical = int(done.stdout.strip()) if done.ok and done.stdout.strip().isdigit() else 0
             evidence = done.evidence("nproc")
-        if not cores:
+        if not logical:
             yield finding("HOST-CPU-CORES", Status.ERROR, host, "could not count CPU cores",
                           evidence)
             continue
-        status, message = judge_cores(cores)
+        if physical is None:
+            status, message = judge_cores(logical)
+            message += ("; physical cores unknown (no core ids in /proc/cpuinfo): logical CPUs "
+                        "judged")
+            actual = f"{logical} logical CPUs"
+        else:
+            status, message = judge_cores(physical, logical)
+            actual = f"{physical} physical cores, {logical} logical CPUs"
         yield finding("HOST-CPU-CORES", status, host, message, evidence,
                       expected=f">= {MIN_CORES} cores (recommended {RECOMMENDED_CORES})",
-                      actual=f"{cores} cores")
+                      actual=actual)
 
 
 @check("HOST-MEMORY", needs=("hosts",))

@@ -1,17 +1,87 @@
-"""Guide 6.1: a firewall is active and SSH refuses passwords."""
+"""Guide 6.1: only SSH, HTTP and HTTPS answer from outside, and SSH refuses passwords."""
 
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from conformance.checks.host.common import HostView, finding, hosts
 from conformance.checks.registry import CheckContext, check
 from conformance.model import Evidence, Finding, Status
 
+#: The deployment's ports (guide 3.2 compose file, 5.x monitoring) and whether the guide lets
+#: them answer from outside: only SSH, HTTP and HTTPS may (6.1 "Firewall dikonfigurasi").
+DEPLOYMENT_PORTS: tuple[tuple[int, str, bool], ...] = (
+    (22, "SSH", True), (80, "HTTP", True), (443, "HTTPS", True),
+    (5432, "PostgreSQL", False), (6379, "Redis", False), (9090, "Prometheus", False),
+    (9093, "Alertmanager", False), (3000, "Grafana", False), (8000, "the app itself", False),
+)
+CONNECT_TIMEOUT_SECONDS = 2.0
+#: After a connect, how long a silent open connection counts as a server waiting for its client.
+#: A proxy with nothing behind it (Docker's userland proxy, a load balancer) closes well before.
+READ_TIMEOUT_SECONDS = 1.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PortState:
+    port: int
+    service: str
+    allowed: bool
+    state: str  # answers, closed, refused, filtered, unreachable
+
+    @property
+    def answers(self) -> bool:
+        return self.state == "answers"
+
+    def line(self) -> str:
+        return f"{self.port} ({self.service}): {self.state}"
+
+
+def probe_port(address: str, port: int, *, connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+               read_timeout: float = READ_TIMEOUT_SECONDS) -> str:
+    """One bounded connect: `answers` only when something holds the connection (or speaks)."""
+    try:
+        sock = socket.create_connection((address, port), timeout=connect_timeout)
+    except ConnectionRefusedError:
+        return "refused"
+    except TimeoutError:
+        return "filtered"  # no answer at all: a firewall dropping the packets
+    except OSError:
+        return "unreachable"
+    with sock:
+        sock.settimeout(read_timeout)
+        try:
+            data = sock.recv(1)
+        except TimeoutError:
+            return "answers"  # a server waiting for its client to speak first (PostgreSQL, Redis)
+        except OSError:
+            return "closed"
+        return "answers" if data else "closed"
+
+
+def probe_ports(address: str, ports: list[tuple[int, str, bool]]) -> list[PortState]:
+    """All ports at once: the whole probe takes one connect timeout plus one read timeout."""
+    with ThreadPoolExecutor(max_workers=len(ports)) as pool:
+        states = list(pool.map(lambda p: probe_port(address, p[0]), ports))
+    return [PortState(port=p, service=s, allowed=a, state=state)
+            for (p, s, a), state in zip(ports, states, strict=True)]
+
 
 def ufw_enabled(conf: str) -> bool:
     return re.search(r"^\s*ENABLED\s*=\s*yes\s*$", conf, re.MULTILINE | re.IGNORECASE) is not None
+
+
+def ufw_default_deny(defaults: str) -> bool:
+    match = re.search(r"^\s*DEFAULT_INPUT_POLICY\s*=\s*\"?(\w+)", defaults, re.MULTILINE)
+    return match is None or match.group(1).upper() in ("DROP", "REJECT")  # ufw's default: DROP
+
+
+def ufw_allowed_ports(user_rules: str) -> set[int]:
+    """Ports ufw's user rules accept (`ufw allow 22/tcp` writes `--dport 22 -j ACCEPT`)."""
+    return {int(m.group(1)) for m in re.finditer(r"--dport\s+(\d+)\b[^\n]*-j\s+ACCEPT", user_rules)}
 
 
 def nft_has_rules(ruleset: str) -> bool:
@@ -25,47 +95,99 @@ def nft_has_rules(ruleset: str) -> bool:
     return False
 
 
-def firewall_evidence(host: HostView) -> tuple[str | None, list[Evidence]]:
-    """The active firewall's name, or None, with what was looked at."""
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FirewallService:
+    """What the server's firewall service says about itself (information beside the probe)."""
+
+    summary: str
+    ufw_denies: frozenset[int] | None  # ufw enabled and denying by default: the ports it allows
+    evidence: tuple[Evidence, ...]
+
+    def denies(self, port: int) -> bool:
+        return self.ufw_denies is not None and port not in self.ufw_denies
+
+
+def firewall_service(host: HostView) -> FirewallService:
     seen: list[Evidence] = []
     conf = host.read("/etc/ufw/ufw.conf")
     if conf is not None:
         seen.append(host.file_evidence("/etc/ufw/ufw.conf", "ENABLED=yes?"))
         if ufw_enabled(conf):
-            return "ufw", seen
+            defaults = host.read("/etc/default/ufw") or ""
+            if ufw_default_deny(defaults):
+                rules = host.run_privileged("cat", host.path("/etc/ufw/user.rules"))
+                seen.append(rules.evidence("ufw's user rules"))
+                allowed = ufw_allowed_ports(rules.stdout) if rules.ok else set()
+                shown = ", ".join(map(str, sorted(allowed))) or "none readable"
+                return FirewallService(summary=f"ufw enabled, incoming denied by default "
+                                               f"(allowed: {shown})",
+                                       ufw_denies=frozenset(allowed), evidence=tuple(seen))
+            return FirewallService(summary="ufw enabled, incoming allowed by default",
+                                   ufw_denies=None, evidence=tuple(seen))
     if host.has_command("firewall-cmd"):
-        done = host.run("firewall-cmd", "--state")
+        done = host.run_privileged("firewall-cmd", "--state")
         seen.append(done.evidence())
         if done.ok and done.stdout.strip() == "running":
-            return "firewalld", seen
-    if host.has_command("nft"):
-        done = host.run("nft", "list", "ruleset")
+            return FirewallService(summary="firewalld running", ufw_denies=None,
+                                   evidence=tuple(seen))
+    done = host.run_privileged("nft", "list", "ruleset")
+    if done.ok:
         seen.append(done.evidence())
-        if done.ok and nft_has_rules(done.stdout):
-            return "nftables", seen
-    if host.has_command("systemctl"):
-        # Without root `nft list ruleset` is refused; a service that loads rules at boot still
-        # says a firewall is configured.
-        for service in ("firewalld", "nftables", "ufw"):
-            done = host.run("systemctl", "is-active", service)
-            if done.ok and done.stdout.strip() == "active":
-                seen.append(done.evidence())
-                if service != "ufw":  # ufw.service is active even when ufw is disabled
-                    return f"{service} (service active)", seen
-    return None, seen
+        if nft_has_rules(done.stdout):
+            return FirewallService(summary="nftables rules loaded (Docker adds its own)",
+                                   ufw_denies=None, evidence=tuple(seen))
+    return FirewallService(summary="no firewall service found (ufw disabled or absent, no "
+                                   "firewalld; nftables unreadable or empty)",
+                           ufw_denies=None, evidence=tuple(seen))
 
 
 @check("HOST-FIREWALL-ACTIVE", needs=("hosts",))
 def firewall(context: CheckContext) -> Iterator[Finding]:
+    """Judged from outside: which of the deployment's ports answer at the server's address."""
     for host in hosts(context):
-        name, evidence = firewall_evidence(host)
-        if name:
-            yield finding("HOST-FIREWALL-ACTIVE", Status.PASSED, host, f"{name} is active",
-                          *evidence)
+        address = host.address
+        if address is None:
+            yield finding("HOST-FIREWALL-ACTIVE", Status.NOT_APPLICABLE, host,
+                          "which ports answer from outside cannot be seen from the server "
+                          "itself: run the kit on another machine with --hosts "
+                          "ssh://user@server")
+            continue
+        ports = list(DEPLOYMENT_PORTS)
+        if host.ssh_port not in {p for p, _, _ in ports}:
+            ports.append((host.ssh_port or 22, "SSH (the kit's connection)", True))
+        states = probe_ports(address, ports)
+        service = firewall_service(host)
+        probed = Evidence(kind="text", summary=f"TCP connects to {address} from the kit's "
+                                               f"machine ({CONNECT_TIMEOUT_SECONDS:.0f} s each)",
+                          output="\n".join(s.line() for s in states))
+        evidence = (probed, *service.evidence)
+        ssh = next(s for s in states if s.port == (host.ssh_port or 22))
+        if not ssh.answers:
+            yield finding("HOST-FIREWALL-ACTIVE", Status.NOT_APPLICABLE, host,
+                          f"even the SSH port {ssh.port} is {ssh.state} at {address}, so "
+                          f"{address} is not where the server answers (an ssh_config alias or a "
+                          "jump host?): give --hosts the server's own address", *evidence)
+            continue
+        open_ = [s for s in states if s.answers and not s.allowed]
+        info = f"firewall service: {service.summary}"
+        if open_:
+            shown = ", ".join(f"{s.port} ({s.service})" for s in open_)
+            message = f"{shown} answer(s) from outside at {address}; {info}"
+            bypassed = [s.port for s in open_ if service.denies(s.port)]
+            if bypassed:
+                message += (f". ufw denies {', '.join(map(str, bypassed))} yet it answers: "
+                            "Docker's published ports bypass ufw (Docker's own chains accept "
+                            "them before ufw's rules run); publish them on 127.0.0.1 in the "
+                            "compose file or drop their `ports:` entries")
+            yield finding("HOST-FIREWALL-ACTIVE", Status.FAILED, host, message, *evidence,
+                          expected="only 22, 80 and 443 answer from outside",
+                          actual=f"{shown} answer(s)")
         else:
-            yield finding("HOST-FIREWALL-ACTIVE", Status.FAILED, host,
-                          "no active firewall found (ufw enabled, firewalld running or nftables "
-                          "rules)", *evidence, expected="an active firewall", actual="none")
+            answering = ", ".join(str(s.port) for s in states if s.answers)
+            yield finding("HOST-FIREWALL-ACTIVE", Status.PASSED, host,
+                          f"only {answering} answer at {address}; none of "
+                          + ", ".join(str(s.port) for s in states if not s.allowed)
+                          + f" does; {info}", *evidence)
 
 
 def sshd_setting(config: str, name: str) -> str | None:
@@ -103,27 +225,61 @@ def sshd_config_text(host: HostView) -> tuple[str | None, list[Evidence]]:
     return "\n".join(parts), evidence
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SshAuth:
+    password_auth: str  # effective PasswordAuthentication
+    kbd_interactive: str  # effective KbdInteractiveAuthentication (ChallengeResponse before 8.7)
+    use_pam: str
+    source: str  # "sshd -T" or "configuration files"
+
+
+def judge_ssh(auth: SshAuth) -> tuple[Status, str]:
+    problems = []
+    if auth.password_auth != "no":  # noqa: S105 - an sshd setting's value, not a secret
+        problems.append(f"PasswordAuthentication {auth.password_auth}")
+    if auth.kbd_interactive != "no" and auth.use_pam == "yes":
+        problems.append(f"KbdInteractiveAuthentication {auth.kbd_interactive} with UsePAM yes "
+                        "(PAM asks for the password that way)")
+    if problems:
+        return Status.FAILED, f"sshd accepts passwords: {'; '.join(problems)} ({auth.source})"
+    note = "" if auth.kbd_interactive == "no" else (
+        "; KbdInteractiveAuthentication is on but UsePAM is off, so it offers no password")
+    return Status.PASSED, f"sshd refuses password logins ({auth.source}){note}"
+
+
+def ssh_auth(host: HostView) -> tuple[SshAuth | None, list[Evidence]]:
+    """The effective settings: `sshd -T` (root or sudo) when it answers, else the files."""
+    if host.root in ("", "/"):
+        done = host.run_privileged("sshd", "-T")
+        if done.ok and "passwordauthentication" in done.stdout:
+            kbd = (sshd_setting(done.stdout, "kbdinteractiveauthentication")
+                   or sshd_setting(done.stdout, "challengeresponseauthentication") or "yes")
+            password = sshd_setting(done.stdout, "passwordauthentication") or "yes"
+            return SshAuth(password_auth=password, kbd_interactive=kbd,
+                           use_pam=sshd_setting(done.stdout, "usepam") or "no",
+                           source="sshd -T"), [done.evidence("effective configuration")]
+    text, evidence = sshd_config_text(host)
+    if text is None:
+        return None, []
+    # sshd's own defaults where the files say nothing: passwords and keyboard-interactive on.
+    kbd = (sshd_setting(text, "KbdInteractiveAuthentication")
+           or sshd_setting(text, "ChallengeResponseAuthentication") or "yes")
+    return SshAuth(password_auth=sshd_setting(text, "PasswordAuthentication") or "yes",
+                   kbd_interactive=kbd, use_pam=sshd_setting(text, "UsePAM") or "no",
+                   source="configuration files; `sshd -T` needs root or sudo"), evidence
+
+
 @check("HOST-SSH-NO-PASSWORD", needs=("hosts",))
 def ssh_passwords(context: CheckContext) -> Iterator[Finding]:
     for host in hosts(context):
-        value: str | None = None
-        evidence: list[Evidence] = []
-        if host.root in ("", "/") and host.has_command("sshd"):
-            done = host.run("sshd", "-T")
-            if done.ok:
-                value = sshd_setting(done.stdout, "passwordauthentication")
-                evidence = [done.evidence("effective configuration")]
-        if value is None:
-            text, evidence = sshd_config_text(host)
-            if text is None:
-                yield finding("HOST-SSH-NO-PASSWORD", Status.NOT_APPLICABLE, host,
-                              "no SSH server configuration (/etc/ssh/sshd_config)")
-                continue
-            value = sshd_setting(text, "PasswordAuthentication") or "yes"  # sshd's default
-        if value == "no":
-            yield finding("HOST-SSH-NO-PASSWORD", Status.PASSED, host,
-                          "sshd refuses password logins", *evidence)
-        else:
-            yield finding("HOST-SSH-NO-PASSWORD", Status.FAILED, host,
-                          f"sshd accepts passwords (PasswordAuthentication {value})", *evidence,
-                          expected="PasswordAuthentication no", actual=value)
+        auth, evidence = ssh_auth(host)
+        if auth is None:
+            yield finding("HOST-SSH-NO-PASSWORD", Status.NOT_APPLICABLE, host,
+                          "no SSH server configuration (/etc/ssh/sshd_config)")
+            continue
+        status, message = judge_ssh(auth)
+        yield finding("HOST-SSH-NO-PASSWORD", status, host, message, *evidence,
+                      expected="PasswordAuthentication no, KbdInteractiveAuthentication no",
+                      actual=f"PasswordAuthentication {auth.password_auth}, "
+                             f"KbdInteractiveAuthentication {auth.kbd_interactive}, "
+                             f"UsePAM {auth.use_pam}")

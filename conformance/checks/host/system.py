@@ -6,16 +6,22 @@ import re
 import shlex
 from collections.abc import Iterator
 
-from conformance.checks.host.common import HostView, finding, hosts, version_tuple
+from conformance.checks.host.common import Command, HostView, finding, hosts, version_tuple
 from conformance.checks.registry import CheckContext, check
 from conformance.model import Evidence, Finding, Status
 
 #: The guide's list: Ubuntu 20.04 LTS or newer, CentOS 8 or newer. RHEL rebuilds count as CentOS.
 MINIMUM_OS = {"ubuntu": (20, 4), "centos": (8,)}
 CENTOS_LIKE = frozenset({"centos", "rhel", "rocky", "almalinux"})
-#: Compose v2 needs Docker 20.10; the compose file's features need Compose v2.
+#: Compose v2 needs Docker 20.10.
 MIN_DOCKER = (20, 10)
-MIN_COMPOSE = (2,)
+#: The guide calls `docker-compose` (step 1: `apt install docker-compose`, v1 on Debian and Ubuntu).
+#: Its compose file (3.2) says version '3.8' and uses `depends_on: {condition: service_healthy}`,
+#: which the 3.x format dropped; docker-compose reads that again since 1.27.0, the release that
+#: adopted the Compose Specification (apt: 1.25.0 on Ubuntu 20.04, 1.29.2 on 22.04 and Debian 12).
+MIN_COMPOSE = (1, 27)
+#: An index older than this makes "no updates pending" meaningless (guide 8.3 is monthly).
+MAX_INDEX_AGE_DAYS = 7
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -90,35 +96,54 @@ def docker_installed(context: CheckContext) -> Iterator[Finding]:
                           f"Docker {'.'.join(map(str, version))}", done.evidence())
 
 
+def compose_v1_or_v2(version: tuple[int, ...]) -> str:
+    return "v1" if version < (2,) else "v2"
+
+
 @check("HOST-COMPOSE-VERSION", needs=("hosts",))
 def compose_version(context: CheckContext) -> Iterator[Finding]:
+    """The `docker-compose` every command of the guide calls (step 1 installs it from apt)."""
     for host in hosts(context):
-        plugin = host.run("docker", "compose", "version")
-        standalone = plugin if plugin.ok else host.run("docker-compose", "--version")
+        standalone = host.run("docker-compose", "--version")
         version = docker_version(standalone.stdout) if standalone.ok else None
-        evidence = standalone.evidence()
+        plugin = host.run("docker", "compose", "version")
+        plugin_version = docker_version(plugin.stdout) if plugin.ok else None
+        evidence = (standalone.evidence("the command the guide calls"), plugin.evidence())
+        shown_min = ".".join(map(str, MIN_COMPOSE))
+        beside = ("" if plugin_version is None else
+                  f"; the `docker compose` plugin {'.'.join(map(str, plugin_version))} "
+                  "is installed too")
         if version is None:
+            hint = ("only the `docker compose` plugin answers, but the guide's commands call "
+                    "`docker-compose`: install the docker-compose package or link the plugin "
+                    "as docker-compose" if plugin_version is not None else
+                    "neither `docker-compose` nor the `docker compose` plugin answers")
+            yield finding("HOST-COMPOSE-VERSION", Status.FAILED, host, hint, *evidence,
+                          expected=f"docker-compose >= {shown_min}", actual="no docker-compose")
+            continue
+        shown = ".".join(map(str, version))
+        if version < MIN_COMPOSE:
             yield finding("HOST-COMPOSE-VERSION", Status.FAILED, host,
-                          "neither `docker compose` nor `docker-compose` answers", evidence,
-                          expected="Compose v2", actual="none")
-        elif version < MIN_COMPOSE:
-            yield finding(
-                "HOST-COMPOSE-VERSION", Status.FAILED, host,
-                f"Compose {'.'.join(map(str, version))} (v1, what `apt install docker-compose` "
-                "gives on older releases): the production compose file needs Compose v2",
-                evidence, expected="Compose v2", actual=".".join(map(str, version)))
+                          f"docker-compose {shown} is older than {shown_min}, the first release "
+                          "that reads the guide's compose file (`depends_on` with `condition: "
+                          f"service_healthy` under version '3.8'){beside}", *evidence,
+                          expected=f">= {shown_min}", actual=shown)
         else:
-            how = "docker compose plugin" if plugin.ok else "docker-compose"
+            note = ("; Compose v1 no longer receives updates (v2 can be installed as "
+                    "docker-compose)" if version < (2,) else "")
             yield finding("HOST-COMPOSE-VERSION", Status.PASSED, host,
-                          f"Compose {'.'.join(map(str, version))} ({how})", evidence)
+                          f"docker-compose {shown} ({compose_v1_or_v2(version)}){note}{beside}",
+                          *evidence)
 
 
 @check("HOST-DOCKER-GROUP", needs=("hosts",))
 def docker_group(context: CheckContext) -> Iterator[Finding]:
+    """Judged on the group database (`id -nG USER`), not on this session's groups: a session
+    opened before `usermod -aG docker` keeps its old groups until the user logs in again."""
     for host in hosts(context):
         who = host.run("id", "-un")
-        groups = host.run("id", "-nG")
         user = who.stdout.strip() or "?"
+        groups = host.run("id", "-nG", user)
         names = groups.stdout.split()
         if user == "root":
             yield finding("HOST-DOCKER-GROUP", Status.PASSED, host,
@@ -132,43 +157,126 @@ def docker_group(context: CheckContext) -> Iterator[Finding]:
                           expected="docker among the user's groups", actual=" ".join(names))
 
 
-def pending_updates(host: HostView) -> tuple[int | None, str, Evidence | None]:
-    """(count or None when unknown, package manager, evidence) of pending package updates."""
-    if host.has_command("apt-get"):
-        done = host.run("apt-get", "-s", "-o", "Debug::NoLocking=1", "upgrade", timeout=60)
-        if not done.ok:
-            return None, "apt", done.evidence()
-        count = sum(1 for line in done.stdout.splitlines() if line.startswith("Inst "))
-        return count, "apt", done.evidence(f"{count} packages to upgrade")
-    if host.has_command("dnf"):
-        done = host.run("dnf", "-q", "check-update", timeout=60)
-        if done.rc not in (0, 100):  # 100: updates available
-            return None, "dnf", done.evidence()
-        count = sum(1 for line in done.stdout.splitlines()
-                    if line.strip() and not line.startswith((" ", "Obsoleting")))
-        return count, "dnf", done.evidence(f"{count} packages to upgrade")
-    return None, "", None
+def apt_index_age(host: HostView) -> tuple[float | None, Evidence]:
+    """Seconds since the apt index was last refreshed: the newest of the stamps apt and its
+    hooks touch on every `apt update` (lists/partial, Ubuntu's update-success-stamp) and the
+    index files themselves."""
+    script = ("find /var/lib/apt/periodic/update-success-stamp /var/lib/apt/periodic/update-stamp"
+              " /var/lib/apt/lists/partial /var/lib/apt/lists -maxdepth 1 \\( -name '*Release'"
+              " -o -name partial -o -name '*-stamp' \\) -printf '%T@ %p\\n' 2>/dev/null;"
+              " date +%s")
+    done = host.run("sh", "-c", script)
+    lines = done.stdout.split("\n")
+    stamps: list[tuple[float, str]] = []
+    now: float | None = None
+    for line in (ln.strip() for ln in lines if ln.strip()):
+        stamp, _, path = line.partition(" ")
+        try:
+            value = float(stamp)
+        except ValueError:
+            continue
+        if path:
+            stamps.append((value, path))
+        else:
+            now = value
+    if not stamps or now is None:
+        return None, done.evidence("no apt index found")
+    newest = max(stamps)
+    return max(0.0, now - newest[0]), done.evidence(f"newest: {newest[1]}")
+
+
+def refresh_succeeded(refresh: Command) -> bool:
+    """apt-get update exits 0 when a source cannot be fetched (it keeps the old index and warns):
+    an `Err:` line or a fetch warning means the index was not refreshed."""
+    output = refresh.stdout + refresh.stderr
+    return refresh.ok and not re.search(r"^(Err:|W: Failed to fetch|W: Some index files failed|E:)",
+                                        output, re.MULTILINE)
+
+
+def count_apt_upgrades(simulation: str) -> int:
+    return sum(1 for line in simulation.splitlines() if line.startswith("Inst "))
 
 
 @check("HOST-SYSTEM-UPDATES", needs=("hosts",))
 def system_updates(context: CheckContext) -> Iterator[Finding]:
+    """Pending updates against a fresh index: refreshed here only with --allow-writes (it writes
+    on the server); otherwise the index's age is judged and the count is as of that refresh."""
     for host in hosts(context):
-        count, manager, evidence = pending_updates(host)
-        shown = [evidence] if evidence is not None else []
-        if not manager:
+        if host.has_command("apt-get"):
+            yield from _apt_updates(context, host)
+        elif host.has_command("dnf"):
+            yield from _dnf_updates(context, host)
+        else:
             yield finding("HOST-SYSTEM-UPDATES", Status.NOT_APPLICABLE, host,
                           "neither apt-get nor dnf found")
-        elif count is None:
+
+
+def _apt_updates(context: CheckContext, host: HostView) -> Iterator[Finding]:
+    evidence: list[Evidence] = []
+    if context.allow_writes:
+        refresh = host.run_privileged("apt-get", "update", "-q", timeout=180)
+        evidence.append(refresh.evidence("refreshing the index (--allow-writes)"))
+        if not refresh_succeeded(refresh):
             yield finding("HOST-SYSTEM-UPDATES", Status.ERROR, host,
-                          f"{manager} could not list pending updates", *shown)
-        elif count:
-            yield finding("HOST-SYSTEM-UPDATES", Status.FAILED, host,
-                          f"{count} package update(s) pending ({manager}; as of the host's last "
-                          "package index refresh)", *shown, expected="0 pending",
-                          actual=str(count))
-        else:
-            yield finding("HOST-SYSTEM-UPDATES", Status.PASSED, host,
-                          f"no package updates pending ({manager})", *shown)
+                          "could not refresh the package index (apt-get update as root or "
+                          "through sudo -n)", *evidence)
+            return
+    age, age_evidence = apt_index_age(host)
+    evidence.append(age_evidence)
+    if age is None:
+        yield finding("HOST-SYSTEM-UPDATES", Status.FAILED, host,
+                      "no apt package index on the server: pending updates are unknown; run "
+                      "`sudo apt update` (or rerun with --allow-writes)", *evidence,
+                      expected=f"an index refreshed within {MAX_INDEX_AGE_DAYS} days",
+                      actual="no index")
+        return
+    days = age / 86400
+    simulation = host.run("apt-get", "-s", "-o", "Debug::NoLocking=1", "dist-upgrade",
+                          timeout=60)
+    evidence.append(simulation.evidence())
+    if not simulation.ok:
+        yield finding("HOST-SYSTEM-UPDATES", Status.ERROR, host,
+                      "apt-get could not list pending updates", *evidence)
+        return
+    count = count_apt_upgrades(simulation.stdout)
+    as_of = f"index refreshed {days:.1f} days ago"
+    if days > MAX_INDEX_AGE_DAYS:
+        yield finding("HOST-SYSTEM-UPDATES", Status.FAILED, host,
+                      f"the package index is {days:.0f} days old, so its {count} pending "
+                      f"update(s) say little: refresh it (`sudo apt update`, or rerun with "
+                      "--allow-writes) and upgrade", *evidence,
+                      expected=f"an index at most {MAX_INDEX_AGE_DAYS} days old, 0 pending",
+                      actual=f"{days:.0f} days old")
+    elif count:
+        yield finding("HOST-SYSTEM-UPDATES", Status.FAILED, host,
+                      f"{count} package update(s) pending (apt; {as_of})", *evidence,
+                      expected="0 pending", actual=str(count))
+    else:
+        yield finding("HOST-SYSTEM-UPDATES", Status.PASSED, host,
+                      f"no package updates pending (apt; {as_of})", *evidence)
+
+
+def _dnf_updates(context: CheckContext, host: HostView) -> Iterator[Finding]:
+    # dnf refreshes expired metadata by itself; without --allow-writes it keeps to its cache.
+    argv = ("dnf", "-q", "check-update") if context.allow_writes else (
+        "dnf", "-q", "--cacheonly", "check-update")
+    done = host.run_privileged(*argv, timeout=180) if context.allow_writes else host.run(
+        *argv, timeout=60)
+    if done.rc not in (0, 100):  # 100: updates available
+        yield finding("HOST-SYSTEM-UPDATES", Status.ERROR, host,
+                      "dnf could not list pending updates", done.evidence())
+        return
+    count = sum(1 for line in done.stdout.splitlines()
+                if line.strip() and not line.startswith((" ", "Obsoleting")))
+    as_of = ("fresh metadata" if context.allow_writes
+             else "cached metadata; --allow-writes refreshes it")
+    if count:
+        yield finding("HOST-SYSTEM-UPDATES", Status.FAILED, host,
+                      f"{count} package update(s) pending (dnf; {as_of})", done.evidence(),
+                      expected="0 pending", actual=str(count))
+    else:
+        yield finding("HOST-SYSTEM-UPDATES", Status.PASSED, host,
+                      f"no package updates pending (dnf; {as_of})", done.evidence())
 
 
 @check("HOST-DOCKER-ENGINE", needs=("hosts",))

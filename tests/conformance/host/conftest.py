@@ -1,0 +1,131 @@
+"""The SSH test host: one container of compose/images/sshhost per test session, reached over SSH.
+
+Its ports are published on a loopback address of its own (127.x.y.z), with the deployment's real
+port numbers: the host checks reach it as `ssh://deploy@127.x.y.z` and probe its 5432 or 6379
+from outside exactly as they would a user's server. Tests flip one defect and restore it.
+Without an engine or the image the tests skip, saying why; in CI (TASKFORGE_REQUIRE_DOCKER=1)
+they fail instead.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+from sshhost_support import BACKUPS, FRESH_INDEX, SshHost, guide_compose_file
+
+from conformance.stack.images import SSH_HOST
+
+REQUIRE_DOCKER = "TASKFORGE_REQUIRE_DOCKER"
+PUBLISHED_PORTS = (22, 80, 443, 5432, 6379, 9090, 9093, 3000, 8000)
+START_TIMEOUT_SECONDS = 20
+
+
+def _unusable(why: str) -> None:
+    if os.environ.get(REQUIRE_DOCKER) == "1":
+        pytest.fail(f"{REQUIRE_DOCKER}=1 but {why}", pytrace=False)
+    pytest.skip(f"docker: {why}")
+
+
+def _wait_for_sshd(address: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, 22), timeout=1) as sock:
+                sock.settimeout(1)
+                if sock.recv(4).startswith(b"SSH-"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"sshd on {address}:22 did not answer within {START_TIMEOUT_SECONDS}s")
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """A Docker engine answers here (skip, or in CI fail, saying why when none does)."""
+    try:
+        done = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
+                              capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _unusable(f"no docker engine ({exc})")
+    if done.returncode != 0 or not done.stdout.strip():
+        _unusable(f"no docker engine answers: {done.stderr.strip()[:200]}")
+
+
+@pytest.fixture(scope="session")
+def sql_dump(postgres_server: object, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A real pg_dump of the tests' PostgreSQL (plain SQL, gzipped as the backup service does)."""
+    from reference_server.devservices import postgres_bin_dir
+
+    url = postgres_server.url_for("taskforge_template")  # type: ignore[attr-defined]
+    done = subprocess.run([str(postgres_bin_dir() / "pg_dump"), "--no-owner", url],
+                          capture_output=True, timeout=60, check=True)
+    return gzip.compress(done.stdout)
+
+
+@pytest.fixture(scope="session")
+def ssh_host(tmp_path_factory: pytest.TempPathFactory, sql_dump: bytes) -> Iterator[SshHost]:
+    """The clean host: keys only, deploy in the docker group, /opt/taskforge as guide 4.2, the
+    guide's compose file in app/, today's dump in app/backups, an index refreshed now."""
+    try:
+        info = subprocess.run(["docker", "image", "inspect", SSH_HOST.name], capture_output=True,
+                              timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _unusable(f"no docker engine ({exc})")
+    if info.returncode != 0:
+        _unusable(f"no image {SSH_HOST.name} (`nox -s images` builds it): "
+                  f"{info.stderr.decode(errors='replace').strip()[:200]}")
+    work = tmp_path_factory.mktemp("sshhost")
+    key = work / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True,
+                   timeout=30)
+    # One SSH connection for all commands (a socket path must stay under ~100 bytes).
+    control = tempfile.mkdtemp(prefix="tf-ssh-", dir="/tmp")
+    config = work / "ssh_config"
+    config.write_text(
+        "Host *\n"
+        f"  IdentityFile {key}\n  IdentitiesOnly yes\n  BatchMode yes\n"
+        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+        f"  ControlPath {control}/%C\n"
+    )
+    # A loopback address of its own, so that its 22 and 5432 are its own and nobody else's.
+    address = f"127.{random.randint(64, 250)}.{random.randint(0, 255)}.{random.randint(2, 254)}"
+    name = f"taskforge-sshhost-test-{os.getpid()}-{random.randint(0, 1 << 30)}"
+    publish = [arg for port in PUBLISHED_PORTS for arg in ("-p", f"{address}:{port}:{port}")]
+    started = subprocess.run(
+        ["docker", "run", "-d", "--rm", "--name", name, "--label", "org.taskforge.test=sshhost",
+         "-e", f"AUTHORIZED_KEY={(work / 'id_ed25519.pub').read_text().strip()}", *publish,
+         SSH_HOST.name], capture_output=True, text=True, timeout=60, check=False)
+    if started.returncode != 0:
+        raise AssertionError(f"the SSH test host did not start: {started.stderr.strip()}")
+    host = SshHost(container=name, address=address,
+                   spec=f"ssh://deploy@{address}:22?ssh_config={config}")
+    try:
+        _wait_for_sshd(address)
+        compose = work / "docker-compose.prod.yml"
+        compose.write_text(guide_compose_file())
+        dump = work / "taskforge_dump.sql.gz"
+        dump.write_bytes(sql_dump)
+        for source, target in ((compose, "/opt/taskforge/app/docker-compose.prod.yml"),
+                               (dump, f"{BACKUPS}/{time.strftime('taskforge_%Y%m%d_%H%M%S')}"
+                                      ".sql.gz")):
+            subprocess.run(["docker", "cp", str(source), f"{name}:{target}"], check=True,
+                           timeout=60, capture_output=True)
+        # Tests reach nothing beyond 127.0.0.1: apt's mirror is cut off (a proxy nobody runs).
+        host.root("echo 'Acquire::http::Proxy \"http://127.0.0.1:9\"; Acquire::Retries \"0\";' "
+                  "> /etc/apt/apt.conf.d/99-test-offline && "
+                  f"chown -R deploy:deploy /opt/taskforge && {FRESH_INDEX}")
+        yield host
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60,
+                       check=False)
+        shutil.rmtree(control, ignore_errors=True)

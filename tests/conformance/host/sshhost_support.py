@@ -1,0 +1,47 @@
+"""The SSH test host as the tests hold it: the container, its address, the spec the checks take,
+and the states the tests flip it between."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from conformance.checks.registry import CheckContext
+
+GUIDE = Path(__file__).resolve().parents[3] / "conformance" / "guide.md"
+#: Where the guide's backup service writes: ./backups beside the compose file in app/.
+BACKUPS = "/opt/taskforge/app/backups"
+#: What a successful `apt update` leaves on Ubuntu (update-notifier's hook touches the stamp);
+#: the test host cannot reach a mirror, so the index it has counts as refreshed now.
+FRESH_INDEX = ("mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/update-success-stamp"
+               " /var/lib/apt/lists/partial /var/lib/apt/lists/*Release")
+STALE_INDEX = ("touch -d '30 days ago' /var/lib/apt/periodic/update-success-stamp"
+               " /var/lib/apt/lists/partial /var/lib/apt/lists/*Release")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SshHost:
+    container: str
+    address: str
+    spec: str  # what --hosts takes
+
+    def root(self, script: str, *, check: bool = True) -> str:
+        """Run a shell script as root inside the host (the test's hand, not the kit's)."""
+        done = subprocess.run(["docker", "exec", self.container, "sh", "-c", script],
+                              capture_output=True, text=True, timeout=60, check=False)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{script!r} failed on the test host: {done.stderr.strip()}")
+        return done.stdout
+
+    def context(self, **options: object) -> CheckContext:
+        return CheckContext(hosts=(self.spec,), **options)  # type: ignore[arg-type]
+
+
+def guide_compose_file() -> str:
+    """The compose file of guide 3.2, as a user following the guide deploys it."""
+    text = GUIDE.read_text(encoding="utf-8")
+    match = re.search(r"```yaml\n(# File: docker-compose\.prod\.yml\n.*?)```", text, re.DOTALL)
+    assert match, "guide 3.2's compose file not found in conformance/guide.md"
+    return match.group(1)

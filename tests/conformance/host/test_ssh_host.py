@@ -1,0 +1,172 @@
+"""Host checks over SSH against a real server (the SSH test host): clean it passes, each defect
+fails its item. Every test restores what it flipped, so the tests share one container."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Callable, Iterable, Iterator
+
+import pytest
+from sshhost_support import BACKUPS, FRESH_INDEX, STALE_INDEX, SshHost
+
+from conformance.checks.host import layout, resources, security, system
+from conformance.checks.registry import CheckContext
+from conformance.model import Finding, Status
+
+pytestmark = pytest.mark.docker
+
+Check = Callable[[CheckContext], Iterable[Finding]]
+
+
+def judged(host: SshHost, check: Check, item: str, **options: object) -> Finding:
+    [found] = [f for f in check(host.context(**options)) if f.item_id == item]
+    assert found.host is not None and found.host.startswith("ssh://deploy@")
+    assert "ssh_config" not in found.host  # the query (a local path) stays out of reports
+    return found
+
+
+@contextlib.contextmanager
+def defect(host: SshHost, flip: str, restore: str) -> Iterator[None]:
+    host.root(flip)
+    try:
+        yield
+    finally:
+        host.root(restore)
+
+
+def test_the_clean_host_passes_what_it_was_prepared_for(ssh_host: SshHost) -> None:
+    expected = {
+        (layout.directories, "HOST-TASKFORGE-DIRS"): Status.PASSED,
+        (layout.directories, "HOST-TASKFORGE-OWNER"): Status.PASSED,
+        (system.docker_group, "HOST-DOCKER-GROUP"): Status.PASSED,
+        (security.ssh_passwords, "HOST-SSH-NO-PASSWORD"): Status.PASSED,
+        (security.firewall, "HOST-FIREWALL-ACTIVE"): Status.PASSED,
+        (layout.backups_recent, "HOST-BACKUPS-RECENT"): Status.PASSED,
+        (system.system_updates, "HOST-SYSTEM-UPDATES"): Status.PASSED,
+        (system.compose_version, "HOST-COMPOSE-VERSION"): Status.PASSED,
+        (system.docker_installed, "HOST-DOCKER-VERSION"): Status.PASSED,
+        # The container runs no Docker daemon of its own.
+        (system.docker_engine, "HOST-DOCKER-ENGINE"): Status.FAILED,
+        # Debian 12: new enough, not in the guide's list.
+        (system.operating_system, "HOST-OS-VERSION"): Status.PASSED,
+        (system.operating_system, "HOST-OS-LISTED"): Status.FAILED,
+    }
+    got = {key: judged(ssh_host, key[0], key[1]) for key in expected}
+    assert {key: f.status for key, f in got.items()} == expected, {
+        key[1]: f.message for key, f in got.items() if f.status is not expected[key]}
+    assert "sshd -T" in got[(security.ssh_passwords, "HOST-SSH-NO-PASSWORD")].message
+    assert "docker-compose 1.29.2 (v1)" in got[(system.compose_version,
+                                                "HOST-COMPOSE-VERSION")].message
+    backups = got[(layout.backups_recent, "HOST-BACKUPS-RECENT")].message
+    assert f"{BACKUPS}/taskforge_" in backups
+    assert "service 'backup' of /opt/taskforge/app/docker-compose.prod.yml" in backups
+    assert "complete" in backups  # pg_dump's closing line was read through gzip
+
+
+def test_cpu_cores_are_the_physical_cores_lscpu_counts(ssh_host: SshHost) -> None:
+    lscpu = subprocess.run(["lscpu", "-p=CORE,SOCKET"], capture_output=True, text=True,
+                           check=True, timeout=30).stdout
+    cores = {line for line in lscpu.splitlines() if line and not line.startswith("#")}
+    found = judged(ssh_host, resources.cpu_cores, "HOST-CPU-CORES")
+    assert found.actual is not None and found.actual.startswith(f"{len(cores)} physical cores")
+    assert found.status is (Status.PASSED if len(cores) >= 4 else Status.FAILED)
+
+
+@pytest.mark.parametrize("setting", ["PasswordAuthentication yes",
+                                     "KbdInteractiveAuthentication yes"])
+def test_password_logins_fail(ssh_host: SshHost, setting: str) -> None:
+    # A drop-in read before 10-keys-only.conf: sshd takes the first value it reads.
+    with defect(ssh_host, f"echo '{setting}' > /etc/ssh/sshd_config.d/05-defect.conf",
+                "rm -f /etc/ssh/sshd_config.d/05-defect.conf"):
+        found = judged(ssh_host, security.ssh_passwords, "HOST-SSH-NO-PASSWORD")
+    assert found.status is Status.FAILED
+    assert setting in found.message
+
+
+def test_missing_taskforge_directory_fails(ssh_host: SshHost) -> None:
+    with defect(ssh_host, "mv /opt/taskforge /opt/taskforge.away",
+                "mv /opt/taskforge.away /opt/taskforge"):
+        findings = {f.item_id: f for f in layout.directories(ssh_host.context())}
+    assert findings["HOST-TASKFORGE-DIRS"].status is Status.FAILED
+    assert findings["HOST-TASKFORGE-OWNER"].status is Status.NOT_APPLICABLE
+
+
+def test_taskforge_directory_owned_by_root_fails(ssh_host: SshHost) -> None:
+    with defect(ssh_host, "chown -R root:root /opt/taskforge",
+                "chown -R deploy:deploy /opt/taskforge"):
+        found = judged(ssh_host, layout.directories, "HOST-TASKFORGE-OWNER")
+    assert found.status is Status.FAILED
+    assert "'deploy'" in found.message
+
+
+def test_user_outside_the_docker_group_fails(ssh_host: SshHost) -> None:
+    with defect(ssh_host, "gpasswd -d deploy docker", "gpasswd -a deploy docker"):
+        found = judged(ssh_host, system.docker_group, "HOST-DOCKER-GROUP")
+    assert found.status is Status.FAILED
+
+
+@pytest.mark.parametrize(
+    ("flip", "why"),
+    [(f"for f in {BACKUPS}/*; do : > $f; done", "empty"),
+     (f"for f in {BACKUPS}/*; do echo 'not a dump' | gzip > $f; done", "not a PostgreSQL dump"),
+     (f"for f in {BACKUPS}/*; do gzip -dc $f | head -n 40 | gzip > $f.cut; mv $f.cut $f; done",
+      "cut short"),
+     (f"touch -d '30 hours ago' {BACKUPS}/*", "30 h old")],
+    ids=["empty", "not-a-dump", "truncated", "too-old"],
+)
+def test_a_bad_newest_backup_fails(ssh_host: SshHost, flip: str, why: str) -> None:
+    keep = "/root/backups.kept"
+    with defect(ssh_host, f"cp -a {BACKUPS} {keep} && {flip}",
+                f"rm -rf {BACKUPS} && mv {keep} {BACKUPS}"):
+        found = judged(ssh_host, layout.backups_recent, "HOST-BACKUPS-RECENT")
+    assert found.status is Status.FAILED
+    assert why in found.message
+
+
+def test_a_stale_package_index_fails(ssh_host: SshHost) -> None:
+    with defect(ssh_host, STALE_INDEX, FRESH_INDEX):
+        found = judged(ssh_host, system.system_updates, "HOST-SYSTEM-UPDATES")
+    assert found.status is Status.FAILED
+    assert "30 days old" in found.message
+
+
+def test_refreshing_the_index_needs_a_reachable_mirror(ssh_host: SshHost) -> None:
+    """With --allow-writes the index is refreshed first; the test host has no route out."""
+    found = judged(ssh_host, system.system_updates, "HOST-SYSTEM-UPDATES", allow_writes=True)
+    assert found.status is Status.ERROR
+    assert "could not refresh the package index" in found.message
+
+
+def test_docker_compose_missing_fails(ssh_host: SshHost) -> None:
+    with defect(ssh_host, "mv /usr/bin/docker-compose /usr/bin/docker-compose.away",
+                "mv /usr/bin/docker-compose.away /usr/bin/docker-compose"):
+        found = judged(ssh_host, system.compose_version, "HOST-COMPOSE-VERSION")
+    assert found.status is Status.FAILED
+
+
+def test_docker_missing_fails(ssh_host: SshHost) -> None:
+    with defect(ssh_host, "mv /usr/bin/docker /usr/bin/docker.away",
+                "mv /usr/bin/docker.away /usr/bin/docker"):
+        found = judged(ssh_host, system.docker_installed, "HOST-DOCKER-VERSION")
+    assert found.status is Status.FAILED
+
+
+def test_postgresql_answering_from_outside_fails_and_ufw_is_said_to_be_bypassed(
+        ssh_host: SshHost) -> None:
+    """A listener on 5432 behind a published port, with ufw enabled and denying by default."""
+    pid = ssh_host.root("python3 -m http.server --bind 0.0.0.0 5432 >/dev/null 2>&1 & echo $!")
+    ufw = ("sed -i 's/^ENABLED=no/ENABLED=yes/' /etc/ufw/ufw.conf && printf '%s\\n' "
+           "'-A ufw-user-input -p tcp --dport 22 -j ACCEPT' > /etc/ufw/user.rules")
+    try:
+        ssh_host.root("for i in $(seq 50); do "
+                      "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 5432))'"
+                      " 2>/dev/null && exit 0; sleep 0.1; done; exit 1")
+        with defect(ssh_host, ufw, "sed -i 's/^ENABLED=yes/ENABLED=no/' /etc/ufw/ufw.conf && "
+                                   "rm -f /etc/ufw/user.rules"):
+            found = judged(ssh_host, security.firewall, "HOST-FIREWALL-ACTIVE")
+    finally:
+        ssh_host.root(f"kill {int(pid)}")
+    assert found.status is Status.FAILED
+    assert found.actual == "5432 (PostgreSQL) answer(s)"
+    assert "Docker's published ports bypass ufw" in found.message
