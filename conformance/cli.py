@@ -362,6 +362,7 @@ def run(args: argparse.Namespace, suite: Suite, out: TextIO) -> int:
             plan.files, plan.rules, note = prepare_repo_deployment(Path(workdir))
             print(note, file=out)
         print_safety(target, args, out)
+        check_hosts(args, plan, out)
         argv = pytest_arguments(args, plan, suite, Path(workdir), target)
         collector = _Collector()
         with _no_plugin_autoload():
@@ -415,6 +416,25 @@ def write(result: RunResult, reports_dir: Path, out: TextIO) -> Path | None:
     except OSError as exc:
         print(f"warning: reports not written to {reports_dir}: {exc}", file=out)
         return None
+
+
+def check_hosts(args: argparse.Namespace, plan: Plan, out: TextIO) -> None:
+    """Say which machine the host checks judge when nobody chose one; stop at once, in one line,
+    when a given host does not answer."""
+    if not plan.hosts:
+        return
+    if not args.hosts:
+        import socket
+
+        print(f"hosts: local:// ({socket.gethostname()}), the machine the kit runs on; "
+              "--hosts ssh://user@server judges the server", file=out)
+        return
+    from conformance.checks.host.common import display_spec, unreachable_reason
+
+    for spec in plan.hosts:
+        reason = unreachable_reason(spec)
+        if reason is not None:
+            raise Unreachable(f"host {display_spec(spec)} unreachable: {reason}")
 
 
 def print_safety(target: Target | None, args: argparse.Namespace, out: TextIO) -> None:

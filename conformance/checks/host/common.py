@@ -120,6 +120,21 @@ class HostView:
         return Evidence(kind="file", file=self.path(path), summary=summary)
 
 
+def unreachable_reason(spec: str) -> str | None:
+    """Why the host does not answer one bounded command (None when it does): checked once
+    before the run, so an unreachable server is one line, not an error per check."""
+    try:
+        result = _testinfra_host(spec).run("true")
+    except Exception as exc:  # testinfra raises RuntimeError (ssh exit 255) and backend errors
+        detail = getattr(getattr(exc, "args", [None])[0], "stderr", None) or str(exc)
+        lines = [ln for ln in str(detail).splitlines() if ln.strip()]
+        return lines[-1].strip()[:200] if lines else type(exc).__name__
+    if result.rc == 0:
+        return None
+    said = [ln.strip() for ln in str(result.stderr).splitlines() if ln.strip()]
+    return f"{said[-1][:200] if said else 'no output'} (exit status {result.rc})"
+
+
 def hosts(context: CheckContext) -> Iterator[HostView]:
     root = context.host_root or "/"
     taskforge_dir = context.taskforge_dir or "/opt/taskforge"

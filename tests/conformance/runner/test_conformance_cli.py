@@ -317,3 +317,28 @@ def test_report_and_diff_delegate_to_the_reporting_package(
     assert code == 1  # FAKE-STATIC-BLOCKER regressed
     assert "FAKE-STATIC-BLOCKER" in out
     assert run(["diff", str(after), str(after)], fake)[0] == 0
+
+
+def test_host_phases_without_hosts_say_which_machine_they_judge(
+        fake: cli.Suite, tmp_path: Path) -> None:
+    argv = ["run", "--reports-dir", str(tmp_path / "reports"), "--phase", "pre-deploy"]
+    _, out = run(argv, fake)
+    [line] = [ln for ln in out.splitlines() if ln.startswith("hosts: ")]
+    assert line == (f"hosts: local:// ({socket.gethostname()}), the machine the kit runs on; "
+                    "--hosts ssh://user@server judges the server")
+    _, out = run([*argv, "--hosts", "local://"], fake)  # chosen: nothing to say
+    assert "hosts: " not in out
+
+
+def test_an_unreachable_host_is_one_line_and_exit_status_3(
+        fake: cli.Suite, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, _ = run(["run", "--reports-dir", str(tmp_path / "reports"), "--phase", "pre-deploy",
+                   "--hosts", f"ssh://nobody@127.0.0.1:{port}"], fake)
+    assert code == 3
+    assert capsys.readouterr().err == (f"error: host ssh://nobody@127.0.0.1:{port} unreachable: "
+                                       f"ssh: connect to host 127.0.0.1 port {port}: Connection "
+                                       "refused\n")
+    assert not (tmp_path / "reports").exists()
