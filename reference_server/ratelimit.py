@@ -337,53 +337,55 @@ def _email_key(email: str) -> str:
     return "login:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()
 
 
+#: DECR only a live count: one expired meanwhile must not come back without its expiry.
+_GIVE_BACK = "if redis.call('exists', KEYS[1]) == 1 then return redis.call('decr', KEYS[1]) end"
+
+
 class LoginThrottle:
-    """At most LOGIN_MAX_FAILURES failed logins per email per 15 minutes."""
+    """At most LOGIN_MAX_FAILURES failed logins evaluated per email per 15 minutes.
+
+    An attempt is counted before its password is checked, in one atomic Redis transaction, so
+    concurrent guesses cannot all read a count below the limit (30 at once were all evaluated
+    when the count was read first and raised after). A login that succeeds gives its count back.
+    """
 
     def __init__(self, guard: RedisGuard, *, fail_open: bool) -> None:
         self.guard = guard
         self.fail_open = fail_open
 
-    async def check(self, email: str) -> None:
+    async def take(self, email: str) -> bool:
+        """Count an attempt; RateLimited past the limit. False: Redis is down and the throttle
+        fails open, so nothing was counted (nothing to give back)."""
         key = _email_key(email)
 
-        async def read(client: redis.asyncio.Redis) -> tuple[int, int]:
-            pipe = client.pipeline(transaction=False)
-            pipe.get(key)
+        async def incr(client: redis.asyncio.Redis) -> tuple[int, int]:
+            pipe = client.pipeline(transaction=True)  # MULTI/EXEC: nothing runs in between
+            pipe.set(key, 0, ex=LOGIN_WINDOW_SECONDS, nx=True)
+            pipe.incr(key)
             pipe.ttl(key)
-            count, ttl = await pipe.execute()
-            return int(count or 0), int(ttl)
+            _, count, ttl = await pipe.execute()
+            return int(count), int(ttl)
 
         try:
-            failures, ttl = await self.guard.run(read)
+            attempts, ttl = await self.guard.run(incr)
         except RedisUnavailable:
             if not self.fail_open:
                 raise ServiceUnavailable(
                     "login throttle unavailable", headers={"Retry-After": "2"}
                 ) from None
-            return
-        if failures >= LOGIN_MAX_FAILURES:
+            return False
+        if attempts > LOGIN_MAX_FAILURES:
             retry_after = ttl if ttl > 0 else LOGIN_WINDOW_SECONDS
             raise RateLimited(
                 "too many failed login attempts", headers={"Retry-After": str(retry_after)}
             )
+        return True
 
-    async def record_failure(self, email: str) -> None:
-        key = _email_key(email)
-
-        async def incr(client: redis.asyncio.Redis) -> None:
-            pipe = client.pipeline(transaction=False)
-            pipe.set(key, 0, ex=LOGIN_WINDOW_SECONDS, nx=True)
-            pipe.incr(key)
-            await pipe.execute()
-
-        with contextlib.suppress(RedisUnavailable):
-            await self.guard.run(incr)
-
-    async def reset(self, email: str) -> None:
+    async def give_back(self, email: str) -> None:
+        """The attempt succeeded: it is no failure (earlier failures stay counted)."""
         key = _email_key(email)
         with contextlib.suppress(RedisUnavailable):
-            await self.guard.run(lambda client: client.delete(key))
+            await self.guard.run(lambda client: client.eval(_GIVE_BACK, 1, key))
 
 
 class RefreshTokenRegistry:

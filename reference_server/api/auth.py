@@ -74,13 +74,14 @@ async def login() -> Response:
     body = await parse_body(LoginRequest)
     st = state()
     assert st.login_throttle is not None
-    await st.login_throttle.check(body.email)
+    # Counted before the password is checked: a burst cannot outrun the count.
+    counted = await st.login_throttle.take(body.email)
     user = await accounts().user_by_email(body.email)
     valid = await verify_password(user.password_hash if user else None, body.password)
     if user is None or not valid:
-        await st.login_throttle.record_failure(body.email)
         raise AuthenticationFailed("invalid email or password")
-    await st.login_throttle.reset(body.email)
+    if counted:
+        await st.login_throttle.give_back(body.email)
     g.audit_actor = f"user:{user.id}"
     g.audit_org = user.organization_id
     pair = st.tokens.issue_pair(user.id, user.organization_id, user.permissions)

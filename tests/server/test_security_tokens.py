@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
@@ -10,6 +11,7 @@ from typing import Any
 import asyncpg
 import jwt
 import orjson
+import pytest
 from api_support import (
     ACCESS_SECRET,
     PASSWORD,
@@ -19,6 +21,8 @@ from api_support import (
     register,
     running_app,
 )
+
+from reference_server.api import auth as auth_api
 
 
 def _claims(account: dict[str, str], **changes: Any) -> dict[str, Any]:
@@ -305,3 +309,50 @@ async def test_member_role_holds_the_contract_permissions(
     assert read_queues.status_code == 200
     assert [write_queue.status_code, workers.status_code, keys.status_code] == [403, 403, 403]
 
+
+
+async def test_a_concurrent_burst_of_guesses_gets_five_evaluated_at_most(
+    database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """30 guesses at once, the right one 20th: no more than five wrong ones are checked, so the
+    right one, arriving after them, is refused."""
+    evaluated: list[bool] = []
+    real = auth_api.verify_password
+
+    async def counting(stored: str | None, password: str) -> bool:
+        await asyncio.sleep(0.05)  # a slow hash: every guess is in flight at once
+        valid = await real(stored, password)
+        evaluated.append(valid)
+        return valid
+
+    async with running_app(database_url, redis_url, RATE_LIMIT_PER_MINUTE=1000) as api:
+        email = new_email()
+        await register(api, email)
+        monkeypatch.setattr(auth_api, "verify_password", counting)
+        guesses = [f"wrong-guess-{n}" for n in range(30)]
+        guesses[19] = PASSWORD
+        answers = await asyncio.gather(
+            *(
+                api.post("/api/v1/auth/login", json={"email": email, "password": guess})
+                for guess in guesses
+            )
+        )
+    statuses = [r.status_code for r in answers]
+    assert evaluated.count(False) <= 5
+    assert statuses.count(401) == evaluated.count(False)
+    assert statuses.count(429) == 30 - len(evaluated)
+
+
+async def test_a_successful_login_gives_its_attempt_back(database_url: str, redis_url: str) -> None:
+    async with running_app(database_url, redis_url) as api:
+        email = new_email()
+        await register(api, email)  # logs in once
+        for _ in range(4):
+            await login(api, email)
+        failures = [
+            await api.post("/api/v1/auth/login", json={"email": email, "password": "wrong-pass"})
+            for _ in range(5)
+        ]
+        locked = await api.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    assert [r.status_code for r in failures] == [401] * 5
+    assert locked.status_code == 429
