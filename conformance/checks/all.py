@@ -20,6 +20,7 @@ from conformance.checks.static import (  # noqa: F401
     compose,
     dockerfile,
     env,
+    logfile,
     nginx,
     prometheus,
     sizing,

@@ -22,8 +22,10 @@ from conformance.checks.static.composefile import (
     app_service,
     healthcheck_test,
     load_compose,
+    published_ports,
 )
 from conformance.checks.static.distributions import DEBIAN_RELEASES, distribution_of
+from conformance.checks.static.env import load_env
 
 MIGRATE_LABEL = "org.taskforge.migrate-command"
 HADOLINT_TIMEOUT_SECONDS = 60
@@ -363,4 +365,85 @@ def no_secrets(context: CheckContext) -> Iterator[Problem]:
                     message=f"{instruction.keyword} copies a .env file into the image",
                     file=dockerfile.path, line=instruction.line,
                     expected="no .env in the image", actual=instruction.arguments,
+                )
+
+
+# --- the port the app listens on --------------------------------------------------------------
+
+_LOCAL_URL_PORT = re.compile(r"://(?:localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\]):(\d+)")
+
+
+def _environment_value(service: dict[str, object], name: str) -> str | None:
+    environment = service.get("environment")
+    if isinstance(environment, dict):
+        value = environment.get(name)
+        return None if value is None else str(value)
+    if isinstance(environment, list):
+        for entry in environment:
+            key, sep, value = str(entry).partition("=")
+            if sep and key.strip() == name:
+                return value
+    return None
+
+
+@static_check(
+    "DOCKERFILE-APP-PORT", needs=("dockerfile",),
+    ok="EXPOSE, the healthchecks and the published ports use APPLICATION_PORT",
+)
+def app_port(context: CheckContext) -> Iterator[Problem]:
+    dockerfile = _dockerfile(context)
+    final = dockerfile.final
+    compose = load_compose(context) if context.compose_file is not None else None
+    found = app_service(compose) if compose is not None else None
+    env = load_env(context)
+    port: str | None = None
+    where = ""
+    if found is not None and compose is not None:
+        value = _environment_value(found[1], "APPLICATION_PORT")
+        if value is not None and compose.interpolate(value):
+            port, where = compose.interpolate(value), f"service {found[0]}'s environment"
+    if port is None and env is not None and env.get("APPLICATION_PORT"):
+        port, where = env.get("APPLICATION_PORT"), f"{env.path.name}"
+    if port is None:
+        for instruction in final.all("ENV"):
+            match = re.search(r"\bAPPLICATION_PORT[= ](\d+)", instruction.arguments)
+            if match:
+                port, where = match.group(1), "the Dockerfile's ENV"
+    if port is None or not port.isdigit():
+        raise NotApplicable(
+            "APPLICATION_PORT is set nowhere (.env, the app's environment, ENV): the port the "
+            "app listens on is its own default, which the kit does not know"
+        )
+    expose = final.all("EXPOSE")
+    exposed = {w.split("/")[0] for i in expose for w in i.arguments.split()}
+    if expose and port not in exposed:
+        yield Problem(
+            message=f"EXPOSE {' '.join(sorted(exposed))} but the app listens on {port} "
+            f"(APPLICATION_PORT in {where})", file=dockerfile.path, line=expose[-1].line,
+            expected=f"EXPOSE {port}", actual=f"EXPOSE {' '.join(sorted(exposed))}",
+        )
+    probes: list[tuple[str, Path, int | None]] = [
+        (i.arguments, dockerfile.path, i.line) for i in final.all("HEALTHCHECK")
+    ]
+    if found is not None and compose is not None:
+        name, service = found
+        test = healthcheck_test(service)
+        if test is not None:
+            probes.append((compose.interpolate(test), compose.path,
+                           compose.service_line(name, "healthcheck")))
+        for published in published_ports(compose, service):
+            if published.target is not None and str(published.target) != port:
+                yield Problem(
+                    message=f"service {name} publishes container port {published.target}, but "
+                    f"the app listens on {port} (APPLICATION_PORT in {where})",
+                    file=compose.path, line=published.line, expected=f"...:{port}",
+                    actual=str(published.target),
+                )
+    for text, file, line in probes:
+        for match in _LOCAL_URL_PORT.finditer(text):
+            if match.group(1) != port:
+                yield Problem(
+                    message=f"the healthcheck probes port {match.group(1)}, but the app listens "
+                    f"on {port} (APPLICATION_PORT in {where}): the container is never healthy",
+                    file=file, line=line, expected=f"port {port}", actual=match.group(1),
                 )

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from conformance.checks.registry import CheckContext
-from conformance.checks.static.base import ArtifactError, Problem, static_check
+from conformance.checks.static.base import ArtifactError, NotApplicable, Problem, static_check
 from conformance.checks.static.variables import BY_NAME, VARIABLES, Format, Secret
 
 MIN_SECRET_BYTES = 32
@@ -401,7 +401,18 @@ def redis_url_consistent(context: CheckContext) -> Iterator[Problem]:
 # --- URLs, CORS, logging, metrics, headers ----------------------------------------------------
 
 
-@static_check("ENV-BASE-URL-HTTPS", needs=("env_file",), ok="BASE_URL is https")
+#: The guide's own placeholder domains (3.1, 5.2): nobody's real domain.
+PLACEHOLDER_DOMAIN = re.compile(r"(^|\.)(your-?domain\.com|your-production-server)$", re.I)
+
+
+def _placeholder_host(url: str) -> str | None:
+    host = urlsplit(url).hostname or ""
+    return host if PLACEHOLDER_DOMAIN.search(host) else None
+
+
+@static_check(
+    "ENV-BASE-URL-HTTPS", needs=("env_file",), ok="BASE_URL is https, on a real domain"
+)
 def base_url_https(context: CheckContext) -> Iterator[Problem]:
     env = _env(context)
     value = env.get("BASE_URL")
@@ -410,6 +421,11 @@ def base_url_https(context: CheckContext) -> Iterator[Problem]:
     if urlsplit(value).scheme != "https":
         yield _problem(env, "BASE_URL", "BASE_URL is not https", expected="https://...",
                        actual=value)
+    host = _placeholder_host(value)
+    if host is not None:
+        yield _problem(env, "BASE_URL", f"BASE_URL is on the guide's placeholder domain {host}: "
+                       "links, redirects and the certificate name point at someone else's site",
+                       expected="https://<your API's domain>", actual=value)
 
 
 @static_check("ENV-CORS-ORIGINS", needs=("env_file",), ok="CORS origins are named https origins")
@@ -425,6 +441,42 @@ def cors_origins(context: CheckContext) -> Iterator[Problem]:
         elif urlsplit(origin).scheme != "https":
             yield _problem(env, "CORS_ALLOWED_ORIGINS", f"CORS origin {origin} is not https",
                            expected="https://...", actual=origin)
+        elif _placeholder_host(origin) is not None:
+            yield _problem(env, "CORS_ALLOWED_ORIGINS", f"CORS origin {origin} is the guide's "
+                           "placeholder domain: browsers on whoever owns it may call the API "
+                           "with users' credentials", expected="your front ends' origins",
+                           actual=origin)
+
+
+#: Bounds of token lifetimes: short access tokens (revocation waits for them to expire), refresh
+#: tokens longer than access tokens and at most 30 days.
+ACCESS_MINUTES_MAX = 60
+REFRESH_MINUTES_MAX = 30 * 24 * 60
+
+
+@static_check(
+    "ENV-TOKEN-LIFETIMES", needs=("env_file",),
+    ok="access and refresh token lifetimes are within bounds, refresh longer than access",
+)
+def token_lifetimes(context: CheckContext) -> Iterator[Problem]:
+    env = _env(context)
+    access, refresh = env.get("JWT_EXPIRY_TIME_MINUTES"), env.get("JWT_REFRESH_EXPIRY_TIME_MINUTES")
+    if access is None and refresh is None:
+        raise NotApplicable("neither JWT_EXPIRY_TIME_MINUTES nor "
+                            "JWT_REFRESH_EXPIRY_TIME_MINUTES is set: the server's defaults apply")
+    if access is not None and access.isdigit() and not 1 <= int(access) <= ACCESS_MINUTES_MAX:
+        yield _problem(env, "JWT_EXPIRY_TIME_MINUTES", f"access tokens live {access} minutes: a "
+                       "stolen or revoked token stays valid that long",
+                       expected=f"1-{ACCESS_MINUTES_MAX}", actual=access)
+    if refresh is not None and refresh.isdigit() and not 1 <= int(refresh) <= REFRESH_MINUTES_MAX:
+        yield _problem(env, "JWT_REFRESH_EXPIRY_TIME_MINUTES", f"refresh tokens live {refresh} "
+                       "minutes, more than 30 days", expected=f"<= {REFRESH_MINUTES_MAX}",
+                       actual=refresh)
+    if (access is not None and refresh is not None and access.isdigit() and refresh.isdigit()
+            and int(refresh) <= int(access)):
+        yield _problem(env, "JWT_REFRESH_EXPIRY_TIME_MINUTES", "refresh tokens expire no later "
+                       f"than access tokens ({refresh} <= {access} minutes): refreshing never "
+                       "extends a session", expected=f"> {access}", actual=refresh)
 
 
 @static_check("ENV-LOG-FORMAT-JSON", needs=("env_file",), ok="LOG_FORMAT=json")

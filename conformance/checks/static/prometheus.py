@@ -17,6 +17,7 @@ from conformance.checks.static.base import (
     ArtifactError,
     LineDict,
     LineList,
+    NotApplicable,
     Problem,
     line_of,
     load_yaml,
@@ -24,7 +25,9 @@ from conformance.checks.static.base import (
 )
 from conformance.checks.static.composefile import (
     app_service,
+    command_text,
     each_service,
+    image_of,
     load_compose,
     volume_sources,
 )
@@ -381,3 +384,46 @@ def grafana_dashboard(context: CheckContext) -> Iterator[Problem]:
         yield Problem(message="no dashboard panel queries the taskforge_* metrics",
                       file=dashboards[0], line=None,
                       expected="panels over taskforge_* metrics", actual="none")
+
+
+# --- retention --------------------------------------------------------------------------------
+
+DEFAULT_RETENTION_DAYS = 15  # Prometheus' own default --storage.tsdb.retention.time
+_DURATION_DAYS = {"y": 365.0, "w": 7.0, "d": 1.0, "h": 1 / 24, "m": 1 / 1440, "s": 1 / 86400}
+
+
+def _days(duration: str) -> float | None:
+    parts = re.findall(r"(\d+)(ms|y|w|d|h|m|s)", duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        return None
+    return sum(int(n) * _DURATION_DAYS.get(u, 0.0) for n, u in parts)
+
+
+@static_check(
+    "PROM-RETENTION-BOUNDED", needs=("compose_file",),
+    ok="Prometheus' storage is bounded in size as well as in time",
+)
+def retention_bounded(context: CheckContext) -> Iterator[Problem]:
+    compose = load_compose(context)
+    servers = [(n, s) for n, s in each_service(compose)
+               if image_of(s).rsplit("/", 1)[-1].startswith("prometheus")]
+    if not servers:
+        raise NotApplicable("no Prometheus service in the compose file")
+    for name, service in servers:
+        command = compose.interpolate(command_text(service.get("command")))
+        time_match = re.search(r"--storage\.tsdb\.retention\.time[= ](\S+)", command)
+        if "--storage.tsdb.retention.size" in command or time_match is None:
+            continue  # size-bounded, or Prometheus' 15-day default
+        days = _days(time_match.group(1).strip("'\""))
+        if days is None or days <= DEFAULT_RETENTION_DAYS:
+            continue
+        start = compose.service_line(name, "command") or 1
+        yield Problem(
+            message=f"service {name} keeps {time_match.group(1)} of samples with no "
+            "--storage.tsdb.retention.size: nothing bounds the TSDB on its volume, which shares "
+            "the host disk (guide 2.1: 50 GB for everything) with PostgreSQL and the backups; "
+            "when it fills, the database stops too",
+            file=compose.path, line=compose.find_line("retention.time", start) or start,
+            expected="--storage.tsdb.retention.size=<part of the volume>, e.g. 10GB",
+            actual=f"retention.time={time_match.group(1)}, no size limit",
+        )

@@ -260,3 +260,54 @@ def test_redis_config_loaded_as_first_argument_passes(compose_copy: Path) -> Non
                                     "exec redis-server /etc/redis.conf --requirepass", 1))
     findings = run_checks(("COMPOSE-REDIS-PERSISTENCE",), compose_file=compose)
     assert [f.status for f in findings] == [Status.PASSED]
+
+
+def test_prometheus_retention_without_a_size_bound() -> None:
+    findings = run_checks(("PROM-RETENTION",),
+                          compose_file=DEFECTS / "prom_retention_365d.yml")
+    (finding,) = findings
+    assert finding.status is Status.FAILED
+    assert finding.actual == "retention.time=365d, no size limit"
+
+
+def env_findings(tmp_path: Path, clean_env: Path, item: str, old: str, new: str) -> list[str]:
+    text = clean_env.read_text()
+    assert old in text
+    clean_env.write_text(text.replace(old, new))
+    # compose/'s app sets APPLICATION_PORT itself (it wins over the .env): judge the port alone.
+    compose = None if item == "DOCKERFILE-APP-PORT" else COMPOSE_DIR / "docker-compose.prod.yml"
+    findings = run_checks((item,), env_file=clean_env,
+                          dockerfile=FIXTURES / "clean" / "Dockerfile", compose_file=compose)
+    return [f.message for f in findings if f.status is Status.FAILED]
+
+
+def test_clean_files_pass_the_cross_file_items(clean_env: Path) -> None:
+    """The clean Dockerfile's USER 10001 is its taskforge user, who owns /app/logs."""
+    for item in ("ENV-LOG-FILE-PATH", "DOCKERFILE-APP-PORT", "ENV-TOKEN-LIFETIMES"):
+        assert env_findings(Path(), clean_env, item, "=", "=") == [], item
+
+
+@pytest.mark.parametrize(
+    ("item", "old", "new", "text"),
+    [
+        ("ENV-LOG-FILE-PATH", "LOG_FILE_PATH=/app/logs/app.log",
+         "LOG_FILE_PATH=/var/log/taskforge/app.log", "the image never creates /var/log/taskforge"),
+        ("ENV-LOG-FILE-PATH", "LOG_FILE_PATH=/app/logs/app.log",
+         "LOG_FILE_PATH=/app/config/app.log", "no volume of service app keeps /app/config"),
+        ("DOCKERFILE-APP-PORT", "APPLICATION_PORT=8000", "APPLICATION_PORT=9000",
+         "EXPOSE 8000 but the app listens on 9000"),
+        ("ENV-TOKEN-LIFETIMES", "JWT_REFRESH_EXPIRY_TIME_MINUTES=10080",
+         "JWT_REFRESH_EXPIRY_TIME_MINUTES=30", "refresh tokens expire no later than access"),
+        ("ENV-TOKEN-LIFETIMES", "JWT_EXPIRY_TIME_MINUTES=60", "JWT_EXPIRY_TIME_MINUTES=1440",
+         "access tokens live 1440 minutes"),
+        ("ENV-BASE-URL-HTTPS", "BASE_URL=https://api.example.com",
+         "BASE_URL=https://api.yourdomain.com", "the guide's placeholder domain api.yourdomain"),
+        ("ENV-CORS-ORIGINS", "CORS_ALLOWED_ORIGINS=https://example.com,",
+         "CORS_ALLOWED_ORIGINS=https://your-domain.com,", "https://your-domain.com is the guide's"),
+    ],
+)
+def test_cross_file_defect(
+    tmp_path: Path, clean_env: Path, item: str, old: str, new: str, text: str
+) -> None:
+    messages = env_findings(tmp_path, clean_env, item, old, new)
+    assert any(text in m for m in messages), messages

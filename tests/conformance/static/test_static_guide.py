@@ -11,6 +11,8 @@ from static_helpers import FIXTURES, run_checks
 from conformance.model import Finding, Status
 
 GUIDE = FIXTURES / "guide"
+GUIDE_FILES = {"dockerfile": GUIDE / "Dockerfile.prod",
+               "compose_file": GUIDE / "docker-compose.prod.yml"}
 
 
 def failed(findings: list[Finding], item: str) -> list[Finding]:
@@ -59,6 +61,9 @@ def messages(findings: list[Finding], item: str) -> str:
         ("ENV-CSP-STRICT", 56, "SECURITY_CSP allows 'unsafe-eval'"),
         ("ENV-SURVIVES-EXPORT", 56, "SECURITY_CSP arrives changed"),
         ("ENV-VALUE-FORMATS", 51, "SENTRY_DSN is not a valid URL"),
+        ("ENV-BASE-URL-HTTPS", 20, "BASE_URL is on the guide's placeholder domain"),
+        ("ENV-CORS-ORIGINS", 21, "CORS origin https://yourdomain.com is the guide's placeholder"),
+        ("ENV-CORS-ORIGINS", 21, "CORS origin https://app.yourdomain.com is the guide's"),
     ],
 )
 def test_guide_env(env_findings: list[Finding], item: str, line: int, text: str) -> None:
@@ -75,9 +80,25 @@ def test_guide_csp_is_cut_to_its_first_word(env_findings: list[Finding]) -> None
 def test_guide_env_passes_what_it_gets_right(env_findings: list[Finding]) -> None:
     passed = {f.item_id for f in env_findings if f.status is Status.PASSED}
     assert {
-        "ENV-REQUIRED-VARS", "ENV-APP-ENVIRONMENT", "ENV-BASE-URL-HTTPS", "ENV-CORS-ORIGINS",
-        "ENV-LOG-FORMAT-JSON", "ENV-METRICS-ENABLED", "ENV-HSTS-ENABLED", "ENV-FILE-MODE",
+        "ENV-REQUIRED-VARS", "ENV-APP-ENVIRONMENT", "ENV-LOG-FORMAT-JSON", "ENV-METRICS-ENABLED",
+        "ENV-HSTS-ENABLED", "ENV-FILE-MODE", "ENV-TOKEN-LIFETIMES",  # 60 and 10080 minutes
     } <= passed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "no volume of service app keeps /var/log/taskforge",
+        "the image never creates /var/log/taskforge",
+        "the runtime user taskforge cannot write /var/log/taskforge",
+    ],
+)
+def test_guide_log_file_path(tmp_path: Path, text: str) -> None:
+    env = tmp_path / ".env"
+    shutil.copyfile(GUIDE / "env.production", env)
+    findings = run_checks(("ENV-LOG-FILE-PATH",), env_file=env, **GUIDE_FILES)
+    matching = [f for f in failed(findings, "ENV-LOG-FILE-PATH") if text in f.message]
+    assert matching and matching[0].evidence[0].line == 32, messages(findings, "ENV-LOG-FILE-PATH")
 
 
 @pytest.mark.parametrize(
@@ -164,3 +185,11 @@ def test_guide_dockerfile_passes_what_it_gets_right(dockerfile_findings: list[Fi
         # rust:1.70's default variant is bullseye, like the runtime (issue 18's false blocker).
         "DOCKERFILE-BASE-COMPATIBLE",
     } <= passed
+
+
+def test_guide_ports_agree_with_application_port(tmp_path: Path) -> None:
+    """EXPOSE, both healthchecks and the published port: all 8000, as APPLICATION_PORT says."""
+    env = tmp_path / ".env"
+    shutil.copyfile(GUIDE / "env.production", env)
+    findings = run_checks(("DOCKERFILE-APP-PORT",), env_file=env, **GUIDE_FILES)
+    assert [f.status for f in findings] == [Status.PASSED]

@@ -56,7 +56,7 @@ def test_malformed_env_line_is_an_error_with_its_line(tmp_path: Path) -> None:
     path = tmp_path / ".env"
     path.write_text("A=1\nthis is not an assignment\n")
     path.chmod(0o600)
-    findings = run_checks(("ENV-LOG",), env_file=path)
+    findings = run_checks(("ENV-LOG-FORMAT",), env_file=path)
     assert [(f.status, f.evidence[0].line) for f in findings] == [(Status.ERROR, 2)]
 
 
