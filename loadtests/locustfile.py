@@ -99,7 +99,7 @@ class PollerUser(TaskForgeUser):
 
 
 class WorkerUser(TaskForgeUser):
-    """An external worker speaking the worker protocol: register, lease, complete, heartbeat."""
+    """An external worker speaking the worker protocol: register, lease, ack, heartbeat."""
 
     weight = MIX.get("worker", 0)
     worker_id: str | None = None
@@ -114,7 +114,7 @@ class WorkerUser(TaskForgeUser):
         self.worker_id = data["id"] if data else None
 
     @task(10)
-    def lease_and_complete(self) -> None:
+    def lease_and_ack(self) -> None:
         if self.worker_id is None:
             return
         data = self.post_json(
@@ -122,11 +122,14 @@ class WorkerUser(TaskForgeUser):
             {"max_jobs": 10, "wait_seconds": 1},
             name="POST /api/v1/workers/{id}/lease",
         )
-        for job in (data or {}).get("jobs", []):
+        jobs = (data or {}).get("jobs", [])
+        if jobs:
+            # One batched acknowledgement per lease, as a worker at speed would send.
             self.post_json(
-                f"{API}/jobs/{job['id']}/complete",
-                {"worker_id": self.worker_id, "output": {"ok": True}},
-                name="POST /api/v1/jobs/{id}/complete",
+                f"{API}/workers/{self.worker_id}/ack",
+                {"results": [{"job_id": job["id"], "status": "succeeded", "output": {"ok": True}}
+                             for job in jobs]},
+                name="POST /api/v1/workers/{id}/ack",
             )
 
     @task(1)

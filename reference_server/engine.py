@@ -68,6 +68,7 @@ class Engine(JobStore, WorkerLeases, Maintenance):
         self.retention_interval_seconds = retention_interval_seconds
         self.notifier = Notifier(pool)
         self.builtin_worker_id = uuid4()
+        self._worker_owners = {}
         self.builtin: BuiltinPool | None = (
             BuiltinPool(self, self.notifier, runners=builtin_workers, batch_size=builtin_batch_size)
             if builtin_workers > 0

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import random
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from reference_server import job_metrics, queries
 from reference_server.backoff import retry_delay
-from reference_server.exceptions import Conflict, NotFound
+from reference_server.exceptions import ApiError, Conflict, NotFound
 from reference_server.group_commit import CompleteItem, GroupCommit, translate_db_error
 from reference_server.job_store import json_text
 from reference_server.models import Job, JobStatus, LeasedJob, QueueSettings, Worker
@@ -33,6 +35,31 @@ Q = queries.load("jobs.sql")
 BUILTIN_LEASE_MARGIN_SECONDS = 60
 #: A long-poll re-checks this often when the listener is down (degraded mode, not the normal path).
 DEGRADED_POLL_SECONDS = 0.5
+#: Worker identities whose owner this process remembers (bindings never change once made).
+WORKER_OWNER_CACHE_SIZE = 10_000
+#: Results one acknowledgement may carry (the contract's bound).
+MAX_ACK_RESULTS = 100
+
+_random = random.SystemRandom()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Settlement:
+    """One result of a worker's batched acknowledgement: succeeded with an output, or failed."""
+
+    job_id: UUID
+    succeeded: bool
+    output: Any = None
+    error_message: str | None = None
+    retryable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AckOutcome:
+    """What an acknowledgement settled, in the order given, and what it refused and why."""
+
+    accepted: list[UUID] = field(default_factory=list)
+    rejected: list[tuple[UUID, ApiError]] = field(default_factory=list)
 
 
 class WorkerLeases:
@@ -46,6 +73,30 @@ class WorkerLeases:
     heartbeat_interval_seconds: int
     #: The lessee id of this process's built-in pool (no row in `workers`: it serves every org).
     builtin_worker_id: UUID
+    #: worker id -> (organisation, credential) of the workers this process has looked up.
+    _worker_owners: dict[UUID, tuple[UUID, str | None]]
+
+    async def _check_worker(
+        self, org_id: UUID, worker_id: UUID, credential: str | None, *, unknown_ok: bool = False
+    ) -> None:
+        """NotFound unless the worker exists in this organisation, bound to this credential.
+
+        `unknown_ok`: an id no worker has passes (complete and fail then answer Conflict, as a
+        worker that does not hold the lease gets); another credential's worker never does.
+        """
+        owner = self._worker_owners.get(worker_id)
+        if owner is None:
+            row = await self._pool.fetchrow(Q["worker_owner"], worker_id)
+            if row is None:
+                if unknown_ok:
+                    return
+                raise NotFound("worker not found")
+            owner = (row["organization_id"], row["registered_by"])
+            if len(self._worker_owners) >= WORKER_OWNER_CACHE_SIZE:
+                self._worker_owners.clear()
+            self._worker_owners[worker_id] = owner
+        if owner != (org_id, credential):
+            raise NotFound("worker not found")
 
     async def _job(self, org_id: UUID, job_id: UUID) -> Job:
         row = await self._pool.fetchrow(Q["get_job"], org_id, job_id)
@@ -56,8 +107,19 @@ class WorkerLeases:
     # Workers -----------------------------------------------------------------------------
 
     async def register_worker(
-        self, org_id: UUID, *, name: str, queues: Sequence[str], max_concurrent_jobs: int
+        self,
+        org_id: UUID,
+        *,
+        name: str,
+        queues: Sequence[str],
+        max_concurrent_jobs: int,
+        credential: str | None = None,
     ) -> Worker:
+        """A new worker identity, bound to `credential` (the caller's Principal.actor).
+
+        Every later call for this worker must name the same credential, or finds no worker. None
+        binds it to callers inside the server that name none (tests, tools), never to HTTP callers.
+        """
         try:
             row = await self._pool.fetchrow(
                 Q["insert_worker"],
@@ -66,16 +128,19 @@ class WorkerLeases:
                 list(queues),
                 max_concurrent_jobs,
                 self.heartbeat_interval_seconds,
+                credential,
             )
         except asyncpg.PostgresError as exc:
             raise translate_db_error(exc) from exc
         assert row is not None
         return Worker.from_row(row)
 
-    async def heartbeat(self, org_id: UUID, worker_id: UUID) -> Worker:
+    async def heartbeat(
+        self, org_id: UUID, worker_id: UUID, *, credential: str | None = None
+    ) -> Worker:
         """Mark the worker alive and extend the leases of every job it holds."""
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(Q["touch_worker"], org_id, worker_id)
+            row = await conn.fetchrow(Q["touch_worker"], org_id, worker_id, credential)
             if row is None:
                 raise NotFound("worker not found")
             status = await conn.execute(
@@ -94,6 +159,7 @@ class WorkerLeases:
         max_jobs: int,
         lease_seconds: int | None = None,
         wait_seconds: float = 0,
+        credential: str | None = None,
     ) -> list[Job]:
         """Lease up to `max_jobs` ready jobs of the worker's queues, highest priority, oldest first.
 
@@ -105,9 +171,9 @@ class WorkerLeases:
         max_jobs = max(1, max_jobs)
         # Hot path: one statement. Only when it finds nothing do we look the worker up (to tell
         # "unknown worker" from "nothing ready") and wait for a wake-up on its queues.
-        jobs = await self._lease_for(org_id, worker_id, max_jobs, seconds)
+        jobs = await self._lease_for(org_id, worker_id, max_jobs, seconds, credential)
         while not jobs:
-            row = await self._pool.fetchrow(Q["worker_queues"], org_id, worker_id)
+            row = await self._pool.fetchrow(Q["worker_queues"], org_id, worker_id, credential)
             if row is None:
                 raise NotFound("worker not found")
             remaining = deadline - loop.time()
@@ -115,7 +181,7 @@ class WorkerLeases:
                 return []
             with self.notifier.watch_queues(row["queue_ids"]) as woken:
                 # Look again now that we listen: work that arrived meanwhile is not missed.
-                jobs = await self._lease_for(org_id, worker_id, max_jobs, seconds)
+                jobs = await self._lease_for(org_id, worker_id, max_jobs, seconds, credential)
                 if jobs:
                     break
                 remaining = deadline - loop.time()
@@ -125,15 +191,17 @@ class WorkerLeases:
                     remaining = min(remaining, DEGRADED_POLL_SECONDS)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), remaining)
-            jobs = await self._lease_for(org_id, worker_id, max_jobs, seconds)
+            jobs = await self._lease_for(org_id, worker_id, max_jobs, seconds, credential)
         return jobs
 
     async def _lease_for(
-        self, org_id: UUID, worker_id: UUID, max_jobs: int, seconds: int
+        self, org_id: UUID, worker_id: UUID, max_jobs: int, seconds: int, credential: str | None
     ) -> list[Job]:
         if self._stopping:
             return []
-        rows = await self._pool.fetch(Q["lease_for_worker"], org_id, worker_id, max_jobs, seconds)
+        rows = await self._pool.fetch(
+            Q["lease_for_worker"], org_id, worker_id, max_jobs, seconds, credential
+        )
         return self._leased(rows)
 
     def _leased(self, rows: Iterable[Any]) -> list[Job]:
@@ -145,9 +213,16 @@ class WorkerLeases:
         return jobs
 
     async def complete_job(
-        self, org_id: UUID, job_id: UUID, *, worker_id: UUID, output: Any = None
+        self,
+        org_id: UUID,
+        job_id: UUID,
+        *,
+        worker_id: UUID,
+        output: Any = None,
+        credential: str | None = None,
     ) -> Job:
         """processing → succeeded, only by the worker holding the lease (else Conflict)."""
+        await self._check_worker(org_id, worker_id, credential, unknown_ok=True)
         completed: Job | None
         if self._completions is not None:
             item = CompleteItem(org_id, job_id, worker_id, json_text(output))
@@ -172,8 +247,10 @@ class WorkerLeases:
         worker_id: UUID,
         error_message: str,
         retryable: bool = True,
+        credential: str | None = None,
     ) -> Job:
         """processing → scheduled with backoff, or dead after the last attempt / when final."""
+        await self._check_worker(org_id, worker_id, credential, unknown_ok=True)
         return await self.fail_leased(
             job_id,
             org_id=org_id,
@@ -215,6 +292,69 @@ class WorkerLeases:
         failed = Job.from_row(updated)
         self._count_finished(failed, result)
         return failed
+
+    async def ack(
+        self,
+        org_id: UUID,
+        worker_id: UUID,
+        results: Sequence[Settlement],
+        *,
+        credential: str | None = None,
+    ) -> AckOutcome:
+        """Settle many of the worker's leases in one statement, each result judged on its own.
+
+        A result is refused with Conflict when this worker does not hold the job's lease (or it
+        is settled already, or named twice here), with NotFound when no such job is in the
+        organisation. The worker itself must be the caller's (NotFound for the whole call).
+        """
+        if not 1 <= len(results) <= MAX_ACK_RESULTS:
+            raise ValueError(f"an acknowledgement carries 1 to {MAX_ACK_RESULTS} results")
+        await self._check_worker(org_id, worker_id, credential)
+        seen: set[UUID] = set()
+        unique: list[Settlement] = []
+        for result in results:
+            if result.job_id not in seen:
+                seen.add(result.job_id)
+                unique.append(result)
+        rows = await self._pool.fetch(
+            Q["ack_jobs"],
+            org_id,
+            worker_id,
+            [r.job_id for r in unique],
+            [r.succeeded for r in unique],
+            [json_text(r.output) if r.succeeded else None for r in unique],
+            [None if r.succeeded else r.error_message for r in unique],
+            [r.retryable for r in unique],
+            [_random.uniform(-1.0, 1.0) for _ in unique],
+        )
+        judged: dict[UUID, ApiError | None] = {}
+        for row in rows:
+            settled = row["settled_status"]
+            if settled is not None:
+                judged[row["id"]] = None
+                self._count_settled(row, "failed" if settled == "scheduled" else settled)
+            elif row["found_status"] is None:
+                judged[row["id"]] = NotFound("job not found")
+            else:
+                judged[row["id"]] = Conflict(
+                    f"job is {row['found_status']} and not leased by worker {worker_id}"
+                )
+        outcome = AckOutcome()
+        for result in results:
+            error = judged.pop(result.job_id, Conflict("job named twice in one acknowledgement"))
+            if error is None:
+                outcome.accepted.append(result.job_id)
+            else:
+                outcome.rejected.append((result.job_id, error))
+        return outcome
+
+    def _count_settled(self, row: Any, result: str) -> None:
+        job_metrics.processed(row["queue_name"], row["job_type"], result).inc()
+        if row["started_at"] is not None:
+            end = row["completed_at"] or row["updated_at"]
+            job_metrics.processing_duration(row["queue_name"], row["job_type"]).observe(
+                max(0.0, (end - row["started_at"]).total_seconds())
+            )
 
     def _count_finished(self, job: Job, result: str) -> None:
         job_metrics.processed(job.queue_name, job.job_type, result).inc()

@@ -45,6 +45,7 @@ CONTRACT_OPERATIONS = {
     ("get", "/api/v1/workers"),
     ("post", "/api/v1/workers/{id}/heartbeat"),
     ("post", "/api/v1/workers/{id}/lease"),
+    ("post", "/api/v1/workers/{id}/ack"),
     ("get", "/health"),
     ("get", "/ready"),
     ("get", "/metrics"),

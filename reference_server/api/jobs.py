@@ -158,7 +158,11 @@ async def complete_job(job_id: uuid.UUID) -> Response:
     body = await parse_body(CompleteRequest)
     output = body.output if "output" in body.model_fields_set else None
     job = await engine().complete_job(
-        principal().organization_id, job_id, worker_id=body.worker_id, output=output
+        principal().organization_id,
+        job_id,
+        worker_id=body.worker_id,
+        output=output,
+        credential=principal().actor,
     )
     return ok(job.to_api())
 
@@ -173,5 +177,6 @@ async def fail_job(job_id: uuid.UUID) -> Response:
         worker_id=body.worker_id,
         error_message=body.error_message,
         retryable=body.retryable,
+        credential=principal().actor,
     )
     return ok(job.to_api())

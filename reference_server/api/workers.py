@@ -1,15 +1,19 @@
-"""The worker protocol: register, heartbeat, lease (long-poll); list workers."""
+"""The worker protocol: register, heartbeat, lease (long-poll), batched ack; list workers.
+
+A worker identity is bound to the credential that registered it (the engine checks).
+"""
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 from quart import Blueprint, Response
 
 from reference_server.api.common import (
     JsonInt,
+    JsonObject,
     RequestModel,
     engine,
     ok,
@@ -20,6 +24,7 @@ from reference_server.api.common import (
     state,
 )
 from reference_server.api.queues import QueueName
+from reference_server.leases import MAX_ACK_RESULTS, Settlement
 from reference_server.security import Permission
 
 blueprint = Blueprint("workers", __name__)
@@ -37,6 +42,39 @@ class LeaseRequest(RequestModel):
     wait_seconds: Annotated[float, Field(ge=0, le=30)] = 0
 
 
+class AckSucceeded(RequestModel):
+    job_id: uuid.UUID
+    status: Literal["succeeded"]
+    output: JsonObject = Field(default_factory=dict)
+
+    def settlement(self) -> Settlement:
+        return Settlement(job_id=self.job_id, succeeded=True, output=self.output)
+
+
+class AckFailed(RequestModel):
+    job_id: uuid.UUID
+    status: Literal["failed"]
+    error_message: Annotated[str, StringConstraints(min_length=1, max_length=10_000)] = (
+        "failed (the worker gave no message)"
+    )
+    retryable: bool = True
+
+    def settlement(self) -> Settlement:
+        return Settlement(
+            job_id=self.job_id,
+            succeeded=False,
+            error_message=self.error_message,
+            retryable=self.retryable,
+        )
+
+
+AckResult = Annotated[AckSucceeded | AckFailed, Field(discriminator="status")]
+
+
+class AckRequest(RequestModel):
+    results: Annotated[list[AckResult], Field(min_length=1, max_length=MAX_ACK_RESULTS)]
+
+
 @blueprint.post("/workers")
 @require(Permission.WORKER_WRITE)
 async def register_worker() -> Response:
@@ -46,6 +84,7 @@ async def register_worker() -> Response:
         name=body.name,
         queues=list(body.queues),
         max_concurrent_jobs=body.max_concurrent_jobs,
+        credential=principal().actor,
     )
     set_audit_target(worker.id)
     return ok(worker.to_api(), 201)
@@ -61,7 +100,9 @@ async def list_workers() -> Response:
 @blueprint.post("/workers/<uuid:worker_id>/heartbeat")
 @require(Permission.WORKER_WRITE)
 async def heartbeat(worker_id: uuid.UUID) -> Response:
-    worker = await engine().heartbeat(principal().organization_id, worker_id)
+    worker = await engine().heartbeat(
+        principal().organization_id, worker_id, credential=principal().actor
+    )
     return ok(worker.to_api())
 
 
@@ -79,5 +120,27 @@ async def lease(worker_id: uuid.UUID) -> Response:
             max_jobs=body.max_jobs,
             lease_seconds=body.lease_seconds,
             wait_seconds=body.wait_seconds if may_wait else 0,
+            credential=principal().actor,
         )
     return ok({"jobs": [j.to_api() for j in leased]})
+
+
+@blueprint.post("/workers/<uuid:worker_id>/ack")
+@require(Permission.WORKER_WRITE)
+async def ack(worker_id: uuid.UUID) -> Response:
+    body = await parse_body(AckRequest)
+    outcome = await engine().ack(
+        principal().organization_id,
+        worker_id,
+        [result.settlement() for result in body.results],
+        credential=principal().actor,
+    )
+    return ok(
+        {
+            "accepted": [str(job_id) for job_id in outcome.accepted],
+            "rejected": [
+                {"job_id": str(job_id), "code": error.code, "message": error.message}
+                for job_id, error in outcome.rejected
+            ],
+        }
+    )

@@ -105,20 +105,21 @@ SELECT w.id,
        ARRAY(SELECT q.id FROM queues q
              WHERE q.organization_id = w.organization_id AND q.name = ANY (w.queues)) AS queue_ids
 FROM workers w
-WHERE w.organization_id = $1 AND w.id = $2
+WHERE w.organization_id = $1 AND w.id = $2 AND w.registered_by IS NOT DISTINCT FROM $3
 
 -- name: lease_for_worker
 -- The worker protocol's hot path in one round trip: the worker's unpaused queues, its free slots
 -- (max_concurrent_jobs minus its leases), the head of each queue by an ordered scan of
--- jobs_ready_idx, the best of those heads. An unknown worker leases nothing (the caller then tells
--- "not found" from "nothing ready"). Heads locked but not taken are unlocked at commit.
+-- jobs_ready_idx, the best of those heads. An unknown worker, or one registered by another
+-- credential ($5), leases nothing (the caller then tells "not found" from "nothing ready"). Heads
+-- locked but not taken are unlocked at commit.
 WITH worker AS (
     SELECT w.queues,
            w.max_concurrent_jobs - (SELECT count(*) FROM jobs j
                                     WHERE j.worker_id = w.id AND j.status = 'processing')::int
                AS free_slots
     FROM workers w
-    WHERE w.organization_id = $1 AND w.id = $2
+    WHERE w.organization_id = $1 AND w.id = $2 AND w.registered_by IS NOT DISTINCT FROM $5
 ),
 ready AS (
     SELECT q.id FROM queues q, worker
@@ -359,13 +360,14 @@ SELECT (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)::text FROM s) 
        (SELECT coalesce(sum(recent), 0)::bigint FROM s) AS succeeded_last_minute
 
 -- name: insert_worker
-INSERT INTO workers (organization_id, name, queues, max_concurrent_jobs, heartbeat_interval_seconds)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO workers (organization_id, name, queues, max_concurrent_jobs, heartbeat_interval_seconds,
+                     registered_by)
+VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING *, 0 AS active_jobs, now() AS observed_at
 
 -- name: touch_worker
 UPDATE workers SET last_heartbeat_at = now()
-WHERE organization_id = $1 AND id = $2
+WHERE organization_id = $1 AND id = $2 AND registered_by IS NOT DISTINCT FROM $3
 RETURNING *, now() AS observed_at
 
 -- name: extend_leases
@@ -381,3 +383,58 @@ SELECT w.*, now() AS observed_at,
 FROM workers w
 WHERE w.organization_id = $1
 ORDER BY w.created_at, w.id
+
+-- name: worker_owner
+-- Who may act as this worker (immutable once registered, so the engine caches it).
+SELECT organization_id, registered_by FROM workers WHERE id = $1
+
+-- name: ack_jobs
+-- A worker's batched acknowledgement, in one statement. Per result (ordinality n): succeeded, or
+-- failed (scheduled again after backoff while retryable with attempts left, else dead). A result
+-- is settled only when this worker ($2) holds the job's lease in this organisation ($1); the rest
+-- come back unsettled with what the job is, if it exists in this organisation (status NULL: not
+-- found). The backoff is backoff.py's: min(max, initial * multiplier^(attempt-1)) with +-10%
+-- jitter (the draw in $8, from the caller) and a 1 s floor; a power that would overflow a double
+-- is the max delay.
+WITH d AS (
+    SELECT * FROM unnest($3::uuid[], $4::bool[], $5::text[], $6::text[], $7::bool[], $8::float8[])
+        WITH ORDINALITY AS d (id, succeeded, output, error_message, retryable, jitter, n)
+),
+target AS (
+    SELECT j.id, d.succeeded, d.output, d.error_message,
+           NOT d.succeeded AND d.retryable AND j.attempt_count < j.max_attempts AS retry,
+           greatest(1.0, (CASE
+               WHEN ln(q.backoff_multiplier) * greatest(j.attempt_count - 1, 0)
+                    + ln(greatest(q.initial_retry_delay_seconds, 1.0)) > 700
+               THEN q.max_retry_delay_seconds
+               ELSE least(q.max_retry_delay_seconds, q.initial_retry_delay_seconds
+                          * power(q.backoff_multiplier, greatest(j.attempt_count - 1, 0)))
+           END) * (1 + 0.1 * d.jitter)) AS delay
+    FROM d
+    JOIN jobs j ON j.id = d.id
+    JOIN queues q ON q.id = j.queue_id
+    WHERE j.organization_id = $1 AND j.status = 'processing' AND j.worker_id = $2
+    FOR UPDATE OF j
+),
+settled AS (
+    UPDATE jobs j
+    SET status = CASE WHEN t.succeeded THEN 'succeeded'
+                      WHEN t.retry THEN 'scheduled' ELSE 'dead' END,
+        output = CASE WHEN t.succeeded THEN t.output::jsonb ELSE j.output END,
+        error_message = CASE WHEN t.succeeded THEN j.error_message ELSE t.error_message END,
+        scheduled_for = CASE WHEN t.retry THEN now() + make_interval(secs => t.delay)
+                             ELSE j.scheduled_for END,
+        completed_at = CASE WHEN t.retry THEN j.completed_at ELSE now() END,
+        worker_id = CASE WHEN t.retry THEN NULL ELSE j.worker_id END,
+        lease_seconds = CASE WHEN t.succeeded THEN j.lease_seconds END,
+        lease_expires_at = NULL, updated_at = now()
+    FROM target t
+    WHERE j.id = t.id
+    RETURNING j.id, j.status, j.queue_name, j.job_type, j.started_at, j.completed_at, j.updated_at
+)
+SELECT d.n, d.id, s.status AS settled_status, s.queue_name, s.job_type, s.started_at,
+       s.completed_at, s.updated_at,
+       (SELECT j.status FROM jobs j WHERE j.id = d.id AND j.organization_id = $1) AS found_status
+FROM d
+LEFT JOIN settled s ON s.id = d.id
+ORDER BY d.n

@@ -41,6 +41,9 @@ def test_out_of_reach_threshold_fails_the_run_by_name(tmp_path: Path) -> None:
     verdict = json.loads((load_dir / "verdict.json").read_text())
     assert verdict["verdict"] == "FAILED"
     assert verdict["generator"]["processes"] == 1
+    stats = (load_dir / "locust_stats.csv").read_text()
+    [ack_row] = [line for line in stats.splitlines() if "/api/v1/workers/{id}/ack" in line]
+    assert ack_row.split(",")[3] == "0", ack_row  # the external workers' acks: no failures
     for name in ("locust.html", "locust_stats.csv", "throughput-vs-users.png",
                  "latency-over-time.png", "load-report.md"):
         assert (load_dir / name).stat().st_size > 0, name

@@ -100,12 +100,23 @@ async def test_a_full_session_matches_the_document(database_url: str, redis_url:
         await api.call("POST", f"/api/v1/jobs/{created['id']}/cancel", token=t)
         worker = (await api.call("POST", "/api/v1/workers", token=t,
                                  json={"name": "w", "queues": ["default"],
-                                       "max_concurrent_jobs": 2}))["data"]
+                                       "max_concurrent_jobs": 3}))["data"]
         await api.call("GET", "/api/v1/workers", token=t)
         await api.call("POST", f"/api/v1/workers/{worker['id']}/heartbeat", token=t)
+        await api.call("POST", "/api/v1/jobs", token=t, json=job)
         leased = (await api.call("POST", f"/api/v1/workers/{worker['id']}/lease", token=t,
-                                 json={"max_jobs": 2}))["data"]["jobs"]
-        first, second = leased
+                                 json={"max_jobs": 3}))["data"]["jobs"]
+        first, second, third = leased
+        await api.call("POST", f"/api/v1/workers/{worker['id']}/ack", token=t,
+                       json={"results": [{"job_id": third["id"], "status": "succeeded"},
+                                         {"job_id": first["id"], "status": "failed",
+                                          "error_message": "x", "retryable": True},
+                                         {"job_id": worker["id"], "status": "succeeded"}]})
+        await api.call("POST", f"/api/v1/workers/{worker['id']}/ack", token=t,
+                       json={"results": []})
+        await api.call("POST", "/api/v1/jobs", token=t, json=job)
+        [first] = (await api.call("POST", f"/api/v1/workers/{worker['id']}/lease", token=t,
+                                  json={"max_jobs": 1}))["data"]["jobs"]
         await api.call("POST", f"/api/v1/jobs/{first['id']}/complete", token=t,
                        json={"worker_id": worker["id"], "output": {"r": 1}})
         await api.call("POST", f"/api/v1/jobs/{first['id']}/complete", token=t,
@@ -119,4 +130,4 @@ async def test_a_full_session_matches_the_document(database_url: str, redis_url:
         await api.call("POST", "/api/v1/auth/login",
                        json={"email": account["email"], "password": "wrong-password"})
         await api.call("GET", "/metrics")
-    assert api.checked == 36
+    assert api.checked == 41
