@@ -69,6 +69,7 @@ class Engine(JobStore, WorkerLeases, Maintenance):
         self.notifier = Notifier(pool)
         self.builtin_worker_id = uuid4()
         self._worker_owners = {}
+        self._owner_lookups = {}
         self.builtin: BuiltinPool | None = (
             BuiltinPool(self, self.notifier, runners=builtin_workers, batch_size=builtin_batch_size)
             if builtin_workers > 0

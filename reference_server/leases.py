@@ -75,6 +75,7 @@ class WorkerLeases:
     builtin_worker_id: UUID
     #: worker id -> (organisation, credential) of the workers this process has looked up.
     _worker_owners: dict[UUID, tuple[UUID, str | None]]
+    _owner_lookups: dict[UUID, asyncio.Future[tuple[UUID, str | None] | None]]
 
     async def _check_worker(
         self, org_id: UUID, worker_id: UUID, credential: str | None, *, unknown_ok: bool = False
@@ -86,17 +87,30 @@ class WorkerLeases:
         """
         owner = self._worker_owners.get(worker_id)
         if owner is None:
-            row = await self._pool.fetchrow(Q["worker_owner"], worker_id)
-            if row is None:
+            # Concurrent calls for one worker share one look-up and resume in the order they
+            # came, so their writes reach the group commit in that order too.
+            lookup = self._owner_lookups.get(worker_id)
+            if lookup is None:
+                lookup = asyncio.ensure_future(self._look_up_owner(worker_id))
+                self._owner_lookups[worker_id] = lookup
+                lookup.add_done_callback(lambda _: self._owner_lookups.pop(worker_id, None))
+            owner = await asyncio.shield(lookup)
+            if owner is None:
                 if unknown_ok:
                     return
                 raise NotFound("worker not found")
-            owner = (row["organization_id"], row["registered_by"])
-            if len(self._worker_owners) >= WORKER_OWNER_CACHE_SIZE:
-                self._worker_owners.clear()
-            self._worker_owners[worker_id] = owner
         if owner != (org_id, credential):
             raise NotFound("worker not found")
+
+    async def _look_up_owner(self, worker_id: UUID) -> tuple[UUID, str | None] | None:
+        row = await self._pool.fetchrow(Q["worker_owner"], worker_id)
+        if row is None:
+            return None  # not cached: the id may be registered later (it is random, though)
+        owner: tuple[UUID, str | None] = (row["organization_id"], row["registered_by"])
+        if len(self._worker_owners) >= WORKER_OWNER_CACHE_SIZE:
+            self._worker_owners.clear()
+        self._worker_owners[worker_id] = owner
+        return owner
 
     async def _job(self, org_id: UUID, job_id: UUID) -> Job:
         row = await self._pool.fetchrow(Q["get_job"], org_id, job_id)
