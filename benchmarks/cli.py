@@ -236,6 +236,7 @@ def run_engine(run: Run, env: dict[str, str], inherited: dict[str, str],
              ("engine.http_batch_submit", "jobs/s", "engine"),
              ("engine.builtin_workers", "jobs/s", "engine"),
              ("engine.external_workers", "jobs/s", "engine"),
+             ("engine.external_workers_batched_ack", "jobs/s", "engine"),
              ("engine.start_latency_p50", "ms", "engine"),
              ("engine.start_latency_p95", "ms", "engine"),
              ("engine.start_latency_p99", "ms", "engine"),
@@ -297,16 +298,28 @@ def run_engine(run: Run, env: dict[str, str], inherited: dict[str, str],
                             "cpu_core_share": shares,
                             "timing": "first started_at to last completed_at (database clock)"})
 
-            with step("external workers", run.profile_dir, ref.proc.pid):
-                done, seconds, detail = server.external_workers(ref, plan, run.where, roots)
-            _check_count("external workers", done, 1)
-            run.add("engine.external_workers", done / seconds if seconds else None, "jobs/s",
-                    "engine", limit="limits.batched_lease_loop", config={
-                        "jobs": done, "seconds": round(seconds, 3),
-                        "submitted": plan.external_jobs, "truncated": done < plan.external_jobs,
-                        "workers": plan.external_workers, "max_jobs": plan.external_max_jobs,
-                        "connections_per_worker": plan.external_connections,
-                        "protocol": "POST lease (max_jobs) + POST complete per job", **detail})
+            external = (
+                ("each", "engine.external_workers", "engine.http_single_submit", 0.6,
+                 ">= 0.6 x single-submit rate", "POST lease (max_jobs) + POST complete per job"),
+                ("batch", "engine.external_workers_batched_ack", "engine.builtin_workers", 0.3,
+                 ">= 0.3 x built-in pool", "POST lease (max_jobs) + one POST ack per lease"),
+            )
+            for ack, name, limit, ratio, text, protocol in external:
+                with step(f"external workers ({ack})", run.profile_dir, ref.proc.pid):
+                    done, seconds, detail = server.external_workers(ref, plan, run.where, roots,
+                                                                    ack=ack)
+                _check_count(f"external workers ({ack})", done, 1)
+                run.add(name, done / seconds if seconds else None, "jobs/s", "engine",
+                        limit=limit,
+                        target=Target(kind=TargetKind.MIN_RATIO, value=ratio, text=text),
+                        config={
+                            "jobs": done, "seconds": round(seconds, 3),
+                            "submitted": plan.external_jobs,
+                            "truncated": done < plan.external_jobs,
+                            "workers": plan.external_workers, "max_jobs": plan.external_max_jobs,
+                            "connections_per_worker": plan.external_connections if ack == "each"
+                            else 1,
+                            "protocol": protocol, **detail})
 
             peak = run.by_name("engine.http_single_submit") or 0.0
             rate = max(1.0, peak / 2)

@@ -306,7 +306,8 @@ async def _http_load(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _worker(args: argparse.Namespace) -> dict[str, Any]:
-    """An external worker: lease up to max_jobs, complete each over `connections` connections."""
+    """An external worker: lease up to max_jobs, then settle them: one POST complete per job over
+    `connections` connections (`--ack each`), or one batched POST ack per lease (`--ack batch`)."""
     parts = urlsplit(args.base_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     hostport = f"{host}:{port}"
@@ -315,11 +316,31 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     lease_raw = build_request("POST", hostport, f"/api/v1/workers/{args.worker_id}/lease",
                               lease_body, auth)
     complete_body = orjson.dumps({"worker_id": args.worker_id})
+    ack_path = f"/api/v1/workers/{args.worker_id}/ack"
     lease_conn = Connection(host, port)
     conns = [Connection(host, port) for _ in range(args.connections)]
     deadline = time.perf_counter() + args.seconds
     leased = completed = errors = empty = 0
     first_lease = last_complete = None
+    cpu_before = time.process_time()
+
+    async def ack_all(ids: list[str], conn: Connection) -> None:
+        nonlocal completed, errors, last_complete
+        body = orjson.dumps({"results": [{"job_id": job_id, "status": "succeeded"}
+                                         for job_id in ids]})
+        try:
+            status, answer = await conn.request(build_request("POST", hostport, ack_path, body,
+                                                              auth))
+        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+            errors += len(ids)
+            return
+        if status != 200:
+            errors += len(ids)
+            return
+        data = orjson.loads(answer)["data"]
+        completed += len(data["accepted"])
+        errors += len(data["rejected"])
+        last_complete = time.time()
 
     async def complete_all(ids: list[str], conn: Connection) -> None:
         nonlocal completed, errors, last_complete
@@ -352,6 +373,9 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             empty = 0
             leased += len(ids)
+            if args.ack == "batch":
+                await ack_all(ids, conns[0])
+                continue
             share = [ids[n :: len(conns)] for n in range(len(conns))]
             await asyncio.gather(*(complete_all(s, c) for s, c in zip(share, conns, strict=True)))
     finally:
@@ -359,7 +383,8 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
         for conn in conns:
             conn.close()
     return {"leased": leased, "completed": completed, "errors": errors,
-            "first_lease": first_lease, "last_complete": last_complete}
+            "first_lease": first_lease, "last_complete": last_complete,
+            "cpu_seconds": time.process_time() - cpu_before}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -380,6 +405,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-jobs", type=int, default=100)
     worker.add_argument("--wait-seconds", type=float, default=0.5)
     worker.add_argument("--connections", type=int, default=8)
+    worker.add_argument("--ack", choices=("each", "batch"), default="each",
+                        help="settle per job (POST complete) or per lease (POST ack)")
     worker.add_argument("--seconds", type=float, default=60.0)
     worker.add_argument("--empty-leases", type=int, default=2,
                         help="stop after this many empty leases in a row")

@@ -26,6 +26,7 @@ EXPECTED = {
     "engine.http_batch_submit": "jobs/s",
     "engine.builtin_workers": "jobs/s",
     "engine.external_workers": "jobs/s",
+    "engine.external_workers_batched_ack": "jobs/s",
     "engine.start_latency_p50": "ms",
     "engine.start_latency_p95": "ms",
     "engine.start_latency_p99": "ms",
@@ -42,6 +43,7 @@ EXPECTED = {
 #: The issue's targets: each of these figures carries one and a verdict.
 WITH_TARGET = {
     "engine.http_single_submit", "engine.http_batch_submit", "engine.builtin_workers",
+    "engine.external_workers", "engine.external_workers_batched_ack",
     "engine.start_latency_p50", "engine.start_latency_p99", "engine.server_rss_per_process",
     "engine.worked_vs_procrastinate", "engine.worked_vs_pgqueuer",
     "engine.batch_submit_vs_pgqueuer_enqueue",
