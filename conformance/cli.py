@@ -280,6 +280,17 @@ def probe(base_url: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
         raise Unreachable(f"target {base_url} unreachable: {reason}") from None
 
 
+def say_certificate(target: Target, out: TextIO) -> None:
+    """One line when the certificate does not verify: the HTTP checks will be blocked by it."""
+    from conformance.checks.live.reach import certificate_line, certificate_problem
+
+    problem = certificate_problem(target.base_url, target.ca_bundle)
+    if problem is not None:
+        print(f"tls: {certificate_line(target.base_url, problem, target.ca_bundle)}; until "
+              f"then LIVE-TLS-* report the certificate and the other HTTP checks are blocked",
+              file=out)
+
+
 def pytest_arguments(args: argparse.Namespace, plan: Plan, suite: Suite, workdir: Path,
                      target: Target | None) -> list[str]:
     from conformance.plugin import SUITE_PATH, write_target_file
@@ -358,6 +369,8 @@ def run(args: argparse.Namespace, suite: Suite, out: TextIO) -> int:
             tempfile.TemporaryDirectory(prefix="taskforge-run-") as workdir:
         if target is not None:
             probe(target.base_url)
+            if not args.insecure:
+                say_certificate(target, out)
         if plan.defaults_from_repo:
             plan.files, plan.rules, note = prepare_repo_deployment(Path(workdir))
             print(note, file=out)
@@ -485,10 +498,16 @@ def print_summary(result: RunResult, report_dir: Path | None, out: TextIO) -> No
     blockers = result.blockers()
     if blockers:
         print(f"\nblockers ({len(blockers)}):", file=out)
+        causes: dict[str, list[str]] = {}
         for item in blockers:
             first = next((f for f in item.findings if f.status is item.status), None)
+            if item.status is Status.BLOCKED and first is not None and first.blocked_by:
+                causes.setdefault(first.blocked_by, []).append(item.entry.id)
+                continue  # one line per cause below, not the same reason once per item
             why = f": {first.message}" if first and first.message else ""
             print(f"  {item.entry.id} {item.status.value}{why}", file=out)
+        for cause, ids in causes.items():
+            print(f"  blocked by {cause} ({len(ids)}, not judged): {', '.join(ids)}", file=out)
     counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
     automated = sum(1 for i in result.items if i.entry.kind is Kind.AUTOMATED)
     if report_dir is not None:

@@ -43,6 +43,10 @@ class Status(StrEnum):
     SKIPPED = "skipped"
     NOT_APPLICABLE = "not_applicable"
     ERROR = "error"
+    #: Not judged because something it depends on failed first: the target's certificate does not
+    #: verify (blocked by LIVE-TLS-CHAIN) or the target stopped answering (by reachability).
+    #: Gates the verdict like error; Finding.blocked_by names the cause.
+    BLOCKED = "blocked"
 
 
 #: When several findings speak about one item, the item takes the worst of them.
@@ -52,9 +56,13 @@ STATUS_RANK: dict[Status, int] = {
     Status.PASSED: 2,
     Status.WAIVED: 3,
     Status.UNATTESTED: 4,
-    Status.FAILED: 5,
-    Status.ERROR: 6,
+    Status.BLOCKED: 5,  # a proven failure says more than "could not be tried"
+    Status.FAILED: 6,
+    Status.ERROR: 7,
 }
+
+#: What Finding.blocked_by says when the target stopped answering during the run.
+REACHABILITY = "reachability"
 
 
 class Verdict(StrEnum):
@@ -132,6 +140,7 @@ class Finding:
     evidence: tuple[Evidence, ...] = ()
     duration_seconds: float = 0.0
     host: str | None = None  # the host a host check judged (a testinfra spec), else None
+    blocked_by: str | None = None  # status blocked: the item (LIVE-TLS-CHAIN) or "reachability"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -176,8 +185,9 @@ class RunResult:
         return counts
 
     def blockers(self) -> list[ItemResult]:
-        """Items that stop the release: blocking and failed, errored, or unattested if required."""
-        stopping = {Status.FAILED, Status.ERROR}
+        """Items that stop the release: blocking and failed, errored, blocked, or unattested if
+        attestations are required."""
+        stopping = {Status.FAILED, Status.ERROR, Status.BLOCKED}
         if self.run.require_attestations:
             stopping.add(Status.UNATTESTED)
         return [i for i in self.items if i.blocking and i.status in stopping]

@@ -320,7 +320,7 @@ class CheckItem(pytest.Item):
             for f in findings
         ]
         self.user_properties.append((FINDINGS_PROPERTY, json.dumps(to_jsonable(findings))))
-        bad = [f for f in findings if f.status in (Status.FAILED, Status.ERROR)]
+        bad = [f for f in findings if f.status in (Status.FAILED, Status.ERROR, Status.BLOCKED)]
         if bad:
             raise CheckFailed(bad)
         if findings and all(f.status is Status.NOT_APPLICABLE for f in findings):
@@ -362,6 +362,7 @@ def findings_from_json(text: str) -> list[Finding]:
                            for ev in raw.get("evidence", ())),
             duration_seconds=float(raw.get("duration_seconds", 0.0)),
             host=raw.get("host"),
+            blocked_by=raw.get("blocked_by"),
         )
         for raw in json.loads(text)
     ]

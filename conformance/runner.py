@@ -32,7 +32,7 @@ from conformance.yamlrecords import ConfigError
 SEVERITY_ORDER = (Severity.BLOCKER, Severity.MAJOR, Severity.MINOR, Severity.INFO)
 
 #: Statuses a waiver can turn into `waived`.
-WAIVABLE = frozenset({Status.FAILED, Status.ERROR, Status.UNATTESTED})
+WAIVABLE = frozenset({Status.FAILED, Status.ERROR, Status.BLOCKED, Status.UNATTESTED})
 
 
 def parse_phase(text: str) -> Phase:

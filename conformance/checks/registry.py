@@ -86,6 +86,23 @@ class CheckContext:
 CheckFunction = Callable[[CheckContext], Iterable[Finding]]
 
 
+class Blocked(Exception):
+    """Raised inside a check that cannot be judged: every item of the check becomes `blocked`.
+
+    `by` names the cause: the item whose failure stops it (LIVE-TLS-CHAIN) or "reachability".
+    """
+
+    def __init__(self, by: str, message: str) -> None:
+        super().__init__(message)
+        self.by = by
+        self.message = message
+
+
+def blocked(item_id: str, check_name: str, by: str, message: str) -> Finding:
+    return Finding(item_id=item_id, status=Status.BLOCKED, check=check_name, message=message,
+                   blocked_by=by)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CheckSpec:
     name: str  # module-qualified function name, stable across runs
@@ -106,7 +123,16 @@ class CheckSpec:
                 )
                 for item_id in self.item_ids
             ]
-        return list(self.function(context))
+        found: list[Finding] = []
+        try:
+            for finding in self.function(context):
+                found.append(finding)
+        except Blocked as exc:
+            # What was judged before the block stands; the rest of the check's items are blocked.
+            judged = {f.item_id for f in found}
+            found += [blocked(item_id, self.name, exc.by, exc.message)
+                      for item_id in self.item_ids if item_id not in judged]
+        return found
 
 
 REGISTRY: dict[str, CheckSpec] = {}

@@ -18,7 +18,7 @@ from conformance.reporting.results import ReportError
 from conformance.usage import UsageError, UsageParser
 
 #: An item in one of these states needs someone's attention; moving into them is a regression.
-BAD = frozenset({Status.FAILED, Status.ERROR, Status.UNATTESTED})
+BAD = frozenset({Status.FAILED, Status.ERROR, Status.BLOCKED, Status.UNATTESTED})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

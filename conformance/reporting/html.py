@@ -8,7 +8,7 @@ from typing import Any
 
 import jinja2
 
-from conformance.model import ItemResult, Phase, RunResult, Severity, Status
+from conformance.model import ItemResult, Phase, RunResult, Severity, Status, Verdict
 from conformance.reporting import evidence as ev
 from conformance.reporting import view
 
@@ -60,6 +60,8 @@ def _item(result: RunResult, item: ItemResult) -> dict[str, Any]:
         "remediation": entry.remediation,
         "attestation_rule": entry.attestation,
         "message": view.message(item),
+        "finding": view.finding_text(item),
+        "blocked_by": view.blocked_by(item),
         "expected": view.expected(item),
         "actual": view.actual(item),
         "evidence": _evidence(item),
@@ -89,6 +91,9 @@ def context(result: RunResult) -> dict[str, Any]:
         "counts": [(s.value, s.value.replace("_", " "), counts[s.value]) for s in Status],
         "total": len(result.items),
         "blockers": [_item(result, item) for item in result.blockers()],
+        "attention": [s.value for s in view.ATTENTION],
+        # A NOT READY page opens on what needs attention; the others on every item.
+        "initial_view": "attention" if result.verdict is Verdict.NOT_READY else "all",
         "filters": present,
         "sections": [
             (section, titles.get(section, ""), [_item(result, item) for item in items])

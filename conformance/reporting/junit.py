@@ -51,9 +51,11 @@ def _outcome(result: RunResult, item: ItemResult, case: ET.Element) -> str | Non
         )
         failure.text = _details(item)
         return "failures"
-    if status is Status.ERROR:
+    if status in (Status.ERROR, Status.BLOCKED):
+        # blocked gates like error: the item could not be judged, which is not a pass.
+        text = view.finding_text(item) if status is Status.BLOCKED else view.message(item)
         error = ET.SubElement(
-            case, "error", message=_one_line(view.message(item) or "check error"), type="error"
+            case, "error", message=_one_line(text or "check error"), type=status.value
         )
         error.text = _details(item)
         return "errors"

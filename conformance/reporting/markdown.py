@@ -39,11 +39,15 @@ def _where(item: ItemResult) -> str:
 
 
 def _blocker_line(item: ItemResult) -> str:
+    """A gating item: its status and its finding, so nobody reads a title as a proven hole."""
     entry = item.entry
-    actual = view.actual(item) or view.message(item) or item.status.value
-    line = f"- **{entry.id}** {_cell(entry.title)} (§{entry.section}){_where(item)}\n"
-    line += f"  - actual: {_cell(actual)}\n"
-    if view.expected(item):
+    line = (f"- **{entry.id}** `{item.status.value}` {_cell(entry.title)} (§{entry.section})"
+            f"{_where(item)}\n")
+    line += f"  - finding: {_cell(view.finding_text(item) or item.status.value)}\n"
+    actual = view.actual(item)
+    if actual and actual != view.message(item) and item.status is not Status.BLOCKED:
+        line += f"  - actual: {_cell(actual)}\n"
+    if view.expected(item) and item.status is not Status.BLOCKED:
         line += f"  - expected: {_cell(view.expected(item))}\n"
     if entry.remediation:
         line += f"  - fix: {_cell(entry.remediation)}\n"
@@ -52,7 +56,8 @@ def _blocker_line(item: ItemResult) -> str:
 
 def _other_line(item: ItemResult) -> str:
     entry = item.entry
-    detail = view.actual(item) or view.message(item)
+    detail = view.finding_text(item) if item.status is Status.BLOCKED else (
+        view.actual(item) or view.message(item))
     suffix = f": {_cell(detail, 160)}" if detail else ""
     return (
         f"- `{item.status.value}` **{entry.id}** ({entry.severity.value}, §{entry.section}) "
@@ -101,7 +106,7 @@ def render(result: RunResult) -> str:
     blockers = result.blockers()
     blocker_ids = {b.entry.id for b in blockers}
     rest = [i for i in view.needing_attention(result) if i.entry.id not in blocker_ids]
-    others = [i for i in rest if i.status in (Status.FAILED, Status.ERROR, Status.UNATTESTED)]
+    others = [i for i in rest if i.status in (*view.GATING, Status.UNATTESTED)]
     waived = [i for i in rest if i.status is Status.WAIVED]
 
     body = _list("Blockers", blockers, _blocker_line)

@@ -61,6 +61,7 @@ def _finding(f: Finding) -> dict[str, Any]:
         "evidence": [_evidence(e) for e in f.evidence],
         "duration_seconds": f.duration_seconds,
         "host": f.host,
+        "blocked_by": f.blocked_by,
     }
 
 
@@ -172,6 +173,7 @@ def _read_item(record: dict[str, Any]) -> ItemResult:
             evidence=tuple(_read_evidence(e) for e in f.get("evidence", [])),
             duration_seconds=float(f.get("duration_seconds", 0.0)),
             host=f.get("host"),
+            blocked_by=f.get("blocked_by"),
         )
         for f in record.get("findings", [])
     )

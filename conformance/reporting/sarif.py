@@ -28,6 +28,8 @@ LEVELS = {
     Severity.MINOR: "warning",
     Severity.INFO: "note",
 }
+#: SARIF result kinds of the statuses that are not plain failures.
+KINDS = {Status.UNATTESTED: "review", Status.BLOCKED: "open"}
 
 
 def _uri(path: str) -> str:
@@ -71,8 +73,8 @@ def _rule(item: ItemResult) -> dict[str, Any]:
 
 def _message(item: ItemResult) -> str:
     parts = [f"{item.entry.id} ({item.status.value}): {item.entry.title}."]
-    if view.message(item):
-        parts.append(view.message(item))
+    if view.finding_text(item):
+        parts.append(view.finding_text(item))
     if view.expected(item) is not None:
         parts.append(f"Expected: {view.expected(item)}.")
     if view.actual(item) is not None:
@@ -86,8 +88,9 @@ def _result(item: ItemResult, rule_index: int) -> dict[str, Any]:
     record: dict[str, Any] = {
         "ruleId": item.entry.id,
         "ruleIndex": rule_index,
-        "kind": "review" if item.status is Status.UNATTESTED else "fail",
-        "level": "none" if item.status is Status.UNATTESTED else level,
+        # blocked: the tool could not tell pass from fail (SARIF "open"), not a proven fault.
+        "kind": KINDS.get(item.status, "fail"),
+        "level": level if KINDS.get(item.status, "fail") == "fail" else "none",
         "message": {"text": _message(item)},
         "properties": {
             "status": item.status.value,
@@ -112,7 +115,7 @@ def to_document(result: RunResult) -> dict[str, Any]:
     run = result.run
     rules = [_rule(item) for item in result.items]
     index = {item.entry.id: n for n, item in enumerate(result.items)}
-    concerns = {Status.FAILED, Status.ERROR, Status.UNATTESTED, Status.WAIVED}
+    concerns = {Status.FAILED, Status.ERROR, Status.BLOCKED, Status.UNATTESTED, Status.WAIVED}
     results = [_result(i, index[i.entry.id]) for i in result.items if i.status in concerns]
     driver: dict[str, Any] = {
         "name": TOOL_NAME,
@@ -124,7 +127,8 @@ def to_document(result: RunResult) -> dict[str, Any]:
         "automationDetails": {"id": f"{TOOL_NAME}/{run.run_id}"},
         "invocations": [
             {
-                "executionSuccessful": not any(i.status is Status.ERROR for i in result.items),
+                "executionSuccessful": not any(i.status in (Status.ERROR, Status.BLOCKED)
+                                               for i in result.items),
                 "startTimeUtc": _utc(run.started_at),
                 "endTimeUtc": _utc(run.finished_at),
             }

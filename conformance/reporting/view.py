@@ -14,7 +14,9 @@ GUIDE_PATH = Path(__file__).resolve().parents[1] / "guide.md"
 _HEADING = re.compile(r"^#{2,6}\s+(\d+(?:\.\d+)*)\.?\s+(.+?)\s*$")
 
 #: Statuses a release manager has to look at, in the order reports list them.
-ATTENTION = (Status.ERROR, Status.FAILED, Status.UNATTESTED, Status.WAIVED)
+ATTENTION = (Status.ERROR, Status.BLOCKED, Status.FAILED, Status.UNATTESTED, Status.WAIVED)
+#: Statuses that stop the release when the item is a blocker (unattested: when required).
+GATING = (Status.FAILED, Status.ERROR, Status.BLOCKED)
 
 
 def headline(item: ItemResult) -> Finding | None:
@@ -23,6 +25,22 @@ def headline(item: ItemResult) -> Finding | None:
         if finding.status is item.status:
             return finding
     return item.findings[0] if item.findings else None
+
+
+def blocked_by(item: ItemResult) -> str | None:
+    """What stopped a blocked item from being judged (an item ID or "reachability")."""
+    if item.status is not Status.BLOCKED:
+        return None
+    return next((f.blocked_by for f in item.findings if f.blocked_by), None)
+
+
+def finding_text(item: ItemResult) -> str:
+    """The item's finding in one phrase, the cause first for a blocked item."""
+    text = message(item) or actual(item) or ""
+    cause = blocked_by(item)
+    if cause is not None:
+        return f"blocked by {cause}" + (f": {text}" if text else "")
+    return text
 
 
 def expected(item: ItemResult) -> str | None:

@@ -23,6 +23,8 @@ from conformance.model import (
 SECRET_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.c2VjcmV0LXNpZ25hdHVyZQ"
 DB_PASSWORD = "hunter2-db-pass"
 ENV_SECRET = "s3cr3t-value-from-env-file"
+BLOCKED_MESSAGE = ("not judged: the certificate of https://127.0.0.1:8443 does not verify "
+                   "(self-signed certificate in certificate chain)")
 
 
 def entry(
@@ -57,6 +59,8 @@ def item(
     actual: str | None = None,
     waiver: Waiver | None = None,
     attestation: Attestation | None = None,
+    blocked_by: str | None = None,
+    message: str | None = None,
     **entry_options: Any,
 ) -> ItemResult:
     findings = (
@@ -67,11 +71,12 @@ def item(
                 item_id=item_id,
                 status=Status.FAILED if status is Status.WAIVED else status,
                 check=f"conformance.checks.fake.check_{item_id.lower().replace('-', '_')}",
-                message=f"{item_id} is {status.value}",
+                message=message or f"{item_id} is {status.value}",
                 expected=expected,
                 actual=actual,
                 evidence=evidence,
                 duration_seconds=0.25,
+                blocked_by=blocked_by,
             ),
         )
     )
@@ -151,5 +156,8 @@ def mixed_items() -> list[ItemResult]:
         item("MON-ALERTS", Status.NOT_APPLICABLE, section="6", phase=Phase.PRODUCTION),
         item("BACKUP-DAILY", Status.SKIPPED, section="7.1", phase=Phase.DAILY,
              severity=Severity.INFO),
+        item("LIVE-AUTH-ALG-NONE", Status.BLOCKED, section="10.2", severity=Severity.BLOCKER,
+             phase=Phase.POST_DEPLOY, blocked_by="LIVE-TLS-CHAIN",
+             message=BLOCKED_MESSAGE),
     ]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from reporting_factories import mixed_items, run_result
 
+from conformance.model import Status
 from conformance.reporting import write_reports
 
 CHROMIUM = shutil.which("chromium")
@@ -69,7 +70,21 @@ def test_report_renders_filters_and_is_screenshotted(
 
     assert verdict.is_displayed()
     assert verdict.text == "NOT READY"
-    assert browser.find_element(By.ID, "shown").text == "showing 10 of 10 items"
+    # NOT READY opens on what needs attention: passed, skipped, not applicable are hidden.
+    assert browser.find_element(By.ID, "shown").text == "showing 6 of 11 items"
+    assert _visible_ids(browser, "passed") == []
+    assert _visible_ids(browser, "blocked") == ["item-LIVE-AUTH-ALG-NONE"]
+    assert not browser.find_element(By.ID, "filter-status-passed").is_selected()
+    # Each gating item is listed with its status and its finding, not its title alone.
+    gating = browser.find_elements(By.CSS_SELECTOR, "#blockers li")
+    blocked = next(li for li in gating if "LIVE-AUTH-ALG-NONE" in li.text)
+    assert blocked.find_element(By.CSS_SELECTOR, ".badge").text == "blocked"
+    assert "blocked by LIVE-TLS-CHAIN: not judged: the certificate" in blocked.text
+    failed = next(li for li in gating if "NET-HTTPS-ONLY" in li.text)
+    assert failed.find_element(By.CSS_SELECTOR, ".badge").text == "failed"
+    assert "NET-HTTPS-ONLY is failed" in failed.text
+    browser.find_element(By.ID, "show-all").click()
+    assert browser.find_element(By.ID, "shown").text == "showing 11 of 11 items"
     sections = browser.find_elements(By.CSS_SELECTOR, "section.guide-section")
     assert [s.get_attribute("data-section") for s in sections] == [
         "3.1", "3.2", "4.1", "6", "7.1", "10.2"
@@ -88,7 +103,7 @@ def test_report_renders_filters_and_is_screenshotted(
     assert _visible_ids(browser, "failed") == [
         "item-ENV-JWT-SECRET-STRENGTH", "item-NET-HTTPS-ONLY"
     ]
-    assert browser.find_element(By.ID, "shown").text == "showing 7 of 10 items"
+    assert browser.find_element(By.ID, "shown").text == "showing 8 of 11 items"
 
     # Evidence is folded away until its <details> is opened.
     item = browser.find_element(By.ID, "item-NET-HTTPS-ONLY")
@@ -97,3 +112,13 @@ def test_report_renders_filters_and_is_screenshotted(
     item.find_element(By.CSS_SELECTOR, "details.more > summary").click()
     assert curl.is_displayed()
     assert "Authorization: ***" in curl.text
+
+
+def test_a_ready_report_opens_on_every_item(tmp_path: Path, browser: webdriver.Chrome) -> None:
+    passing = [i for i in mixed_items() if i.status in (Status.PASSED, Status.NOT_APPLICABLE)]
+    run_dir = write_reports(run_result(passing), tmp_path / "reports")
+    browser.get((run_dir / "readiness.html").as_uri())
+    verdict = WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "verdict"))
+    assert verdict.text == "READY"
+    shown = browser.find_element(By.ID, "shown").text
+    assert shown == f"showing {len(passing)} of {len(passing)} items"

@@ -137,9 +137,9 @@ def test_junit_is_accepted_by_junitparser_with_one_case_per_item(tmp_path: Path)
     cases = {case.name: case for suite in suites for case in suite}
 
     assert len(cases) == len(result.items)
-    assert suites[0].tests == 10
+    assert suites[0].tests == 11
     assert suites[0].failures == 2
-    assert suites[0].errors == 1
+    assert suites[0].errors == 2  # the error and the blocked item
     blocker = cases["NET-HTTPS-ONLY Title of NET-HTTPS-ONLY"]
     assert blocker.classname == "10.2"
     failure = blocker.result[0]
@@ -189,7 +189,7 @@ def test_sarif_has_rules_from_the_catalogue_locations_and_suppressions(tmp_path:
     sarif_run = _sarif(run_dir)["runs"][0]  # type: ignore[index]
 
     rules = {r["id"]: r for r in sarif_run["tool"]["driver"]["rules"]}
-    assert len(rules) == 10
+    assert len(rules) == 11
     rule = rules["ENV-JWT-SECRET-STRENGTH"]
     assert rule["shortDescription"]["text"] == "Title of ENV-JWT-SECRET-STRENGTH"
     assert rule["fullDescription"]["text"] == "Why ENV-JWT-SECRET-STRENGTH matters."

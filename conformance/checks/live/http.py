@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from conformance.checks.live import reach
 from conformance.checks.live.common import shorten, target_of
 from conformance.model import Evidence
 
@@ -149,6 +150,7 @@ class LiveClient:
     ) -> None:
         self.target = target
         self.insecure = insecure
+        self.verify: ssl.SSLContext | bool = False if insecure else ssl_context(target)
         self.http = make_client(target, timeout=timeout, insecure=insecure)
 
     def __enter__(self) -> LiveClient:
@@ -160,7 +162,12 @@ class LiveClient:
     def request(
         self, method: str, path: str, *, retry_429: bool = True, **kwargs: Any
     ) -> httpx.Response:
-        response = self.http.request(method, path, **kwargs)
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            # A target gone mid-run blocks the rest (reach.py); one that still answers does not.
+            reach.after_transport_error(self.target, self.verify, method, path, exc)
+            raise
         if retry_429 and response.status_code == 429:
             wait = retry_after_seconds(response.headers.get("retry-after"))
             if wait is not None and wait <= MAX_RETRY_AFTER_SECONDS:
@@ -189,8 +196,13 @@ class LiveClient:
 
 
 def client_for(ctx: CheckContext, *, timeout: float = READ_TIMEOUT_SECONDS) -> LiveClient:
-    """The LiveClient of a check: the context's target, verified unless --insecure was given."""
-    return LiveClient(target_of(ctx), timeout=timeout, insecure=ctx.insecure)
+    """The LiveClient of a check: the context's target, verified unless --insecure was given.
+
+    Raises Blocked when the target cannot be judged over HTTP (see reach.py).
+    """
+    target = target_of(ctx)
+    reach.gate(target, insecure=ctx.insecure)
+    return LiveClient(target, timeout=timeout, insecure=ctx.insecure)
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -28,7 +28,7 @@ from conformance.checks.live.common import (
     target_env,
 )
 from conformance.checks.live.http import LoginError, auth_headers, client_for, secrets_in_use
-from conformance.checks.registry import check
+from conformance.checks.registry import Blocked, blocked, check
 from conformance.model import Evidence
 
 if TYPE_CHECKING:
@@ -137,13 +137,14 @@ def known_secrets(ctx: CheckContext) -> dict[str, str]:
     return {k: v for k, v in found.items() if len(v) >= MIN_SECRET_SEARCH_LENGTH}
 
 
-def _emit_marker(ctx: CheckContext, marker: str) -> str | None:
+def _emit_marker(ctx: CheckContext, marker: str) -> str | Blocked | None:
     """One anonymous and one authenticated request carrying our request id, so the log has both.
 
-    Returns why the requests could not be sent, or None.
+    Returns why the requests could not be sent (Blocked when the target cannot be judged over
+    HTTP: the log lines are still judged), or None.
     """
-    with client_for(ctx) as client:
-        try:
+    try:
+        with client_for(ctx) as client:
             client.get("/health", headers={"X-Request-ID": marker})
             try:
                 headers = auth_headers(ctx, client)
@@ -151,8 +152,10 @@ def _emit_marker(ctx: CheckContext, marker: str) -> str | None:
                 headers = None
             if headers:
                 client.get("/api/v1/auth/validate", headers={**headers, "X-Request-ID": marker})
-        except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"
+    except Blocked as exc:
+        return exc
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
     return None
 
 
@@ -175,7 +178,9 @@ def log_lines(ctx: CheckContext) -> Iterator[Finding]:
             yield report.not_applicable(item, str(exc))
         return
     evidence = source.evidence
-    if unsent:
+    if isinstance(unsent, Blocked):
+        yield blocked("LIVE-LOGGING", report.check, unsent.by, unsent.message)
+    elif unsent:
         yield report.failed(
             "LIVE-LOGGING", f"could not send a request to find in the log: {unsent}", evidence
         )
