@@ -100,6 +100,10 @@ def given_values(tmp_path: Path) -> tuple[list[str], dict[str, str], dict[str, A
             value, shown = path, str(path)
         elif spec.kind == "int":
             value, shown = 7, "7"
+        elif spec.name == "hosts":  # the run checks a given host answers before anything
+            argv += [spec.flag, "local://", spec.flag, "local://"]
+            expected[spec.name] = ["local://", "local://"]
+            continue
         elif spec.name == "resolve":
             value, shown = "app.example.test:443:127.0.0.1", "app.example.test:443:127.0.0.1"
         else:
