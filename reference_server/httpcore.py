@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 API_PREFIX = "/api/v1"
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Methods that get a duration label value of their own.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "OPTIONS", *MUTATING_METHODS})
 #: A client's X-Request-ID is echoed only when it is this tame (it ends up in logs and the audit).
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 RETRY_AFTER_SECONDS = "5"
@@ -272,6 +274,8 @@ _DURATIONS_KEPT = 512
 
 
 def observe_duration(method: str, route: str, status: int, seconds: float) -> None:
+    if method not in KNOWN_METHODS:  # any token is a method to HTTP: one label for the rest
+        method = "other"
     key = (method, route, status)
     child = _durations.get(key)
     if child is None:

@@ -55,6 +55,11 @@ DB_POOL_CONNECTIONS = Gauge(
     ["state"],
     multiprocess_mode="livesum",
 )
+LABELS_FOLDED = Counter(
+    "taskforge_metric_labels_folded_total",
+    "Label lookups whose new value went to `other`, past the per-process limit (job_metrics.py)",
+    ["label"],
+)
 REDIS_UP = Gauge(
     "taskforge_redis_up", "1 when Redis answered the last probe", multiprocess_mode="livemin"
 )
