@@ -208,6 +208,8 @@ def build_context(config: pytest.Config) -> CheckContext:
             raise ConfigError(f"--tf-resolve {entry!r}: expected HOST:PORT:ADDRESS")
     # Writes beyond the smoke job and the rate-limit probe only on our own stack or when asked.
     values.update(
+        # A host is never the reference stack: writes on it (apt-get update) only when asked.
+        allow_host_writes=values["allow_writes"],
         allow_writes=values["allow_writes"] or (target is not None and target.is_reference),
         target=target,
         log_file=_path(opt.tf_log_file) or (target.log_file if target else None),

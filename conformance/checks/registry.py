@@ -73,6 +73,7 @@ class CheckContext:
     fuzz_results: Path | None = None
     # hosts
     hosts: tuple[str, ...] = ()  # testinfra host specs, e.g. "local://", "ssh://user@host"
+    allow_host_writes: bool = False  # --allow-writes itself: the reference stack is no host
     taskforge_dir: str = "/opt/taskforge"  # the deployment directory on the hosts
     host_root: str = "/"  # prefix of the files host checks read ("/" except in tests)
     # the run

@@ -213,7 +213,7 @@ def system_updates(context: CheckContext) -> Iterator[Finding]:
 
 def _apt_updates(context: CheckContext, host: HostView) -> Iterator[Finding]:
     evidence: list[Evidence] = []
-    if context.allow_writes:
+    if context.allow_host_writes:
         refresh = host.run_privileged("apt-get", "update", "-q", timeout=180)
         evidence.append(refresh.evidence("refreshing the index (--allow-writes)"))
         if not refresh_succeeded(refresh):
@@ -258,9 +258,9 @@ def _apt_updates(context: CheckContext, host: HostView) -> Iterator[Finding]:
 
 def _dnf_updates(context: CheckContext, host: HostView) -> Iterator[Finding]:
     # dnf refreshes expired metadata by itself; without --allow-writes it keeps to its cache.
-    argv = ("dnf", "-q", "check-update") if context.allow_writes else (
+    argv = ("dnf", "-q", "check-update") if context.allow_host_writes else (
         "dnf", "-q", "--cacheonly", "check-update")
-    done = host.run_privileged(*argv, timeout=180) if context.allow_writes else host.run(
+    done = host.run_privileged(*argv, timeout=180) if context.allow_host_writes else host.run(
         *argv, timeout=60)
     if done.rc not in (0, 100):  # 100: updates available
         yield finding("HOST-SYSTEM-UPDATES", Status.ERROR, host,
@@ -268,7 +268,7 @@ def _dnf_updates(context: CheckContext, host: HostView) -> Iterator[Finding]:
         return
     count = sum(1 for line in done.stdout.splitlines()
                 if line.strip() and not line.startswith((" ", "Obsoleting")))
-    as_of = ("fresh metadata" if context.allow_writes
+    as_of = ("fresh metadata" if context.allow_host_writes
              else "cached metadata; --allow-writes refreshes it")
     if count:
         yield finding("HOST-SYSTEM-UPDATES", Status.FAILED, host,

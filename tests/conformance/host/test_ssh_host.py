@@ -125,15 +125,18 @@ def test_a_bad_newest_backup_fails(ssh_host: SshHost, flip: str, why: str) -> No
 
 
 def test_a_stale_package_index_fails(ssh_host: SshHost) -> None:
+    # allow_writes alone is what the reference stack grants; it is no licence to write on a host.
     with defect(ssh_host, STALE_INDEX, FRESH_INDEX):
-        found = judged(ssh_host, system.system_updates, "HOST-SYSTEM-UPDATES")
+        found = judged(ssh_host, system.system_updates, "HOST-SYSTEM-UPDATES",
+                       allow_writes=True)
     assert found.status is Status.FAILED
     assert "30 days old" in found.message
 
 
 def test_refreshing_the_index_needs_a_reachable_mirror(ssh_host: SshHost) -> None:
     """With --allow-writes the index is refreshed first; the test host has no route out."""
-    found = judged(ssh_host, system.system_updates, "HOST-SYSTEM-UPDATES", allow_writes=True)
+    found = judged(ssh_host, system.system_updates, "HOST-SYSTEM-UPDATES",
+                   allow_host_writes=True)
     assert found.status is Status.ERROR
     assert "could not refresh the package index" in found.message
 
