@@ -21,28 +21,28 @@ def install_project(session: nox.Session, *extras: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the project's own tests (unit and integration, real PostgreSQL and Redis)."""
-    install_project(session, "dev", "bench")
+    install_project(session, "dev")
     session.run("pytest", "-n", "2", "--dist", "loadgroup", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def conformance(session: nox.Session) -> None:
     """Stand the reference stack up (or use --target-url) and run the conformance suite."""
-    install_project(session)
+    install_project(session, "reference")
     session.run("python", "-m", "conformance", "run", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def fuzz(session: nox.Session) -> None:
     """Fuzz the API with schemathesis against the contract (the reference stack or --target-url)."""
-    install_project(session)
+    install_project(session, "reference")
     session.run("python", "-m", "conformance.fuzz", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def chaos(session: nox.Session) -> None:
     """Fault injection on the reference stack: crashes, outages, SIGTERM, backup; --quick."""
-    install_project(session)
+    install_project(session, "reference")
     session.run("python", "-m", "conformance.chaos", *session.posargs)
 
 
@@ -51,14 +51,14 @@ def report(session: nox.Session) -> None:
     """Re-render a run's reports from its results.json: `nox -s report -- reports/<run-id>`."""
     if len(session.posargs) != 1:
         session.error("usage: nox -s report -- <run-dir>")
-    install_project(session)
+    install_project(session, "suite")
     session.run("python", "-m", "conformance.reporting", "render", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def serve(session: nox.Session) -> None:
     """Serve the reference job service; without DATABASE_URL/REDIS_URL, on embedded ones."""
-    install_project(session)
+    install_project(session, "server", "embedded")
     session.run("python", "-m", "reference_server", "serve", *session.posargs)
 
 
@@ -72,16 +72,16 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """Type-check the packages with mypy (strict)."""
-    # The benchmark's peers (PgQueuer, procrastinate) too: their decorators are typed only
-    # when the packages are there.
-    install_project(session, "dev", "bench")
+    # Every extra (dev holds them all): the benchmark's peers' decorators, for one, are typed
+    # only when PgQueuer and procrastinate are there.
+    install_project(session, "dev")
     session.run("mypy")
 
 
 @nox.session(python=PYTHON)
 def load(session: nox.Session) -> None:
     """Locust load test of a profile (default smoke) with thresholds; --sweep for sizing."""
-    install_project(session)
+    install_project(session, "load")
     session.run("python", "-m", "loadtests", *session.posargs)
 
 
@@ -113,7 +113,7 @@ def images(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def startup(session: nox.Session) -> None:
     """Measure the reference stacks' start-up (docker, embedded) into reports/startup.json."""
-    install_project(session)
+    install_project(session, "reference")
     session.run("python", "-m", "conformance.stack.startup_bench",
                 "--command", "nox -s startup" + (" -- " + " ".join(session.posargs)
                                                  if session.posargs else ""),

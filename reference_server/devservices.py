@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,12 @@ def free_port() -> int:
 
 
 def postgres_bin_dir() -> Path:
-    import pgserver._commands  # imported late: only the embedded path needs the binaries
+    # Imported late: only the embedded path needs the binaries. pgserver asks platformdirs for a
+    # runtime directory when imported, which warns wherever XDG_RUNTIME_DIR is unset (CI, root
+    # shells, containers) although nothing here uses that directory: every run said so at start.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pgserver._commands
 
     return Path(pgserver._commands.POSTGRES_BIN_PATH)
 

@@ -64,6 +64,10 @@ SERVER = ImageRole(
 )
 STACK_IMAGES = (POSTGRES, REDIS, SERVER)
 BASE_LOCAL = "taskforge-local/base:bookworm"
+#: The server image's base: a rootfs of its own (compose/images/server/packages.txt), Python only.
+SERVER_BASE_LOCAL = "taskforge-local/server-base:bookworm"
+#: What the server image installs from the wheelhouse: the server alone, none of the kit's tools.
+SERVER_REQUIREMENT = "taskforge-conformance-kit[server]"
 #: The server the host checks' tests reach over SSH (tests/conformance/host); not part of a stack.
 SSH_HOST = ImageRole(
     role="sshhost", env_var="TASKFORGE_SSH_HOST_IMAGE", default="taskforge-local/ssh-host:bookworm",
@@ -246,19 +250,34 @@ def build_base(recipes: Path, *, force: bool, log: Log) -> str:
     if not force and image_label(BASE_LOCAL) == digest:
         log(f"{BASE_LOCAL}: up to date ({digest})")
         return digest
-    tarball = build_rootfs_tarball(recipes, digest, log=log)
-    previous = image_id(BASE_LOCAL)
+    _import_rootfs(build_rootfs_tarball(recipes, digest, log=log), BASE_LOCAL, digest, log=log)
+    return digest
+
+
+def build_server_base(recipes: Path, *, force: bool, log: Log) -> str:
+    """The server image's base, debootstrapped from its own packages.txt (Python only)."""
+    digest = recipe_hash([recipes / SERVER.role], relative_to=recipes, extra=[SUITE, "minbase"])
+    if not force and image_label(SERVER_BASE_LOCAL) == digest:
+        log(f"{SERVER_BASE_LOCAL}: up to date ({digest})")
+        return digest
+    tarball = build_rootfs_tarball(recipes, digest, log=log, flavour=SERVER.role)
+    _import_rootfs(tarball, SERVER_BASE_LOCAL, digest, log=log)
+    return digest
+
+
+def _import_rootfs(tarball: Path, image: str, digest: str, *, log: Log) -> None:
+    """`docker import` a rootfs tarball as a base image; the image it replaces is removed."""
+    previous = image_id(image)
     _run(["docker", "import",
           "--change", f"LABEL {RECIPE_LABEL}={digest}",
           "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
           "--change", "ENV LANG=C.UTF-8",
           "--change", 'CMD ["/bin/bash"]',
-          str(tarball), BASE_LOCAL], log=log, what=f"import {BASE_LOCAL}",
+          str(tarball), image], log=log, what=f"import {image}",
          stdout=subprocess.DEVNULL)
-    if previous is not None and previous != image_id(BASE_LOCAL):
+    if previous is not None and previous != image_id(image):
         subprocess.run(["docker", "image", "rm", previous], capture_output=True, check=False,
                        timeout=120)
-    return digest
 
 
 def image_id(image: str) -> str | None:
@@ -320,13 +339,15 @@ def server_recipe(project: Path) -> list[Path]:
 
 
 def build_server_image(project: Path, base_digest: str, *, force: bool, log: Log) -> None:
+    """The server on its own base (`base_digest`: SERVER_BASE_LOCAL's), from a wheelhouse."""
     digest = recipe_hash(server_recipe(project), relative_to=project, extra=[base_digest])
     if not force and image_label(SERVER.local) == digest:
         log(f"{SERVER.local}: up to date ({digest})")
         return
     with tempfile.TemporaryDirectory(prefix="taskforge-server-context-") as context:
         build_wheelhouse(project, Path(context) / "wheelhouse", log=log)
-        _build(project / "compose" / "Dockerfile", Path(context), SERVER.local, digest, log=log)
+        _build(project / "compose" / "Dockerfile", Path(context), SERVER.local, digest, log=log,
+               base=SERVER_BASE_LOCAL)
 
 
 def _image_python(image: str) -> tuple[str, str, str]:
@@ -352,7 +373,7 @@ def _missing_in_image(image: str, wheelhouse: Path) -> list[str]:
     """Requirements the image's pip cannot satisfy from the wheelhouse (a dry run, no network)."""
     script = ("python3 -m venv /tmp/venv && /tmp/venv/bin/pip install --dry-run --quiet "
               "--disable-pip-version-check --no-index --find-links /wheelhouse "
-              "taskforge-conformance-kit")
+              f"'{SERVER_REQUIREMENT}'")
     result = subprocess.run(
         ["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh",
          "-v", f"{wheelhouse}:/wheelhouse:ro", image, "-c", script],
@@ -378,7 +399,7 @@ def build_wheelhouse(project: Path, wheelhouse: Path, *, log: Log) -> None:
     # The dependencies change with pyproject.toml only: their wheels are kept between builds, and
     # a change to the server's code rebuilds just the project's wheel.
     deps_key = recipe_hash([project / "pyproject.toml"], relative_to=project,
-                           extra=[sys.version, image_label(BASE_LOCAL) or ""])
+                           extra=[sys.version, image_label(SERVER_BASE_LOCAL) or ""])
     cached = cache_dir() / f"wheelhouse-{deps_key}"
     if cached.is_dir():
         log(f"wheelhouse: dependencies cached at {cached}")
@@ -388,7 +409,7 @@ def build_wheelhouse(project: Path, wheelhouse: Path, *, log: Log) -> None:
              what="build the project's wheel")
     else:
         _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheelhouse),
-              str(project)], log=log, what="build the wheelhouse")
+              f"{project}[server]"], log=log, what="build the wheelhouse")
     _complete_wheelhouse(wheelhouse, log=log)
     if not cached.is_dir():
         _keep_dependencies(wheelhouse, cached)
@@ -411,7 +432,7 @@ def _keep_dependencies(wheelhouse: Path, cached: Path) -> None:
 
 
 def _complete_wheelhouse(wheelhouse: Path, *, log: Log) -> None:
-    version, glibc, machine = _image_python(BASE_LOCAL)
+    version, glibc, machine = _image_python(SERVER_BASE_LOCAL)
     major, minor = version.split(".")[:2]
     # pip takes the platforms literally: list every manylinux level the image's glibc satisfies.
     glibc_major, glibc_minor = (int(part) for part in glibc.split(".")[:2])
@@ -421,7 +442,7 @@ def _complete_wheelhouse(wheelhouse: Path, *, log: Log) -> None:
     platforms += [f"manylinux2014_{machine}", f"manylinux2010_{machine}",
                   f"manylinux1_{machine}", f"linux_{machine}"]
     for _ in range(WHEELHOUSE_ROUNDS):
-        missing = _missing_in_image(BASE_LOCAL, wheelhouse)
+        missing = _missing_in_image(SERVER_BASE_LOCAL, wheelhouse)
         if not missing:
             return
         log(f"wheelhouse: the image's python {version} also needs {', '.join(missing)}")
@@ -443,7 +464,7 @@ def stale_server_image(project: Path | None = None) -> str | None:
     root = project or Path(__file__).resolve().parents[2]
     if not (root / "compose" / "Dockerfile").is_file():
         return None
-    base_digest = image_label(BASE_LOCAL)
+    base_digest = image_label(SERVER_BASE_LOCAL)
     built = image_label(SERVER.local)
     if base_digest is None or built is None:
         return None
@@ -462,7 +483,8 @@ def build_all(project: Path, *, force: bool = False, log: Log = print) -> dict[s
     base_digest = build_base(recipes, force=force, log=log)
     for role in (POSTGRES, REDIS):
         build_service_image(recipes, role, base_digest, force=force, log=log)
-    build_server_image(project, base_digest, force=force, log=log)
+    build_server_image(project, build_server_base(recipes, force=force, log=log), force=force,
+                       log=log)
     build_ssh_host_image(recipes, force=force, log=log)
     # Images an earlier build replaced while a container still used them: untagged, ours (label).
     subprocess.run(["docker", "image", "prune", "--force", "--filter", f"label={RECIPE_LABEL}"],
