@@ -18,6 +18,7 @@ from conformance.checks.live import (  # noqa: F401 - importing registers the ch
     metrics,
     ratelimit,
     redis,
+    resilience,
     tenancy,
     tls,
 )

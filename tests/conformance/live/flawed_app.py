@@ -229,7 +229,7 @@ def parse_when(value: Any) -> str | None:
         raise ApiError(400, "VALIDATION_001", "scheduled_for out of range") from None
 
 
-def submit(who: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+def submit(who: dict[str, Any], body: dict[str, Any], *, store: bool = True) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "VALIDATION_001", "body must be an object")
     name, job_type = body.get("queue_name"), body.get("job_type")
@@ -249,6 +249,8 @@ def submit(who: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
            "max_attempts": body.get("max_attempts", 3), "scheduled_for": scheduled,
            "lease_expires_at": None, "worker_id": None, "output": None, "error_message": None,
            "created_at": stamp, "updated_at": stamp, "completed_at": None}
+    if not store:
+        return job
     STORE.jobs[job["id"]] = job
     if job_type == "test_job" and not scheduled:  # a built-in type: runs at once
         job.update(status="succeeded", attempt_count=1, completed_at=stamp, output={"ok": True})
@@ -458,6 +460,18 @@ async def create_job(req: Request) -> tuple[int, Any]:
     who = req.who()
     require(who, "job:write")
     return 201, job_api(submit(who, req.json()))
+
+
+@route("POST", "/api/v1/jobs/batch")
+async def create_batch(req: Request) -> tuple[int, Any]:
+    who = req.who()
+    require(who, "job:write")
+    items = req.json().get("jobs")
+    if not isinstance(items, list) or not 1 <= len(items) <= 1000:
+        raise ApiError(400, "VALIDATION_001", "jobs: 1 to 1000 items")
+    for item in items:
+        submit(who, item, store=False)  # all or nothing: every item validated first
+    return 201, {"ids": [submit(who, item)["id"] for item in items]}
 
 
 @route("GET", "/api/v1/jobs")

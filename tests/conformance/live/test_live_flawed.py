@@ -47,6 +47,11 @@ CLASSES: dict[str, tuple[tuple[str, ...], set[str]]] = {
     }),
     "cross-tenant-lease": (("tenancy.tenant_isolation",), {"LIVE-TENANT-LEASE"}),
     "member-writes": (("tenancy.tenant_isolation",), {"LIVE-PERM-MEMBER"}),
+    "metrics-public": (("metrics.public_metrics",), {
+        "LIVE-METRICS-PUBLIC", "LIVE-METRICS-TENANT-DATA",
+    }),
+    "lockout-race": (("resilience.login_lockout",), {"LIVE-LOGIN-LOCKOUT"}),
+    "dates-unbounded": (("resilience.date_range",), {"LIVE-DATE-RANGE"}),
     "weak-headers": (("headers.security_headers",), {
         "LIVE-HEADER-HSTS", "LIVE-HEADER-CSP", "LIVE-HEADER-NOSNIFF", "LIVE-HEADER-FRAME",
         "LIVE-HEADER-REFERRER",
@@ -112,3 +117,20 @@ def test_without_writes_only_reads_are_tried_on_what_a_already_has(flawed: Flawe
     assert {i for i, s in result.items() if s is Status.NOT_APPLICABLE} == {
         *WRITE_ITEMS, MEMBER_ITEM}, explain(findings)
     assert after["status"] == "pending"  # nothing was tried that could have changed it
+
+
+@pytest.mark.parametrize(("backpressure", "status"), [(8, Status.FAILED), (64, Status.PASSED)])
+def test_silent_connections_up_to_the_limit_stop_health(
+    flawed: FlawedFactory, backpressure: int, status: Status
+) -> None:
+    """Granian holds a slot per connection: 9 silent ones stop a server of 8, not one of 64."""
+    with flawed(backpressure=backpressure) as server:
+        findings = run_checks(server.context(allow_load=True, slow_client_count=9),
+                              "resilience.slow_clients")
+    assert [f.status for f in findings] == [status], explain(findings)
+
+
+def test_the_slow_client_probe_needs_its_opt_in(sound: FlawedServer) -> None:
+    findings = run_checks(sound.context(slow_client_count=9), "resilience.slow_clients")
+    assert [f.status for f in findings] == [Status.NOT_APPLICABLE], explain(findings)
+    assert "--allow-load" in findings[0].message

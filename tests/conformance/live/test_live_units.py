@@ -25,7 +25,7 @@ from conformance.checks.live.headers import csp_problem, frame_problem, hsts_pro
 from conformance.checks.live.http import curl_for, redact_body, retry_after_seconds
 from conformance.checks.live.hygiene import leaks
 from conformance.checks.live.logs import missing_fields, parse_line
-from conformance.checks.live.metrics import CONTRACT_METRICS, exposed_names
+from conformance.checks.live.metrics import CONTRACT_METRICS, exposed_names, tenant_values
 from conformance.checks.registry import CheckContext
 from conformance.model import Status
 from conformance.stack import Target
@@ -187,3 +187,14 @@ def test_unsigned_tokens_carry_the_spelling_asked_for(alg: str) -> None:
     token = unsigned_token({"sub": "x"}, alg)
     assert jwt.get_unverified_header(token)["alg"] == alg
     assert token.endswith(".")
+
+
+def test_tenant_labels_are_found_and_shared_values_are_not() -> None:
+    text = (
+        "# TYPE taskforge_queue_length gauge\n"
+        'taskforge_queue_length{queue="default",status="pending"} 1\n'
+        'taskforge_queue_length{queue="acme-payroll",status="pending"} 2\n'
+        'taskforge_queue_length{queue="other",status="pending"} 3\n'
+    )
+    assert tenant_values(text) == {"queue=acme-payroll"}
+    assert tenant_values(text.replace("acme-payroll", "default")) == set()
