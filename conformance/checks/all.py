@@ -22,6 +22,7 @@ from conformance.checks.static import (  # noqa: F401
     env,
     logfile,
     nginx,
+    procedures,
     prometheus,
     sizing,
 )

@@ -193,3 +193,15 @@ def test_guide_ports_agree_with_application_port(tmp_path: Path) -> None:
     shutil.copyfile(GUIDE / "env.production", env)
     findings = run_checks(("DOCKERFILE-APP-PORT",), env_file=env, **GUIDE_FILES)
     assert [f.status for f in findings] == [Status.PASSED]
+
+
+@pytest.mark.parametrize(
+    "item",
+    ["PROC-ROLLBACK-ORDER", "PROC-RECOVERY-ORDER", "PROC-ENV-LOCATION", "PROC-SMOKE-VERIFIES-TLS",
+     "PROC-DIAG-REDIS-AUTH", "PROC-ROLLBACK-PREVIOUS-VERSION"],
+)
+def test_guide_procedures(item: str, tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    shutil.copyfile(GUIDE / "env.production", env)
+    findings = run_checks((item,), env_file=env, **GUIDE_FILES)
+    assert failed(findings, item)
