@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 PATH = httpcore.API_PREFIX + "/jobs"
 ROUTE = PATH  # the route label of Quart's rule for this path
-#: Request headers the fast path reads; the first of repeated ones counts, as in Quart.
+#: Request headers the fast path reads; the first of repeated ones counts, as in Quart
+#: (X-Forwarded-For: all lines, joined).
 _WANTED = frozenset(
     {
         b"authorization",
@@ -88,8 +89,11 @@ class SubmitFastPath:
             return await self._quart(scope, receive, send)  # outside the lifespan (tests)
         headers: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
-            if name in _WANTED and name not in headers:
-                headers[name] = value
+            if name in _WANTED:
+                if name not in headers:
+                    headers[name] = value
+                elif name == b"x-forwarded-for":  # every line counts, as in request_header
+                    headers[name] += b", " + value
         limit = st.settings.MAX_BODY_BYTES
         declared = _declared_length(headers)
         if (declared is not None and declared > limit) or not _is_json(

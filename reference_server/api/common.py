@@ -201,7 +201,8 @@ def parse_query(model: type[M]) -> M:
 
 
 def request_header(name: str) -> str | None:
-    """A request header by its lower-case name; the first one when repeated, as werkzeug's get.
+    """A request header by its lower-case name; the first one when repeated, as werkzeug's get
+    (X-Forwarded-For: all its lines joined).
 
     werkzeug builds an HTTP exception for every absent header it is asked for (X-API-Key,
     Origin, X-Request-ID are absent from most requests): one pass over the headers instead.
@@ -210,7 +211,13 @@ def request_header(name: str) -> str | None:
     if found is None:
         found = {}
         for key, value in request.headers.items():
-            found.setdefault(key.lower(), value)
+            lower = key.lower()
+            if lower == "x-forwarded-for" and lower in found:
+                # Every line counts, in order (RFC 9110 5.3): a proxy may append its own line,
+                # and the client wrote the first one.
+                found[lower] = f"{found[lower]}, {value}"
+            else:
+                found.setdefault(lower, value)
         g._request_headers = found
     return found.get(name)
 

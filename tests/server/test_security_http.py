@@ -8,6 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from api_support import ACCESS_SECRET, PASSWORD, REFRESH_SECRET, error_code, register, running_app
+from werkzeug.datastructures import Headers
 
 ALLOWED = "https://app.example.test"
 
@@ -222,3 +223,42 @@ async def test_unwritable_log_file_keeps_serving(database_url: str, redis_url: s
     ) as api:
         response = await api.get("/health")
     assert response.status_code == 200
+
+
+async def test_forwarded_for_lines_are_joined_and_read_from_the_right(
+    database_url: str, redis_url: str
+) -> None:
+    """A proxy that appends its own X-Forwarded-For line (HAProxy option forwardfor) leaves the
+    client's own line first: the client must not choose its address with it."""
+
+    def lines(n: int) -> Headers:
+        return Headers([("X-Forwarded-For", f"198.51.100.{n}"), ("X-Forwarded-For", "203.0.113.9")])
+
+    async with running_app(
+        database_url, redis_url, TRUSTED_PROXIES="10.0.0.0/8", RATE_LIMIT_PER_MINUTE=3
+    ) as api:
+        answers = [
+            await api.post("/api/v1/queues", json={}, headers=lines(n), ip="10.0.0.5")
+            for n in range(5)
+        ]
+    async with running_app(database_url, redis_url, TRUSTED_PROXIES="10.0.0.0/8") as api:
+        account = await register(api)
+        submitted = await api.post(
+            "/api/v1/jobs",
+            json={"queue_name": "default", "job_type": "t", "payload": {}},
+            token=account["access_token"],
+            headers=lines(7),
+            ip="10.0.0.5",
+        )
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT action, source_ip FROM audit_log WHERE action LIKE 'POST /api/v1/%' "
+            "AND action NOT LIKE '%/auth/%' ORDER BY id"
+        )
+    finally:
+        await conn.close()
+    assert [r.status_code for r in answers] == [401, 401, 401, 429, 429]
+    assert submitted.status_code == 201
+    assert {str(r["source_ip"]) for r in rows} == {"203.0.113.9"}
+    assert len(rows) == 4
