@@ -96,8 +96,29 @@ def docker_installed(context: CheckContext) -> Iterator[Finding]:
                           f"Docker {'.'.join(map(str, version))}", done.evidence())
 
 
-def compose_v1_or_v2(version: tuple[int, ...]) -> str:
-    return "v1" if version < (2,) else "v2"
+def judge_compose(version: tuple[int, ...] | None,
+                  plugin: tuple[int, ...] | None) -> tuple[Status, str]:
+    """The `docker-compose` command the guide calls; the v2 plugin alone does not answer it."""
+    shown_min = ".".join(map(str, MIN_COMPOSE))
+    beside = ("" if plugin is None else
+              f"; the `docker compose` plugin {'.'.join(map(str, plugin))} is installed too")
+    if version is None:
+        if plugin is not None:
+            return Status.FAILED, (
+                f"only the `docker compose` plugin {'.'.join(map(str, plugin))} answers, but the "
+                "guide's commands call `docker-compose`: install the docker-compose package or "
+                "link the plugin as docker-compose")
+        return Status.FAILED, "neither `docker-compose` nor the `docker compose` plugin answers"
+    shown = ".".join(map(str, version))
+    if version < MIN_COMPOSE:
+        return Status.FAILED, (
+            f"docker-compose {shown} is older than {shown_min}, the first release that reads the "
+            "guide's compose file (`depends_on` with `condition: service_healthy` under version "
+            f"'3.8'){beside}")
+    if version < (2,):
+        return Status.PASSED, (f"docker-compose {shown} (v1); Compose v1 no longer receives "
+                               f"updates (v2 can be installed as docker-compose){beside}")
+    return Status.PASSED, f"docker-compose {shown} (v2){beside}"
 
 
 @check("HOST-COMPOSE-VERSION", needs=("hosts",))
@@ -108,32 +129,11 @@ def compose_version(context: CheckContext) -> Iterator[Finding]:
         version = docker_version(standalone.stdout) if standalone.ok else None
         plugin = host.run("docker", "compose", "version")
         plugin_version = docker_version(plugin.stdout) if plugin.ok else None
-        evidence = (standalone.evidence("the command the guide calls"), plugin.evidence())
-        shown_min = ".".join(map(str, MIN_COMPOSE))
-        beside = ("" if plugin_version is None else
-                  f"; the `docker compose` plugin {'.'.join(map(str, plugin_version))} "
-                  "is installed too")
-        if version is None:
-            hint = ("only the `docker compose` plugin answers, but the guide's commands call "
-                    "`docker-compose`: install the docker-compose package or link the plugin "
-                    "as docker-compose" if plugin_version is not None else
-                    "neither `docker-compose` nor the `docker compose` plugin answers")
-            yield finding("HOST-COMPOSE-VERSION", Status.FAILED, host, hint, *evidence,
-                          expected=f"docker-compose >= {shown_min}", actual="no docker-compose")
-            continue
-        shown = ".".join(map(str, version))
-        if version < MIN_COMPOSE:
-            yield finding("HOST-COMPOSE-VERSION", Status.FAILED, host,
-                          f"docker-compose {shown} is older than {shown_min}, the first release "
-                          "that reads the guide's compose file (`depends_on` with `condition: "
-                          f"service_healthy` under version '3.8'){beside}", *evidence,
-                          expected=f">= {shown_min}", actual=shown)
-        else:
-            note = ("; Compose v1 no longer receives updates (v2 can be installed as "
-                    "docker-compose)" if version < (2,) else "")
-            yield finding("HOST-COMPOSE-VERSION", Status.PASSED, host,
-                          f"docker-compose {shown} ({compose_v1_or_v2(version)}){note}{beside}",
-                          *evidence)
+        status, message = judge_compose(version, plugin_version)
+        yield finding("HOST-COMPOSE-VERSION", status, host, message,
+                      standalone.evidence("the command the guide calls"), plugin.evidence(),
+                      expected=f"docker-compose >= {'.'.join(map(str, MIN_COMPOSE))}",
+                      actual="none" if version is None else ".".join(map(str, version)))
 
 
 @check("HOST-DOCKER-GROUP", needs=("hosts",))
@@ -231,8 +231,16 @@ def _apt_updates(context: CheckContext, host: HostView) -> Iterator[Finding]:
                       actual="no index")
         return
     days = age / 86400
+    if days > MAX_INDEX_AGE_DAYS:
+        yield finding("HOST-SYSTEM-UPDATES", Status.FAILED, host,
+                      f"the package index is {days:.0f} days old, so what it says is pending "
+                      "says little: refresh it (`sudo apt update`, or rerun with "
+                      "--allow-writes) and upgrade", *evidence,
+                      expected=f"an index at most {MAX_INDEX_AGE_DAYS} days old, 0 pending",
+                      actual=f"{days:.0f} days old")
+        return
     simulation = host.run("apt-get", "-s", "-o", "Debug::NoLocking=1", "dist-upgrade",
-                          timeout=60)
+                          timeout=120)
     evidence.append(simulation.evidence())
     if not simulation.ok:
         yield finding("HOST-SYSTEM-UPDATES", Status.ERROR, host,
@@ -240,14 +248,7 @@ def _apt_updates(context: CheckContext, host: HostView) -> Iterator[Finding]:
         return
     count = count_apt_upgrades(simulation.stdout)
     as_of = f"index refreshed {days:.1f} days ago"
-    if days > MAX_INDEX_AGE_DAYS:
-        yield finding("HOST-SYSTEM-UPDATES", Status.FAILED, host,
-                      f"the package index is {days:.0f} days old, so its {count} pending "
-                      f"update(s) say little: refresh it (`sudo apt update`, or rerun with "
-                      "--allow-writes) and upgrade", *evidence,
-                      expected=f"an index at most {MAX_INDEX_AGE_DAYS} days old, 0 pending",
-                      actual=f"{days:.0f} days old")
-    elif count:
+    if count:
         yield finding("HOST-SYSTEM-UPDATES", Status.FAILED, host,
                       f"{count} package update(s) pending (apt; {as_of})", *evidence,
                       expected="0 pending", actual=str(count))

@@ -13,10 +13,11 @@ from conformance.checks.registry import CheckContext
 GUIDE = Path(__file__).resolve().parents[3] / "conformance" / "guide.md"
 #: Where the guide's backup service writes: ./backups beside the compose file in app/.
 BACKUPS = "/opt/taskforge/app/backups"
-#: What a successful `apt update` leaves on Ubuntu (update-notifier's hook touches the stamp);
-#: the test host cannot reach a mirror, so the index it has counts as refreshed now.
+#: What a successful `apt update` leaves on Ubuntu (update-notifier's hook touches the stamp; the
+#: package cache rebuilt, which a user's `apt-get -s` cannot write); the test host cannot reach a
+#: mirror, so the index it has counts as refreshed now.
 FRESH_INDEX = ("mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/update-success-stamp"
-               " /var/lib/apt/lists/partial /var/lib/apt/lists/*Release")
+               " /var/lib/apt/lists/partial /var/lib/apt/lists/*Release && apt-cache gencaches")
 STALE_INDEX = ("touch -d '30 days ago' /var/lib/apt/periodic/update-success-stamp"
                " /var/lib/apt/lists/partial /var/lib/apt/lists/*Release")
 

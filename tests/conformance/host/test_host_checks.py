@@ -163,6 +163,22 @@ def test_docker_checks_on_a_machine_whose_engine_answers(docker_engine: None) ->
         assert finding.message.startswith("local://: ")
 
 
+@pytest.mark.parametrize(
+    ("version", "plugin", "status", "says"),
+    [((1, 25, 0), None, Status.FAILED, "older than 1.27"),  # Ubuntu 20.04's apt
+     ((1, 29, 2), None, Status.PASSED, "(v1)"),  # Ubuntu 22.04's and Debian 12's apt
+     ((2, 24, 1), None, Status.PASSED, "(v2)"),  # v2 installed as docker-compose
+     (None, (2, 24, 1), Status.FAILED, "guide's commands call `docker-compose`"),
+     (None, None, Status.FAILED, "neither")],
+)
+def test_compose_is_judged_on_the_docker_compose_the_guide_calls(
+        version: tuple[int, ...] | None, plugin: tuple[int, ...] | None, status: Status,
+        says: str) -> None:
+    got, message = system.judge_compose(version, plugin)
+    assert got is status
+    assert says in message
+
+
 def test_taskforge_directories_present_and_owned(tmp_path: Path) -> None:
     for name in layout.DIRECTORIES:
         (tmp_path / "opt/taskforge" / name).mkdir(parents=True)

@@ -133,6 +133,18 @@ def test_a_stale_package_index_fails(ssh_host: SshHost) -> None:
     assert "30 days old" in found.message
 
 
+def test_pending_updates_fail(ssh_host: SshHost) -> None:
+    """The mirror has published a newer sudo: the index offers it, the host has the old one."""
+    packages = "/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages"
+    with defect(ssh_host, f"cp -p {packages} /root/Packages.kept && sed -i "
+                          "'/^Package: sudo$/,/^$/ s/^Version: .*/Version: 99:9.9/' "
+                          f"{packages} && apt-cache gencaches",
+                f"mv /root/Packages.kept {packages} && apt-cache gencaches"):
+        found = judged(ssh_host, system.system_updates, "HOST-SYSTEM-UPDATES")
+    assert found.status is Status.FAILED
+    assert found.actual == "1"
+
+
 def test_refreshing_the_index_needs_a_reachable_mirror(ssh_host: SshHost) -> None:
     """With --allow-writes the index is refreshed first; the test host has no route out."""
     found = judged(ssh_host, system.system_updates, "HOST-SYSTEM-UPDATES",
