@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -269,17 +271,63 @@ def ssh_auth(host: HostView) -> tuple[SshAuth | None, list[Evidence]]:
                    source="configuration files; `sshd -T` needs root or sudo"), evidence
 
 
+#: Offered methods that end in a password prompt.
+PASSWORD_METHODS = ("password", "keyboard-interactive")
+SSH_PROBE_TIMEOUT_SECONDS = 15
+
+
+def offered_methods(address: str, port: int, user: str) -> tuple[list[str] | None, Evidence]:
+    """What the running sshd offers a client, seen from outside: an authentication with the
+    `none` method is refused with the list of methods that can continue. Catches a
+    configuration changed on disk but not reloaded, either way."""
+    argv = ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "PreferredAuthentications=none",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", "-p", str(port),
+            f"{user}@{address}", "true"]
+    shown = " ".join(argv)
+    if shutil.which("ssh") is None:
+        return None, Evidence(kind="command", command=shown, output="no ssh client here")
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False,
+                              timeout=SSH_PROBE_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, Evidence(kind="command", command=shown, output="timed out")
+    match = re.search(r"Permission denied \(([^)]*)\)", done.stderr)
+    evidence = Evidence(kind="command", command=shown, summary="the running sshd, from outside",
+                        output=done.stderr.strip()[:500])
+    return (match.group(1).split(",") if match else None), evidence
+
+
 @check("HOST-SSH-NO-PASSWORD", needs=("hosts",))
 def ssh_passwords(context: CheckContext) -> Iterator[Finding]:
     for host in hosts(context):
         auth, evidence = ssh_auth(host)
-        if auth is None:
+        offered: list[str] | None = None
+        if host.address is not None:
+            user = host.run("id", "-un").stdout.strip() or "root"
+            offered, seen = offered_methods(host.address, host.ssh_port or 22, user)
+            evidence.append(seen)
+        if auth is None and offered is None:
             yield finding("HOST-SSH-NO-PASSWORD", Status.NOT_APPLICABLE, host,
                           "no SSH server configuration (/etc/ssh/sshd_config)")
             continue
-        status, message = judge_ssh(auth)
+        status, message = judge_ssh(auth) if auth is not None else (
+            Status.PASSED, "sshd's configuration unreadable")
+        prompts = [m for m in offered or () if m in PASSWORD_METHODS]
+        if prompts:
+            status = Status.FAILED
+            message += (f"; the running sshd offers {', '.join(prompts)} (a changed "
+                        "configuration takes effect when sshd is reloaded)")
+        elif offered is not None:
+            message += f"; the running sshd offers only {', '.join(offered)}"
+            if status is Status.FAILED:
+                message += " (the configuration on disk takes effect when sshd is reloaded)"
+        actual = ("" if auth is None else
+                  f"PasswordAuthentication {auth.password_auth}, KbdInteractiveAuthentication "
+                  f"{auth.kbd_interactive}, UsePAM {auth.use_pam}")
+        if offered is not None:
+            actual += ("; " if actual else "") + f"offered: {','.join(offered)}"
         yield finding("HOST-SSH-NO-PASSWORD", status, host, message, *evidence,
-                      expected="PasswordAuthentication no, KbdInteractiveAuthentication no",
-                      actual=f"PasswordAuthentication {auth.password_auth}, "
-                             f"KbdInteractiveAuthentication {auth.kbd_interactive}, "
-                             f"UsePAM {auth.use_pam}")
+                      expected="PasswordAuthentication no, KbdInteractiveAuthentication no; "
+                               "only publickey offered",
+                      actual=actual)

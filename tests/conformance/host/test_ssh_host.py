@@ -14,7 +14,8 @@ from conformance.checks.host import layout, resources, security, system
 from conformance.checks.registry import CheckContext
 from conformance.model import Finding, Status
 
-pytestmark = pytest.mark.docker
+# One worker holds the group (nox runs `--dist loadgroup`): one container for them all.
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("sshhost")]
 
 Check = Callable[[CheckContext], Iterable[Finding]]
 
@@ -82,6 +83,19 @@ def test_password_logins_fail(ssh_host: SshHost, setting: str) -> None:
         found = judged(ssh_host, security.ssh_passwords, "HOST-SSH-NO-PASSWORD")
     assert found.status is Status.FAILED
     assert setting in found.message
+
+
+def test_a_running_sshd_that_offers_passwords_fails_though_its_files_say_no(
+        ssh_host: SshHost) -> None:
+    """Passwords switched on and sshd reloaded, then the file fixed without a reload."""
+    dropin = "/etc/ssh/sshd_config.d/05-defect.conf"
+    reload = "kill -HUP $(cat /run/sshd.pid) && sleep 0.5"
+    with defect(ssh_host, f"echo 'PasswordAuthentication yes' > {dropin} && {reload} && "
+                          f"rm {dropin}", reload):
+        found = judged(ssh_host, security.ssh_passwords, "HOST-SSH-NO-PASSWORD")
+    assert found.status is Status.FAILED
+    assert "sshd refuses password logins (sshd -T)" in found.message  # the files
+    assert "the running sshd offers password" in found.message  # the daemon, from outside
 
 
 def test_missing_taskforge_directory_fails(ssh_host: SshHost) -> None:
