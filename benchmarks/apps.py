@@ -13,6 +13,8 @@ from typing import Any
 
 from quart import Quart, Response
 
+from benchmarks.exits import ExitStatus
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backpressure", type=int, default=100)
     args = parser.parse_args(argv)
     serve(args.kind, port=args.port, workers=args.workers, backpressure=args.backpressure)
-    return 0
+    return ExitStatus.OK
 
 
 if __name__ == "__main__":

@@ -24,16 +24,13 @@ from typing import Any
 import psycopg
 
 from benchmarks import limits, loadgen, profile, report, server
+from benchmarks.exits import ExitStatus
 from benchmarks.plan import FULL, QUICK, Plan
 from benchmarks.processes import BenchError, served
 from benchmarks.report import Figure, Target, TargetKind
 from benchmarks.system import Placement, machine, pinned, placement, postgres_pids, redis_pids
 from conformance.stack.launcher import inherited_env
 
-EXIT_OK = 0
-EXIT_INCOMPLETE = 1  # some figure could not be measured (the report says which and why)
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3  # PostgreSQL or Redis did not start
 DEFAULT_OUTPUT = Path("reports/bench.json")
 DATABASES = ("bench_limits", "bench_schema", "taskforge", "pgqueuer", "procrastinate")
 #: Variables of our environment the servers inherit; their settings come only from us.
@@ -466,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         generator = "wrk" if loadgen.wrk_available() else "python"
     elif generator == "wrk" and not loadgen.wrk_available():
         print("error: --generator wrk: wrk is not installed", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitStatus.USAGE
     plan = QUICK if args.quick else FULL
     where = placement(not args.no_pin and shutil.which("taskset") is not None)
     command = args.command or shlex.join(["python", "-m", "benchmarks", *(argv or sys.argv[1:])])
@@ -483,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     redis = EmbeddedRedis(root=workdir / "redis")
     if args.profile is not None and not profile.available():
         print("error: --profile: py-spy is not installed", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitStatus.USAGE
     run = Run(plan, where, generator, workdir, args.profile)
     try:
         try:
@@ -495,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         except (DevServiceError, OSError, psycopg.Error) as exc:
             print(f"error: embedded services did not start ({type(exc).__name__}: {exc})"[:300],
                   file=sys.stderr)
-            return EXIT_UNAVAILABLE
+            return ExitStatus.UNAVAILABLE
         pg_roots = postgres_pids(pg.port)
         run.services = [*pg_roots, *redis_pids(redis.port)]
         inherited = inherited_env()
@@ -526,5 +523,5 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.output}", flush=True)
     if run.failed:
         print(f"incomplete: {', '.join(run.failed)}", file=sys.stderr)
-        return EXIT_INCOMPLETE
-    return EXIT_OK
+        return ExitStatus.INCOMPLETE
+    return ExitStatus.OK

@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from benchmarks.exits import ExitStatus
+
 #: Latency samples a generator process reports at most (evenly thinned beyond that).
 MAX_SAMPLES = 20_000
 RESULT_PREFIX = "BENCH_JSON "
@@ -425,9 +427,9 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(_http_load(args) if args.mode == "http" else _worker(args))
     except (OSError, ValueError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 3
+        return ExitStatus.UNAVAILABLE
     print(RESULT_PREFIX + json.dumps(result), flush=True)
-    return 0
+    return ExitStatus.OK
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from typing import Any
 
 import asyncpg
 
+from benchmarks.exits import ExitStatus
+
 RESULT_PREFIX = "BENCH_JSON "
 #: PgQueuer's documented fast path: batched enqueue and dequeue batches of this size.
 PGQUEUER_ENQUEUE_BATCH = 1000
@@ -144,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(PEERS[args.peer](args.dsn, args.jobs, args.seconds))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         print(f"error: {args.peer}: {type(exc).__name__}: {exc}"[:300], file=sys.stderr)
-        return 3
+        return ExitStatus.UNAVAILABLE
     print(RESULT_PREFIX + json.dumps(result), flush=True)
-    return 0
+    return ExitStatus.OK
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,16 @@ from loadtests.generator import GeneratorReport, run_locust
 from loadtests.profiles import Profile, ProfileError, Sweep, load_profile, load_sweep
 from loadtests.thresholds import Outcome, evaluate, read_stats
 
-EXIT_PASSED, EXIT_BREACHED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+class ExitStatus(IntEnum):
+    """Exit statuses of `python -m loadtests`."""
+
+    PASSED = 0
+    BREACHED = 1  # a threshold was breached (printed by name), or the generator failed
+    USAGE = 2
+    UNREACHABLE = 3  # the target did not answer, or refused the set-up
+
+
 #: Caps against a deployment that is not the reference stack, unless raised explicitly.
 FOREIGN_MAX_USERS = 20
 FOREIGN_MAX_SECONDS = 60.0
@@ -227,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--sweep restarts the server with each setting: reference stack only")
     except (ProfileError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitStatus.USAGE
 
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-load"
     out_dir = args.reports_dir / run_id / "load"
@@ -257,13 +267,13 @@ def main(argv: list[str] | None = None) -> int:
                 pg_max = _pg_max_connections(args.database_url or target.database_url)
     except Unreachable as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return ExitStatus.UNREACHABLE
     except httpx.HTTPError as exc:
         print(f"error: the target refused the load test's set-up: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return ExitStatus.UNREACHABLE
     except GeneratorFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BREACHED
+        return ExitStatus.BREACHED
 
     server = profile.server
     static = sizing.static_checks(
@@ -295,4 +305,4 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: the load generator saturated (max {generator.cpu_max_percent}% CPU "
               "per process); add --processes or Locust workers on other machines")
     print(f"load report: {out_dir / 'load-report.md'}")
-    return EXIT_BREACHED if breached else EXIT_PASSED
+    return ExitStatus.BREACHED if breached else ExitStatus.PASSED

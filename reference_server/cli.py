@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +26,12 @@ if TYPE_CHECKING:
 
 #: Tells worker processes which env file the parent read (the environment still wins).
 ENV_FILE_VARIABLE = "TASKFORGE_ENV_FILE"
-EXIT_OK = 0
-EXIT_CONFIG = 2
-EXIT_UNAVAILABLE = 3  # a dependency (database, embedded service) could not be reached or started
+class ExitStatus(IntEnum):
+    """Exit statuses of `python -m reference_server` (serve, migrate, check-config)."""
+
+    OK = 0
+    CONFIG = 2  # a missing or invalid setting, an unreadable file
+    UNAVAILABLE = 3  # a dependency (database, embedded service) could not be reached or started
 #: Granian kills a worker that has not stopped this long after the grace period.
 KILL_MARGIN_SECONDS = 10
 
@@ -69,18 +73,18 @@ def command_migrate(args: argparse.Namespace) -> int:
         settings = load_settings(args.env_file)
         dsn = settings.database_url
     if dsn is None:
-        return _fail("DATABASE_URL is required (or --database-url)", EXIT_CONFIG)
+        return _fail("DATABASE_URL is required (or --database-url)", ExitStatus.CONFIG)
     try:
         applied = _migrate(dsn)
     except Exception as exc:
-        return _fail(f"DATABASE_URL migration failed ({_short(exc)})", EXIT_UNAVAILABLE)
+        return _fail(f"DATABASE_URL migration failed ({_short(exc)})", ExitStatus.UNAVAILABLE)
     print(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else ""))
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 def _terminated(signum: int, frame: object) -> None:
     # Until Granian installs its own handler: unwind, so embedded services are stopped too.
-    raise SystemExit(EXIT_OK)
+    raise SystemExit(ExitStatus.OK)
 
 
 def command_serve(args: argparse.Namespace) -> int:
@@ -92,7 +96,7 @@ def command_serve(args: argparse.Namespace) -> int:
         if settings.database_url is None or settings.redis_url is None:
             if settings.is_production:
                 missing = "DATABASE_URL" if settings.database_url is None else "REDIS_URL"
-                return _fail(f"{missing} is required in production", EXIT_CONFIG)
+                return _fail(f"{missing} is required in production", ExitStatus.CONFIG)
             status = _start_embedded(settings, stack)
             if status:
                 return status
@@ -109,7 +113,8 @@ def command_serve(args: argparse.Namespace) -> int:
             try:
                 applied = _migrate(dsn)
             except Exception as exc:
-                return _fail(f"DATABASE_URL migration failed ({_short(exc)})", EXIT_UNAVAILABLE)
+                return _fail(f"DATABASE_URL migration failed ({_short(exc)})",
+                             ExitStatus.UNAVAILABLE)
             print(f"migrations applied: {len(applied)}", flush=True)
         if settings.WORKERS > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             metrics_dir = tempfile.mkdtemp(prefix="taskforge-metrics-")
@@ -121,7 +126,7 @@ def command_serve(args: argparse.Namespace) -> int:
 
         configure_logging(settings)
         return _run_granian(settings)
-    return EXIT_OK  # pragma: no cover - the with block always returns
+    return ExitStatus.OK  # pragma: no cover - the with block always returns
 
 
 def _start_embedded(settings: Settings, stack: contextlib.ExitStack) -> int:
@@ -141,8 +146,8 @@ def _start_embedded(settings: Settings, stack: contextlib.ExitStack) -> int:
             os.environ["REDIS_URL"] = rd.url
             print(f"embedded Redis: {rd.url}", flush=True)
     except (DevServiceError, OSError) as exc:
-        return _fail(f"embedded services did not start ({_short(exc)})", EXIT_UNAVAILABLE)
-    return EXIT_OK
+        return _fail(f"embedded services did not start ({_short(exc)})", ExitStatus.UNAVAILABLE)
+    return ExitStatus.OK
 
 
 def _run_granian(settings: Settings) -> int:
@@ -157,7 +162,7 @@ def _run_granian(settings: Settings) -> int:
         for name, path in (("TLS_CERT_FILE", settings.TLS_CERT_FILE),
                            ("TLS_KEY_FILE", settings.TLS_KEY_FILE)):
             if not path.is_file():
-                return _fail(f"{name} is not a readable file", EXIT_CONFIG)
+                return _fail(f"{name} is not a readable file", ExitStatus.CONFIG)
         tls = {"ssl_cert": settings.TLS_CERT_FILE, "ssl_key": settings.TLS_KEY_FILE,
                # The guide's policy (TLSv1.2 and TLSv1.3); Granian alone would demand 1.3.
                "ssl_protocol_min": SSLProtocols.tls12}
@@ -188,19 +193,19 @@ def _run_granian(settings: Settings) -> int:
         server.serve()
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else 1
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.env_file is not None and not args.env_file.is_file():
         # pydantic-settings would skip a missing file silently; a typo must not go unnoticed.
-        return _fail(f"--env-file {args.env_file} is not a readable file", EXIT_CONFIG)
+        return _fail(f"--env-file {args.env_file} is not a readable file", ExitStatus.CONFIG)
     try:
         if args.command == "serve":
             return command_serve(args)
         return command_migrate(args)
     except ConfigurationError as exc:
-        return _fail(str(exc), EXIT_CONFIG)
+        return _fail(str(exc), ExitStatus.CONFIG)
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitStatus.OK
