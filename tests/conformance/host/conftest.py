@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import pytest
 from sshhost_support import BACKUPS, FRESH_INDEX, SshHost, guide_compose_file
 
+from conformance.stack.docker import LABEL_HOST, LABEL_PID, LABEL_RUN
 from conformance.stack.images import SSH_HOST
 
 REQUIRE_DOCKER = "TASKFORGE_REQUIRE_DOCKER"
@@ -102,7 +103,10 @@ def ssh_host(tmp_path_factory: pytest.TempPathFactory, sql_dump: bytes) -> Itera
     name = f"taskforge-sshhost-test-{os.getpid()}-{random.randint(0, 1 << 30)}"
     publish = [arg for port in PUBLISHED_PORTS for arg in ("-p", f"{address}:{port}:{port}")]
     started = subprocess.run(
-        ["docker", "run", "-d", "--rm", "--name", name, "--label", "org.taskforge.test=sshhost",
+        # The stack's labels: engine-wide container counts leave it out, and a stack run reaps
+        # it when this process died by SIGKILL.
+        ["docker", "run", "-d", "--rm", "--name", name, "--label", f"{LABEL_RUN}={name}",
+         "--label", f"{LABEL_PID}={os.getpid()}", "--label", f"{LABEL_HOST}={socket.gethostname()}",
          "-e", f"AUTHORIZED_KEY={(work / 'id_ed25519.pub').read_text().strip()}", *publish,
          SSH_HOST.name], capture_output=True, text=True, timeout=60, check=False)
     if started.returncode != 0:
