@@ -19,9 +19,10 @@ ALL_CHECKS = (
     "health.reachable", "health.health", "health.ready", "tls.certificate", "tls.protocols",
     "metrics.metrics", "headers.security_headers", "cors.cors_allowed", "cors.cors_foreign",
     "auth.auth_battery", "auth.jwt_secret", "hygiene.error_hygiene", "hygiene.exposure",
-    "tenancy.tenant_isolation", "resilience.date_range", "jobs.smoke", "logs.log_lines",
+    "tenancy.tenant_isolation", "resilience.date_range", "resilience.login_lockout",
+    "jobs.smoke", "logs.log_lines",
     "database.database", "database.performance", "database.port_closed", "redis.redis_server",
-    "backup.backup_restore", "ratelimit.rate_limit",
+    "backup.backup_restore", "ratelimit.rate_limit", "resilience.slow_clients",
 )
 
 
@@ -73,7 +74,8 @@ def test_a_foreign_target_gets_only_the_smoke_job_and_the_probe(
         "LIVE-CORS-ALLOWED",  # no settings: the allowed origin is unknown
         *BACKUP_ITEMS,  # the restore drill runs on the reference stack only
         *TENANCY_ITEMS,  # no second organisation given, and no writes allowed to make one
-        "LIVE-DATE-RANGE",  # it writes when the server is broken: not without --allow-writes
+        # They write when the server is broken, or load it: not without --allow-writes/-load.
+        "LIVE-DATE-RANGE", "LIVE-LOGIN-LOCKOUT", "LIVE-SLOW-CLIENTS",
     }, explain(findings)
     assert actions == [("POST /api/v1/jobs",)]
     assert jobs == [({"test": "data", "conformance_run": "foreign-run"},)]
