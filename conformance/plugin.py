@@ -230,11 +230,18 @@ def write_target_file(path: Path, target: Target | None, *, token: str | None = 
         json.dump(data, out, default=str)
 
 
+#: The Target fields of the front door (conformance/stack: Target), carried as they are.
+_FRONT_DOOR_FIELDS = ("resolve", "front_door", "metrics_url", "prometheus_url", "alertmanager_url",
+                      "grafana_url", "grafana_token", "docker")
+
+
 def _target_fields(target: Target) -> dict[str, Any]:
     names = ("base_url", "provider", "is_reference", "ca_bundle", "database_url", "redis_url",
-             "log_file", "env", "admin_email", "admin_password")
+             "log_file", "env", "admin_email", "admin_password", *_FRONT_DOOR_FIELDS)
     fields = {name: getattr(target, name) for name in names}
     fields["env"] = dict(fields["env"] or {})
+    fields["resolve"] = list(fields["resolve"])
+    fields["docker"] = dict(fields["docker"] or {})
     for name in ("ca_bundle", "log_file"):
         fields[name] = str(fields[name]) if fields[name] is not None else None
     return fields
@@ -253,6 +260,10 @@ def read_target_file(path: Path) -> tuple[Target | None, str | None, dict[str, A
             database_url=fields["database_url"], redis_url=fields["redis_url"],
             log_file=_path(fields["log_file"]), env=dict(fields["env"]),
             admin_email=fields["admin_email"], admin_password=fields["admin_password"],
+            resolve=tuple(fields.get("resolve") or ()),
+            docker=dict(fields.get("docker") or {}),
+            **{name: fields.get(name) for name in _FRONT_DOOR_FIELDS
+               if name not in ("resolve", "docker")},
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"unusable target file: {exc}", file=path) from None

@@ -41,6 +41,24 @@ class Target:
     env: Mapping[str, str] = field(default_factory=dict)  # the reference server's settings
     admin_email: str | None = None  # an account created on the reference stack
     admin_password: str | None = None
+    # The front door and what stands behind it (the docker stack's whole deployment; for others,
+    # the run's --resolve, --metrics-url, --prometheus-url... options say it).
+    resolve: tuple[str, ...] = ()  # HOST:PORT:ADDRESS, as curl's --resolve
+    front_door: str | None = None  # what answers at base_url in front of the app, e.g. "nginx"
+    metrics_url: str | None = None  # the app's metrics where Prometheus scrapes them
+    prometheus_url: str | None = None
+    alertmanager_url: str | None = None
+    grafana_url: str | None = None
+    grafana_token: str | None = None
+    #: Docker facts of the docker stack's deployment for the backup checks (container ids, the
+    #: backup schedule); empty elsewhere.
+    docker: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def resolve_map(self) -> dict[tuple[str, int], str]:
+        from conformance.resolve import resolve_map
+
+        return resolve_map(self.resolve)
 
     @property
     def verify(self) -> ssl.SSLContext | bool:

@@ -11,18 +11,41 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conformance.stack.base import StackConfigError, StackError, Target, say, signals_deferred
+from conformance.stack.deployment import (
+    ALERTMANAGER_SERVICE,
+    BACKUP_INTERVAL_SECONDS,
+    BACKUP_SERVICE,
+    DOMAIN,
+    EXPORTER_SERVICE,
+    NGINX_SERVICE,
+    PROMETHEUS_SERVICE,
+    SERVICES,
+    Overrides,
+    compose_command,
+    compose_services,
+    grafana_image,
+    interpolate,
+    published,
+    stage_files,
+    start_container,
+)
 from conformance.stack.images import (
+    DEPLOYMENT_IMAGES,
+    GRAFANA_IMAGE_ENV,
+    NGINX,
     POSTGRES,
+    POSTGRES_EXPORTER,
     REDIS,
     SERVER,
     STACK_IMAGES,
@@ -36,7 +59,7 @@ from conformance.stack.reference import (
     wait_ready,
     with_overrides,
 )
-from conformance.stack.tls import issue
+from conformance.stack.tls import TlsFiles, issue
 
 if TYPE_CHECKING:
     import docker
@@ -254,21 +277,24 @@ def _health(client: docker.DockerClient, container_id: str) -> tuple[str, str]:
     return str(state.get("Status")), str((state.get("Health") or {}).get("Status", "none"))
 
 
-def wait_healthy(client: docker.DockerClient, containers: Mapping[str, DockerContainer],
+def wait_healthy(client: docker.DockerClient,
+                 containers: Mapping[str, DockerContainer | str],
                  timeout: float = HEALTH_TIMEOUT_SECONDS) -> None:
-    """Wait until the engine reports every container healthy; a container that exits ends it."""
+    """Wait until the engine reports every container (or container id) healthy; one that exits
+    ends the wait with its last log line."""
     deadline = time.monotonic() + timeout
-    pending = dict(containers)
+    pending = {role: c if isinstance(c, str) else str(c.get_wrapped_container().id)
+               for role, c in containers.items()}
     while pending:
-        for role, container in list(pending.items()):
-            wrapped = container.get_wrapped_container()
-            status, health = _health(client, str(wrapped.id))
+        for role, container_id in list(pending.items()):
+            status, health = _health(client, container_id)
             if status in ("exited", "dead"):
-                tail = wrapped.logs(tail=5).decode(errors="replace").strip().splitlines()
+                logs = client.api.logs(container_id, tail=5)
+                tail = logs.decode(errors="replace").strip().splitlines()
                 raise StackError(f"the {role} container exited: "
                                  f"{tail[-1][:300] if tail else 'no output'}")
             if health == "healthy":
-                say(f"docker: {role} healthy ({container.image})")
+                say(f"docker: {role} healthy")
                 del pending[role]
         if not pending:
             return
@@ -278,7 +304,7 @@ def wait_healthy(client: docker.DockerClient, containers: Mapping[str, DockerCon
 
 
 def _start_postgres(network: Network, labels: dict[str, str], password: str,
-                    volume: str) -> DockerContainer:
+                    volume: str, backups: str | None = None) -> DockerContainer:
     from testcontainers.community.postgres import PostgresContainer
 
     container = PostgresContainer(POSTGRES.name, username=DB_USER, password=password,
@@ -288,6 +314,8 @@ def _start_postgres(network: Network, labels: dict[str, str], password: str,
     # A named, labelled volume, as the guide's compose file gives the database (durable writes,
     # not RAM), removed with the run; an anonymous one could not be found by its label.
     container.with_volume_mapping(volume, "/var/lib/postgresql/data", "rw")
+    if backups is not None:  # as compose mounts the backups volume into db (guide 7, 10.2)
+        container.with_volume_mapping(backups, "/backups", "rw")
     container.with_kwargs(labels=labels, healthcheck={
         "test": ["CMD-SHELL", f"pg_isready -h 127.0.0.1 -U {DB_USER} -d {DATABASE}"],
         **_HEALTH_TIMING,
@@ -315,11 +343,26 @@ def docker_stack(
     server_env: ServerEnv | None = None,
     ready_timeout: float = READY_TIMEOUT_SECONDS,
     create_admin: bool = True,
+    deployment: bool = False,
+    compose_overrides: Overrides | None = None,
+    backup_command: Sequence[str] | None = None,
+    backup_interval: int = BACKUP_INTERVAL_SECONDS,
     **unknown: object,
 ) -> Iterator[Target]:
-    """The three containers, healthy, the server over TLS on a loopback port; removed on exit."""
+    """The containers, healthy, removed on exit.
+
+    Without `deployment`: PostgreSQL, Redis and the server over its own TLS on a loopback port.
+    With it, the whole reference deployment of compose/docker-compose.prod.yml: the server speaks
+    plain HTTP on the network behind NGINX, which terminates TLS for DOMAIN on a loopback port
+    (the target's base URL, reached with --resolve), beside Prometheus, Alertmanager, the
+    PostgreSQL exporter and the backup service. `compose_overrides` swaps mounted compose files
+    (compose-relative path -> file) and `backup_command` the backup service's command: defects
+    on purpose, for tests.
+    """
     if unknown:
         raise StackConfigError(f"the docker stack takes no option {', '.join(sorted(unknown))}")
+    if not deployment and (compose_overrides or backup_command):
+        raise StackConfigError("compose_overrides and backup_command need deployment=True")
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.network import Network
 
@@ -332,7 +375,7 @@ def docker_stack(
     run_id = uuid.uuid4().hex[:12]
     labels = {LABEL_RUN: run_id, LABEL_PID: str(os.getpid()), LABEL_HOST: socket.gethostname()}
     work = Path(tempfile.mkdtemp(prefix=f"taskforge-docker-{run_id}-"))
-    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="taskforge-stack")
+    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="taskforge-stack")
     started_containers: list[DockerContainer] = []
     network: Network | None = None
     try:
@@ -341,28 +384,41 @@ def docker_stack(
         if reaped:
             say(f"docker: removed what {len(reaped)} killed run(s) left behind")
         _configure_testcontainers(client)
-        for role in STACK_IMAGES:
+        roles = (*STACK_IMAGES, *(DEPLOYMENT_IMAGES if deployment else ()))
+        for role in roles:
             _ensure_image(client, role.name)
         stale = stale_server_image()
         if stale:
             say(f"docker: warning: {stale}")
         work.chmod(0o755)
-        tls = issue(work / "tls")
+        tls = issue(work / "tls", extra_names=(DOMAIN,) if deployment else ())
         logs = work / "logs"
         logs.mkdir()
         logs.chmod(0o777)  # the server's non-root user writes its log file here
         network = Network(docker_network_kw={"labels": labels}).create()
         volume = client.volumes.create(f"taskforge-pgdata-{run_id}", labels=labels).name
+        backups = (client.volumes.create(f"taskforge-backups-{run_id}", labels=labels).name
+                   if deployment else None)
         pg_password, redis_password = secrets.token_hex(16), secrets.token_hex(16)
+        front: Future[dict[str, str]] | None = None
+        if deployment:
+            staged = stage_files(work, SERVICES, compose_overrides or {}, _nginx_ssl(work, tls))
+            front = executor.submit(_start_observability, client, network.name, labels, staged)
         futures: dict[str, Future[DockerContainer]] = {
-            "postgres": executor.submit(_start_postgres, network, labels, pg_password, volume),
+            "postgres": executor.submit(_start_postgres, network, labels, pg_password, volume,
+                                        backups),
             "redis": executor.submit(_start_redis, network, labels, redis_password),
         }
         pg, redis = futures["postgres"].result(), futures["redis"].result()
         started_containers += [pg, redis]
 
         port = free_port()
-        base_url = f"https://127.0.0.1:{port}"
+        if deployment:
+            base_url = f"https://{DOMAIN}:{port}"
+            resolve: tuple[str, ...] = (f"{DOMAIN}:{port}:127.0.0.1",)
+            behind_proxy = {"TRUSTED_PROXIES": _subnet(client, network.name)}
+        else:
+            base_url, resolve, behind_proxy = f"https://127.0.0.1:{port}", (), {}
         settings = with_overrides({
             "DATABASE_URL": f"postgresql://{DB_USER}:{pg_password}@db:5432/{DATABASE}",
             "REDIS_URL": f"redis://:{redis_password}@redis:6379/0",
@@ -370,16 +426,22 @@ def docker_stack(
             "APPLICATION_HOST": "0.0.0.0",
             "APPLICATION_PORT": str(SERVER_PORT),
             "BASE_URL": base_url,
-            "TLS_CERT_FILE": f"{TLS_DIR_IN_CONTAINER}/{tls.cert_file.name}",
-            "TLS_KEY_FILE": f"{TLS_DIR_IN_CONTAINER}/{tls.key_file.name}",
+            **({} if deployment else {
+                "TLS_CERT_FILE": f"{TLS_DIR_IN_CONTAINER}/{tls.cert_file.name}",
+                "TLS_KEY_FILE": f"{TLS_DIR_IN_CONTAINER}/{tls.key_file.name}",
+            }),
             "LOG_FORMAT": "json",
             "LOG_FILE_PATH": f"{LOG_DIR_IN_CONTAINER}/server.log",
             "CORS_ALLOWED_ORIGINS": base_url,
             "WORKERS": "1",
+            **behind_proxy,
             **generated_secrets(),
         }, server_env)
         server = DockerContainer(SERVER.name)
-        server.ports[str(SERVER_PORT)] = ("127.0.0.1", port)  # type: ignore[assignment]
+        # Behind NGINX the app is published on loopback too: the address Prometheus scrapes
+        # (--metrics-url), which the kit reaches from this host.
+        server.ports[str(SERVER_PORT)] = (  # type: ignore[assignment]
+            "127.0.0.1", free_port() if deployment else port)
         server.with_network(network).with_network_aliases("app").with_envs(**settings)
         server.with_volume_mapping(tls.ca_bundle.parent, TLS_DIR_IN_CONTAINER, "ro")
         server.with_volume_mapping(logs, LOG_DIR_IN_CONTAINER, "rw")
@@ -388,21 +450,62 @@ def docker_stack(
         })
         server.start()
         started_containers.append(server)
+        behind: dict[str, str] = {}
+        if deployment:
+            assert front is not None and backups is not None
+            behind = front.result()
+            behind.update(_start_behind_app(
+                client, network.name, labels, staged, port=port, db_password=pg_password,
+                backups=backups, backup_command=backup_command, backup_interval=backup_interval))
+
+        watched = {"server": str(server.get_wrapped_container().id)}
+        if deployment:
+            watched["nginx"] = behind["nginx"]
 
         def still_running() -> str | None:
-            status, _ = _health(client, str(server.get_wrapped_container().id))
-            if status not in ("exited", "dead"):
-                return None
-            tail = server.get_wrapped_container().logs(tail=5).decode(errors="replace")
-            lines = tail.strip().splitlines()
-            return f"the server container exited: {lines[-1][:300] if lines else 'no output'}"
+            for role, container_id in watched.items():
+                status, _ = _health(client, container_id)
+                if status in ("exited", "dead"):
+                    tail = client.api.logs(container_id, tail=5).decode(errors="replace")
+                    lines = tail.strip().splitlines()
+                    return (f"the {role} container exited: "
+                            f"{lines[-1][:300] if lines else 'no output'}")
+            return None
 
-        wait_ready(base_url, tls.ca_bundle, still_running=still_running, timeout=ready_timeout)
-        wait_healthy(client, {"postgres": pg, "redis": redis, "server": server})
+        wait_ready(base_url, tls.ca_bundle, still_running=still_running, timeout=ready_timeout,
+                   resolve=resolve)
+        healthy: dict[str, DockerContainer | str] = {"postgres": pg, "redis": redis,
+                                                     "server": server}
+        healthy.update({role: cid for role, cid in behind.items() if role in _HEALTH_WAITED})
+        wait_healthy(client, healthy)
         email = password = None
         if create_admin:
-            email, password = register_admin(base_url, tls.ca_bundle)
+            email, password = register_admin(base_url, tls.ca_bundle, resolve=resolve)
         pg_port, redis_port = _published(client, pg, 5432), _published(client, redis, 6379)
+        extra: dict[str, Any] = {}
+        if deployment:
+            app_port = _published(client, server, SERVER_PORT)
+            metrics_path = settings.get("METRICS_ENDPOINT", "/metrics")
+            prometheus_port = published(client, behind["prometheus"], 9090)
+            alertmanager_port = published(client, behind["alertmanager"], 9093)
+            extra = {
+                "resolve": resolve,
+                "front_door": "nginx",
+                "metrics_url": f"http://127.0.0.1:{app_port}{metrics_path}",
+                "prometheus_url": f"http://127.0.0.1:{prometheus_port}",
+                "alertmanager_url": f"http://127.0.0.1:{alertmanager_port}",
+                "docker": {
+                    "run_id": run_id, "db": str(pg.get_wrapped_container().id),
+                    "backup": behind["backup"], "backup_interval": str(backup_interval),
+                    "backups_dir": "/backups", "database": DATABASE, "db_user": DB_USER,
+                    "http_port": str(published(client, behind["nginx"], 80)),
+                },
+            }
+            grafana = ("running" if grafana_image() is not None
+                       else f"not run, {GRAFANA_IMAGE_ENV} is unset")
+            say(f"docker: the reference deployment answers through NGINX at {base_url} "
+                f"(--resolve {resolve[0]}); behind it {', '.join(sorted(behind))} "
+                f"(grafana: {grafana})")
         say(f"docker: PostgreSQL, Redis and the server healthy at {base_url} "
             f"in {time.monotonic() - started:.1f}s (run {run_id})")
         yield Target(
@@ -416,6 +519,7 @@ def docker_stack(
             env=settings,
             admin_email=email,
             admin_password=password,
+            **extra,
         )
     finally:
         with signals_deferred():
@@ -423,6 +527,71 @@ def docker_stack(
             with contextlib.suppress(OSError):
                 _remove_tree(work)
             client.close()
+
+
+#: The deployment's containers whose compose healthcheck start-up waits for. Not the backup
+#: service: its health means "a recent dump exists", which is what the backup checks judge.
+_HEALTH_WAITED = frozenset({"nginx", "prometheus", "alertmanager", "postgres-exporter"})
+
+
+def _nginx_ssl(work: Path, tls: TlsFiles) -> Path:
+    """The certificate directory of guide 4.2 step 3, with the names nginx.conf reads."""
+    directory = work / "nginx-ssl"
+    directory.mkdir()
+    shutil.copyfile(tls.cert_file, directory / "certificate.crt")
+    shutil.copyfile(tls.key_file, directory / "private.key")
+    return directory
+
+
+def _subnet(client: docker.DockerClient, network: str) -> str:
+    config = client.api.inspect_network(network).get("IPAM", {}).get("Config") or []
+    return ",".join(str(c["Subnet"]) for c in config if c.get("Subnet")) or "127.0.0.1"
+
+
+def _compose_healthcheck(service: str) -> list[str] | None:
+    test = compose_services().get(service, {}).get("healthcheck", {}).get("test")
+    return [interpolate(str(part), {}) for part in test] if isinstance(test, list) else None
+
+
+def _start_observability(client: docker.DockerClient, network: str, labels: dict[str, str],
+                         staged: Mapping[str, Path]) -> dict[str, str]:
+    """Prometheus and Alertmanager (they need nothing else to start); role -> container id."""
+    env = dict(os.environ)
+    ids = {}
+    for service in (PROMETHEUS_SERVICE, ALERTMANAGER_SERVICE):
+        assert service.image is not None
+        ids[service.name] = start_container(
+            client, service, image=service.image.name, network=network, labels=labels,
+            staged=staged, ports={}, command=compose_command(service.name, env),
+            healthcheck=_compose_healthcheck(service.name),
+        )
+    return ids
+
+
+def _start_behind_app(client: docker.DockerClient, network: str, labels: dict[str, str],
+                      staged: Mapping[str, Path], *, port: int, db_password: str, backups: str,
+                      backup_command: Sequence[str] | None, backup_interval: int,
+                      ) -> dict[str, str]:
+    """NGINX (its upstream `app` must resolve when it loads), the exporter and the backup."""
+    ids = {"nginx": start_container(
+        client, NGINX_SERVICE, image=NGINX.name, network=network, labels=labels, staged=staged,
+        ports={443: port}, healthcheck=_compose_healthcheck("nginx"),
+    )}
+    ids["postgres-exporter"] = start_container(
+        client, EXPORTER_SERVICE, image=POSTGRES_EXPORTER.name, network=network, labels=labels,
+        staged=staged, ports={}, healthcheck=_compose_healthcheck("postgres-exporter"),
+        env={"DATA_SOURCE_URI": f"db:5432/{DATABASE}?sslmode=disable",
+             "DATA_SOURCE_USER": DB_USER, "DATA_SOURCE_PASS": db_password},
+    )
+    backup_env = {"PGHOST": "db", "PGDATABASE": DATABASE, "PGUSER": DB_USER,
+                  "PGPASSWORD": db_password, "BACKUP_INTERVAL_SECONDS": str(backup_interval),
+                  "BACKUP_KEEP_DAYS": "7"}
+    ids["backup"] = start_container(
+        client, BACKUP_SERVICE, image=POSTGRES.name, network=network, labels=labels,
+        staged=staged, ports={}, env=backup_env, volumes={backups: "/backups"},
+        command=backup_command or compose_command("backup", backup_env),
+    )
+    return ids
 
 
 def _teardown(client: docker.DockerClient, run_id: str, containers: list[DockerContainer],
@@ -459,8 +628,6 @@ def _teardown(client: docker.DockerClient, run_id: str, containers: list[DockerC
 
 
 def _remove_tree(path: Path) -> None:
-    import shutil
-
     # The server container may have written files as its own user; root or the owner removes them.
     shutil.rmtree(path, ignore_errors=True)
 

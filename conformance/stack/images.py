@@ -63,6 +63,28 @@ SERVER = ImageRole(
     local="taskforge-local/reference-server:bookworm",
 )
 STACK_IMAGES = (POSTGRES, REDIS, SERVER)
+# The front door and observability of the reference deployment (compose/docker-compose.prod.yml),
+# each built from its Debian package on the shared base (compose/images/<role>/).
+NGINX = ImageRole(
+    role="nginx", env_var="TASKFORGE_NGINX_IMAGE", default="nginx:1.27-alpine",
+    local="taskforge-local/nginx:bookworm",
+)
+PROMETHEUS = ImageRole(
+    role="prometheus", env_var="TASKFORGE_PROMETHEUS_IMAGE", default="prom/prometheus:v2.53.1",
+    local="taskforge-local/prometheus:bookworm",
+)
+ALERTMANAGER = ImageRole(
+    role="alertmanager", env_var="TASKFORGE_ALERTMANAGER_IMAGE",
+    default="prom/alertmanager:v0.27.0", local="taskforge-local/alertmanager:bookworm",
+)
+POSTGRES_EXPORTER = ImageRole(
+    role="postgres-exporter", env_var="TASKFORGE_POSTGRES_EXPORTER_IMAGE",
+    default="prometheuscommunity/postgres-exporter:v0.15.0",
+    local="taskforge-local/postgres-exporter:bookworm",
+)
+DEPLOYMENT_IMAGES = (NGINX, PROMETHEUS, ALERTMANAGER, POSTGRES_EXPORTER)
+#: Grafana has no Debian package: it runs only when this names an image (never built here).
+GRAFANA_IMAGE_ENV = "TASKFORGE_GRAFANA_IMAGE"
 BASE_LOCAL = "taskforge-local/base:bookworm"
 #: The server image's base: a rootfs of its own (compose/images/server/packages.txt), Python only.
 SERVER_BASE_LOCAL = "taskforge-local/server-base:bookworm"
@@ -486,10 +508,12 @@ def build_all(project: Path, *, force: bool = False, log: Log = print) -> dict[s
     build_server_image(project, build_server_base(recipes, force=force, log=log), force=force,
                        log=log)
     build_ssh_host_image(recipes, force=force, log=log)
+    for role in DEPLOYMENT_IMAGES:
+        build_service_image(recipes, role, base_digest, force=force, log=log)
     # Images an earlier build replaced while a container still used them: untagged, ours (label).
     subprocess.run(["docker", "image", "prune", "--force", "--filter", f"label={RECIPE_LABEL}"],
                    capture_output=True, check=False, timeout=300)
-    return {role.env_var: role.local for role in (*STACK_IMAGES, SSH_HOST)}
+    return {role.env_var: role.local for role in (*STACK_IMAGES, SSH_HOST, *DEPLOYMENT_IMAGES)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

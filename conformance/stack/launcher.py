@@ -132,6 +132,7 @@ def wait_ready(
     verify: ssl.SSLContext | bool = True,
     timeout: float = READY_TIMEOUT_SECONDS,
     poll: float = READY_POLL_SECONDS,
+    transport: httpx.BaseTransport | None = None,
 ) -> float:
     """Poll GET ready_url until 200; the seconds it took (StackError otherwise).
 
@@ -141,7 +142,8 @@ def wait_ready(
     started = time.monotonic()
     deadline = started + timeout
     last = "no answer"
-    with httpx.Client(verify=verify, timeout=httpx.Timeout(2.0)) as client:
+    # A transport (conformance.resolve's, for a name DNS does not know) brings its own TLS.
+    with httpx.Client(verify=verify, timeout=httpx.Timeout(2.0), transport=transport) as client:
         while True:
             stopped = still_running()
             if stopped is not None:

@@ -46,18 +46,29 @@ def wait_ready(
     *,
     still_running: Callable[[], str | None],
     timeout: float = READY_TIMEOUT_SECONDS,
+    resolve: tuple[str, ...] = (),
 ) -> float:
-    """Poll GET /ready over TLS (the stack's CA) until 200 (the launcher's wait)."""
+    """Poll GET /ready over TLS (the stack's CA) until 200 (the launcher's wait); `resolve`
+    routes the name to its address, as --resolve does."""
     return launcher.wait_ready(f"{base_url}/ready", verify=trusting(ca_bundle),
                                still_running=still_running, timeout=timeout,
-                               poll=READY_POLL_SECONDS)
+                               poll=READY_POLL_SECONDS,
+                               transport=_transport(ca_bundle, resolve) if resolve else None)
 
 
-def register_admin(base_url: str, ca_bundle: Path) -> tuple[str, str]:
+def _transport(ca_bundle: Path, resolve: tuple[str, ...]) -> httpx.BaseTransport:
+    from conformance.resolve import resolve_map, transport
+
+    return transport(resolve_map(resolve), verify=trusting(ca_bundle))
+
+
+def register_admin(base_url: str, ca_bundle: Path,
+                   resolve: tuple[str, ...] = ()) -> tuple[str, str]:
     """Register the stack's admin account through the API; return (email, password)."""
     password = secrets.token_urlsafe(18)
     body = {"email": ADMIN_EMAIL, "password": password, "organization_name": ADMIN_ORGANIZATION}
-    with httpx.Client(verify=trusting(ca_bundle), timeout=httpx.Timeout(10.0)) as client:
+    with httpx.Client(transport=_transport(ca_bundle, resolve),
+                      timeout=httpx.Timeout(10.0)) as client:
         response = client.post(f"{base_url}/api/v1/auth/register", json=body)
     if response.status_code != 201:
         raise StackError(

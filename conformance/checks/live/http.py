@@ -23,6 +23,8 @@ import httpx
 from conformance.checks.live import reach
 from conformance.checks.live.common import shorten, target_of
 from conformance.model import Evidence
+from conformance.resolve import describe
+from conformance.resolve import transport as resolving_transport
 
 if TYPE_CHECKING:
     from conformance.checks.registry import CheckContext
@@ -68,7 +70,8 @@ def make_client(
     checks still judge the certificate.
     """
     verify: ssl.SSLContext | bool = False if insecure else ssl_context(target)
-    transport = httpx.HTTPTransport(verify=verify, retries=CONNECT_RETRIES)
+    # --resolve: the name stays in the URL, Host and SNI; the connection goes to the address.
+    transport = resolving_transport(target.resolve_map, verify=verify, retries=CONNECT_RETRIES)
     return httpx.Client(
         base_url=target.base_url.rstrip("/"),
         transport=transport,
@@ -182,7 +185,9 @@ class LiveClient:
         return self.request("POST", path, **kwargs)
 
     def curl(self, request: httpx.Request) -> str:
-        return curl_for(request, cacert=self.target.ca_bundle, insecure=self.insecure)
+        command = curl_for(request, cacert=self.target.ca_bundle, insecure=self.insecure)
+        mapped = describe(str(request.url), self.target.resolve_map)
+        return command.replace("curl ", f"curl {mapped} ", 1) if mapped else command
 
     def evidence(self, response: httpx.Response, summary: str = "") -> Evidence:
         return Evidence(
