@@ -247,9 +247,13 @@ def target_of(args: argparse.Namespace, plan: Plan, out: TextIO) -> Iterator[Tar
     options: dict[str, Any] = {}
     if kind == "external":
         options = {"target_url": args.target_url, "database_url": args.database_url,
-                   "redis_url": args.redis_url, "ca_bundle": args.ca_bundle}
+                   "redis_url": args.redis_url, "ca_bundle": args.ca_bundle,
+                   "resolve": getattr(args, "resolve", None) or ()}
     elif args.stack == "auto" and args.target_url is None:
         kind = "auto"
+    elif kind == "docker":
+        # The whole reference deployment, judged through its front door (NGINX for a domain).
+        options = {"deployment": True}
     stack = open_stack(kind, **options)
     try:
         target = stack.__enter__()
@@ -267,13 +271,21 @@ def target_of(args: argparse.Namespace, plan: Plan, out: TextIO) -> Iterator[Tar
         stack.__exit__(None, None, None)
 
 
-def probe(base_url: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+def probe(base_url: str, timeout: float = PROBE_TIMEOUT_SECONDS,
+          resolve: tuple[str, ...] = ()) -> None:
     """One bounded request: any HTTP answer means reachable; TLS is judged by the TLS checks."""
     import httpx
 
+    from conformance.resolve import ResolveSpecError, resolve_map, transport
+
     try:
-        with httpx.Client(verify=False, timeout=httpx.Timeout(timeout),  # noqa: S501
-                          follow_redirects=False) as client:
+        mapping = resolve_map(resolve)
+    except ResolveSpecError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        # Reachability only: any TLS answer counts here (the TLS checks judge the certificate).
+        with httpx.Client(transport=transport(mapping, verify=False),
+                          timeout=httpx.Timeout(timeout), follow_redirects=False) as client:
             client.get(f"{base_url.rstrip('/')}/health")
     except httpx.TransportError as exc:
         reason = str(exc) or type(exc).__name__
@@ -284,7 +296,7 @@ def say_certificate(target: Target, out: TextIO) -> None:
     """One line when the certificate does not verify: the HTTP checks will be blocked by it."""
     from conformance.checks.live.reach import certificate_line, certificate_problem
 
-    problem = certificate_problem(target.base_url, target.ca_bundle)
+    problem = certificate_problem(target.base_url, target.ca_bundle, resolve=target.resolve_map)
     if problem is not None:
         print(f"tls: {certificate_line(target.base_url, problem, target.ca_bundle)}; until "
               f"then LIVE-TLS-* report the certificate and the other HTTP checks are blocked",
@@ -360,7 +372,7 @@ def run(args: argparse.Namespace, suite: Suite, out: TextIO) -> int:
     started, started_at = time.monotonic(), datetime.now(UTC)
     if args.target_url:
         # Fail fast: an unreachable deployment is known before anything heavy is loaded.
-        probe(args.target_url)
+        probe(args.target_url, resolve=tuple(getattr(args, "resolve", None) or ()))
     import conformance.plugin
 
     plan = make_plan(args, suite)
@@ -368,7 +380,7 @@ def run(args: argparse.Namespace, suite: Suite, out: TextIO) -> int:
     with target_of(args, plan, out) as target, \
             tempfile.TemporaryDirectory(prefix="taskforge-run-") as workdir:
         if target is not None:
-            probe(target.base_url)
+            probe(target.base_url, resolve=target.resolve)
             if not args.insecure:
                 say_certificate(target, out)
         if plan.defaults_from_repo:

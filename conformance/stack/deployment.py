@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conformance.stack import StackConfigError, StackError
+from conformance.stack.base import StackConfigError, StackError
 from conformance.stack.images import (
     ALERTMANAGER,
     GRAFANA_IMAGE_ENV,
@@ -64,6 +64,10 @@ class Service:
     compose_command: bool = False
 
 
+#: The compose names of the three core services, their network aliases on the docker stack.
+DB_SERVICE, REDIS_SERVICE, APP_SERVICE = "db", "redis", "app"
+#: The app's port on the compose network (compose `expose:`, NGINX's upstream, Prometheus' target).
+APP_PORT = 8000
 _NOBODY = "uid=65534,gid=65534"
 NGINX_SERVICE = Service(
     name="nginx", image=NGINX,

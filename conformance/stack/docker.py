@@ -24,12 +24,16 @@ from typing import TYPE_CHECKING, Any
 from conformance.stack.base import StackConfigError, StackError, Target, say, signals_deferred
 from conformance.stack.deployment import (
     ALERTMANAGER_SERVICE,
+    APP_PORT,
+    APP_SERVICE,
     BACKUP_INTERVAL_SECONDS,
     BACKUP_SERVICE,
+    DB_SERVICE,
     DOMAIN,
     EXPORTER_SERVICE,
     NGINX_SERVICE,
     PROMETHEUS_SERVICE,
+    REDIS_SERVICE,
     SERVICES,
     Overrides,
     compose_command,
@@ -77,7 +81,7 @@ STOP_GRACE_SECONDS = 10
 VOLUME_REMOVE_SECONDS = 15.0
 DATABASE = "taskforge"
 DB_USER = "taskforge"
-SERVER_PORT = 8000
+SERVER_PORT = APP_PORT
 TLS_DIR_IN_CONTAINER = "/run/taskforge/tls"
 LOG_DIR_IN_CONTAINER = "/app/logs"
 #: Docker health probes every half second: a stack is used seconds after it starts, not minutes.
@@ -310,7 +314,7 @@ def _start_postgres(network: Network, labels: dict[str, str], password: str,
     container = PostgresContainer(POSTGRES.name, username=DB_USER, password=password,
                                   dbname=DATABASE, driver=None)
     _loopback_port(container, 5432)
-    container.with_network(network).with_network_aliases("db")
+    container.with_network(network).with_network_aliases(DB_SERVICE)
     # A named, labelled volume, as the guide's compose file gives the database (durable writes,
     # not RAM), removed with the run; an anonymous one could not be found by its label.
     container.with_volume_mapping(volume, "/var/lib/postgresql/data", "rw")
@@ -328,7 +332,7 @@ def _start_redis(network: Network, labels: dict[str, str], password: str) -> Doc
 
     container = RedisContainer(REDIS.name, password=password)
     _loopback_port(container, 6379)
-    container.with_network(network).with_network_aliases("redis")
+    container.with_network(network).with_network_aliases(REDIS_SERVICE)
     container.with_tmpfs_mount("/data")
     container.with_env("REDISCLI_AUTH", password)  # lets the health probe's redis-cli log in
     container.with_kwargs(labels=labels, healthcheck={
@@ -400,10 +404,8 @@ def docker_stack(
         backups = (client.volumes.create(f"taskforge-backups-{run_id}", labels=labels).name
                    if deployment else None)
         pg_password, redis_password = secrets.token_hex(16), secrets.token_hex(16)
-        front: Future[dict[str, str]] | None = None
         if deployment:
             staged = stage_files(work, SERVICES, compose_overrides or {}, _nginx_ssl(work, tls))
-            front = executor.submit(_start_observability, client, network.name, labels, staged)
         futures: dict[str, Future[DockerContainer]] = {
             "postgres": executor.submit(_start_postgres, network, labels, pg_password, volume,
                                         backups),
@@ -442,7 +444,7 @@ def docker_stack(
         # (--metrics-url), which the kit reaches from this host.
         server.ports[str(SERVER_PORT)] = (  # type: ignore[assignment]
             "127.0.0.1", free_port() if deployment else port)
-        server.with_network(network).with_network_aliases("app").with_envs(**settings)
+        server.with_network(network).with_network_aliases(APP_SERVICE).with_envs(**settings)
         server.with_volume_mapping(tls.ca_bundle.parent, TLS_DIR_IN_CONTAINER, "ro")
         server.with_volume_mapping(logs, LOG_DIR_IN_CONTAINER, "rw")
         server.with_kwargs(labels=labels, stop_signal="SIGTERM", healthcheck={
@@ -452,8 +454,7 @@ def docker_stack(
         started_containers.append(server)
         behind: dict[str, str] = {}
         if deployment:
-            assert front is not None and backups is not None
-            behind = front.result()
+            assert backups is not None
             behind.update(_start_behind_app(
                 client, network.name, labels, staged, port=port, db_password=pg_password,
                 backups=backups, backup_command=backup_command, backup_interval=backup_interval))
@@ -474,6 +475,10 @@ def docker_stack(
 
         wait_ready(base_url, tls.ca_bundle, still_running=still_running, timeout=ready_timeout,
                    resolve=resolve)
+        if deployment:
+            # Prometheus starts once the app answers, so that its first scrape finds it up (a
+            # target is judged by its last scrape, 15 s apart).
+            behind.update(_start_observability(client, network.name, labels, staged))
         healthy: dict[str, DockerContainer | str] = {"postgres": pg, "redis": redis,
                                                      "server": server}
         healthy.update({role: cid for role, cid in behind.items() if role in _HEALTH_WAITED})

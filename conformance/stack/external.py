@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,6 +38,7 @@ def external_stack(
     redis_url: str | None = None,
     ca_bundle: str | Path | None = None,
     log_file: str | Path | None = None,
+    resolve: Sequence[str] | None = None,
     **unknown: object,
 ) -> Iterator[Target]:
     """Wrap the user's URLs in a Target after checking their form (not their reachability)."""
@@ -53,6 +54,13 @@ def external_stack(
     log = Path(log_file) if log_file else None
     if log is not None and not log.is_file():
         raise StackConfigError(f"--log-file {log}: no such file")
+    from conformance.resolve import ResolveSpecError, parse_resolve
+
+    try:
+        for spec in resolve or ():
+            parse_resolve(spec)
+    except ResolveSpecError as exc:
+        raise StackConfigError(str(exc)) from None
     yield Target(
         base_url=base.rstrip("/"),
         provider="external",
@@ -62,4 +70,5 @@ def external_stack(
                           required=False),
         redis_url=_url("redis-url", redis_url, ("redis", "rediss"), required=False),
         log_file=log,
+        resolve=tuple(resolve or ()),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Mapping
@@ -72,8 +73,12 @@ class Report:
 
 
 def target_of(ctx: CheckContext) -> Target:
+    """The context's target, with the run's --resolve entries added to the target's own."""
     if ctx.target is None:  # the registry runs live checks only with a target (needs=("target",))
         raise ValueError("live check run without a target")
+    given = tuple(run_input(ctx, "resolve") or ())
+    if given and not set(given) <= set(ctx.target.resolve):
+        return dataclasses.replace(ctx.target, resolve=(*ctx.target.resolve, *given))
     return ctx.target
 
 
@@ -146,3 +151,12 @@ def metrics_path(ctx: CheckContext) -> str:
 
 def shorten(text: str, limit: int = 600) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more chars)"
+
+
+def deployment_input(ctx: CheckContext, name: str) -> str | None:
+    """A URL of the deployment (--metrics-url, --prometheus-url, ...): the run input when given,
+    else what the target knows (the docker stack's deployment says where its Prometheus is)."""
+    value = run_input(ctx, name)
+    if not value and ctx.target is not None:
+        value = getattr(ctx.target, name, None)
+    return str(value) if value else None

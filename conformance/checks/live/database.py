@@ -236,6 +236,8 @@ def port_closed(ctx: CheckContext) -> Iterator[Finding]:
     report = Report(f"{__name__}.port_closed")
     target = target_of(ctx)
     host = host_of(target.base_url)
+    # --resolve names the machine behind the name: its database port is probed there.
+    host = next((a for (h, _), a in target.resolve_map.items() if h == host), host)
     url = database_url_of(ctx)
     env = target_env(ctx)
     # The URL's port counts only when it names the target host (not a tunnel or a proxy).

@@ -6,6 +6,7 @@ can replay it without the report leaking a token or a password.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from conformance.checks.live import reach
-from conformance.checks.live.common import shorten, target_of
+from conformance.checks.live.common import deployment_input, metrics_path, shorten, target_of
 from conformance.model import Evidence
 from conformance.resolve import describe
 from conformance.resolve import transport as resolving_transport
@@ -208,6 +209,26 @@ def client_for(ctx: CheckContext, *, timeout: float = READ_TIMEOUT_SECONDS) -> L
     target = target_of(ctx)
     reach.gate(target, insecure=ctx.insecure)
     return LiveClient(target, timeout=timeout, insecure=ctx.insecure)
+
+
+def metrics_client(
+    ctx: CheckContext, *, timeout: float = READ_TIMEOUT_SECONDS
+) -> tuple[LiveClient, str, str]:
+    """(client, path, hop) for scraping the app's metrics as Prometheus does.
+
+    With --metrics-url (the address Prometheus scrapes, often behind the public front door),
+    there; else the public URL's metrics path. `hop` names which address answered, for evidence.
+    """
+    target = target_of(ctx)
+    url = deployment_input(ctx, "metrics_url")
+    if url is None:
+        public = f"the public URL {target.base_url}"
+        return client_for(ctx, timeout=timeout), metrics_path(ctx), public
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    scraped = dataclasses.replace(target, base_url=origin)
+    client = LiveClient(scraped, timeout=timeout, insecure=ctx.insecure)
+    return client, parts.path or "/metrics", f"the metrics address {origin} (--metrics-url)"
 
 
 def retry_after_seconds(value: str | None) -> float | None:

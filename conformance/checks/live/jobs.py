@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 
-from conformance.checks.live.common import Report, database_url_of, metrics_path, run_id
+from conformance.checks.live.common import (
+    Report,
+    database_url_of,
+    deployment_input,
+    metrics_path,
+    run_id,
+)
 from conformance.checks.live.http import (
     LiveClient,
     LoginError,
@@ -77,7 +83,7 @@ def smoke(ctx: CheckContext) -> Iterator[Finding]:
         evidence = client.evidence(metrics, f"curl https://your-domain.com{path}")
         if metrics.status_code == 200:
             yield report.passed("LIVE-SMOKE-METRICS", f"GET metrics {how}: 200", evidence)
-        elif metrics.status_code in REFUSED and not ctx.metrics_url:
+        elif metrics.status_code in REFUSED and not deployment_input(ctx, "metrics_url"):
             yield report.passed(
                 "LIVE-SMOKE-METRICS", f"the public URL refuses {path} ({metrics.status_code}), "
                 "as the guide's front door does; give --metrics-url to scrape where Prometheus "

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conformance.checks.live.common import (
     Report,
+    deployment_input,
     known_setting,
     may_write,
     metrics_path,
@@ -91,10 +92,11 @@ def tenant_values(text: str) -> set[str]:
 def scrape(ctx: CheckContext, client: LiveClient) -> tuple[httpx.Response, str]:
     """GET the metrics as Prometheus would: at --metrics-url when given, else the metrics path
     of the public URL, anonymously and then with the run's credential; (response, how)."""
-    if ctx.metrics_url:
+    metrics_url = deployment_input(ctx, "metrics_url")  # given, or the deployment's own
+    if metrics_url:
         with httpx.Client(verify=client.target.verify, timeout=READ_TIMEOUT_SECONDS,
                           headers={"User-Agent": USER_AGENT}) as direct:
-            return direct.get(ctx.metrics_url), f"at --metrics-url {ctx.metrics_url}"
+            return direct.get(metrics_url), f"at --metrics-url {metrics_url}"
     path = metrics_path(ctx)
     response = client.get(path)
     if response.status_code in (401, 403):
@@ -113,7 +115,7 @@ def metrics(ctx: CheckContext) -> Iterator[Finding]:
     with client_for(ctx) as client:
         response, how = scrape(ctx, client)
         evidence = client.evidence(response, f"GET metrics {how}")
-    if response.status_code in REFUSED and not ctx.metrics_url:
+    if response.status_code in REFUSED and not deployment_input(ctx, "metrics_url"):
         # The guide's front door refuses the metrics publicly; Prometheus scrapes elsewhere.
         message = (f"the public URL refuses anonymous scrapes of {path} "
                    f"({response.status_code}); give --metrics-url, the address Prometheus "

@@ -21,6 +21,7 @@ import httpx
 
 from conformance.checks.registry import Blocked
 from conformance.model import REACHABILITY
+from conformance.resolve import ResolveMap, address_for, transport
 
 if TYPE_CHECKING:
     from conformance.stack import Target
@@ -36,7 +37,8 @@ _GONE: dict[str, tuple[float, str]] = {}  # base URL -> (since, why it is taken 
 
 
 def certificate_problem(base_url: str, ca_bundle: Path | None = None, *,
-                        timeout: float = PROBE_TIMEOUT_SECONDS) -> str | None:
+                        timeout: float = PROBE_TIMEOUT_SECONDS,
+                        resolve: ResolveMap | None = None) -> str | None:
     """Why the certificate of an https:// target does not verify (chain or hostname), else None.
 
     None too when the URL is not https or no TLS connection can be made (reachability is
@@ -46,7 +48,8 @@ def certificate_problem(base_url: str, ca_bundle: Path | None = None, *,
     if parts.scheme != "https" or not parts.hostname:
         return None
     context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
-    address = (parts.hostname, parts.port or 443)
+    port = parts.port or 443
+    address = (address_for(parts.hostname, port, resolve or {}), port)  # --resolve, as curl
     try:
         with socket.create_connection(address, timeout=timeout) as raw, \
                 context.wrap_socket(raw, server_hostname=parts.hostname):
@@ -78,7 +81,8 @@ def gate(target: Target, *, insecure: bool) -> None:
         known = key in _CERTIFICATES
         problem = _CERTIFICATES.get(key)
     if not known:
-        problem = certificate_problem(target.base_url, target.ca_bundle)
+        problem = certificate_problem(target.base_url, target.ca_bundle,
+                                      resolve=target.resolve_map)
         with _LOCK:
             _CERTIFICATES[key] = problem
     if problem is not None:
@@ -94,7 +98,8 @@ def after_transport_error(target: Target, verify: ssl.SSLContext | bool, method:
     handles its own error. Otherwise Blocked (reachability), for this and every later check.
     """
     try:
-        with httpx.Client(verify=verify, timeout=httpx.Timeout(PROBE_TIMEOUT_SECONDS),
+        with httpx.Client(transport=transport(target.resolve_map, verify=verify),
+                          timeout=httpx.Timeout(PROBE_TIMEOUT_SECONDS),
                           follow_redirects=False) as client:
             client.get(f"{target.base_url.rstrip('/')}/health")
         return

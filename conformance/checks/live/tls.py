@@ -21,6 +21,7 @@ from cryptography import x509
 from conformance.checks.live.common import Report, target_of
 from conformance.checks.registry import check
 from conformance.model import Evidence
+from conformance.resolve import ResolveMap
 
 if TYPE_CHECKING:
     from conformance.checks.registry import CheckContext
@@ -38,18 +39,20 @@ MODERN = frozenset({"TLSv1.2", "TLSv1.3"})  # as ssl.SSLSocket.version() names t
 class Endpoint:
     host: str
     port: int
+    address: str | None = None  # where --resolve sends host:port (the name stays in SNI)
 
     @property
     def label(self) -> str:
         return f"{self.host}:{self.port}"
 
 
-def endpoint_of(base_url: str) -> Endpoint | None:
+def endpoint_of(base_url: str, resolve: ResolveMap | None = None) -> Endpoint | None:
     """The TLS endpoint of an https URL; None for plain http."""
     parts = urlsplit(base_url)
     if parts.scheme != "https" or not parts.hostname:
         return None
-    return Endpoint(parts.hostname, parts.port or 443)
+    port = parts.port or 443
+    return Endpoint(parts.hostname, port, (resolve or {}).get((parts.hostname.lower(), port)))
 
 
 def _handshake(
@@ -57,7 +60,8 @@ def _handshake(
 ) -> tuple[str | None, bytes | None]:
     """(negotiated version, peer certificate in DER) of one handshake."""
     with (
-        socket.create_connection((endpoint.host, endpoint.port), HANDSHAKE_TIMEOUT_SECONDS) as raw,
+        socket.create_connection((endpoint.address or endpoint.host, endpoint.port),
+                                 HANDSHAKE_TIMEOUT_SECONDS) as raw,
         context.wrap_socket(raw, server_hostname=server_hostname) as tls,
     ):
         return tls.version(), tls.getpeercert(binary_form=True)
@@ -112,7 +116,7 @@ def certificate(ctx: CheckContext) -> Iterator[Finding]:
     """Chain valid against the CA, hostname in the certificate, days until it expires."""
     report = Report(f"{__name__}.certificate")
     target = target_of(ctx)
-    endpoint = endpoint_of(target.base_url)
+    endpoint = endpoint_of(target.base_url, target.resolve_map)
     if endpoint is None:
         for item in TLS_ITEMS:
             yield report.failed(
@@ -220,7 +224,7 @@ def protocols(ctx: CheckContext) -> Iterator[Finding]:
     """TLS 1.2 or newer is negotiated, and TLS 1.0 and 1.1 handshakes are refused."""
     report = Report(f"{__name__}.protocols")
     target = target_of(ctx)
-    endpoint = endpoint_of(target.base_url)
+    endpoint = endpoint_of(target.base_url, target.resolve_map)
     if endpoint is None:
         yield report.failed("LIVE-TLS-PROTOCOLS", f"{target.base_url} is not served over HTTPS")
         return

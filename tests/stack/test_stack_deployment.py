@@ -1,0 +1,182 @@
+"""The docker stack's whole reference deployment on a real engine, judged through its front door.
+
+One healthy deployment and one with four defects serve the module (each costs ~20 s to stand up):
+the good one passes every front-door, observability and backup item (the guide's own restore
+commands fail, as they must); each defect fails its item.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+
+from conformance.checks.live import backup_service, frontdoor, observability
+from conformance.checks.registry import CheckContext
+from conformance.model import Finding, Status
+from conformance.resolve import transport
+from conformance.stack import Target, open_stack
+from conformance.stack.deployment import DOMAIN, SERVICES, compose_dir
+from conformance.stack.docker import LABEL_RUN, image_available
+from conformance.stack.images import DEPLOYMENT_IMAGES
+
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("docker")]
+
+
+def _findings(target: Target) -> dict[str, Finding]:
+    ctx = CheckContext(target=target)
+    found: dict[str, Finding] = {}
+    for function in (frontdoor.metrics_private, frontdoor.front_door_headers,
+                     observability.prometheus, observability.alertmanager, observability.grafana,
+                     backup_service.scheduled_backup, backup_service.guide_restore_commands):
+        for finding in function(ctx):
+            found[finding.item_id] = finding
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _deployment_images() -> None:
+    """The deployment's images come from `nox -s images`; CI must have them (fail, not skip)."""
+    client = docker.from_env()
+    try:
+        missing = [r.name for r in DEPLOYMENT_IMAGES
+                   if image_available(client, r.name, check_registry=False) is not None]
+    finally:
+        client.close()
+    if missing:
+        message = f"docker: no image {', '.join(missing)}: `nox -s images` builds them"
+        if os.environ.get("TASKFORGE_REQUIRE_DOCKER") == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def deployment() -> Iterator[Target]:
+    with open_stack("docker", deployment=True) as target:
+        yield target
+
+
+@pytest.fixture(scope="module")
+def good(deployment: Target) -> dict[str, Finding]:
+    return _findings(deployment)
+
+
+def _without(path: Path, pattern: str, into: Path) -> Path:
+    text = path.read_text()
+    kept = re.sub(pattern, "", text, flags=re.MULTILINE | re.DOTALL)
+    assert kept != text, f"the defect pattern matched nothing in {path}"
+    into.write_text(kept)
+    return into
+
+
+@pytest.fixture(scope="module")
+def defective(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Finding]]:
+    work = tmp_path_factory.mktemp("defects")
+    compose = compose_dir()
+    overrides = {
+        "nginx/nginx.conf": _without(compose / "nginx/nginx.conf", r"^\s*add_header .*?;\n",
+                                     work / "nginx.conf"),
+        "prometheus/prometheus.yml": _without(
+            compose / "prometheus/prometheus.yml",
+            r"^  # The app's METRICS_ENDPOINT.*?- targets: \[\"app:8000\"\]\n",
+            work / "prometheus.yml"),
+        "prometheus/alerts.yml": _without(compose / "prometheus/alerts.yml",
+                                          r"^      - alert: PostgresDown\n.*?(?=^      - alert:)",
+                                          work / "alerts.yml"),
+    }
+    # A daily schedule that has not reached its first run.
+    never = ["sh", "-c", "sleep 86400"]
+    with open_stack("docker", deployment=True, create_admin=False, compose_overrides=overrides,
+                    backup_command=never) as target:
+        yield _findings(target)
+
+
+def test_every_service_runs_under_its_compose_name_on_loopback_ports_only(
+    deployment: Target,
+) -> None:
+    client = docker.from_env()
+    try:
+        run = deployment.docker["run_id"]
+        containers = client.containers.list(filters={"label": f"{LABEL_RUN}={run}"})
+        aliases = set()
+        for container in containers:
+            networks = container.attrs["NetworkSettings"]["Networks"].values()
+            aliases |= {a for n in networks for a in n.get("Aliases") or []}
+            bindings = [b for ports in container.attrs["NetworkSettings"]["Ports"].values()
+                        for b in ports or []]
+            assert {b["HostIp"] for b in bindings} <= {"127.0.0.1"}, container.name
+        expected = {s.name for s in SERVICES if s.name != "grafana"} | {"db", "redis", "app"}
+        assert expected <= aliases
+    finally:
+        client.close()
+
+
+def test_the_public_url_is_the_domain_through_nginx(deployment: Target) -> None:
+    assert deployment.base_url.startswith(f"https://{DOMAIN}:")
+    assert deployment.front_door == "nginx"
+    verify = ssl.create_default_context(cafile=str(deployment.ca_bundle))
+    with httpx.Client(transport=transport(deployment.resolve_map, verify=verify),
+                      timeout=10) as client:
+        health = client.get(f"{deployment.base_url}/health")
+        metrics = client.get(f"{deployment.base_url}/metrics")
+    assert health.status_code == 200 and health.headers["server"] == "nginx"
+    assert health.headers.get_list("strict-transport-security") == [
+        "max-age=31536000; includeSubDomains"]  # once: NGINX's, the app's hidden
+    assert metrics.status_code == 403 and "json" not in metrics.headers.get("content-type", "")
+    assert deployment.metrics_url is not None
+    assert httpx.get(deployment.metrics_url, timeout=10).status_code == 200
+
+
+def test_the_deployment_passes_the_front_door_observability_and_backup_items(
+    good: dict[str, Finding],
+) -> None:
+    for item in ("FRONTDOOR-METRICS-PRIVATE", "FRONTDOOR-HEADERS", "OBS-PROMETHEUS-APP-UP",
+                 "OBS-DATABASE-MONITORED", "OBS-ALERT-RULES", "OBS-ALERTMANAGER-CONNECTED",
+                 "BACKUP-SCHEDULED", "BACKUP-SCHEDULED-RESTORE"):
+        assert good[item].status is Status.PASSED, f"{item}: {good[item].message}"
+    assert "answered by the front door (nginx" in good["FRONTDOOR-METRICS-PRIVATE"].message
+    assert "this run's job" in good["BACKUP-SCHEDULED-RESTORE"].message
+
+
+def test_the_reference_receiver_delivers_nowhere_and_says_so(good: dict[str, Finding]) -> None:
+    """compose/alertmanager points at on-call-relay.invalid on purpose, until the user sets it."""
+    finding = good["OBS-ALERTMANAGER-RECEIVER"]
+    assert finding.status is Status.FAILED
+    assert "ready, but receiver on-call delivers only to names that resolve nowhere" in (
+        finding.message)
+
+
+def test_grafana_is_not_applicable_without_an_image(good: dict[str, Finding]) -> None:
+    for item in ("OBS-GRAFANA-DATASOURCE", "OBS-GRAFANA-DASHBOARD"):
+        assert good[item].status is Status.NOT_APPLICABLE
+        assert "TASKFORGE_GRAFANA_IMAGE" in good[item].message
+
+
+def test_the_guide_s_restore_commands_fail_as_written(good: dict[str, Finding]) -> None:
+    for item, step in (("BACKUP-GUIDE-ROLLBACK", "docker exec -i taskforge_db_prod"),
+                       ("BACKUP-GUIDE-RECOVERY", "exec -T db psql")):
+        finding = good[item]
+        assert finding.status is Status.FAILED
+        assert "docker-compose -f docker-compose.prod.yml down` removes" in finding.message
+        assert step in finding.message and "No such container" in finding.message
+
+
+def test_each_defect_fails_its_item(defective: dict[str, Finding]) -> None:
+    headers = defective["FRONTDOOR-HEADERS"]
+    assert headers.status is Status.FAILED and "lack CSP, HSTS" in headers.message
+    app = defective["OBS-PROMETHEUS-APP-UP"]
+    assert app.status is Status.FAILED and "no Prometheus scrape target" in app.message
+    rules = defective["OBS-ALERT-RULES"]
+    assert rules.status is Status.FAILED and "no rule for database down" in rules.message
+    backup = defective["BACKUP-SCHEDULED"]
+    assert backup.status is Status.FAILED and "never ran" in backup.message
+    # What the defects do not touch still passes: the failures are the defects', not noise.
+    for item in ("FRONTDOOR-METRICS-PRIVATE", "OBS-DATABASE-MONITORED",
+                 "OBS-ALERTMANAGER-CONNECTED"):
+        assert defective[item].status is Status.PASSED, f"{item}: {defective[item].message}"
