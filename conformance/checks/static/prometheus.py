@@ -1,6 +1,8 @@
 """Static checks of monitoring (guide 6.2): Prometheus configuration, rules, Grafana provisioning.
 
-`promtool` is not assumed: the structure is validated here (keys, durations, jobs, rule groups).
+`promtool check config` and `promtool check rules` decide validity; the checks here judge what
+promtool accepts but cannot do its job (jobs without targets, rule files that are not there,
+missing alerts, unbounded storage).
 """
 
 from __future__ import annotations
@@ -32,12 +34,7 @@ from conformance.checks.static.composefile import (
     volume_sources,
 )
 from conformance.checks.static.env import load_env
-
-TOP_LEVEL_KEYS = {
-    "global", "rule_files", "scrape_configs", "scrape_config_files", "alerting", "remote_write",
-    "remote_read", "storage", "tracing", "otlp", "runtime",
-}
-_DURATION = re.compile(r"^((\d+)(y|w|d|h|m|s|ms))+$")
+from conformance.checks.static.tools import ToolResult, line_of_text, require_tool, run_tool
 
 #: Critical conditions (guide 6.2) and how an alert expression that covers them reads.
 CRITICAL_CONDITIONS = {
@@ -95,54 +92,6 @@ def _load_rules(rule_path: Path) -> Any:
     return load_yaml(rule_path)
 
 
-def _rule_problems(rule_path: Path, data: Any) -> Iterator[Problem]:
-    if not isinstance(data, LineDict) or not isinstance(data.get("groups"), list):
-        yield Problem(message="a rule file holds `groups:`, a list", file=rule_path, line=1,
-                      expected="groups: [...]", actual=type(data).__name__)
-        return
-    names: set[str] = set()
-    for index, group in enumerate(data["groups"]):
-        line = line_of(data["groups"], index)
-        if not isinstance(group, LineDict) or not group.get("name"):
-            yield Problem(message="rule group without a name", file=rule_path, line=line,
-                          expected="name: <group>", actual="none")
-            continue
-        if group["name"] in names:
-            yield Problem(message=f"duplicate rule group {group['name']}", file=rule_path,
-                          line=line, expected="unique group names", actual=str(group["name"]))
-        names.add(str(group["name"]))
-        rules = group.get("rules")
-        if not isinstance(rules, list):
-            yield Problem(message=f"group {group['name']} has no rules list", file=rule_path,
-                          line=line, expected="rules: [...]", actual="none")
-            continue
-        for rule_index, rule in enumerate(rules):
-            rule_line = line_of(rules, rule_index)
-            if not isinstance(rule, LineDict):
-                yield Problem(message="a rule is not a mapping", file=rule_path, line=rule_line)
-                continue
-            kinds = [k for k in ("alert", "record") if k in rule]
-            expr = rule.get("expr")
-            if len(kinds) != 1 or not isinstance(expr, str) or not expr.strip():
-                yield Problem(
-                    message="a rule needs exactly one of alert/record and an expr",
-                    file=rule_path, line=rule_line, expected="alert: <name> + expr: <PromQL>",
-                    actual=", ".join(sorted(rule)),
-                )
-                continue
-            if expr.count("(") != expr.count(")") or expr.count("{") != expr.count("}"):
-                yield Problem(message=f"unbalanced brackets in expr of {rule.get(kinds[0])}",
-                              file=rule_path, line=line_of(rule, "expr"), actual=expr)
-            duration = rule.get("for")
-            if duration is not None and not _DURATION.match(str(duration)):
-                yield Problem(message=f"`for: {duration}` is not a duration", file=rule_path,
-                              line=line_of(rule, "for"), expected="e.g. 5m", actual=str(duration))
-            for key in ("labels", "annotations"):
-                if key in rule and not isinstance(rule[key], dict):
-                    yield Problem(message=f"{key} must be a mapping", file=rule_path,
-                                  line=line_of(rule, key))
-
-
 def _scrape_configs(config: LineDict) -> list[tuple[int | None, LineDict]]:
     scrapes = config.get("scrape_configs")
     if not isinstance(scrapes, LineList):
@@ -158,42 +107,43 @@ def _targets(job: LineDict) -> list[str]:
     return targets
 
 
+def _promtool_problems(result: ToolResult, default_file: Path) -> Iterator[Problem]:
+    """Each error promtool reports after FAILED (on that line or the lines below), at the line
+    it names or else the line of the value it quotes."""
+    failed = False
+    for text in result.output.splitlines():
+        if "FAILED" in text:
+            failed, text = True, text.split("FAILED", 1)[1].lstrip(": ")
+        if not failed or not text.strip() or text.lstrip().startswith(("Checking", "SUCCESS")):
+            continue
+        message = text.strip()
+        file = default_file
+        named = re.match(r"(?:parsing YAML file )?(/\S+?):\s", message)
+        if named and Path(named.group(1)).is_file():
+            file = Path(named.group(1))
+        line_match = re.search(r"\bline (\d+)|:(\d+):\d+:", message)
+        quoted = re.search(r'"([^"]+)"', message)
+        line = (int(line_match.group(1) or line_match.group(2)) if line_match else
+                line_of_text(file, quoted.group(1)) if quoted else None)
+        yield Problem(message=f"promtool: {message}", file=file, line=line or 1,
+                      expected="promtool reports SUCCESS", actual="FAILED")
+
+
 @static_check(
     "PROM-CONFIG-VALID", needs=("prometheus_config",),
-    ok="configuration and rule files are well formed",
+    ok="promtool accepts the configuration and its rule files",
 )
 def config_valid(context: CheckContext) -> Iterator[Problem]:
+    """promtool decides what Prometheus accepts; what it accepts but cannot work is judged here."""
+    promtool = require_tool("promtool")
     path, config = _config(context)
-    for key in config:
-        if key not in TOP_LEVEL_KEYS:
-            yield Problem(message=f"unknown top-level key {key}", file=path,
-                          line=line_of(config, key), expected=", ".join(sorted(TOP_LEVEL_KEYS)),
-                          actual=str(key))
-    global_section = config.get("global")
-    if isinstance(global_section, LineDict):
-        for key in ("scrape_interval", "scrape_timeout", "evaluation_interval"):
-            value = global_section.get(key)
-            if value is not None and not _DURATION.match(str(value)):
-                yield Problem(message=f"global.{key} `{value}` is not a duration", file=path,
-                              line=line_of(global_section, key), expected="e.g. 15s",
-                              actual=str(value))
-    names: set[str] = set()
+    # --syntax-only: rule_files name container paths; the rule files are checked one by one.
+    result = run_tool([promtool, "check", "config", "--syntax-only", str(path)], path)
+    if result.returncode != 0:
+        yield from _promtool_problems(result, path)
     for line, job in _scrape_configs(config):
         name = job.get("job_name")
-        if not name:
-            yield Problem(message="scrape config without job_name", file=path, line=line,
-                          expected="job_name: <name>", actual="none")
-            continue
-        if name in names:
-            yield Problem(message=f"duplicate job_name {name}", file=path, line=line,
-                          expected="unique job names", actual=str(name))
-        names.add(str(name))
-        for key in ("scrape_interval", "scrape_timeout"):
-            value = job.get(key)
-            if value is not None and not _DURATION.match(str(value)):
-                yield Problem(message=f"job {name}: {key} `{value}` is not a duration", file=path,
-                              line=line_of(job, key), expected="e.g. 15s", actual=str(value))
-        if not any(k == "static_configs" or k.endswith("_sd_configs") for k in job):
+        if name and not any(k == "static_configs" or k.endswith("_sd_configs") for k in job):
             yield Problem(message=f"job {name} has no targets (static_configs or *_sd_configs)",
                           file=path, line=line, expected="static_configs: [targets: [...]]",
                           actual="none")
@@ -202,7 +152,9 @@ def config_valid(context: CheckContext) -> Iterator[Problem]:
             yield Problem(message=f"rule file {rule_path.name} does not exist", file=path,
                           line=line, expected=str(rule_path), actual="missing")
             continue
-        yield from _rule_problems(rule_path, _load_rules(rule_path))
+        result = run_tool([promtool, "check", "rules", str(rule_path)], rule_path)
+        if result.returncode != 0:
+            yield from _promtool_problems(result, rule_path)
 
 
 @static_check(
