@@ -134,7 +134,9 @@ async def _open_resources() -> None:
         enabled=settings.RATE_LIMIT_ENABLED,
         fail_open=fail_open,
     )
-    st.login_throttle = LoginThrottle(st.guard, fail_open=fail_open)
+    st.login_throttle = LoginThrottle(
+        st.guard, fail_open=settings.login_throttle_failure_mode.value == "open"
+    )
     st.refresh_tokens = RefreshTokenRegistry(st.guard)
     st.accounts = AccountStore(st.pool)
     st.engine = Engine.from_settings(st.pool, settings)

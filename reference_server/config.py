@@ -27,6 +27,10 @@ PLACEHOLDER_PATTERNS = (
     re.compile(r"^secret\d*$", re.IGNORECASE),
 )
 MIN_SECRET_BYTES = 32
+#: zxcvbn's estimate of the guesses a secret takes, as a power of ten: 10^30 is about 100 bits.
+#: Length says little ('a' * 32, 'secret' * 6 and 'Password1!' * 4 are long and guessable);
+#: 48 random bytes (what with_generated_secrets makes) come out near 10^64.
+MIN_SECRET_GUESSES_LOG10 = 30
 
 
 class Environment(StrEnum):
@@ -52,6 +56,13 @@ class LogLevel(StrEnum):
 class RateLimitFailureMode(StrEnum):
     OPEN = "open"  # Redis down: let requests through (the reference default)
     CLOSED = "closed"  # Redis down: refuse with 503
+
+
+def guesses_log10(secret: str) -> float:
+    """zxcvbn's estimate (log10 of the guesses) for a secret; it judges the first 100 chars."""
+    from zxcvbn import zxcvbn  # imported here: only production start-up needs it
+
+    return float(zxcvbn(secret[:100])["guesses_log10"])
 
 
 def is_placeholder(value: str) -> bool:
@@ -139,6 +150,11 @@ class Settings(BaseSettings):
     RATE_LIMIT_ENABLED: bool = Field(True, description="Per-credential and per-IP rate limits")
     RATE_LIMIT_PER_MINUTE: int = Field(600, ge=1, description="Requests per minute per key")
     RATE_LIMIT_FAILURE_MODE: RateLimitFailureMode = Field(RateLimitFailureMode.OPEN)
+    LOGIN_THROTTLE_FAILURE_MODE: RateLimitFailureMode | None = Field(
+        None,
+        description="Redis down: let logins through unthrottled (open) or refuse them (closed); "
+        "default closed in production, open elsewhere",
+    )
     TRUSTED_PROXIES: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Proxy addresses/networks (comma-separated) whose X-Forwarded-For is believed",
@@ -230,6 +246,13 @@ class Settings(BaseSettings):
     def is_production(self) -> bool:
         return self.APP_ENVIRONMENT is Environment.PRODUCTION
 
+    @property
+    def login_throttle_failure_mode(self) -> RateLimitFailureMode:
+        """Without Redis there is no lockout: production refuses logins then, unless told."""
+        if self.LOGIN_THROTTLE_FAILURE_MODE is not None:
+            return self.LOGIN_THROTTLE_FAILURE_MODE
+        return RateLimitFailureMode.CLOSED if self.is_production else RateLimitFailureMode.OPEN
+
     def production_problems(self) -> list[ConfigurationError]:
         """What production refuses to start with, one error per variable."""
         problems: list[ConfigurationError] = []
@@ -243,6 +266,11 @@ class Settings(BaseSettings):
                 problems.append(
                     ConfigurationError(name, f"is shorter than {MIN_SECRET_BYTES} bytes")
                 )
+            elif guesses_log10(value) < MIN_SECRET_GUESSES_LOG10:
+                problems.append(
+                    ConfigurationError(name, "is guessable (repeats, words or sequences); "
+                                       "generate one, e.g. 48 random bytes")
+                )
         if self.JWT_SECRET and self.JWT_SECRET == self.JWT_REFRESH_SECRET:
             problems.append(
                 ConfigurationError("JWT_REFRESH_SECRET", "must differ from JWT_SECRET")
@@ -250,6 +278,15 @@ class Settings(BaseSettings):
         if "*" in self.CORS_ALLOWED_ORIGINS:
             problems.append(
                 ConfigurationError("CORS_ALLOWED_ORIGINS", "must not allow every origin (*)")
+            )
+        elif any(urlsplit(o).scheme != "https" for o in self.CORS_ALLOWED_ORIGINS):
+            # `null` is what sandboxed frames and file: pages send; http:// can be spoofed on path.
+            problems.append(
+                ConfigurationError("CORS_ALLOWED_ORIGINS", "must list https:// origins only")
+            )
+        if not self.RATE_LIMIT_ENABLED:
+            problems.append(
+                ConfigurationError("RATE_LIMIT_ENABLED", "must stay true in production")
             )
         if urlsplit(self.BASE_URL).scheme != "https":
             problems.append(ConfigurationError("BASE_URL", "must be an https:// URL"))

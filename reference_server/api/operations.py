@@ -70,6 +70,11 @@ async def health() -> Response:
             "migrations": migrations if migrations is not None else {"current": False},
         },
         "version": __version__,
+        # What happens while Redis is down: requests limited or not, logins throttled or refused.
+        "rate_limit_failure_modes": {
+            "requests": state().settings.RATE_LIMIT_FAILURE_MODE.value,
+            "login": state().settings.login_throttle_failure_mode.value,
+        },
         "timestamp": now_iso(),
         "request_id": request_id(),
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from api_support import error_code, register, running_app
+from api_support import PASSWORD, error_code, register, running_app
 from prometheus_client.parser import text_string_to_metric_families
 
 from reference_server.devservices import EmbeddedRedis
@@ -145,3 +145,28 @@ async def test_no_route_outside_the_contract(database_url: str, redis_url: str) 
     async with running_app(database_url, redis_url) as api:
         rules = {rule.rule for rule in api.app.url_map.iter_rules()}
     assert not any(rule.startswith("/static") for rule in rules)
+
+
+async def test_with_redis_down_a_closed_login_throttle_refuses_logins_and_health_says_so(
+    database_url: str,
+) -> None:
+    """Without Redis there is no lockout; production's default (closed) refuses logins then."""
+    private_redis = EmbeddedRedis().start()
+    try:
+        async with running_app(
+            database_url, private_redis.url, LOGIN_THROTTLE_FAILURE_MODE="closed"
+        ) as api:
+            account = await register(api)
+            private_redis.stop()
+            health = await api.get("/health")
+            refused = await api.post(
+                "/api/v1/auth/login", json={"email": account["email"], "password": PASSWORD}
+            )
+    finally:
+        private_redis.stop()
+    assert (await health.get_json())["rate_limit_failure_modes"] == {
+        "requests": "open",
+        "login": "closed",
+    }
+    assert refused.status_code == 503
+    assert await error_code(refused) == "SERVICE_UNAVAILABLE"

@@ -103,6 +103,13 @@ def test_bad_values_name_their_variable(overrides: dict[str, object], variable: 
         ({"CORS_ALLOWED_ORIGINS": "https://ok.test,*"}, "CORS_ALLOWED_ORIGINS"),
         ({"BASE_URL": "http://api.example.test"}, "BASE_URL"),
         ({"DATABASE_URL": None}, "DATABASE_URL"),
+        # Long enough, and guessable: judged by zxcvbn's estimate, not by length.
+        ({"JWT_SECRET": "a" * 32}, "JWT_SECRET"),
+        ({"JWT_SECRET": "secret" * 6}, "JWT_SECRET"),
+        ({"JWT_REFRESH_SECRET": "Password1!" * 4}, "JWT_REFRESH_SECRET"),
+        ({"CORS_ALLOWED_ORIGINS": "https://ok.test,null"}, "CORS_ALLOWED_ORIGINS"),
+        ({"CORS_ALLOWED_ORIGINS": "http://app.example.test"}, "CORS_ALLOWED_ORIGINS"),
+        ({"RATE_LIMIT_ENABLED": "false"}, "RATE_LIMIT_ENABLED"),
     ],
 )
 def test_production_refuses_weak_settings(overrides: dict[str, object], variable: str) -> None:
@@ -128,3 +135,10 @@ def test_generated_secrets_fill_only_what_is_absent() -> None:
     assert settings.JWT_SECRET == STRONG_ACCESS
     assert settings.JWT_REFRESH_SECRET and len(settings.JWT_REFRESH_SECRET) >= 32
     assert settings.JWT_REFRESH_SECRET != settings.JWT_SECRET
+
+
+def test_login_throttle_fails_closed_in_production_unless_told() -> None:
+    assert load_settings(**production()).login_throttle_failure_mode.value == "closed"
+    kept_open = load_settings(**production(LOGIN_THROTTLE_FAILURE_MODE="open"))
+    assert kept_open.login_throttle_failure_mode.value == "open"
+    assert load_settings().login_throttle_failure_mode.value == "open"
