@@ -209,9 +209,9 @@ def list_files(find_output: str) -> list[tuple[float, int, str]]:
     return sorted(files, reverse=True)
 
 
-def judge_dump(host: HostView, path: str) -> tuple[bool, str, Command]:
-    """Whether the file is a PostgreSQL dump: pg_restore --list for the custom format, the
-    header (and trailer, when it can be read in time) for plain SQL."""
+def judge_dump(host: HostView, path: str) -> tuple[bool | None, str, Command]:
+    """Whether the file is a PostgreSQL dump (None: this server cannot tell): pg_restore --list
+    for the custom format, the header (and trailer, when it can be read in time) for plain SQL."""
     quoted = shlex.quote(path)
     reader = next((tool for suffix, tool in DECOMPRESSORS.items() if path.endswith(suffix)), "")
     cat = f"{reader} {quoted}" if reader else f"cat {quoted}"
@@ -225,6 +225,12 @@ def judge_dump(host: HostView, path: str) -> tuple[bool, str, Command]:
             return True, "custom-format dump (PGDMP header; no pg_restore on the server)", head
         if restore.ok:
             return True, "custom-format dump (pg_restore --list reads it)", restore
+        if "unsupported version" in restore.stderr:
+            # A pg_dump newer than the server's own client tools (the database runs in a
+            # container of its own version): this pg_restore cannot say either way.
+            return None, ("custom-format dump that the server's pg_restore is too old to read "
+                          "(install the postgresql-client of the database's version to judge "
+                          "it)"), restore
         return False, "custom-format header, but pg_restore --list cannot read it", restore
     if "-- PostgreSQL database dump" in header:
         tail = host.run("sh", "-c", f"{cat} | tail -c 256", timeout=30)
@@ -291,7 +297,11 @@ def backups_recent(context: CheckContext) -> Iterator[Finding]:
             continue
         is_dump, what, probe = judge_dump(host, path)
         evidence = (listing.evidence(), probe.evidence(what))
-        if not is_dump:
+        if is_dump is None:
+            yield finding("HOST-BACKUPS-RECENT", Status.NOT_APPLICABLE, host,
+                          f"the newest backup {path} ({size} bytes, {age_hours:.1f} h old) is a "
+                          f"{what}", *evidence)
+        elif not is_dump:
             yield finding("HOST-BACKUPS-RECENT", Status.FAILED, host,
                           f"the newest backup {path} is not a PostgreSQL dump: {what}",
                           *evidence, expected="a pg_dump file", actual=what)

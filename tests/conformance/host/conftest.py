@@ -74,6 +74,17 @@ def sql_dump(postgres_server: object, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
+def custom_dump(postgres_server: object) -> bytes:
+    """The same database in pg_dump's custom format (what pg_restore --list reads)."""
+    from reference_server.devservices import postgres_bin_dir
+
+    url = postgres_server.url_for("taskforge_template")  # type: ignore[attr-defined]
+    done = subprocess.run([str(postgres_bin_dir() / "pg_dump"), "-Fc", "--no-owner", url],
+                          capture_output=True, timeout=60, check=True)
+    return done.stdout
+
+
+@pytest.fixture(scope="session")
 def ssh_host(tmp_path_factory: pytest.TempPathFactory, sql_dump: bytes) -> Iterator[SshHost]:
     """The clean host: keys only, deploy in the docker group, /opt/taskforge as guide 4.2, the
     guide's compose file in app/, today's dump in app/backups, an index refreshed now."""

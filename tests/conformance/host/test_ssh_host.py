@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import pytest
 from sshhost_support import BACKUPS, FRESH_INDEX, STALE_INDEX, SshHost
@@ -136,6 +137,25 @@ def test_a_bad_newest_backup_fails(ssh_host: SshHost, flip: str, why: str) -> No
         found = judged(ssh_host, layout.backups_recent, "HOST-BACKUPS-RECENT")
     assert found.status is Status.FAILED
     assert why in found.message
+
+
+def test_a_custom_format_dump_this_pg_restore_cannot_read_is_not_judged(
+        ssh_host: SshHost, custom_dump: bytes, tmp_path: Path) -> None:
+    """pg_dump 16's custom format; the host's pg_restore is Debian 12's 15, which cannot tell."""
+    dump = tmp_path / "taskforge.dump"
+    dump.write_bytes(custom_dump)
+    keep = "/root/backups.kept"
+    ssh_host.root(f"cp -a {BACKUPS} {keep}")
+    try:
+        subprocess.run(["docker", "cp", str(dump), f"{ssh_host.container}:{BACKUPS}/zz.dump"],
+                       check=True, capture_output=True, timeout=60)
+        ssh_host.root(f"chown deploy:deploy {BACKUPS}/zz.dump && touch {BACKUPS}/zz.dump")
+        found = judged(ssh_host, layout.backups_recent, "HOST-BACKUPS-RECENT")
+    finally:
+        ssh_host.root(f"rm -rf {BACKUPS} && mv {keep} {BACKUPS}")
+    assert found.status is Status.NOT_APPLICABLE, found.message
+    assert f"{BACKUPS}/zz.dump" in found.message
+    assert "pg_restore is too old to read" in found.message
 
 
 def test_a_stale_package_index_fails(ssh_host: SshHost) -> None:
