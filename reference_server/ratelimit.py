@@ -394,6 +394,23 @@ class RefreshTokenRegistry:
     def __init__(self, guard: RedisGuard) -> None:
         self.guard = guard
 
+    async def family_revoked(self, family: str) -> bool:
+        """True when a token of this login's family was reused: none of it is accepted."""
+        name = f"refresh:family-revoked:{family}"
+        try:
+            return bool(await self.guard.run(lambda client: client.exists(name)))
+        except RedisUnavailable:
+            raise ServiceUnavailable(
+                "token service unavailable", headers={"Retry-After": "2"}
+            ) from None
+
+    async def revoke_family(self, family: str, ttl_seconds: int) -> None:
+        """A rotated token came back: someone holds a copy, so the whole family goes (OAuth 2.0
+        security BCP, refresh token reuse detection)."""
+        name = f"refresh:family-revoked:{family}"
+        with contextlib.suppress(RedisUnavailable):
+            await self.guard.run(lambda client: client.set(name, 1, ex=max(1, ttl_seconds)))
+
     async def consume(self, jti: str, ttl_seconds: int) -> bool:
         """Mark the jti used; True when it was unused until now (atomic against replays).
 

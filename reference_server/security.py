@@ -94,6 +94,8 @@ class TokenClaims:
     issued_at: datetime
     expires_at: datetime
     typ: TokenType
+    #: Refresh tokens: the login they descend from (`fam`), shared by every rotation of it.
+    family: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -133,6 +135,7 @@ class TokenService:
         org_id: uuid.UUID,
         permissions: frozenset[str],
         lifetime: timedelta,
+        family: str | None = None,
     ) -> tuple[str, str]:
         now: datetime = self._now()
         jti = uuid.uuid4().hex
@@ -146,17 +149,29 @@ class TokenService:
         }
         if typ is TokenType.ACCESS:
             claims["perms"] = sorted(permissions)
+        else:  # a login starts a family; each rotation carries it on (reuse detection)
+            claims["fam"] = family or jti
         secret = self.access_secret if typ is TokenType.ACCESS else self.refresh_secret
         return jwt.encode(claims, secret, algorithm=ALGORITHM), jti
 
     def issue_pair(
-        self, user_id: uuid.UUID, org_id: uuid.UUID, permissions: frozenset[str]
+        self,
+        user_id: uuid.UUID,
+        org_id: uuid.UUID,
+        permissions: frozenset[str],
+        *,
+        family: str | None = None,
     ) -> TokenPair:
         access, _ = self._encode(
             TokenType.ACCESS, user_id, org_id, permissions, timedelta(minutes=self.access_minutes)
         )
         refresh, refresh_jti = self._encode(
-            TokenType.REFRESH, user_id, org_id, frozenset(), timedelta(minutes=self.refresh_minutes)
+            TokenType.REFRESH,
+            user_id,
+            org_id,
+            frozenset(),
+            timedelta(minutes=self.refresh_minutes),
+            family,
         )
         return TokenPair(
             access_token=access,
@@ -214,6 +229,7 @@ class TokenService:
                 issued_at=datetime.fromtimestamp(int(claims["iat"]), UTC),
                 expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
                 typ=typ,
+                family=str(claims.get("fam") or claims["jti"]),
             )
         except (KeyError, ValueError, TypeError):
             raise AuthenticationFailed("invalid token claims") from None

@@ -96,7 +96,13 @@ async def refresh() -> Response:
     claims = st.tokens.verify(body.refresh_token, TokenType.REFRESH)
     assert st.refresh_tokens is not None
     remaining = int((claims.expires_at - datetime.now(UTC)).total_seconds()) + 60
+    if await st.refresh_tokens.family_revoked(claims.family):
+        raise AuthenticationFailed("refresh token revoked")
     if not await st.refresh_tokens.consume(claims.jti, remaining):
+        # Reuse of a rotated token: revoke every token issued from this login since. The family
+        # outlives any of its tokens by at most one refresh lifetime.
+        lifetime = st.settings.JWT_REFRESH_EXPIRY_TIME_MINUTES * 60 + 60
+        await st.refresh_tokens.revoke_family(claims.family, lifetime)
         raise AuthenticationFailed("refresh token already used or revoked")
     # Permissions come from the user's current role, not from the old token.
     user = await accounts().get_user(claims.organization_id, claims.user_id)
@@ -104,7 +110,9 @@ async def refresh() -> Response:
         raise AuthenticationFailed("unknown user")
     g.audit_actor = f"user:{user.id}"
     g.audit_org = user.organization_id
-    pair = st.tokens.issue_pair(user.id, user.organization_id, user.permissions)
+    pair = st.tokens.issue_pair(
+        user.id, user.organization_id, user.permissions, family=claims.family
+    )
     return ok(pair.to_api())
 
 

@@ -356,3 +356,27 @@ async def test_a_successful_login_gives_its_attempt_back(database_url: str, redi
         locked = await api.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
     assert [r.status_code for r in failures] == [401] * 5
     assert locked.status_code == 429
+
+
+async def test_reusing_a_rotated_refresh_token_revokes_its_whole_family(
+    database_url: str, redis_url: str
+) -> None:
+    """Reuse detection (OAuth 2.0 security BCP): whoever holds the newest token of a family that
+    saw a replay loses it too; another login's family is untouched."""
+    async with running_app(database_url, redis_url) as api:
+        account = await register(api)
+        other_login = await login(api, account["email"])
+        old = account["refresh_token"]
+        rotated = (await (await api.post(
+            "/api/v1/auth/refresh", json={"refresh_token": old}
+        )).get_json())["data"]
+        replay = await api.post("/api/v1/auth/refresh", json={"refresh_token": old})
+        newest = await api.post(
+            "/api/v1/auth/refresh", json={"refresh_token": rotated["refresh_token"]}
+        )
+        unrelated = await api.post(
+            "/api/v1/auth/refresh", json={"refresh_token": other_login["refresh_token"]}
+        )
+    assert replay.status_code == 401
+    assert newest.status_code == 401 and await error_code(newest) == "AUTH_001"
+    assert unrelated.status_code == 200
