@@ -283,12 +283,22 @@ def _dnf_updates(context: CheckContext, host: HostView) -> Iterator[Finding]:
 @check("HOST-DOCKER-ENGINE", needs=("hosts",))
 def docker_engine(context: CheckContext) -> Iterator[Finding]:
     for host in hosts(context):
-        done = host.run("docker", "info", "--format", "{{.ServerVersion}}")
+        # `docker version` says why it cannot reach the daemon; `docker info --format` hides it.
+        done = host.run("docker", "version", "--format", "{{.Server.Version}}")
         version = done.stdout.strip()
         if done.ok and version:
             yield finding("HOST-DOCKER-ENGINE", Status.PASSED, host,
                           f"the Docker daemon answers (server {version})", done.evidence())
+            continue
+        said = done.stderr.lower()
+        if "permission denied" in said:
+            why = ("the Docker daemon's socket refuses this user (outside the docker group, or "
+                   "a session older than the membership)")
+        elif "cannot connect to the docker daemon" in said:
+            why = "the Docker daemon is not running (its socket does not answer)"
+        elif done.rc == 127 or "not found" in said:
+            why = "docker is not installed"
         else:
-            yield finding("HOST-DOCKER-ENGINE", Status.FAILED, host,
-                          "the Docker daemon does not answer `docker info`", done.evidence(),
-                          expected="a running daemon", actual="no answer")
+            why = "the Docker daemon does not answer `docker version`"
+        yield finding("HOST-DOCKER-ENGINE", Status.FAILED, host, why, done.evidence(),
+                      expected="a running daemon", actual="no answer")

@@ -58,6 +58,7 @@ def test_the_clean_host_passes_what_it_was_prepared_for(ssh_host: SshHost) -> No
     assert {key: f.status for key, f in got.items()} == expected, {
         key[1]: f.message for key, f in got.items() if f.status is not expected[key]}
     assert "sshd -T" in got[(security.ssh_passwords, "HOST-SSH-NO-PASSWORD")].message
+    assert "daemon is not running" in got[(system.docker_engine, "HOST-DOCKER-ENGINE")].message
     assert "docker-compose 1.29.2 (v1)" in got[(system.compose_version,
                                                 "HOST-COMPOSE-VERSION")].message
     backups = got[(layout.backups_recent, "HOST-BACKUPS-RECENT")].message
