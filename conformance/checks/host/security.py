@@ -104,6 +104,7 @@ class FirewallService:
     summary: str
     ufw_denies: frozenset[int] | None  # ufw enabled and denying by default: the ports it allows
     evidence: tuple[Evidence, ...]
+    rules_read: bool = True  # ufw's user rules were readable (root or sudo)
 
     def denies(self, port: int) -> bool:
         return self.ufw_denies is not None and port not in self.ufw_denies
@@ -120,10 +121,12 @@ def firewall_service(host: HostView) -> FirewallService:
                 rules = host.run_privileged("cat", host.path("/etc/ufw/user.rules"))
                 seen.append(rules.evidence("ufw's user rules"))
                 allowed = ufw_allowed_ports(rules.stdout) if rules.ok else set()
-                shown = ", ".join(map(str, sorted(allowed))) or "none readable"
+                shown = (", ".join(map(str, sorted(allowed))) or "none") if rules.ok else (
+                    "unknown: its rules need root or sudo to read")
                 return FirewallService(summary=f"ufw enabled, incoming denied by default "
                                                f"(allowed: {shown})",
-                                       ufw_denies=frozenset(allowed), evidence=tuple(seen))
+                                       ufw_denies=frozenset(allowed), evidence=tuple(seen),
+                                       rules_read=rules.ok)
             return FirewallService(summary="ufw enabled, incoming allowed by default",
                                    ufw_denies=None, evidence=tuple(seen))
     if host.has_command("firewall-cmd"):
@@ -177,10 +180,13 @@ def firewall(context: CheckContext) -> Iterator[Finding]:
             message = f"{shown} answer(s) from outside at {address}; {info}"
             bypassed = [s.port for s in open_ if service.denies(s.port)]
             if bypassed:
-                message += (f". ufw denies {', '.join(map(str, bypassed))} yet it answers: "
-                            "Docker's published ports bypass ufw (Docker's own chains accept "
-                            "them before ufw's rules run); publish them on 127.0.0.1 in the "
-                            "compose file or drop their `ports:` entries")
+                denies = (f"ufw denies {', '.join(map(str, bypassed))}" if service.rules_read
+                          else "ufw denies incoming by default (unless its unread rules allow "
+                               f"{', '.join(map(str, bypassed))})")
+                message += (f". {denies} yet it answers: Docker's published ports bypass ufw "
+                            "(Docker's own chains accept them before ufw's rules run); publish "
+                            "them on 127.0.0.1 in the compose file or drop their `ports:` "
+                            "entries")
             yield finding("HOST-FIREWALL-ACTIVE", Status.FAILED, host, message, *evidence,
                           expected="only 22, 80 and 443 answer from outside",
                           actual=f"{shown} answer(s)")
