@@ -32,11 +32,15 @@ MAX_BATCH = 1000
 #: RFC 3339 with an offset, in years 1-9999 once in UTC: a time past that range would be stored
 #: and then could not be read back (it broke every read of its organisation's jobs).
 ScheduledFor = Annotated[AwareDatetime, AfterValidator(utc_in_range)]
+#: 1-100 printable characters (contract): no C0 or C1 control character and no DEL. The
+#: OpenAPI document states the same pattern; NUL, which PostgreSQL cannot store, is among them.
+JOB_TYPE_PATTERN = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+JobType = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=JOB_TYPE_PATTERN)]
 
 
 class SubmitJobRequest(RequestModel):
     queue_name: QueueName
-    job_type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    job_type: JobType
     payload: JsonObject
     priority: Annotated[JsonInt, Field(ge=0, le=9)] = 0
     max_attempts: Annotated[JsonInt, Field(ge=1, le=10)] | None = None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from importlib import resources
 from typing import Any
 
 import asyncpg
+import jsonschema
 import pytest
 from api_support import Api, error_code, register, running_app
 
@@ -79,8 +82,11 @@ async def test_body_over_the_limit_is_413(database_url: str, redis_url: str) -> 
         # No Content-Length: the size is counted as the body streams in.
         streamed = await api.client.post(
             "/api/v1/jobs",
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                     "Transfer-Encoding": "chunked"},
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "Transfer-Encoding": "chunked",
+            },
             data=b"{" + b" " * 8000 + b"}",
         )
         small = await _submit(api, token, json=JOB)
@@ -119,8 +125,10 @@ async def test_bad_query_parameters_are_400(database_url: str, redis_url: str) -
         over = await api.get("/api/v1/jobs?limit=101", token=token)
         status = await api.get("/api/v1/jobs?status=exploded", token=token)
         page = await api.get("/api/v1/jobs?page=abc", token=token)
-        empty = [await api.get(f"/api/v1/jobs?{name}=", token=token)
-                 for name in ("status", "limit", "page")]
+        empty = [
+            await api.get(f"/api/v1/jobs?{name}=", token=token)
+            for name in ("status", "limit", "page")
+        ]
     assert [r.status_code for r in empty] == [400, 400, 400]
     assert over.status_code == 400 and "limit" in await _fields(over)
     assert status.status_code == 400 and "status" in await _fields(status)
@@ -196,3 +204,38 @@ async def test_register_refuses_addresses_outside_the_documented_pattern(
         )
     assert response.status_code == 400
     assert "email" in await _fields(response)
+
+
+JOB_TYPES = [
+    "a\x00b",
+    "a\x01b",
+    "tab\there",
+    "a\x7fb",
+    "a\x85b",
+    "\U0001f600 ok",
+    "\xa0x",
+    "ok.send",
+]
+
+
+async def test_the_server_and_the_document_agree_on_job_types(
+    database_url: str, redis_url: str
+) -> None:
+    """The contract's 1-100 printable characters: what the document's schema allows for
+    job_type is what the server takes, single and batch (NUL was allowed and refused)."""
+    document = json.loads(resources.files("reference_server").joinpath("openapi.json").read_text())
+    schema = document["components"]["schemas"]["JobCreateRequest"]["properties"]["job_type"]
+    allowed = {t: jsonschema.Draft202012Validator(schema).is_valid(t) for t in JOB_TYPES}
+    async with running_app(database_url, redis_url) as api:
+        token = (await register(api))["access_token"]
+        taken = {}
+        for job_type in JOB_TYPES:
+            single = await _submit(api, token, json={**JOB, "job_type": job_type})
+            batch = await api.post(
+                "/api/v1/jobs/batch", token=token, json={"jobs": [{**JOB, "job_type": job_type}]}
+            )
+            assert {single.status_code, batch.status_code} <= {201, 400}
+            assert single.status_code == batch.status_code, job_type
+            taken[job_type] = single.status_code == 201
+    assert taken == allowed
+    assert allowed["\U0001f600 ok"] and not allowed["a\x01b"]
