@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import conformance.checks.chaos  # chaos items, judged from a chaos run's chaos.json
+import conformance.checks.fuzz  # API-FUZZ items, judged from a fuzz run's fuzz-results.json
 import conformance.checks.host  # host checks through testinfra (importing registers them)
 import conformance.checks.live  # live checks against a running deployment
 import conformance.checks.load  # noqa: F401 - load items, judged from a load verdict.json

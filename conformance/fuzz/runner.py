@@ -14,6 +14,7 @@ import re
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any
 import httpx
 
 from conformance.fuzz.credentials import AuthHeader, SetupError, register_and_login, verify_option
+from conformance.fuzz.progress import follow
 from conformance.fuzz.results import RESULTS_SCHEMA_VERSION, read_events, summarise
 from conformance.fuzz.scrub import scrub_run_dir
 from conformance.model import ExitStatus
@@ -269,26 +271,31 @@ def fuzz_target(options: FuzzOptions, target: FuzzTarget, run_dir: Path) -> Fuzz
     env["SCHEMATHESIS_HOOKS"] = str(Path(__file__).with_name("hooks.py"))
     started = datetime.now(UTC)
     log_file = run_dir / "schemathesis.log"
+    events = run_dir / "events.ndjson"
+    # Progress from the event stream while schemathesis runs (it is silent for minutes otherwise).
+    stop = threading.Event()
+    watcher = threading.Thread(target=follow, args=(events, stop), daemon=True)
     with log_file.open("w", encoding="utf-8") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        watcher.start()
         try:
-            done = subprocess.run(
-                command,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=options.timeout_seconds,
-                check=False,
-            )
-            returncode: int | None = done.returncode
+            returncode: int | None = process.wait(timeout=options.timeout_seconds)
         except subprocess.TimeoutExpired:
             returncode = None
+            process.kill()
+            process.wait()
         except BaseException:
             # Ctrl-C: what schemathesis wrote so far is masked all the same.
+            process.kill()
+            process.wait()
+            stop.set()
             scrub_run_dir(run_dir, known=secrets)
             raise
+        finally:
+            stop.set()
+            watcher.join(timeout=10)
     finished = datetime.now(UTC)
 
-    events = run_dir / "events.ndjson"
     results: dict[str, Any] = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "target": target.base_url,

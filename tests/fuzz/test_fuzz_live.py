@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fuzz_verdict_support import statuses, verdict_of
 
 from conformance.fuzz import FuzzOptions, run_fuzz
 from conformance.fuzz.runner import FuzzTarget, fuzz_target
@@ -20,6 +22,8 @@ from conformance.model import ExitStatus
 from reference_server.devservices import free_port
 
 BROKEN_APP = Path(__file__).with_name("broken_app.py")
+PROGRESS = re.compile(r"fuzz: (examples|coverage|fuzzing) phase: (\d+)/(\d+) operations done, "
+                      r"(\d+) failures? so far")
 STARTUP_ATTEMPTS = 150  # x 0.2 s
 
 
@@ -65,7 +69,9 @@ def _check(results: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_broken_build_defects_are_both_found(broken_server: str, tmp_path: Path) -> None:
+def test_broken_build_defects_are_both_found(
+    broken_server: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     """A 500 on an edge case and a schema-violating response are reported with reproducers."""
     options = FuzzOptions(
         max_examples=5,
@@ -79,6 +85,10 @@ def test_broken_build_defects_are_both_found(broken_server: str, tmp_path: Path)
     outcome = fuzz_target(options, target, tmp_path / "reports" / "broken" / "fuzz")
 
     assert outcome.exit_status is ExitStatus.BLOCKED
+    # Progress was shown while it ran: operations done of total, failures so far.
+    progress = PROGRESS.findall(capfd.readouterr().err)
+    assert progress, "no progress line"
+    assert any(int(failures) > 0 for *_, failures in progress)
     written = json.loads(outcome.results_file.read_text(encoding="utf-8"))
     assert written["status"] == "failed"
 
@@ -102,6 +112,13 @@ def test_broken_build_defects_are_both_found(broken_server: str, tmp_path: Path)
     assert "<failure" in (run_dir / "junit.xml").read_text(encoding="utf-8")
     assert "Bearer ey" not in (run_dir / "fuzz-results.json").read_text(encoding="utf-8")
 
+    # --fuzz-results folds both defects into the readiness report as failed items.
+    _, _, document, readiness = verdict_of(outcome.results_file, tmp_path / "verdict")
+    found = statuses(document)
+    assert found["API-FUZZ-NOT-A-SERVER-ERROR"] == "failed"
+    assert found["API-FUZZ-RESPONSE-SCHEMA-CONFORMANCE"] == "failed"
+    assert "`failed` **API-FUZZ-NOT-A-SERVER-ERROR**" in readiness
+
 
 @pytest.mark.slow
 def test_reference_stack_fuzzes_clean(tmp_path: Path) -> None:
@@ -120,3 +137,7 @@ def test_reference_stack_fuzzes_clean(tmp_path: Path) -> None:
     assert results["errors"] == []
     assert results["totals"]["operations_exercised"] == results["totals"]["operations"] == 32
     assert outcome.exit_status is ExitStatus.READY
+    code, _, document, _ = verdict_of(outcome.results_file, tmp_path / "verdict")
+    assert code == 0
+    assert set(statuses(document).values()) <= {"passed", "not_applicable"}
+    assert statuses(document)["API-FUZZ-NOT-A-SERVER-ERROR"] == "passed"
