@@ -1,8 +1,9 @@
 """The SSH test host: one container of compose/images/sshhost per test session, reached over SSH.
 
-Its ports are published on a loopback address of its own (127.x.y.z), with the deployment's real
-port numbers: the host checks reach it as `ssh://deploy@127.x.y.z` and probe its 5432 or 6379
-from outside exactly as they would a user's server. Tests flip one defect and restore it.
+Its ports are published on a loopback address of its own (127.x.y.z), the deployment's with their
+real numbers, sshd's on a free port (this machine may run an sshd on every address): the host
+checks reach it as `ssh://deploy@127.x.y.z:PORT` and probe its 5432 or 6379 from outside exactly
+as they would a user's server. Tests flip one defect and restore it.
 Without an engine or the image the tests skip, saying why; in CI (TASKFORGE_REQUIRE_DOCKER=1)
 they fail instead.
 """
@@ -26,7 +27,8 @@ from conformance.stack.docker import LABEL_HOST, LABEL_PID, LABEL_RUN
 from conformance.stack.images import SSH_HOST
 
 REQUIRE_DOCKER = "TASKFORGE_REQUIRE_DOCKER"
-PUBLISHED_PORTS = (22, 80, 443, 5432, 6379, 9090, 9093, 3000, 8000)
+#: The deployment's ports, published with their own numbers (the firewall item probes these).
+PUBLISHED_PORTS = (80, 443, 5432, 6379, 9090, 9093, 3000, 8000)
 START_TIMEOUT_SECONDS = 20
 
 
@@ -36,18 +38,19 @@ def _unusable(why: str) -> None:
     pytest.skip(f"docker: {why}")
 
 
-def _wait_for_sshd(address: str) -> None:
+def _wait_for_sshd(address: str, port: int) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection((address, 22), timeout=1) as sock:
+            with socket.create_connection((address, port), timeout=1) as sock:
                 sock.settimeout(1)
                 if sock.recv(4).startswith(b"SSH-"):
                     return
         except OSError:
             pass
         time.sleep(0.2)
-    raise AssertionError(f"sshd on {address}:22 did not answer within {START_TIMEOUT_SECONDS}s")
+    raise AssertionError(f"sshd on {address}:{port} did not answer within "
+                         f"{START_TIMEOUT_SECONDS}s")
 
 
 @pytest.fixture(scope="session")
@@ -109,10 +112,11 @@ def ssh_host(tmp_path_factory: pytest.TempPathFactory, sql_dump: bytes) -> Itera
         "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
         f"  ControlPath {control}/%C\n"
     )
-    # A loopback address of its own, so that its 22 and 5432 are its own and nobody else's.
+    # A loopback address of its own, so that its 5432 is its own and nobody else's.
     address = f"127.{random.randint(64, 250)}.{random.randint(0, 255)}.{random.randint(2, 254)}"
     name = f"taskforge-sshhost-test-{os.getpid()}-{random.randint(0, 1 << 30)}"
-    publish = [arg for port in PUBLISHED_PORTS for arg in ("-p", f"{address}:{port}:{port}")]
+    publish = ["-p", f"{address}::22",
+               *(arg for port in PUBLISHED_PORTS for arg in ("-p", f"{address}:{port}:{port}"))]
     started = subprocess.run(
         # The stack's labels: engine-wide container counts leave it out, and a stack run reaps
         # it when this process died by SIGKILL.
@@ -121,11 +125,19 @@ def ssh_host(tmp_path_factory: pytest.TempPathFactory, sql_dump: bytes) -> Itera
          "-e", f"AUTHORIZED_KEY={(work / 'id_ed25519.pub').read_text().strip()}", *publish,
          SSH_HOST.name], capture_output=True, text=True, timeout=60, check=False)
     if started.returncode != 0:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60,
+                       check=False)
+        if "address already in use" in started.stderr:
+            _unusable("a port of the deployment is taken on every address of this machine: "
+                      f"{started.stderr.strip()[-200:]}")
         raise AssertionError(f"the SSH test host did not start: {started.stderr.strip()}")
-    host = SshHost(container=name, address=address,
-                   spec=f"ssh://deploy@{address}:22?ssh_config={config}")
     try:
-        _wait_for_sshd(address)
+        mapped = subprocess.run(["docker", "port", name, "22/tcp"], capture_output=True,
+                                text=True, timeout=30, check=True).stdout.split()[0]
+        port = int(mapped.rpartition(":")[2])
+        host = SshHost(container=name, address=address,
+                       spec=f"ssh://deploy@{address}:{port}?ssh_config={config}")
+        _wait_for_sshd(address, port)
         compose = work / "docker-compose.prod.yml"
         compose.write_text(guide_compose_file())
         dump = work / "taskforge_dump.sql.gz"
