@@ -31,6 +31,10 @@ MIN_SECRET_BYTES = 32
 #: Length says little ('a' * 32, 'secret' * 6 and 'Password1!' * 4 are long and guessable);
 #: 48 random bytes (what with_generated_secrets makes) come out near 10^64.
 MIN_SECRET_GUESSES_LOG10 = 30
+#: Where Prometheus and the operator's own tools scrape from (loopback, RFC 1918, ULA).
+PRIVATE_NETWORKS = (
+    "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"
+)
 
 
 class Environment(StrEnum):
@@ -120,6 +124,15 @@ class Settings(BaseSettings):
     # Metrics
     METRICS_ENABLED: bool = Field(True, description="Serve Prometheus metrics")
     METRICS_ENDPOINT: str = Field("/metrics", pattern=r"^/[A-Za-z0-9_\-/]*$")
+    # The metrics name every tenant's queues and job types: not for the public (reference).
+    METRICS_ALLOWED_NETWORKS: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="Client networks (comma-separated) served the metrics without METRICS_TOKEN; "
+        "default in production: loopback and private networks, elsewhere: everyone",
+    )
+    METRICS_TOKEN: str | None = Field(
+        None, description="Bearer token that is served the metrics from any address"
+    )
     PROMETHEUS_PUSH_GATEWAY: str | None = Field(None, description="Accepted, unused")
 
     # Monitoring
@@ -174,6 +187,16 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("METRICS_ALLOWED_NETWORKS", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [p.strip() for p in value.split(",") if p.strip()]
+        if isinstance(value, list):
+            for item in value:
+                ipaddress.ip_network(str(item), strict=False)
         return value
 
     @field_validator("TRUSTED_PROXIES", mode="before")
@@ -247,6 +270,13 @@ class Settings(BaseSettings):
         return self.APP_ENVIRONMENT is Environment.PRODUCTION
 
     @property
+    def metrics_networks(self) -> list[str] | None:
+        """Who may scrape without METRICS_TOKEN; None: everyone."""
+        if self.METRICS_ALLOWED_NETWORKS is not None:
+            return self.METRICS_ALLOWED_NETWORKS
+        return list(PRIVATE_NETWORKS) if self.is_production else None
+
+    @property
     def login_throttle_failure_mode(self) -> RateLimitFailureMode:
         """Without Redis there is no lockout: production refuses logins then, unless told."""
         if self.LOGIN_THROTTLE_FAILURE_MODE is not None:
@@ -256,8 +286,10 @@ class Settings(BaseSettings):
     def production_problems(self) -> list[ConfigurationError]:
         """What production refuses to start with, one error per variable."""
         problems: list[ConfigurationError] = []
-        for name in ("JWT_SECRET", "JWT_REFRESH_SECRET"):
+        for name in ("JWT_SECRET", "JWT_REFRESH_SECRET", "METRICS_TOKEN"):
             value: str | None = getattr(self, name)
+            if not value and name == "METRICS_TOKEN":
+                continue  # optional
             if not value:
                 problems.append(ConfigurationError(name, "is required in production"))
             elif is_placeholder(value):

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 from importlib import resources
 from typing import Any
 
 from quart import Blueprint, Response
 
 from reference_server import __version__, job_metrics, metrics
-from reference_server.api.common import json_response, request_id, state
+from reference_server.api.common import (
+    client_ip,
+    json_response,
+    request_header,
+    request_id,
+    state,
+)
 from reference_server.exceptions import NotFound
 from reference_server.httpcore import now_iso
 from reference_server.migrate import migration_status
@@ -99,8 +107,28 @@ async def ready() -> Response:
 _seen_queue_labels: set[tuple[str, str]] = set()
 
 
+def may_scrape() -> bool:
+    """METRICS_TOKEN as bearer, or a client in the allowed networks (client_ip: behind a
+    trusted proxy, the address it forwarded)."""
+    settings = state().settings
+    if settings.METRICS_TOKEN:
+        given = (request_header("authorization") or "").encode()
+        if hmac.compare_digest(given, f"Bearer {settings.METRICS_TOKEN}".encode()):
+            return True
+    networks = settings.metrics_networks
+    if networks is None:
+        return True
+    try:
+        address = ipaddress.ip_address(client_ip())
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
+
+
 async def metrics_view() -> Response:
     """Prometheus text; gauges that describe shared state are refreshed at scrape time."""
+    if not may_scrape():  # answered as if there were none, as with METRICS_ENABLED=false
+        raise NotFound("not found")
     st = state()
     if st.pool is not None:
         pool = st.pool

@@ -110,6 +110,8 @@ def test_bad_values_name_their_variable(overrides: dict[str, object], variable: 
         ({"CORS_ALLOWED_ORIGINS": "https://ok.test,null"}, "CORS_ALLOWED_ORIGINS"),
         ({"CORS_ALLOWED_ORIGINS": "http://app.example.test"}, "CORS_ALLOWED_ORIGINS"),
         ({"RATE_LIMIT_ENABLED": "false"}, "RATE_LIMIT_ENABLED"),
+        ({"METRICS_TOKEN": "metrics" * 5}, "METRICS_TOKEN"),
+        ({"METRICS_ALLOWED_NETWORKS": "10.0.0.0/8,not-a-network"}, "METRICS_ALLOWED_NETWORKS"),
     ],
 )
 def test_production_refuses_weak_settings(overrides: dict[str, object], variable: str) -> None:

@@ -45,3 +45,31 @@ async def test_two_thousand_methods_and_job_types_keep_metrics_small(
         if s.name.endswith("_total")
     }
     assert folded["job_type"] >= 1
+
+
+async def test_production_serves_the_metrics_to_private_networks_or_the_metrics_token(
+    database_url: str, redis_url: str
+) -> None:
+    """The metrics name every tenant's queues and job types: no anonymous public scrape."""
+    token = "m" + "Zq7vK2pX9rT4wL8nB3cF6hJ1dG5sA0yE"
+    async with running_app(
+        database_url,
+        redis_url,
+        APP_ENVIRONMENT="production",
+        TRUSTED_PROXIES="10.0.0.5/32",
+        METRICS_TOKEN=token,
+    ) as api:
+        public = await api.get("/metrics")
+        loopback = await api.get("/metrics", ip="127.0.0.1")
+        private = await api.get("/metrics", ip="192.168.3.4")
+        with_token = await api.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        wrong_token = await api.get("/metrics", headers={"Authorization": "Bearer nope"})
+        via_proxy = await api.get(
+            "/metrics", ip="10.0.0.5", headers={"X-Forwarded-For": "198.51.100.20"}
+        )
+    async with running_app(database_url, redis_url) as api:
+        elsewhere = await api.get("/metrics")
+    assert [public.status_code, wrong_token.status_code, via_proxy.status_code] == [404] * 3
+    assert [loopback.status_code, private.status_code, with_token.status_code] == [200] * 3
+    assert b"taskforge_" not in await public.get_data()
+    assert elsewhere.status_code == 200  # outside production, by default, anyone
