@@ -23,6 +23,7 @@ from conformance.checks.static import (  # noqa: F401
     env,
     logfile,
     nginx,
+    nginxload,
     procedures,
     prometheus,
     sizing,

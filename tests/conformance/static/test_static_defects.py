@@ -135,12 +135,12 @@ def test_sizing_http_connections(compose_copy: Path) -> None:
     assert failing(findings) == {"SIZING-HTTP-CONNECTIONS"}
 
 
-def cert_findings(compose_copy: Path) -> list[str]:
+def cert_findings(compose_copy: Path, also: frozenset[str] = frozenset()) -> list[str]:
     findings = run_checks(
         ("NGINX",), nginx_conf=compose_copy / "nginx" / "nginx.conf",
         compose_file=compose_copy / "docker-compose.prod.yml", env_file=compose_copy / ".env",
     )
-    assert failing(findings) <= {"NGINX-TLS-CERT-INSTALLED"}
+    assert failing(findings) <= {"NGINX-TLS-CERT-INSTALLED"} | also
     return [f.message for f in findings if f.item_id == "NGINX-TLS-CERT-INSTALLED"
             and f.status is Status.FAILED]
 
@@ -170,7 +170,10 @@ def test_certificate_with_another_key(compose_copy: Path, tmp_path: Path) -> Non
     install_certificate(tmp_path / "other", "api.example.com")
     shutil.copyfile(tmp_path / "other" / "private.key",
                     compose_copy / "nginx" / "ssl" / "private.key")
-    assert cert_findings(compose_copy) == ["private.key is not the key of certificate.crt"]
+    # nginx itself refuses a certificate with another's key: `nginx -t` says so too.
+    assert cert_findings(compose_copy, frozenset({"NGINX-CONFIG-LOADS"})) == [
+        "private.key is not the key of certificate.crt"
+    ]
 
 
 def test_wildcard_certificate_names_the_host(compose_copy: Path) -> None:
