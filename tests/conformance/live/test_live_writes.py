@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import ssl
+from typing import Any
 
+import httpx
+import pytest
 from live_support import ServerFactory
 from recording_proxy import Exchange, recording_proxy
 
@@ -28,9 +31,22 @@ def describe(exchanges: list[Exchange]) -> str:
     return "\n".join(f"{e.method} {e.path} -> {e.status}" for e in exchanges)
 
 
+def second_account(base_url: str, verify: ssl.SSLContext) -> tuple[str, str]:
+    """An account in another organisation, registered directly (not through the recorder)."""
+    email, password = "second-org@example.test", "another long enough password"
+    with httpx.Client(base_url=base_url, verify=verify, timeout=10) as client:
+        answer = client.post("/api/v1/auth/register", json={
+            "email": email, "password": password, "organization_name": "second organisation"})
+        assert answer.status_code == 201, answer.text
+    return email, password
+
+
+@pytest.mark.parametrize("inputs", ["credentials", "every identity input"])
 def test_without_allow_writes_only_the_smoke_job_is_written(
-    server_factory: ServerFactory,
+    server_factory: ServerFactory, inputs: str
 ) -> None:
+    """With only the run's credentials, and with a second organisation and the server's JWT
+    secret given too (the tenant and auth batteries then go as far as they can read-only)."""
     live = (s for s in registered_checks() if s.name.startswith("conformance.checks.live."))
     specs = sorted(live, key=lambda s: s.last)  # the plugin's order: the rate-limit burst last
     assert len(specs) >= 20
@@ -40,8 +56,13 @@ def test_without_allow_writes_only_the_smoke_job_is_written(
         verify = ssl.create_default_context(cafile=str(reference.ca_bundle))
         with recording_proxy(reference.base_url, verify) as (url, recorder):
             foreign = Target(base_url=url, provider="external", is_reference=False)
+            extra: dict[str, Any] = {}
+            if inputs == "every identity input":
+                second_email, second_password = second_account(reference.base_url, verify)
+                extra = {"second_email": second_email, "second_password": second_password,
+                         "jwt_secret": reference.env["JWT_SECRET"]}
             ctx = CheckContext(target=foreign, email=reference.admin_email,
-                               password=reference.admin_password, run_id=RUN_ID)
+                               password=reference.admin_password, run_id=RUN_ID, **extra)
             findings = [f for spec in specs for f in spec.run(ctx)]
             exchanges = recorder.snapshot()
 
@@ -50,11 +71,12 @@ def test_without_allow_writes_only_the_smoke_job_is_written(
     assert any(f.status is Status.PASSED for f in findings)
     writes = [e for e in exchanges if e.method not in SAFE]
     sessions = [e for e in writes if e.path in SESSION_PATHS]
+    given = {(reference.admin_email, reference.admin_password),
+             (ctx.second_email, ctx.second_password)}
     for login in (e for e in sessions if e.path == "/api/v1/auth/login"):
-        # Only the run's own account, with its own password: no guessing, no lock-out.
+        # Only the accounts given, with their own passwords: no guessing, no lock-out.
         sent = json.loads(login.body)
-        assert (sent["email"], sent["password"]) == (reference.admin_email,
-                                                     reference.admin_password)
+        assert (sent["email"], sent["password"]) in given
     others = [e for e in writes if e.path not in SESSION_PATHS]
     accepted = [e for e in others if e.status < 400]
     # One accepted write: the smoke job, tagged with the run ID.
