@@ -66,6 +66,31 @@ def test_conformance_run_writes_no_given_credential(
 
 
 @pytest.mark.slow
+def test_live_conformance_run_writes_no_credential_it_received(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against the reference stack: its admin's password, and the tokens and keys its checks got."""
+    import conformance.stack.embedded as embedded
+
+    passwords: list[str] = []
+    register = embedded.register_admin
+
+    def recording_register(*args: object, **kwargs: object) -> tuple[str, str]:
+        email, password = register(*args, **kwargs)  # type: ignore[arg-type]
+        passwords.append(password)
+        return email, password
+
+    monkeypatch.setattr(embedded, "register_admin", recording_register)
+    reports = tmp_path / "reports"
+    argv = ["run", "--stack", "embedded", "--phase", "post-deploy", "--reports-dir", str(reports)]
+    monkeypatch.setattr(sys, "argv", ["conformance", *argv])
+    assert conformance_main(argv) in (0, 1)
+    assert passwords, "the reference stack registered no admin"
+    assert list(reports.glob("*/results.json"))
+    assert leaks(reports, passwords) == []
+
+
+@pytest.mark.slow
 def test_fuzz_run_writes_no_credential_it_used_or_received(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
