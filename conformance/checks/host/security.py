@@ -321,9 +321,10 @@ def ssh_passwords(context: CheckContext) -> Iterator[Finding]:
             Status.PASSED, "sshd's configuration unreadable")
         prompts = [m for m in offered or () if m in PASSWORD_METHODS]
         if prompts:
+            hint = (" (the configuration on disk refuses them: reload sshd)"
+                    if status is Status.PASSED else "")
             status = Status.FAILED
-            message += (f"; the running sshd offers {', '.join(prompts)} (a changed "
-                        "configuration takes effect when sshd is reloaded)")
+            message += f"; the running sshd offers {', '.join(prompts)}{hint}"
         elif offered is not None:
             message += f"; the running sshd offers only {', '.join(offered)}"
             if status is Status.FAILED:

@@ -97,7 +97,8 @@ def test_a_running_sshd_that_offers_passwords_fails_though_its_files_say_no(
         found = judged(ssh_host, security.ssh_passwords, "HOST-SSH-NO-PASSWORD")
     assert found.status is Status.FAILED
     assert "sshd refuses password logins (sshd -T)" in found.message  # the files
-    assert "the running sshd offers password" in found.message  # the daemon, from outside
+    assert "the running sshd offers password (the configuration on disk refuses them: reload " \
+           "sshd)" in found.message  # the daemon, from outside
 
 
 def test_missing_taskforge_directory_fails(ssh_host: SshHost) -> None:
