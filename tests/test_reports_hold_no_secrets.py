@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +21,6 @@ from leak_support import leaks
 import conformance.fuzz.runner as fuzz_runner
 from conformance.cli import main as conformance_main
 from conformance.fuzz import FuzzOptions
-from conformance.fuzz.credentials import AuthHeader
 from conformance.fuzz.runner import FuzzTarget, fuzz_target
 from conformance.reporting.redact import MASK, mask_argv
 from conformance.stack import open_stack
@@ -38,6 +39,21 @@ stages = [ { until = 4, users = 3, spawn_rate = 3 } ]
 [profiles.tiny.thresholds]
 error_rate = 1.0
 """
+
+
+def recorded(monkeypatch: pytest.MonkeyPatch, owner: object, name: str,
+             secret_of: Callable[[Any], str]) -> list[str]:
+    """Wrap `owner.name` so that the credential each call hands out is recorded."""
+    seen: list[str] = []
+    original = getattr(owner, name)
+
+    def wrapper(*args: object, **kwargs: object) -> Any:
+        result = original(*args, **kwargs)
+        seen.append(secret_of(result))
+        return result
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return seen
 
 
 def test_command_line_credentials_are_masked_and_the_rest_kept() -> None:
@@ -72,15 +88,7 @@ def test_live_conformance_run_writes_no_credential_it_received(
     """Against the reference stack: its admin's password, and the tokens and keys its checks got."""
     import conformance.stack.embedded as embedded
 
-    passwords: list[str] = []
-    register = embedded.register_admin
-
-    def recording_register(*args: object, **kwargs: object) -> tuple[str, str]:
-        email, password = register(*args, **kwargs)  # type: ignore[arg-type]
-        passwords.append(password)
-        return email, password
-
-    monkeypatch.setattr(embedded, "register_admin", recording_register)
+    passwords = recorded(monkeypatch, embedded, "register_admin", lambda pair: pair[1])
     reports = tmp_path / "reports"
     argv = ["run", "--stack", "embedded", "--phase", "post-deploy", "--reports-dir", str(reports)]
     monkeypatch.setattr(sys, "argv", ["conformance", *argv])
@@ -95,15 +103,8 @@ def test_fuzz_run_writes_no_credential_it_used_or_received(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fuzzer's own login, and the API keys and tokens its requests were answered with."""
-    used: list[str] = []
-    login = fuzz_runner.register_and_login
-
-    def recording_login(base_url: str, **kwargs: object) -> AuthHeader:
-        auth = login(base_url, **kwargs)  # type: ignore[arg-type]
-        used.append(auth.value.removeprefix("Bearer "))
-        return auth
-
-    monkeypatch.setattr(fuzz_runner, "register_and_login", recording_login)
+    used = recorded(monkeypatch, fuzz_runner, "register_and_login",
+                    lambda auth: auth.value.removeprefix("Bearer "))
     with open_stack("embedded") as target:
         run_dir = tmp_path / "reports" / "fuzz-run" / "fuzz"
         options = FuzzOptions(max_examples=2, phases=("examples", "coverage"),
