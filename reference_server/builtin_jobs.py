@@ -38,6 +38,8 @@ IDLE_RECHECK_SECONDS = 5.0
 DEGRADED_RECHECK_SECONDS = 0.5
 #: Bound on the final acknowledgement flush at shutdown.
 FINAL_FLUSH_TIMEOUT_SECONDS = 10.0
+#: How often the pool renews its leases (the store's lease is several times longer).
+RENEW_SECONDS = 2.0
 
 log = logging.getLogger(__name__)
 #: How long a finished job's acknowledgement is retried while the database is away. A job whose
@@ -206,6 +208,10 @@ class BuiltinStore(Protocol):
         """Hand unfinished leases back (shutdown)."""
         ...
 
+    async def renew_builtin(self) -> int:
+        """Renew every lease the pool holds (short leases, renewed while their jobs run)."""
+        ...
+
 
 class BuiltinPool:
     """`runners` lease loops of up to `batch_size` jobs each, and one acknowledgement flusher.
@@ -215,9 +221,16 @@ class BuiltinPool:
     """
 
     def __init__(
-        self, store: BuiltinStore, notifier: Notifier, *, runners: int, batch_size: int
+        self,
+        store: BuiltinStore,
+        notifier: Notifier,
+        *,
+        runners: int,
+        batch_size: int,
+        renew_seconds: float = RENEW_SECONDS,
     ) -> None:
         self._store = store
+        self._renew_seconds = renew_seconds
         self._notifier = notifier
         self._runners = max(1, runners)
         self._batch_size = max(1, batch_size)
@@ -225,6 +238,7 @@ class BuiltinPool:
         self._runner_tasks: list[asyncio.Task[None]] = []
         self._job_tasks: set[asyncio.Task[None]] = set()
         self._flusher_task: asyncio.Task[None] | None = None
+        self._renewer_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._closing = False
         self._results: list[Outcome] = []
@@ -252,6 +266,7 @@ class BuiltinPool:
         self._subscription = contextlib.ExitStack()
         self._subscription.enter_context(self._notifier.on_builtin_work(self.wake_one))
         self._flusher_task = asyncio.create_task(self._flusher(), name="taskforge-builtin-acks")
+        self._renewer_task = asyncio.create_task(self._renewer(), name="taskforge-builtin-renew")
         self._runner_tasks = [
             asyncio.create_task(self._runner(), name=f"taskforge-builtin-{n}")
             for n in range(self._runners)
@@ -291,7 +306,21 @@ class BuiltinPool:
                 await self._store.release_builtin(ids)
             except Exception:
                 log.exception("could not release %d built-in leases; the reaper will", len(ids))
+        if self._renewer_task is not None:
+            self._renewer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer_task
+            self._renewer_task = None
         self._unacked = 0
+
+    async def _renewer(self) -> None:
+        """The pool's heartbeat, until stop() has handed back what it held."""
+        while True:
+            await asyncio.sleep(self._renew_seconds)
+            try:
+                await self._store.renew_builtin()
+            except Exception:
+                log.warning("could not renew the built-in leases; trying again", exc_info=True)
 
     def _recheck_seconds(self) -> float:
         return IDLE_RECHECK_SECONDS if self._notifier.listening else DEGRADED_RECHECK_SECONDS

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
-from reference_server.builtin_jobs import BuiltinPool
+import asyncpg
+
+from reference_server.builtin_jobs import RENEW_SECONDS, BuiltinPool
 from reference_server.group_commit import (
     CompleteItem,
     GroupCommit,
@@ -22,13 +25,11 @@ from reference_server.group_commit import (
     submit_writer,
 )
 from reference_server.job_store import JobStore
-from reference_server.leases import WorkerLeases
+from reference_server.leases import BUILTIN_LEASE_SECONDS, WorkerLeases
 from reference_server.notifications import Notifier
 from reference_server.reaper import Maintenance
 
 if TYPE_CHECKING:
-    import asyncpg
-
     from reference_server.config import Settings
     from reference_server.models import Job
 
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 #: 34.9 / 28.3 ms. Runners times this bounds the leases the pool holds unacknowledged (sleep
 #: jobs in flight), and a batch's payloads are in memory together.
 BUILTIN_BATCH_SIZE = 500
+
+log = logging.getLogger(__name__)
 
 
 class Engine(JobStore, WorkerLeases, Maintenance):
@@ -51,6 +54,8 @@ class Engine(JobStore, WorkerLeases, Maintenance):
         lease_seconds_default: int = 30,
         builtin_workers: int = 4,
         builtin_batch_size: int = BUILTIN_BATCH_SIZE,
+        builtin_lease_seconds: int = BUILTIN_LEASE_SECONDS,
+        builtin_renew_seconds: float = RENEW_SECONDS,
         reaper_interval_seconds: float = 1.0,
         retention_interval_seconds: float = 600.0,
         heartbeat_interval_seconds: int = 10,
@@ -68,13 +73,19 @@ class Engine(JobStore, WorkerLeases, Maintenance):
         self.retention_interval_seconds = retention_interval_seconds
         self.notifier = Notifier(pool)
         self.builtin_worker_id = uuid4()
+        self.builtin_lease_seconds = builtin_lease_seconds
         self._worker_owners = {}
         self._owner_lookups = {}
-        self.builtin: BuiltinPool | None = (
-            BuiltinPool(self, self.notifier, runners=builtin_workers, batch_size=builtin_batch_size)
-            if builtin_workers > 0
-            else None
-        )
+        self.builtin: BuiltinPool | None = None
+        if builtin_workers > 0:
+            self.builtin = BuiltinPool(
+                self,
+                self.notifier,
+                runners=builtin_workers,
+                batch_size=builtin_batch_size,
+                renew_seconds=builtin_renew_seconds,
+            )
+            self.notifier.on_connect(self.hold_lessee_lock)
         self._stopping = False
         self._reaper_wake = asyncio.Event()
         self._reaper_task: asyncio.Task[None] | None = None
@@ -84,9 +95,18 @@ class Engine(JobStore, WorkerLeases, Maintenance):
         return cls(pool, builtin_workers=settings.BUILTIN_WORKERS, **options)
 
     async def start(self) -> None:
-        """Listen for wake-ups, start the reaper and the built-in pool."""
+        """Listen for wake-ups, release the leases of gone processes, start the reaper and the
+        built-in pool (registered as a lessee, its lock held on the LISTEN connection)."""
         self._stopping = False
         await self.notifier.start()
+        try:
+            if self.builtin is not None:
+                await self.register_lessee()
+            # At once: jobs a crashed process held run again now, not when their leases end.
+            await self.release_gone_lessees()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            log.warning("could not look for gone lessees at start-up; the reaper will",
+                        exc_info=True)
         if self._reaper_task is None:
             self._reaper_wake.clear()
             self._reaper_task = asyncio.create_task(self._reaper(), name="taskforge-reaper")
@@ -99,6 +119,10 @@ class Engine(JobStore, WorkerLeases, Maintenance):
         self.notifier.wake_all()
         if self.builtin is not None:
             await self.builtin.stop(grace_seconds)
+            try:
+                await self.drop_lessee()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.warning("could not drop this process's lessee row; others will", exc_info=True)
         if self._reaper_task is not None:
             self._reaper_wake.set()
             self._reaper_task.cancel()

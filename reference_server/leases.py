@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
+import os
 import random
+import socket
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,8 +34,9 @@ if TYPE_CHECKING:
 
 Q = queries.load("jobs.sql")
 
-#: The built-in pool's lease outlives the job's own timeout by this much.
-BUILTIN_LEASE_MARGIN_SECONDS = 60
+#: The built-in pool leases its waiting jobs this long and renews the leases while they run
+#: (builtin_jobs.RENEW_SECONDS): a crashed process's jobs come back within seconds.
+BUILTIN_LEASE_SECONDS = 10
 #: A long-poll re-checks this often when the listener is down (degraded mode, not the normal path).
 DEGRADED_POLL_SECONDS = 0.5
 #: Worker identities whose owner this process remembers (bindings never change once made).
@@ -41,6 +45,13 @@ WORKER_OWNER_CACHE_SIZE = 10_000
 MAX_ACK_RESULTS = 100
 
 _random = random.SystemRandom()
+
+log = logging.getLogger(__name__)
+
+
+def lessee_lock_key(lessee_id: UUID) -> int:
+    """The advisory lock key of a lessee: its id's first 64 bits, signed as PostgreSQL wants."""
+    return int.from_bytes(lessee_id.bytes[:8], "big", signed=True)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -73,6 +84,7 @@ class WorkerLeases:
     heartbeat_interval_seconds: int
     #: The lessee id of this process's built-in pool (no row in `workers`: it serves every org).
     builtin_worker_id: UUID
+    builtin_lease_seconds: int
     #: worker id -> (organisation, credential) of the workers this process has looked up.
     _worker_owners: dict[UUID, tuple[UUID, str | None]]
     _owner_lookups: dict[UUID, asyncio.Future[tuple[UUID, str | None] | None]]
@@ -404,7 +416,7 @@ class WorkerLeases:
                         [job.id for job in jobs],
                         run(jobs),
                         self.builtin_worker_id,
-                        BUILTIN_LEASE_MARGIN_SECONDS,
+                        self.builtin_lease_seconds,
                     )
                 await conn.execute("COMMIT")
             except BaseException:
@@ -438,6 +450,38 @@ class WorkerLeases:
             error_message=error_message,
             retryable=retryable,
         )
+
+    async def renew_builtin(self) -> int:
+        """The built-in pool's heartbeat: renew its lessee row and every lease it holds.
+
+        Returns how many leases were renewed. A row found gone (judged gone while this process
+        could not renew: its leases were released then) is registered again.
+        """
+        row = await self._pool.fetchrow(
+            Q["renew_builtin_leases"], self.builtin_worker_id, self.builtin_lease_seconds
+        )
+        assert row is not None  # an aggregate row
+        if not row["registered"]:
+            log.warning("this process's built-in lessee row was gone; registering it again")
+            await self.register_lessee()
+        return int(row["renewed"])
+
+    async def register_lessee(self) -> None:
+        """Record this process's built-in pool as a lessee (see migration 20261201000002)."""
+        await self._pool.execute(
+            Q["register_lessee"],
+            self.builtin_worker_id,
+            lessee_lock_key(self.builtin_worker_id),
+            socket.gethostname(),
+            os.getpid(),
+        )
+
+    async def hold_lessee_lock(self, conn: asyncpg.Connection) -> None:
+        """On the LISTEN connection, for as long as it lives: this lessee's process is alive."""
+        await conn.execute(Q["lock_lessee"], lessee_lock_key(self.builtin_worker_id))
+
+    async def drop_lessee(self) -> None:
+        await self._pool.execute(Q["drop_lessee"], self.builtin_worker_id)
 
     async def release_builtin(self, job_ids: Sequence[UUID]) -> int:
         """Hand this process's built-in leases back unfinished (see release_jobs)."""

@@ -15,7 +15,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Awaitable, Callable, Iterable, Iterator
 
     import asyncpg
 
@@ -34,6 +34,8 @@ class Notifier:
         self._pool = pool
         self._queue_waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._builtin_handlers: list[Callable[[], None]] = []
+        #: Run on the LISTEN connection each time it is (re)made, before listening counts.
+        self._on_connect: list[Callable[[asyncpg.Connection], Awaitable[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self._closing = asyncio.Event()
@@ -47,6 +49,11 @@ class Notifier:
     def waiting(self, queue_id: object) -> int:
         """How many lessees wait on this queue right now."""
         return len(self._queue_waiters.get(str(queue_id), ()))
+
+    def on_connect(self, hook: Callable[[asyncpg.Connection], Awaitable[None]]) -> None:
+        """Run `hook` on the listening connection whenever it is made (session state that must
+        live as long as the process: the built-in pool's lessee lock)."""
+        self._on_connect.append(hook)
 
     async def start(self) -> None:
         """Start listening; return once LISTEN is in place (or after a bounded wait)."""
@@ -85,6 +92,8 @@ class Notifier:
         async with self._pool.acquire() as conn:
             conn.add_termination_listener(lambda _c: lost.set())
             await conn.add_listener(CHANNEL, self._on_notification)
+            for hook in self._on_connect:
+                await hook(conn)
             self._listening.set()
             try:
                 await lost.wait()

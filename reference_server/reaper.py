@@ -8,11 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from reference_server import job_metrics, queries
 from reference_server.models import JobStatus
+
+if TYPE_CHECKING:
+    from uuid import UUID
 
 Q = queries.load("jobs.sql")
 
@@ -22,6 +26,14 @@ log = logging.getLogger(__name__)
 MAINTENANCE_BATCH = 1000
 #: Bound on the reaper's passes per tick when a backlog of expired leases builds up.
 MAINTENANCE_MAX_PASSES = 20
+#: A lessee whose lock is free and whose renewal (every builtin_jobs.RENEW_SECONDS) is this overdue
+#: is gone. The delay spares a live process that lost its LISTEN connection for a moment (a
+#: database restart) and has not locked again yet: it still renews.
+LESSEE_GONE_AFTER_SECONDS = 5.0
+#: A tick this much later than due means the database or this process was away...
+REAPER_GAP_SECONDS = 2.0
+#: ... and leases are taken back only this long after it is back (renewals and acks first).
+RECOVERY_GRACE_SECONDS = 5.0
 
 
 class Maintenance:
@@ -29,6 +41,7 @@ class Maintenance:
 
     _pool: asyncpg.Pool
     _stopping: bool
+    builtin_worker_id: UUID
     _reaper_wake: asyncio.Event
     reaper_interval_seconds: float
     retention_interval_seconds: float
@@ -49,6 +62,25 @@ class Maintenance:
             if len(rows) < MAINTENANCE_BATCH:
                 break
         return total
+
+    async def release_gone_lessees(
+        self, gone_after_seconds: float = LESSEE_GONE_AFTER_SECONDS
+    ) -> int:
+        """Leases held by built-in pools whose process is gone: pending again at once (the
+        attempt counts, as when a lease runs out) or dead; returns how many jobs."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                Q["release_gone_lessees"], self.builtin_worker_id, gone_after_seconds
+            )
+            wake = [r["wake_key"] for r in rows if r["status"] == JobStatus.PENDING]
+            if wake:
+                await conn.fetchval(Q["notify_wake"], wake)
+        for r in rows:
+            if r["status"] == JobStatus.DEAD:
+                job_metrics.processed(r["queue_name"], r["job_type"], "dead").inc()
+        if rows:
+            log.info("released %d leases of built-in pools whose process is gone", len(rows))
+        return len(rows)
 
     async def promote_due_jobs(self) -> int:
         """Scheduled jobs now due become pending and wake their lessees; returns how many."""
@@ -77,13 +109,24 @@ class Maintenance:
     async def _reaper(self) -> None:
         loop = asyncio.get_running_loop()
         next_purge = loop.time()
+        last_ok = loop.time()
+        reap_from = loop.time()
         while not self._stopping:
+            started = loop.time()
+            if started - last_ok > self.reaper_interval_seconds + REAPER_GAP_SECONDS:
+                # The database (or this process) was away: leases could not be renewed nor work
+                # acknowledged meanwhile. Give their holders a moment to catch up before taking
+                # anything back (one of them may be a live server whose lock is not back yet).
+                reap_from = started + RECOVERY_GRACE_SECONDS
             try:
-                await self.reap_expired_leases()
+                if started >= reap_from:
+                    await self.release_gone_lessees()
+                    await self.reap_expired_leases()
                 await self.promote_due_jobs()
                 if loop.time() >= next_purge:
                     next_purge = loop.time() + self.retention_interval_seconds
                     await self.purge_expired_jobs()
+                last_ok = loop.time()
             except asyncio.CancelledError:
                 raise
             except Exception:

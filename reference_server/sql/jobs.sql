@@ -179,15 +179,15 @@ FOR UPDATE OF j SKIP LOCKED
 -- name: settle_builtin
 -- Step 2, same transaction: a job with an output ran already and goes straight to succeeded (one
 -- row version instead of a lease and a completion, one commit instead of two); a NULL output
--- means "still to run" (sleep, or a failure to record): leased for the job's timeout plus $4
--- seconds, so a crashed server's jobs come back through the reaper. started_at
--- is the transaction's start, when the jobs were taken.
+-- means "still to run" (sleep, or a failure to record): leased for $4 seconds, a short lease the
+-- pool renews while the job runs (renew_builtin_leases), so a crashed server's jobs come back
+-- soon (at once when its lessee row is found gone). started_at is the transaction's start, when
+-- the jobs were taken.
 UPDATE jobs j
 SET status = CASE WHEN d.output IS NULL THEN 'processing' ELSE 'succeeded' END,
     worker_id = $3, attempt_count = j.attempt_count + 1, started_at = now(),
-    lease_seconds = j.timeout_seconds + $4,
-    lease_expires_at = CASE WHEN d.output IS NULL
-                            THEN now() + make_interval(secs => j.timeout_seconds + $4) END,
+    lease_seconds = $4::int,
+    lease_expires_at = CASE WHEN d.output IS NULL THEN now() + make_interval(secs => $4::int) END,
     output = d.output::jsonb,
     completed_at = CASE WHEN d.output IS NOT NULL THEN clock_timestamp() END,
     updated_at = clock_timestamp()
@@ -438,3 +438,51 @@ SELECT d.n, d.id, s.status AS settled_status, s.queue_name, s.job_type, s.starte
 FROM d
 LEFT JOIN settled s ON s.id = d.id
 ORDER BY d.n
+
+-- name: register_lessee
+INSERT INTO engine_lessees (id, lock_key, hostname, pid) VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE SET last_seen_at = now()
+
+-- name: lock_lessee
+-- On the process's LISTEN connection (a session lock: it ends with the connection). Waits only
+-- while another engine checks whether this lessee is gone.
+SELECT pg_advisory_lock($1)
+
+-- name: drop_lessee
+DELETE FROM engine_lessees WHERE id = $1
+
+-- name: renew_builtin_leases
+-- The built-in pool's heartbeat: its lessee row is seen now and every lease it holds runs for
+-- $2 seconds more. A pool whose row is gone (judged gone while it could not renew: its leases
+-- were released then) renews nothing and registers again.
+WITH seen AS (
+    UPDATE engine_lessees SET last_seen_at = now() WHERE id = $1 RETURNING id
+),
+renewed AS (
+    UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $2::int)
+    WHERE worker_id = $1 AND status = 'processing' AND EXISTS (SELECT 1 FROM seen)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM seen)::int AS registered, (SELECT count(*) FROM renewed)::int AS renewed
+
+-- name: release_gone_lessees
+-- Lessees whose process is gone: renewal overdue by $2 seconds and advisory lock free (taken
+-- here until the commit, so two engines never release the same lessee). Their leases go back
+-- to pending (the attempt counts, as for an expired lease) or dead when none are left.
+WITH gone AS (
+    SELECT id FROM engine_lessees
+    WHERE id <> $1 AND last_seen_at < now() - make_interval(secs => $2::float8)
+      AND pg_try_advisory_xact_lock(lock_key)
+    FOR UPDATE SKIP LOCKED
+),
+dropped AS (
+    DELETE FROM engine_lessees l USING gone WHERE l.id = gone.id RETURNING l.id
+)
+UPDATE jobs j
+SET status = CASE WHEN j.attempt_count >= j.max_attempts THEN 'dead' ELSE 'pending' END,
+    completed_at = CASE WHEN j.attempt_count >= j.max_attempts THEN now() END,
+    error_message = 'lease holder gone', worker_id = NULL, lease_expires_at = NULL,
+    lease_seconds = NULL, updated_at = now()
+FROM dropped
+WHERE j.worker_id = dropped.id AND j.status = 'processing'
+RETURNING j.id, j.queue_name, j.job_type, j.status, taskforge_wake_key(j.queue_id, j.job_type) AS wake_key

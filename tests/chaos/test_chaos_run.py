@@ -75,6 +75,9 @@ def test_process_crash_loses_no_accepted_job(chaos_run: tuple[int, dict[str, Any
     # Submits went unanswered while the server was down: the crash happened under load.
     assert found["figures"]["submit_answers"].get("0", 0) > 0
     assert found["re_executed"] <= found["figures"]["in_flight_at_kill"]
+    # Sleepers were in flight at the kill, and all ran again within the bound after the restart.
+    assert found["figures"]["in_flight_at_kill"] > 0
+    assert found["recovery_bound_seconds"] <= 10 + found["figures"]["restart_ready_seconds"] + 5
 
 
 def test_dead_worker_jobs_run_elsewhere_on_attempt_two(
