@@ -86,3 +86,16 @@ def test_without_allow_writes_only_the_smoke_job_is_written(
     # (malformed, mistyped or oversized bodies), never a write to another path.
     assert {(e.method, e.path) for e in others} == {("POST", SMOKE_PATH)}, describe(writes)
     assert len(others) <= 5, describe(writes)
+    # ... and one no server could store even if it accepted it: not JSON, or for no queue.
+    for probe in others:
+        if probe is not accepted[0]:
+            assert not storable(probe.body), probe.body[:200]
+
+
+def storable(body: bytes) -> bool:
+    try:
+        job = json.loads(body)
+    except ValueError:
+        return False
+    queue = job.get("queue_name", "") if isinstance(job, dict) else ""
+    return not str(queue).startswith("conformance-no-such-queue-")
