@@ -66,6 +66,9 @@ def guide_commands(path: Path = GUIDE_PATH) -> tuple[Command, ...]:
         if stripped.endswith("\\"):
             pending += stripped[:-1] + " "
             continue
+        if (pending + stripped).count("'") % 2:  # a quoted argument over several lines
+            pending += stripped + " "
+            continue
         commands.append(Command(section=section, line=start, text=(pending + stripped).strip()))
         pending = ""
     return tuple(commands)
