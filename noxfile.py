@@ -29,7 +29,8 @@ def tests(session: nox.Session) -> None:
 def conformance(session: nox.Session) -> None:
     """Stand the reference stack up (or use --target-url) and run the conformance suite."""
     install_project(session, "reference")
-    session.run("python", "-m", "conformance", "run", *session.posargs)
+    # `--stack docker` needs the images `nox -s images` built (their names in .cache/images.env).
+    session.run("python", "-m", "conformance", "run", *session.posargs, env=images_env())
 
 
 @nox.session(python=PYTHON)

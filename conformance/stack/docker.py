@@ -31,6 +31,7 @@ from conformance.stack.deployment import (
     DB_SERVICE,
     DOMAIN,
     EXPORTER_SERVICE,
+    GRAFANA_SERVICE,
     NGINX_SERVICE,
     PROMETHEUS_SERVICE,
     REDIS_SERVICE,
@@ -479,6 +480,15 @@ def docker_stack(
             # Prometheus starts once the app answers, so that its first scrape finds it up (a
             # target is judged by its last scrape, 15 s apart).
             behind.update(_start_observability(client, network.name, labels, staged))
+            grafana_password = secrets.token_urlsafe(18)
+            image = grafana_image()
+            if image is not None:
+                behind["grafana"] = start_container(
+                    client, GRAFANA_SERVICE, image=image, network=network.name, labels=labels,
+                    staged=staged, ports={}, healthcheck=_compose_healthcheck("grafana"),
+                    env={"GF_SECURITY_ADMIN_PASSWORD": grafana_password,
+                         "GF_USERS_ALLOW_SIGN_UP": "false"},
+                )
         healthy: dict[str, DockerContainer | str] = {"postgres": pg, "redis": redis,
                                                      "server": server}
         healthy.update({role: cid for role, cid in behind.items() if role in _HEALTH_WAITED})
@@ -499,6 +509,8 @@ def docker_stack(
                 "metrics_url": f"http://127.0.0.1:{app_port}{metrics_path}",
                 "prometheus_url": f"http://127.0.0.1:{prometheus_port}",
                 "alertmanager_url": f"http://127.0.0.1:{alertmanager_port}",
+                **(_grafana_access(client, behind["grafana"], grafana_password)
+                   if "grafana" in behind else {}),
                 "docker": {
                     "run_id": run_id, "db": str(pg.get_wrapped_container().id),
                     "backup": behind["backup"], "backup_interval": str(backup_interval),
@@ -536,7 +548,8 @@ def docker_stack(
 
 #: The deployment's containers whose compose healthcheck start-up waits for. Not the backup
 #: service: its health means "a recent dump exists", which is what the backup checks judge.
-_HEALTH_WAITED = frozenset({"nginx", "prometheus", "alertmanager", "postgres-exporter"})
+_HEALTH_WAITED = frozenset({"nginx", "prometheus", "alertmanager", "postgres-exporter",
+                            "grafana"})
 
 
 def _nginx_ssl(work: Path, tls: TlsFiles) -> Path:
@@ -556,6 +569,26 @@ def _subnet(client: docker.DockerClient, network: str) -> str:
 def _compose_healthcheck(service: str) -> list[str] | None:
     test = compose_services().get(service, {}).get("healthcheck", {}).get("test")
     return [interpolate(str(part), {}) for part in test] if isinstance(test, list) else None
+
+
+def _grafana_access(client: docker.DockerClient, container_id: str,
+                    admin_password: str) -> dict[str, str]:
+    """Grafana's URL and a viewer's token (a service account made with the admin's password)."""
+    import httpx
+
+    url = f"http://127.0.0.1:{published(client, container_id, 3000)}"
+    auth = ("admin", admin_password)
+    try:
+        with httpx.Client(base_url=url, auth=auth, timeout=10) as http:
+            account = http.post("/api/serviceaccounts", json={"name": "conformance",
+                                                              "role": "Viewer"})
+            account.raise_for_status()
+            token = http.post(f"/api/serviceaccounts/{account.json()['id']}/tokens",
+                              json={"name": "conformance"})
+            token.raise_for_status()
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        raise StackError(f"grafana: no viewer token: {str(exc).splitlines()[0][:200]}") from None
+    return {"grafana_url": url, "grafana_token": str(token.json()["key"])}
 
 
 def _start_observability(client: docker.DockerClient, network: str, labels: dict[str, str],

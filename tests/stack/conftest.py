@@ -56,3 +56,25 @@ def docker_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="module")
+def deployment_images() -> None:
+    """The deployment's images (NGINX, Prometheus...) come from `nox -s images`: without them a
+    test skips, and fails where TASKFORGE_REQUIRE_DOCKER=1 (CI must have built them)."""
+    import docker
+
+    from conformance.stack.docker import image_available
+    from conformance.stack.images import DEPLOYMENT_IMAGES
+
+    client = docker.from_env()
+    try:
+        missing = [role.name for role in DEPLOYMENT_IMAGES
+                   if image_available(client, role.name, check_registry=False) is not None]
+    finally:
+        client.close()
+    if missing:
+        message = f"docker: no image {', '.join(missing)}: `nox -s images` builds them"
+        if os.environ.get(REQUIRE_DOCKER) == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
