@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import ssl
 import subprocess
 import sys
@@ -191,7 +192,7 @@ def test_a_run_against_the_deployment_as_anyone_s_goes_through_the_front_door(
     )
     assert result.returncode in (0, 1), result.stderr[-2000:]
     [run_dir] = [p for p in reports.iterdir() if p.is_dir() and p.name != "latest"]
-    items = {i["entry"]["id"]: i for i in json.loads((run_dir / "results.json").read_text())
+    items = {i["id"]: i for i in json.loads((run_dir / "results.json").read_text())
              ["items"]}
     for item in ("FRONTDOOR-METRICS-PRIVATE", "FRONTDOOR-HEADERS", "OBS-PROMETHEUS-APP-UP",
                  "OBS-DATABASE-MONITORED", "OBS-ALERT-RULES", "OBS-ALERTMANAGER-CONNECTED",
@@ -202,3 +203,43 @@ def test_a_run_against_the_deployment_as_anyone_s_goes_through_the_front_door(
     readiness = (run_dir / "readiness.md").read_text()
     assert f"target `{deployment.base_url}`" in readiness
     assert deployment.admin_password not in readiness
+
+
+CHILD = """
+import time
+from conformance.stack import open_stack
+with open_stack("docker", deployment=True, create_admin=False) as target:
+    print("ready", target.base_url, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.usefixtures("docker_lock")
+def test_ctrl_c_leaves_no_container_network_or_volume_of_the_deployment() -> None:
+    client = docker.from_env()
+    # Anonymous volumes (the images' VOLUME lines) carry no label: none may be left either.
+    unlabelled = {v.name for v in client.volumes.list()
+                  if LABEL_RUN not in (v.attrs.get("Labels") or {})}
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line.startswith(f"ready https://{DOMAIN}:"), child.stderr.read()[-2000:] \
+            if child.stderr else line
+        mine = {"label": f"org.taskforge.stack.pid={child.pid}"}
+        assert len(client.containers.list(filters=mine)) >= 8  # 3 core + 5 of the deployment
+        assert len(client.volumes.list(filters=mine)) == 2  # the database's and the backups'
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=120)
+        assert "no container left behind (nor network, nor volume)" in err
+        assert client.containers.list(all=True, filters=mine) == []
+        assert client.networks.list(filters=mine) == []
+        assert client.volumes.list(filters=mine) == []
+        assert {v.name for v in client.volumes.list()
+                if LABEL_RUN not in (v.attrs.get("Labels") or {})} <= unlabelled
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        client.close()
