@@ -30,9 +30,12 @@ TLS_ITEM = "LIVE-TLS-CHAIN"
 PROBE_TIMEOUT_SECONDS = 4.0
 #: How long a target that stopped answering is taken for gone before it is tried again.
 GONE_SECONDS = 30.0
+CERTIFICATE_SECONDS = 60.0
 
 _LOCK = threading.Lock()
-_CERTIFICATES: dict[tuple[str, str], str | None] = {}  # (base URL, CA bundle) -> problem
+#: (base URL, CA bundle) -> (when, problem); decided again after CERTIFICATE_SECONDS, so a
+#: long-lived process (a test session) never reuses a verdict for another server on that port.
+_CERTIFICATES: dict[tuple[str, str], tuple[float, str | None]] = {}
 _GONE: dict[str, tuple[float, str]] = {}  # base URL -> (since, why it is taken for gone)
 
 
@@ -78,13 +81,14 @@ def gate(target: Target, *, insecure: bool) -> None:
         return
     key = (target.base_url, str(target.ca_bundle))
     with _LOCK:
-        known = key in _CERTIFICATES
-        problem = _CERTIFICATES.get(key)
-    if not known:
+        cached = _CERTIFICATES.get(key)
+    if cached is not None and time.monotonic() - cached[0] < CERTIFICATE_SECONDS:
+        problem = cached[1]
+    else:
         problem = certificate_problem(target.base_url, target.ca_bundle,
                                       resolve=target.resolve_map)
         with _LOCK:
-            _CERTIFICATES[key] = problem
+            _CERTIFICATES[key] = (time.monotonic(), problem)
     if problem is not None:
         raise Blocked(TLS_ITEM, "not judged: " + certificate_line(
             target.base_url, problem, target.ca_bundle) + " (the LIVE-TLS-* items report it)")
