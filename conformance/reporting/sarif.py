@@ -46,9 +46,11 @@ def _utc(moment: datetime) -> str:
 
 
 def _location(piece: Evidence) -> dict[str, Any]:
-    physical: dict[str, Any] = {"artifactLocation": {"uri": _uri(piece.file or "")}}
-    if piece.line:
-        physical["region"] = {"startLine": piece.line}
+    # Always a region: a finding about the file as a whole points at its first line.
+    physical: dict[str, Any] = {
+        "artifactLocation": {"uri": _uri(piece.file or "")},
+        "region": {"startLine": piece.line or 1},
+    }
     return {"physicalLocation": physical}
 
 
@@ -94,6 +96,7 @@ def _result(item: ItemResult, rule_index: int) -> dict[str, Any]:
         "message": {"text": _message(item)},
         "properties": {
             "status": item.status.value,
+            "guideSection": item.entry.section,
             "evidence": [ev.describe(piece) for piece in view.evidence(item) if not piece.file],
         },
     }

@@ -307,3 +307,13 @@ def test_host_findings_carry_their_host_into_results_json_and_readiness_md(
     assert document["items"][0]["findings"][0]["host"] == "ssh://deploy@203.0.113.5"
     assert results.load(run_dir).items[0].findings[0].host == "ssh://deploy@203.0.113.5"
     assert "on `ssh://deploy@203.0.113.5`" in (run_dir / "readiness.md").read_text()
+
+
+def test_sarif_results_always_have_a_region_and_the_guide_section(tmp_path: Path) -> None:
+    """A finding about a file as a whole (no line) points at line 1 of it."""
+    whole_file = item("ENV-FILE-MODE", Status.FAILED, section="4.2",
+                      evidence=(Evidence(kind="file", file="compose/.env", line=None),))
+    run_dir = write_reports(run_result([whole_file]), tmp_path)
+    (result,) = _sarif(run_dir)["runs"][0]["results"]  # type: ignore[index]
+    assert result["locations"][0]["physicalLocation"]["region"] == {"startLine": 1}
+    assert result["properties"]["guideSection"] == "4.2"

@@ -28,6 +28,7 @@ class Problem:
     line: int | None = None
     expected: str | None = None
     actual: str | None = None
+    section: str | None = None  # the guide section, when not the item's own (procedures)
 
 
 class ArtifactError(Exception):
@@ -49,6 +50,26 @@ def file_evidence(file: Path | None, line: int | None, summary: str = "") -> Evi
     )
 
 
+@functools.cache
+def _sections() -> dict[str, str]:
+    """Item ID -> guide section, from the catalogue (read once)."""
+    from conformance.catalogue import load_catalogue
+
+    try:
+        return {item: entry.section for item, entry in load_catalogue().items()}
+    except ValueError:  # a malformed catalogue is reported by the command line, not here
+        return {}
+
+
+def _located(item_id: str, file: Path | None, line: int | None, summary: str,
+             section: str | None = None) -> Evidence:
+    """Evidence that always says where (file, line: 1 for the file as a whole) and which guide
+    section it is about."""
+    where = section or _sections().get(item_id)
+    text = f"guide {where}: {summary}" if where else summary
+    return file_evidence(file, (line or 1) if file is not None else line, text)
+
+
 StaticFunction = Callable[[CheckContext], Iterable[Problem]]
 
 
@@ -62,11 +83,14 @@ def static_check(
 
         @functools.wraps(function)
         def run(context: CheckContext) -> Iterator[Finding]:
+            values = [getattr(context, n) for n in needs]
+            files = [v for v in values if isinstance(v, Path)]
             try:
                 problems = list(function(context))
             except NotApplicable as exc:
                 yield Finding(
-                    item_id=item_id, status=Status.NOT_APPLICABLE, check=name, message=str(exc)
+                    item_id=item_id, status=Status.NOT_APPLICABLE, check=name, message=str(exc),
+                    evidence=tuple(_located(item_id, f, None, str(exc)) for f in files),
                 )
                 return
             except ArtifactError as exc:
@@ -75,19 +99,18 @@ def static_check(
                     status=Status.ERROR,
                     check=name,
                     message=f"cannot check {exc.file}: {exc}",
-                    evidence=(file_evidence(exc.file, exc.line, str(exc)),),
+                    evidence=(_located(item_id, exc.file, exc.line, str(exc)),),
                 )
                 return
             if not problems:
-                values = [getattr(context, n) for n in needs]
-                files = [v for v in values if isinstance(v, Path)]
-                evidence = tuple(file_evidence(f, None, ok) for f in files)
+                evidence = tuple(_located(item_id, f, None, ok) for f in files)
                 yield Finding(
                     item_id=item_id, status=Status.PASSED, check=name, message=ok,
                     evidence=evidence,
                 )
                 return
             for problem in problems:
+                file = problem.file if problem.file is not None else (files[0] if files else None)
                 yield Finding(
                     item_id=item_id,
                     status=Status.FAILED,
@@ -95,7 +118,8 @@ def static_check(
                     message=problem.message,
                     expected=problem.expected,
                     actual=problem.actual,
-                    evidence=(file_evidence(problem.file, problem.line, problem.message),),
+                    evidence=(_located(item_id, file, problem.line, problem.message,
+                                       problem.section),),
                 )
 
         check(item_id, needs=needs)(run)

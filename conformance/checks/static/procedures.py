@@ -126,6 +126,7 @@ def _order_problems(section: str, guide: Path) -> Iterator[Problem]:
             "container\" / \"service is not running\")", file=guide, line=command.line,
             expected="stop only the app (`docker compose stop app`), restore into the running "
             "db with `exec -T db`, then `up -d`", actual=f"down (line {down.line}), then exec",
+            section=section,
         )
 
 
@@ -278,7 +279,7 @@ def psql_identity(context: CheckContext) -> Iterator[Problem]:
                     message=f"guide {command.section} runs {tool} as {kind} {got}, but the .env "
                     f"sets {'DB_USER' if kind == 'user' else 'DB_NAME'}={want}: the command "
                     "fails (role or database does not exist)", file=guide,
-                    line=command.line, expected=want, actual=got,
+                    line=command.line, expected=want, actual=got, section=command.section,
                 )
 
 

@@ -205,3 +205,20 @@ def test_guide_procedures(item: str, tmp_path: Path) -> None:
     shutil.copyfile(GUIDE / "env.production", env)
     findings = run_checks((item,), env_file=env, **GUIDE_FILES)
     assert failed(findings, item)
+
+
+def test_every_finding_on_the_guide_says_file_line_and_section(tmp_path: Path) -> None:
+    """Failures, passes and not-applicables alike point at a file, a line and a guide section."""
+    env = tmp_path / ".env"
+    shutil.copyfile(GUIDE / "env.production", env)
+    env.chmod(0o600)
+    findings = run_checks(("ENV", "COMPOSE", "DOCKERFILE", "PROC", "PROM-RETENTION"),
+                          env_file=env, **GUIDE_FILES)
+    assert len(findings) > 60
+    unlocated = [f"{f.item_id} {f.status.value}: {f.message[:60]}" for f in findings
+                 if not f.evidence or not all(e.file and e.line and e.summary.startswith("guide ")
+                                              for e in f.evidence)]
+    assert unlocated == []
+    sections = {e.summary.split(":")[0] for f in findings if f.item_id == "PROC-PSQL-IDENTITY"
+                for e in f.evidence}
+    assert sections == {"guide 4.2"}  # passed: the item's own section

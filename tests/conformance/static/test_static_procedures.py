@@ -120,3 +120,6 @@ def test_psql_identity(tmp_path: Path, old: str, new: str, status: Status) -> No
     assert {f.status for f in findings} == {status}
     if status is Status.FAILED:
         assert {f.evidence[0].line for f in findings} >= {537, 715, 731}
+        # each where its command is: 4.2 step 5, 10.1, 10.2
+        assert {f.evidence[0].summary.split(":")[0] for f in findings} >= {
+            "guide 4.2", "guide 10.1", "guide 10.2"}
