@@ -129,7 +129,7 @@ async def engine_sql_loop(
 
         async def step() -> int:
             await conn.execute(server_sql["begin_builtin_claim"])
-            rows = await claim.fetch(batch)
+            rows = await claim.fetch(batch, batch, [], uuid.UUID(int=0))  # one organisation
             if rows:
                 ids = [r["id"] for r in rows]
                 await settle.fetch(ids, [output] * len(rows), worker, LEASE_MARGIN_SECONDS)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import math
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -36,6 +36,12 @@ MAX_SLEEP_SECONDS = 300.0
 IDLE_RECHECK_SECONDS = 5.0
 #: ... and this often while the listener is down.
 DEGRADED_RECHECK_SECONDS = 0.5
+#: Share of the pool's unacknowledged leases one organisation may hold (its sleeps, say): the
+#: rest stays for the others. Two batches of 1000 sleeps from one organisation had taken all of
+#: it, and another's echo waited 22 s.
+FAIR_SHARE = 0.5
+#: Share of each claim kept for organisations the last claim did not see.
+NEWCOMER_SHARE = 0.1
 #: Bound on the final acknowledgement flush at shutdown.
 FINAL_FLUSH_TIMEOUT_SECONDS = 10.0
 #: How often the pool renews its leases (the store's lease is several times longer).
@@ -190,10 +196,16 @@ class BuiltinStore(Protocol):
     """What the pool needs of the job store (the Engine is one), under the pool's own lessee id."""
 
     async def run_builtin(
-        self, max_jobs: int, run: Callable[[list[LeasedJob]], list[str | None]]
+        self,
+        max_jobs: int,
+        run: Callable[[list[LeasedJob]], list[str | None]],
+        *,
+        per_organization: int | None = None,
+        skip: Sequence[UUID] = (),
     ) -> list[LeasedJob]:
-        """Take ready jobs in one transaction; `run` gives, per job, its output (it ran and
-        succeeded) or None (leased to run later)."""
+        """Take ready jobs in one transaction, organisations in turn (at most `per_organization`
+        each, none of `skip`); `run` gives, per job, its output (it ran and succeeded) or None
+        (leased to run later)."""
         ...
 
     async def complete_builtin(self, results: Sequence[tuple[UUID, str]]) -> set[UUID]:
@@ -246,6 +258,13 @@ class BuiltinPool:
         self._capacity_freed = asyncio.Event()
         #: Leased and not yet acknowledged (running, or finished and waiting for the flusher).
         self._unacked = 0
+        #: ... per organisation, and how many one may hold (FAIR_SHARE).
+        self._held: Counter[Any] = Counter()
+        self._share = max(1, int(self._capacity * FAIR_SHARE))
+        #: Organisations in the last claim: each claim splits itself among that many and more.
+        self._seen_last = 1
+        #: What the claims in flight may still give one organisation.
+        self._claiming = 0
         #: Waiting jobs still running: what a shutdown hands back when the grace runs out.
         self._in_flight: dict[UUID, LeasedJob] = {}
         #: Runners waiting for work, each woken alone: one notification, one lease query.
@@ -312,6 +331,7 @@ class BuiltinPool:
                 await self._renewer_task
             self._renewer_task = None
         self._unacked = 0
+        self._held.clear()
 
     async def _renewer(self) -> None:
         """The pool's heartbeat, until stop() has handed back what it held."""
@@ -348,22 +368,40 @@ class BuiltinPool:
                     await asyncio.wait_for(self._capacity_freed.wait(), self._recheck_seconds())
                 continue
             settled: list[Outcome | None] = []
+            kept = max(1, int(free * NEWCOMER_SHARE)) if free > 1 else 0
+            each = max(1, (free - kept) // self._seen_last)
+            # No organisation past its share, counting what claims in flight may still give it
+            # (two runners claim at once): so the pool never fills up with one's leases.
+            full = [org for org, n in self._held.items() if n + self._claiming >= self._share]
+            most = max((n for n in self._held.values() if n + self._claiming < self._share),
+                       default=0)
+            each = max(1, min(each, self._share - most - self._claiming))
+            self._claiming += each
             try:
-                jobs = await self._store.run_builtin(free, partial(_run_instant, settled=settled))
+                jobs = await self._store.run_builtin(
+                    free,
+                    partial(_run_instant, settled=settled),
+                    per_organization=each,
+                    skip=full,
+                )
             except Exception:
                 log.warning("built-in lease failed; retrying", exc_info=True)
                 jobs = []
+            finally:
+                self._claiming -= each
             if not jobs:
                 if self._stopping.is_set():
                     return
                 await self._idle_until_woken()
                 continue
+            self._seen_last = max(1, len({job.organization_id for job in jobs}))
             if len(jobs) == free:
                 self.wake_one()  # likely more ready: let another runner lease alongside
             succeeded: list[Outcome] = []
             for job, outcome in zip(jobs, settled, strict=True):
                 if outcome is None:
                     self._unacked += 1
+                    self._held[job.organization_id] += 1
                     self._in_flight[job.id] = job
                     task = asyncio.create_task(self._run(job), name=f"taskforge-job-{job.id}")
                     self._job_tasks.add(task)
@@ -372,6 +410,7 @@ class BuiltinPool:
                     succeeded.append(outcome)
                 else:
                     self._unacked += 1
+                    self._held[job.organization_id] += 1
                     self._results.append(outcome)
                     self._results_ready.set()
             _count_successes(succeeded)
@@ -405,6 +444,9 @@ class BuiltinPool:
                     await self._flush(batch)
                 finally:
                     self._unacked = max(0, self._unacked - len(batch))
+                    for outcome in batch:
+                        self._held[outcome.job.organization_id] -= 1
+                    self._held = +self._held  # drops the organisations at zero
                     self._capacity_freed.set()
             if self._closing and not self._results:
                 return

@@ -16,6 +16,7 @@ import socket
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from uuid import uuid4
 
 import asyncpg
 
@@ -393,7 +394,12 @@ class WorkerLeases:
     # The built-in pool's side of the store -------------------------------------------------
 
     async def run_builtin(
-        self, max_jobs: int, run: Callable[[list[LeasedJob]], list[str | None]]
+        self,
+        max_jobs: int,
+        run: Callable[[list[LeasedJob]], list[str | None]],
+        *,
+        per_organization: int | None = None,
+        skip: Sequence[UUID] = (),
     ) -> list[LeasedJob]:
         """Take ready built-in jobs and settle them in one transaction (see claim_builtin).
 
@@ -408,7 +414,10 @@ class WorkerLeases:
             # the transaction is ours to end: COMMIT, or ROLLBACK on any error or cancellation.
             try:
                 await conn.execute(Q["begin_builtin_claim"])
-                rows = await conn.fetch(Q["claim_builtin"], max_jobs)
+                # Organisations take turns from a random point (fair share, see claim_builtin).
+                rows = await conn.fetch(
+                    Q["claim_builtin"], max_jobs, per_organization or max_jobs, list(skip), uuid4()
+                )
                 jobs = [LeasedJob.from_row(r) for r in rows]
                 if jobs:
                     await conn.execute(

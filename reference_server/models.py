@@ -221,6 +221,8 @@ class LeasedJob(NamedTuple):
     job_type: str
     payload: dict[str, Any]
     timeout_seconds: int
+    #: Whose job it is: the pool holds each organisation to a fair share.
+    organization_id: UUID | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> LeasedJob:
@@ -230,6 +232,7 @@ class LeasedJob(NamedTuple):
             row["job_type"],
             json_value(row["payload"]),
             row["timeout_seconds"],
+            row["organization_id"],
         )
 
 

@@ -149,32 +149,66 @@ RETURNING j.*
 
 -- name: begin_builtin_claim
 -- Opens claim_builtin's transaction in the same round trip as BEGIN. enable_sort off makes the
--- ordered walk of jobs_builtin_ready_idx (stops at LIMIT) the claim's only sane plan: on a table
--- never analysed, or analysed before the built-in rows came, the planner estimated one ready row
+-- ordered walks of jobs_builtin_ready_org_idx (each stops at its LIMIT) the claim's only sane
+-- plan: on a table never analysed, or analysed before the built-in rows came, the planner estimated one ready row
 -- and picked a bitmap scan and a sort of every ready row (30-40 ms per claim of 100 beside 20k
 -- ready jobs, against 0.3 ms). SET LOCAL ends with the transaction; settle_builtin sorts nothing.
 BEGIN; SET LOCAL enable_sort = off
 
 -- name: claim_builtin
--- The built-in pool's one-transaction path, step 1: lock (not yet change) ready built-in jobs of
--- every organisation (jobs_builtin_ready_idx; the type list must match the index predicate) in
--- unpaused queues. The pool runs the instant ones before settle_builtin in the same transaction;
--- a crash or error meanwhile rolls back and leaves them pending, as if never taken.
+-- The built-in pool's one-transaction path, step 1: lock (not yet change) ready built-in jobs in
+-- unpaused queues, organisations taking turns. The pool runs the instant ones before
+-- settle_builtin in the same transaction; a crash or error meanwhile rolls back and leaves them
+-- pending, as if never taken.
+-- Fair share (one organisation's flood made another's echo wait 22 s behind it): the
+-- organisations with ready built-in jobs are visited in id order from $4 (random per claim, so
+-- none is always first), wrapping round, each by a skip-scan of jobs_builtin_ready_org_idx (one
+-- index probe per organisation, however many jobs it has); each gives at most $2 jobs in its own
+-- priority order; those in $3 (holding their share of the pool already) are passed over. So a
+-- newcomer's job is in the next claim. Priority orders an organisation's own jobs, not
+-- organisations against each other.
 -- The paused check is a scalar subquery per row (a primary-key look-up of the job's queue), which
--- the planner cannot turn into a join: the plan stays an ordered walk of the index that stops at
--- LIMIT. As NOT EXISTS it became an anti-join, and stale statistics then picked a hash join and a
--- sort of every ready row (20-50 ms per lease); as "<> ALL (paused ids)" it was estimated at one
--- row and planned as a sequential scan and a sort.
-SELECT j.id, j.queue_name, j.job_type, j.payload, j.timeout_seconds,
-       greatest(extract(epoch FROM now() - j.scheduled_for), 0)::float8 AS waited_seconds
-FROM jobs j
-WHERE j.status IN ('pending', 'scheduled')
-  AND j.job_type IN ('test_job', 'echo', 'sleep', 'fail')
-  AND j.scheduled_for <= now()
-  AND NOT coalesce((SELECT q.paused FROM queues q WHERE q.id = j.queue_id), false)
-ORDER BY j.priority DESC, j.seq
+-- the planner cannot turn into a join: the walk of each organisation's index range stops at its
+-- LIMIT (as NOT EXISTS it became an anti-join and a sort of every ready row).
+WITH RECURSIVE from_start (org) AS (
+    (SELECT j.organization_id FROM jobs j
+     WHERE j.status IN ('pending', 'scheduled') AND j.job_type IN ('test_job', 'echo', 'sleep', 'fail') AND j.organization_id > $4::uuid
+     ORDER BY j.organization_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.organization_id FROM jobs j
+            WHERE j.status IN ('pending', 'scheduled') AND j.job_type IN ('test_job', 'echo', 'sleep', 'fail') AND j.organization_id > f.org
+            ORDER BY j.organization_id LIMIT 1)
+    FROM from_start f WHERE f.org IS NOT NULL
+),
+up_to_start (org) AS (
+    (SELECT j.organization_id FROM jobs j
+     WHERE j.status IN ('pending', 'scheduled') AND j.job_type IN ('test_job', 'echo', 'sleep', 'fail') AND j.organization_id <= $4::uuid
+     ORDER BY j.organization_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.organization_id FROM jobs j
+            WHERE j.status IN ('pending', 'scheduled') AND j.job_type IN ('test_job', 'echo', 'sleep', 'fail') AND j.organization_id > u.org AND j.organization_id <= $4::uuid
+            ORDER BY j.organization_id LIMIT 1)
+    FROM up_to_start u WHERE u.org IS NOT NULL
+),
+turns AS (
+    SELECT org FROM from_start WHERE org IS NOT NULL
+    UNION ALL
+    SELECT org FROM up_to_start WHERE org IS NOT NULL
+)
+SELECT c.* FROM turns t CROSS JOIN LATERAL (
+    SELECT j.id, j.organization_id, j.queue_name, j.job_type, j.payload, j.timeout_seconds,
+           greatest(extract(epoch FROM now() - j.scheduled_for), 0)::float8 AS waited_seconds
+    FROM jobs j
+    WHERE j.organization_id = t.org
+      AND j.status IN ('pending', 'scheduled') AND j.job_type IN ('test_job', 'echo', 'sleep', 'fail')
+      AND j.scheduled_for <= now()
+      AND NOT coalesce((SELECT q.paused FROM queues q WHERE q.id = j.queue_id), false)
+    ORDER BY j.priority DESC, j.seq
+    LIMIT $2
+    FOR UPDATE OF j SKIP LOCKED
+) c
+WHERE t.org <> ALL ($3::uuid[])
 LIMIT $1
-FOR UPDATE OF j SKIP LOCKED
 
 -- name: settle_builtin
 -- Step 2, same transaction: a job with an output ran already and goes straight to succeeded (one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -26,7 +27,7 @@ async def _claim_plan(conn: asyncpg.Connection, begin: str) -> str:
     await conn.execute(begin)
     try:
         explain = await conn.prepare("EXPLAIN " + Q["claim_builtin"])
-        return "\n".join(r[0] for r in await explain.fetch(100))
+        return "\n".join(r[0] for r in await explain.fetch(100, 100, [], uuid.uuid4()))
     finally:
         await conn.execute("ROLLBACK")
 
@@ -47,5 +48,5 @@ async def test_builtin_claim_walks_the_ready_index_on_a_never_analysed_table(
         assert analysed is None  # the case this guards: statistics from before the rows came
         plan = await _claim_plan(conn, Q["begin_builtin_claim"])
 
-    assert "Index Scan using jobs_builtin_ready_idx" in plan, plan
+    assert "Index Scan using jobs_builtin_ready_org_idx" in plan, plan
     assert "Sort" not in plan, plan
