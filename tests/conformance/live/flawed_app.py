@@ -38,8 +38,9 @@ KNOWN_FLAWS = frozenset({
 FLAWS = frozenset(f for f in os.environ.get("FLAWS", "").split(",") if f)
 if FLAWS - KNOWN_FLAWS:
     raise SystemExit(f"unknown flaws: {sorted(FLAWS - KNOWN_FLAWS)}")
-JWT_SECRET = os.environ["JWT_SECRET"]
-JWT_REFRESH_SECRET = os.environ["JWT_REFRESH_SECRET"]
+# Random when unset: importing the module (for KNOWN_FLAWS) must not need the server's settings.
+JWT_SECRET = os.environ.get("JWT_SECRET") or secrets.token_urlsafe(32)
+JWT_REFRESH_SECRET = os.environ.get("JWT_REFRESH_SECRET") or secrets.token_urlsafe(32)
 MAX_BODY = 1024 * 1024
 ADMIN = ("queue:read", "queue:write", "job:read", "job:write", "worker:read", "worker:write",
          "api_key:write")

@@ -8,11 +8,15 @@ passed); with every switch off the same checks pass, so the failure is the flaw'
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from flawed_app import KNOWN_FLAWS
 from flawed_support import FlawedServer, serve_flawed
 from live_support import explain, run_checks, statuses
 
@@ -134,3 +138,32 @@ def test_the_slow_client_probe_needs_its_opt_in(sound: FlawedServer) -> None:
     findings = run_checks(sound.context(slow_client_count=9), "resilience.slow_clients")
     assert [f.status for f in findings] == [Status.NOT_APPLICABLE], explain(findings)
     assert "--allow-load" in findings[0].message
+
+
+def test_a_run_against_every_flaw_lists_each_as_failed_in_readiness_md(
+    flawed: FlawedFactory, tmp_path: Path
+) -> None:
+    """`python -m conformance run` as a user would point it at the flawed implementation."""
+    expected = set().union(*(items for _, items in CLASSES.values()), {"LIVE-SLOW-CLIENTS"})
+    with flawed(*KNOWN_FLAWS, backpressure=24) as server:
+        target = server.target
+        assert target.ca_bundle is not None and target.admin_email and target.admin_password
+        run = subprocess.run(
+            [sys.executable, "-m", "conformance", "run", "--stack", "external",
+             "--target-url", target.base_url, "--ca-bundle", str(target.ca_bundle),
+             "--email", target.admin_email, "--password", target.admin_password,
+             "--second-email", server.second_email, "--second-password", target.admin_password,
+             "--jwt-secret", server.jwt_secret, "--allow-writes", "--allow-load",
+             "--slow-client-count", "25", "--reports-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=300, check=False,
+        )
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads((tmp_path / "latest" / "results.json").read_text())
+    status = {item["id"]: item["status"] for item in results["items"]}
+    assert {i for i in expected if status[i] != "failed"} == set(), run.stdout[-3000:]
+    assert not {i for i, s in status.items() if i.startswith("LIVE-") and s == "error"}
+    readiness = (tmp_path / "latest" / "readiness.md").read_text()
+    # Blockers read "**ID** `failed`", the other findings "`failed` **ID**".
+    shown = {i for i in expected
+             if f"**{i}** `failed`" in readiness or f"`failed` **{i}**" in readiness}
+    assert shown == expected
