@@ -17,7 +17,6 @@ import psycopg
 from conformance.checks.live.common import (
     Report,
     database_url_of,
-    deployment_input,
     metrics_path,
     run_id,
 )
@@ -28,7 +27,7 @@ from conformance.checks.live.http import (
     client_for,
     payload_of,
 )
-from conformance.checks.live.metrics import REFUSED, scrape
+from conformance.checks.live.metrics import public_refusal, scrape
 from conformance.checks.live.queries import query
 from conformance.checks.registry import check
 from conformance.smoke import GUIDE_JOB
@@ -83,11 +82,15 @@ def smoke(ctx: CheckContext) -> Iterator[Finding]:
         evidence = client.evidence(metrics, f"curl https://your-domain.com{path}")
         if metrics.status_code == 200:
             yield report.passed("LIVE-SMOKE-METRICS", f"GET metrics {how}: 200", evidence)
-        elif metrics.status_code in REFUSED and not deployment_input(ctx, "metrics_url"):
+        elif (refusal := public_refusal(ctx, metrics)) == "refused":
             yield report.passed(
                 "LIVE-SMOKE-METRICS", f"the public URL refuses {path} ({metrics.status_code}), "
                 "as the guide's front door does; give --metrics-url to scrape where Prometheus "
                 "does", evidence)
+        elif refusal == "unknown":
+            yield report.not_applicable(
+                "LIVE-SMOKE-METRICS", f"{path} answers 404 publicly: refused or disabled, the "
+                "kit cannot tell; give --metrics-url")
         else:
             yield report.failed(
                 "LIVE-SMOKE-METRICS", f"GET {path}: {metrics.status_code}", evidence,

@@ -106,6 +106,22 @@ def scrape(ctx: CheckContext, client: LiveClient) -> tuple[httpx.Response, str]:
     return response, f"at {path} anonymously"
 
 
+def public_refusal(ctx: CheckContext, response: httpx.Response) -> str | None:
+    """How to read a public answer that is not the metrics: "refused" (401/403, or a 404 from a
+    foreign target whose metrics are known to be on), "unknown" (404, settings unknown), else
+    None (a failure: the metrics are off, or the answer is no refusal)."""
+    if deployment_input(ctx, "metrics_url") or response.status_code not in REFUSED:
+        return None
+    enabled = known_setting(ctx, "METRICS_ENABLED")
+    if enabled is not None and enabled.strip().lower() in {"false", "0", "no", "off"}:
+        return None
+    if response.status_code in (401, 403):
+        return "refused"
+    if enabled is None:
+        return "unknown"
+    return None if target_of(ctx).is_reference else "refused"
+
+
 @check(*METRICS_ITEMS, needs=("target",))
 def metrics(ctx: CheckContext) -> Iterator[Finding]:
     """The metrics answer 200 in Prometheus text format with the contract's names, where
@@ -115,7 +131,8 @@ def metrics(ctx: CheckContext) -> Iterator[Finding]:
     with client_for(ctx) as client:
         response, how = scrape(ctx, client)
         evidence = client.evidence(response, f"GET metrics {how}")
-    if response.status_code in REFUSED and not deployment_input(ctx, "metrics_url"):
+    refusal = public_refusal(ctx, response)
+    if refusal == "refused":
         # The guide's front door refuses the metrics publicly; Prometheus scrapes elsewhere.
         message = (f"the public URL refuses anonymous scrapes of {path} "
                    f"({response.status_code}); give --metrics-url, the address Prometheus "
@@ -125,6 +142,12 @@ def metrics(ctx: CheckContext) -> Iterator[Finding]:
         yield report.not_applicable(
             "LIVE-METRICS-NAMES", f"no exposition seen: {path} is refused publicly; give "
             "--metrics-url, the address Prometheus scrapes")
+        return
+    if refusal == "unknown":
+        for item in METRICS_ITEMS:
+            yield report.not_applicable(
+                item, f"{path} answers 404 over the public URL: refused there or disabled, the "
+                "kit cannot tell; give --metrics-url, the address Prometheus scrapes")
         return
     if response.status_code != 200:
         for item in METRICS_ITEMS:
