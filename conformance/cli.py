@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from conformance.checks.registry import CheckSpec
 from conformance.inputs import add_arguments, file_inputs, forward, resolve_entry, secrets_of
-from conformance.model import CatalogueEntry, ExitStatus, Kind, Phase, RunResult, Status
+from conformance.model import (
+    REACHABILITY,
+    CatalogueEntry,
+    ExitStatus,
+    Kind,
+    Phase,
+    RunResult,
+    Status,
+)
 from conformance.runner import Selection, expired_waivers, parse_phase, parse_severity
 from conformance.usage import UsageError, UsageParser
 from conformance.yamlrecords import ConfigError
@@ -511,15 +519,20 @@ def print_summary(result: RunResult, report_dir: Path | None, out: TextIO) -> No
     if blockers:
         print(f"\nblockers ({len(blockers)}):", file=out)
         causes: dict[str, list[str]] = {}
+        reasons: dict[str, str] = {}
         for item in blockers:
             first = next((f for f in item.findings if f.status is item.status), None)
             if item.status is Status.BLOCKED and first is not None and first.blocked_by:
                 causes.setdefault(first.blocked_by, []).append(item.entry.id)
+                reasons.setdefault(first.blocked_by, first.message)
                 continue  # one line per cause below, not the same reason once per item
             why = f": {first.message}" if first and first.message else ""
             print(f"  {item.entry.id} {item.status.value}{why}", file=out)
         for cause, ids in causes.items():
-            print(f"  blocked by {cause} ({len(ids)}, not judged): {', '.join(ids)}", file=out)
+            # The certificate was said at the start; a target gone mid-run is said here, once.
+            why = f" ({reasons[cause]})" if cause == REACHABILITY else ""
+            print(f"  blocked by {cause} ({len(ids)}, not judged){why}: {', '.join(ids)}",
+                  file=out)
     counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
     automated = sum(1 for i in result.items if i.entry.kind is Kind.AUTOMATED)
     if report_dir is not None:

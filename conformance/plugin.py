@@ -333,9 +333,13 @@ class CheckItem(pytest.Item):
             for f in findings
         ]
         self.user_properties.append((FINDINGS_PROPERTY, json.dumps(to_jsonable(findings))))
-        bad = [f for f in findings if f.status in (Status.FAILED, Status.ERROR, Status.BLOCKED)]
+        bad = [f for f in findings if f.status in (Status.FAILED, Status.ERROR)]
         if bad:
             raise CheckFailed(bad)
+        blocked = [f for f in findings if f.status is Status.BLOCKED]
+        if blocked:
+            # Said once by the run (and in the reports), not once per check on the terminal.
+            pytest.skip(f"blocked by {blocked[0].blocked_by}")
         if findings and all(f.status is Status.NOT_APPLICABLE for f in findings):
             pytest.skip(findings[0].message or "not applicable")
 

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trustme
 
 from conformance import cli
@@ -77,12 +78,16 @@ def serving(tls: ssl.SSLContext | None = None, budget: int | None = None) -> Ite
             _vanish(server)
 
 
-def run(argv: list[str], tmp_path: Path) -> tuple[int, str, dict[str, Any], str]:
+def run(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+        ) -> tuple[int, str, dict[str, Any], str]:
+    """Exit status, everything printed (the run's lines and pytest's), results, readiness.md."""
     out = io.StringIO()
     code = cli.main(["run", "--reports-dir", str(tmp_path / "reports"), *argv], out=out)
+    printed = capsys.readouterr()
     latest = tmp_path / "reports" / "latest"
     document = json.loads((latest / "results.json").read_text())
-    return code, out.getvalue(), document, (latest / "readiness.md").read_text()
+    return (code, out.getvalue() + printed.out + printed.err, document,
+            (latest / "readiness.md").read_text())
 
 
 def live_items(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -95,13 +100,15 @@ def crashed(document: dict[str, Any]) -> list[str]:
             if "the check crashed" in f["message"]]
 
 
-def test_an_untrusted_certificate_blocks_the_http_items_once_and_clearly(tmp_path: Path) -> None:
+def test_an_untrusted_certificate_blocks_the_http_items_once_and_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ca = trustme.CA()  # never given to the kit: the certificate cannot verify
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(tls)
     with serving(tls) as server:
         url = f"https://127.0.0.1:{server.server_address[1]}"
-        code, out, document, readiness = run(["--target-url", url], tmp_path)
+        code, out, document, readiness = run(["--target-url", url], tmp_path, capsys)
 
     assert code == 1
     # One line about it, with both remedies (the summary names the blocked items, no reason
@@ -130,7 +137,9 @@ def test_an_untrusted_certificate_blocks_the_http_items_once_and_clearly(tmp_pat
     assert "`blocked`" in readiness and "blocked by LIVE-TLS-CHAIN" in readiness
 
 
-def test_the_same_certificate_with_its_ca_bundle_blocks_nothing(tmp_path: Path) -> None:
+def test_the_same_certificate_with_its_ca_bundle_blocks_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ca = trustme.CA()
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(tls)
@@ -138,17 +147,20 @@ def test_the_same_certificate_with_its_ca_bundle_blocks_nothing(tmp_path: Path) 
     ca.cert_pem.write_to_path(str(bundle))
     with serving(tls) as server:
         url = f"https://127.0.0.1:{server.server_address[1]}"
-        _, out, document, _ = run(["--target-url", url, "--ca-bundle", str(bundle)], tmp_path)
+        _, out, document, _ = run(["--target-url", url, "--ca-bundle", str(bundle)], tmp_path,
+                                  capsys)
     assert "tls:" not in out
     items = live_items(document)
     assert items["LIVE-TLS-CHAIN"]["status"] == "passed"
     assert not [i for i, r in items.items() if r["status"] == "blocked"]
 
 
-def test_a_target_that_vanishes_mid_run_blocks_the_items_after(tmp_path: Path) -> None:
+def test_a_target_that_vanishes_mid_run_blocks_the_items_after(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with serving(budget=6) as server:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        code, _, document, readiness = run(["--target-url", url], tmp_path)
+        code, out, document, readiness = run(["--target-url", url], tmp_path, capsys)
         answered = server.answered
 
     assert answered == 6  # nothing was answered after it went away
@@ -160,6 +172,7 @@ def test_a_target_that_vanishes_mid_run_blocks_the_items_after(tmp_path: Path) -
         [finding] = record["findings"]
         assert finding["blocked_by"] == "reachability"
         assert "stopped answering" in finding["message"]
+    assert out.count("stopped answering") == 1, out  # said once, not per check
     # The rate-limit probe runs last, long after the target went away.
     assert items["LIVE-RATE-LIMIT"]["status"] == "blocked"
     assert not crashed(document) and "the check crashed" not in readiness
