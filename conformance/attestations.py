@@ -7,13 +7,16 @@ the run requires attestations (a pre-deploy release gate).
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
-from conformance.model import Attestation
+from conformance.model import Attestation, Phase
 from conformance.yamlrecords import ConfigError, read_records
 
-FIELDS = frozenset({"id", "by", "on", "evidence"})
+FIELDS = frozenset({"id", "by", "on", "evidence", "grace_days"})
+
+#: How long an attestation of a recurring item (guide 8.1-8.3) holds before it must be renewed.
+PERIOD_DAYS = {Phase.DAILY: 1, Phase.WEEKLY: 7, Phase.MONTHLY: 31}
 
 
 def load_attestations(
@@ -33,10 +36,23 @@ def load_attestations(
         on = record.date("on")
         if today is not None and on > today:
             raise record.error(f"'on' is in the future: {on.isoformat()}", "on")
+        grace = record.fields.get("grace_days", "").strip()
+        if grace and not grace.isdigit():
+            raise record.error(f"'grace_days' is not a number of days: {grace!r}", "grace_days")
         attestations.append(Attestation(
             item_id=item_id, by=record.text("by"), on=on, evidence=record.text("evidence"),
+            grace_days=int(grace) if grace else None,
         ))
     return attestations
+
+
+def lapses_on(attestation: Attestation, phase: Phase) -> date | None:
+    """The last day a recurring item's attestation holds (its period plus the grace it sets);
+    None for items attested once."""
+    period = PERIOD_DAYS.get(phase)
+    if period is None:
+        return None
+    return attestation.on + timedelta(days=period + (attestation.grace_days or 0))
 
 
 def how_to_attest(item_id: str, what: str | None) -> str:
@@ -52,4 +68,4 @@ def how_to_attest(item_id: str, what: str | None) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ConfigError", "how_to_attest", "load_attestations"]
+__all__ = ["ConfigError", "how_to_attest", "lapses_on", "load_attestations"]

@@ -125,6 +125,7 @@ class Attestation:
     by: str
     on: date
     evidence: str  # a link or a document reference
+    grace_days: int | None = None  # for daily/weekly/monthly items: days past the period it holds
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

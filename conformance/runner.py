@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from conformance.attestations import lapses_on
 from conformance.model import (
     Attestation,
     CatalogueEntry,
@@ -108,8 +109,18 @@ def fold_items(
     for entry in entries:
         item_findings = list(findings.get(entry.id, ()))
         attestation = attested.get(entry.id)
+        last = lapses_on(attestation, entry.phase) if attestation is not None else None
+        lapsed = last is not None and today > last
         if entry.kind is Kind.ATTESTED and entry.id not in checked_ids:
-            if attestation is not None:
+            if attestation is not None and lapsed:
+                item_findings.append(Finding(
+                    item_id=entry.id, status=Status.UNATTESTED, check="attestations",
+                    message=f"the attestation by {attestation.by} on "
+                            f"{attestation.on.isoformat()} lapsed after {last} (a "
+                            f"{entry.phase.value} item; "
+                            f"grace {attestation.grace_days or 0} days): attest it again",
+                ))
+            elif attestation is not None:
                 item_findings.append(Finding(
                     item_id=entry.id, status=Status.PASSED, check="attestations",
                     message=f"attested by {attestation.by} on {attestation.on.isoformat()}: "

@@ -198,6 +198,7 @@ def _read_item(record: dict[str, Any]) -> ItemResult:
             by=attestation["by"],
             on=date.fromisoformat(attestation["on"]),
             evidence=attestation["evidence"],
+            grace_days=attestation.get("grace_days"),
         ),
     )
 

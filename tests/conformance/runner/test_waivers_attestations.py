@@ -136,3 +136,45 @@ def test_empty_files_hold_nothing(tmp_path: Path) -> None:
     assert load_waivers(path) == []
     path.write_text("attestations:\n")
     assert load_attestations(path) == []
+
+
+def recurring(item_id: str, phase: Phase) -> CatalogueEntry:
+    return CatalogueEntry(id=item_id, section="8.1", guide_text="x", title="t", phase=phase,
+                          severity=Severity.MAJOR, kind=Kind.ATTESTED, rationale="r",
+                          remediation="m", attestation="a log")
+
+
+@pytest.mark.parametrize(
+    ("phase", "on", "grace", "status"),
+    [
+        (Phase.DAILY, "2026-11-27", "", Status.PASSED),  # yesterday: still within a day
+        (Phase.DAILY, "2026-11-26", "", Status.UNATTESTED),  # lapsed after 2026-11-27
+        (Phase.DAILY, "2026-11-26", "    grace_days: 2\n", Status.PASSED),
+        (Phase.WEEKLY, "2026-11-21", "", Status.PASSED),
+        (Phase.WEEKLY, "2026-11-20", "", Status.UNATTESTED),
+        (Phase.MONTHLY, "2026-10-28", "", Status.PASSED),
+        (Phase.MONTHLY, "2026-10-27", "", Status.UNATTESTED),
+        (Phase.PRE_DEPLOY, "2025-01-01", "", Status.PASSED),  # attested once, holds
+    ],
+)
+def test_attestations_of_recurring_items_lapse_after_their_period(
+    tmp_path: Path, phase: Phase, on: str, grace: str, status: Status
+) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text(f"attestations:\n  - id: OPS-X\n    by: Ana\n    on: {on}\n"
+                    f"    evidence: https://wiki/x\n{grace}")
+    attestations = load_attestations(path, {"OPS-X"}, TODAY)
+    [item] = fold_items([recurring("OPS-X", phase)], {}, checked_ids=set(),
+                        attestations=attestations, today=TODAY)
+    assert item.status is status
+    if status is Status.UNATTESTED:
+        assert "lapsed after" in item.findings[0].message
+        assert f"by Ana on {on}" in item.findings[0].message
+
+
+def test_grace_days_must_be_a_number(tmp_path: Path) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text("attestations:\n  - id: OPS-X\n    by: Ana\n    on: 2026-11-01\n"
+                    "    evidence: e\n    grace_days: two\n")
+    with pytest.raises(ConfigError, match="grace_days"):
+        load_attestations(path, {"OPS-X"}, TODAY)
