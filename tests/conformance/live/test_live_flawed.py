@@ -8,13 +8,16 @@ passed); with every switch off the same checks pass, so the failure is the flaw'
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from flawed_app import KNOWN_FLAWS
 from flawed_support import FlawedServer, serve_flawed
@@ -167,3 +170,50 @@ def test_a_run_against_every_flaw_lists_each_as_failed_in_readiness_md(
     shown = {i for i in expected
              if f"**{i}** `failed`" in readiness or f"`failed` **{i}**" in readiness}
     assert shown == expected
+
+
+def test_no_endpoint_accepting_the_credential_is_one_error_naming_what_was_tried(
+    sound: FlawedServer,
+) -> None:
+    ctx = sound.context(token="not-a-credential-of-this-server", email=None, password=None)
+    ctx.target = dataclasses.replace(sound.target, admin_email=None, admin_password=None)
+    findings = run_checks(ctx, "auth.auth_battery")
+    assert {f.status for f in findings} == {Status.ERROR}, explain(findings)
+    assert len({f.message for f in findings}) == 1
+    assert "GET /api/v1/auth/validate: 401" in findings[0].message
+    assert "GET /api/v1/queues: 401" in findings[0].message
+
+
+def _expired_token(server: FlawedServer, *, seconds_ago: int) -> str:
+    now = int(time.time())
+    claims = {"sub": "x", "org": "y", "perms": ["job:read"], "typ": "access",
+              "iat": now - 7200, "exp": now - seconds_ago}
+    return jwt.encode(claims, server.jwt_secret, algorithm="HS256")
+
+
+def test_a_given_expired_token_is_judged_without_the_secret(flawed: FlawedFactory) -> None:
+    with flawed("expired-accepted") as server:
+        token = _expired_token(server, seconds_ago=60)
+        findings = run_checks(server.context(jwt_secret=None, expired_token=token),
+                              "auth.auth_battery")
+    result = statuses(findings)
+    assert result["LIVE-AUTH-EXPIRED"] is Status.FAILED, explain(findings)
+    assert result["LIVE-AUTH-ALG-PINNED"] is Status.NOT_APPLICABLE, explain(findings)
+
+
+def test_a_token_that_is_not_expired_is_no_expired_token(sound: FlawedServer) -> None:
+    token = _expired_token(sound, seconds_ago=-3600)
+    findings = run_checks(sound.context(jwt_secret=None, expired_token=token),
+                          "auth.auth_battery")
+    assert statuses(findings)["LIVE-AUTH-EXPIRED"] is Status.ERROR, explain(findings)
+
+
+def test_a_wrong_jwt_secret_judges_nothing(sound: FlawedServer) -> None:
+    """Its own control (a fresh token signed with it) fails: no wrong-key case passed as expiry."""
+    findings = run_checks(sound.context(jwt_secret="not the server's secret at all, 32+ bytes"),
+                          "auth.auth_battery")
+    result = statuses(findings)
+    assert result["LIVE-AUTH-EXPIRED"] is Status.ERROR, explain(findings)
+    assert result["LIVE-AUTH-ALG-PINNED"] is Status.ERROR, explain(findings)
+    assert "does not sign tokens this server accepts" in next(
+        f.message for f in findings if f.item_id == "LIVE-AUTH-EXPIRED")
