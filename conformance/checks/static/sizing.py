@@ -116,13 +116,17 @@ def http_connections(context: CheckContext) -> Iterator[Problem]:
     compose = _compose(context)
     workers, w_file, w_line, w_from = _setting(context, compose, "WORKERS")
     cpus = _cpu_limit(compose)
-    if cpus is not None and workers > 2 * cpus + 1:
+    too_many = cpus is not None and workers > 2 * cpus + 1
+    if cpus is not None and too_many:
         yield Problem(
             message=f"WORKERS={workers} ({w_from}) processes on a {cpus:g}-CPU limit: more "
             "workers than 2 x CPUs + 1 only add contention", file=w_file, line=w_line,
             expected=f"<= {int(2 * cpus + 1)}", actual=str(workers),
         )
     if context.nginx_conf is None:
+        if not too_many:  # half judged: saying "passed" would vouch for NGINX unseen
+            raise NotApplicable(f"WORKERS={workers} fits the CPU limit; give the nginx "
+                                "configuration (--nginx-conf) to judge NGINX's capacity")
         return
     root = parse_nginx(context.nginx_conf)
     processes_directive = root.direct("worker_processes")

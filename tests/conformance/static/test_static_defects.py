@@ -314,3 +314,11 @@ def test_cross_file_defect(
 ) -> None:
     messages = env_findings(tmp_path, clean_env, item, old, new)
     assert any(text in m for m in messages), messages
+
+
+def test_http_sizing_without_nginx_is_not_vouched_for(clean_env: Path) -> None:
+    """Workers vs CPUs judged, NGINX unseen: not applicable, not passed."""
+    (finding,) = run_checks(("SIZING-HTTP",), env_file=clean_env,
+                            compose_file=COMPOSE_DIR / "docker-compose.prod.yml")
+    assert finding.status is Status.NOT_APPLICABLE
+    assert "--nginx-conf" in finding.message
