@@ -38,20 +38,36 @@ def _where(item: ItemResult) -> str:
     return where
 
 
-def _blocker_line(item: ItemResult) -> str:
-    """A gating item: its status and its finding, so nobody reads a title as a proven hole."""
-    entry = item.entry
-    line = (f"- **{entry.id}** `{item.status.value}` {_cell(entry.title)} (§{entry.section})"
-            f"{_where(item)}\n")
-    line += f"  - finding: {_cell(view.finding_text(item) or item.status.value)}\n"
-    actual = view.actual(item)
-    if actual and actual != view.message(item) and item.status is not Status.BLOCKED:
-        line += f"  - actual: {_cell(actual)}\n"
-    if view.expected(item) and item.status is not Status.BLOCKED:
-        line += f"  - expected: {_cell(view.expected(item))}\n"
-    if entry.remediation:
-        line += f"  - fix: {_cell(entry.remediation)}\n"
-    return line
+def _blocker_lines() -> Callable[[ItemResult], str]:
+    """Lines for gating items: status and finding, so nobody reads a title as a proven hole.
+
+    A blocked item was never tried: no expected/actual, no fix of its own; the cause's reason
+    is given in full once, the next items blocked by the same cause point back to it.
+    """
+    explained: set[tuple[str, str]] = set()
+
+    def line_of(item: ItemResult) -> str:
+        entry = item.entry
+        line = (f"- **{entry.id}** `{item.status.value}` {_cell(entry.title)} (§{entry.section})"
+                f"{_where(item)}\n")
+        cause = view.blocked_by(item)
+        if cause is not None:
+            key = (cause, view.message(item))
+            text = (view.finding_text(item) if key not in explained
+                    else f"blocked by {cause} (not judged; the reason is given above)")
+            explained.add(key)
+            return line + f"  - finding: {_cell(text)}\n"
+        line += f"  - finding: {_cell(view.finding_text(item) or item.status.value)}\n"
+        actual = view.actual(item)
+        if actual and actual != view.message(item):
+            line += f"  - actual: {_cell(actual)}\n"
+        if view.expected(item):
+            line += f"  - expected: {_cell(view.expected(item))}\n"
+        if entry.remediation:
+            line += f"  - fix: {_cell(entry.remediation)}\n"
+        return line
+
+    return line_of
 
 
 def _other_line(item: ItemResult) -> str:
@@ -109,7 +125,7 @@ def render(result: RunResult) -> str:
     others = [i for i in rest if i.status in (*view.GATING, Status.UNATTESTED)]
     waived = [i for i in rest if i.status is Status.WAIVED]
 
-    body = _list("Blockers", blockers, _blocker_line)
+    body = _list("Blockers", blockers, _blocker_lines())
     body += _list("Other failures", others, _other_line)
     body += _list("Waived", waived, _waived_line)
     if not blockers and not others:

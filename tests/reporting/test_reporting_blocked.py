@@ -88,3 +88,13 @@ def test_a_waiver_can_accept_a_blocked_item_as_it_can_an_error() -> None:
                           checked_ids={"LIVE-AUTH-ALG-NONE"},
                           waivers=[waiver_for("LIVE-AUTH-ALG-NONE")])
     assert folded.status is Status.WAIVED
+
+
+def test_readiness_md_gives_a_cause_once_and_no_fix_for_an_item_never_tried() -> None:
+    second = item("LIVE-AUTH-GARBAGE", Status.BLOCKED, severity=Severity.BLOCKER, section="10.2",
+                  blocked_by="LIVE-TLS-CHAIN", message=BLOCKED_MESSAGE)
+    md = markdown.render(run_result([blocked_item(), second]))
+    assert md.count(BLOCKED_MESSAGE) == 1
+    assert "- **LIVE-AUTH-GARBAGE** `blocked` " in md
+    assert "blocked by LIVE-TLS-CHAIN (not judged; the reason is given above)" in md
+    assert "fix:" not in md
