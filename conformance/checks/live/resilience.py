@@ -67,14 +67,11 @@ def _slow_count(ctx: CheckContext) -> tuple[int, str] | None:
 
 
 def _address(ctx: CheckContext) -> tuple[str, int]:
-    url = urlsplit(target_of(ctx).base_url)
+    """Where the target's sockets go: its host and port, or the --resolve address for them."""
+    target = target_of(ctx)  # with the run's --resolve entries added to the target's own
+    url = urlsplit(target.base_url)
     host, port = url.hostname or "127.0.0.1", url.port or (443 if url.scheme == "https" else 80)
-    for entry in ctx.resolve:  # HOST:PORT:ADDRESS, as curl --resolve
-        name, _, rest = entry.partition(":")
-        entry_port, _, address = rest.partition(":")
-        if name == host and entry_port == str(port) and address:
-            return address.strip("[]"), port
-    return host, port
+    return target.resolve_map.get((host, port), host).strip("[]"), port
 
 
 # Last: while the silent sockets are open, other checks would be starved too.

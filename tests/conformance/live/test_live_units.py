@@ -198,3 +198,13 @@ def test_tenant_labels_are_found_and_shared_values_are_not() -> None:
     )
     assert tenant_values(text) == {"queue=acme-payroll"}
     assert tenant_values(text.replace("acme-payroll", "default")) == set()
+
+
+def test_silent_sockets_go_where_resolve_sends_the_name() -> None:
+    from conformance.checks.live.resilience import _address
+
+    target = Target(base_url="https://api.example.test:8443", provider="external",
+                    is_reference=False, resolve=("api.example.test:8443:127.0.0.2",))
+    assert _address(CheckContext(target=target)) == ("127.0.0.2", 8443)
+    plain = Target(base_url="https://api.example.test", provider="external", is_reference=False)
+    assert _address(CheckContext(target=plain)) == ("api.example.test", 443)
