@@ -11,6 +11,7 @@ from conformance.checks.live import (  # noqa: F401 - importing registers the ch
     backup_service,
     cors,
     database,
+    dns,
     frontdoor,
     headers,
     health,
