@@ -217,3 +217,26 @@ def test_a_wrong_jwt_secret_judges_nothing(sound: FlawedServer) -> None:
     assert result["LIVE-AUTH-ALG-PINNED"] is Status.ERROR, explain(findings)
     assert "does not sign tokens this server accepts" in next(
         f.message for f in findings if f.item_id == "LIVE-AUTH-EXPIRED")
+
+
+def test_a_second_token_serves_as_organisation_b(flawed: FlawedFactory) -> None:
+    with flawed("cross-tenant-read") as server:
+        with httpx.Client(base_url=server.target.base_url, verify=server.target.verify) as client:
+            token = client.post("/api/v1/auth/login", json={
+                "email": server.second_email, "password": server.target.admin_password,
+            }).json()["data"]["access_token"]
+        findings = run_checks(
+            server.context(second_email=None, second_password=None, second_token=token),
+            "tenancy.tenant_isolation")
+    result = statuses(findings)
+    assert {i for i, s in result.items() if s is Status.FAILED} == set(READ_ITEMS), \
+        explain(findings)
+
+
+def test_a_second_identity_in_the_same_organisation_judges_nothing(sound: FlawedServer) -> None:
+    findings = run_checks(sound.context(second_email=sound.target.admin_email),
+                          "tenancy.tenant_isolation")
+    result = statuses(findings)
+    assert {result[i] for i in (*READ_ITEMS, *WRITE_ITEMS)} == {Status.ERROR}, explain(findings)
+    assert "the run's own organisation" in next(
+        f.message for f in findings if f.item_id == "LIVE-TENANT-JOB-READ")
