@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from conformance.stack import STACK_KINDS
+from conformance.yamlrecords import ConfigError
 
 Kind = Literal["str", "path", "file", "int", "flag", "strs", "paths", "files"]
 Where = Literal["both", "cli", "pytest"]
@@ -101,7 +102,11 @@ class RunInput:
         if self.kind in ("path", "file"):
             return _path(value)
         if self.kind == "int":
-            return int(value)
+            try:
+                return int(value)
+            except ValueError:
+                raise ConfigError(f"{self.pytest_flag} {value!r}: expected a whole number"
+                                  ) from None
         return str(value)
 
 

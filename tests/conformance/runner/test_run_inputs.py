@@ -217,3 +217,12 @@ def test_an_input_declared_with_a_variable_takes_it_as_default(
     assert spec.initial() == "from-env"
     monkeypatch.delenv("TASKFORGE_JWT_SECRET")
     assert spec.initial() is None
+
+
+def test_a_bad_value_given_to_pytest_directly_names_its_option() -> None:
+    from conformance.inputs import BY_NAME
+    from conformance.yamlrecords import ConfigError
+
+    with pytest.raises(ConfigError, match="--tf-slow-client-count 'many': expected a whole"):
+        BY_NAME["slow_client_count"].convert("many")
+    assert BY_NAME["slow_client_count"].convert("3") == 3
