@@ -226,3 +226,12 @@ def test_a_bad_value_given_to_pytest_directly_names_its_option() -> None:
     with pytest.raises(ConfigError, match="--tf-slow-client-count 'many': expected a whole"):
         BY_NAME["slow_client_count"].convert("many")
     assert BY_NAME["slow_client_count"].convert("3") == 3
+
+
+def test_every_other_context_field_is_derived_by_the_plugin() -> None:
+    """A new CheckContext field is a run input of the table, or one of these derived values."""
+    derived = {"target",  # from --target-url / --ca-bundle or the stack the run stood up
+               "database_url", "redis_url", "log_file",  # the option, else the target's
+               "allow_host_writes"}  # --allow-writes itself (allow_writes adds the reference)
+    fields = {f.name for f in dataclasses.fields(CheckContext)}
+    assert fields - {s.name for s in CONTEXT_INPUTS} == derived
