@@ -363,21 +363,20 @@ def tenant_isolation(ctx: CheckContext) -> Iterator[Finding]:
                     yield report.error(item, f"the second identity ({identity.how}) is in the "
                                              f"run's own organisation: {HOW_TO_GIVE_ONE}")
                 identity = None
-        objects = Objects()
+        made = Objects()
         why_not: str | None = None
         try:
             if writes:
-                objects, why_not = _make_objects(client, a)
-            elif identity is not None:
+                made, why_not = _make_objects(client, a)
+            objects = made
+            if identity is not None and (why_not or not writes):
+                # Without throwaway objects of its own, B aims at what A already has, reading only.
                 objects = _find_objects(client, a, identity.headers)
-            if why_not:
-                for item in TENANCY_ITEMS:
-                    yield report.error(item, f"the isolation fixture could not be made: {why_not}")
-                return
+            wrote = writes and not why_not
             if identity is not None:
                 probe = Probe(report, client, identity.headers, objects)
                 _reads(probe, objects)
-                if writes:
+                if wrote:
                     _writes(probe, client, a, objects)
                 yield from probe.findings((*READ_ITEMS, *WRITE_ITEMS))
                 for item in READ_ITEMS:
@@ -385,16 +384,23 @@ def tenant_isolation(ctx: CheckContext) -> Iterator[Finding]:
                         yield report.not_applicable(
                             item, "organisation A has no object of this kind that B lacks: "
                             f"{HOW_TO_WRITE}")
+                if not writes:
+                    unwritten = f"writes on another organisation's objects: {HOW_TO_WRITE}"
+                elif why_not:
+                    unwritten = f"A's throwaway objects could not be made ({why_not})"
+                else:
+                    unwritten = "A's object of this kind could not be made"
                 for item in WRITE_ITEMS:
                     if item not in probe.evidence:
-                        yield report.not_applicable(
-                            item, f"writes on another organisation's objects: {HOW_TO_WRITE}"
-                            if not writes else "A's object of this kind could not be made")
-            if writes:
-                yield _member(report, client, a, objects)
+                        yield report.not_applicable(item, unwritten)
+            if wrote:
+                yield _member(report, client, a, made)
+            elif why_not:
+                yield report.not_applicable(
+                    MEMBER_ITEM, f"A's throwaway objects could not be made ({why_not})")
             else:
                 yield report.not_applicable(
                     MEMBER_ITEM, f"a member identity is made as an API key: {HOW_TO_WRITE}")
         finally:
-            if objects.made or objects.extra_keys:
-                _clean_up(client, a, objects)
+            if made.made or made.extra_keys:
+                _clean_up(client, a, made)

@@ -240,3 +240,28 @@ def test_a_second_identity_in_the_same_organisation_judges_nothing(sound: Flawed
     assert {result[i] for i in (*READ_ITEMS, *WRITE_ITEMS)} == {Status.ERROR}, explain(findings)
     assert "the run's own organisation" in next(
         f.message for f in findings if f.item_id == "LIVE-TENANT-JOB-READ")
+
+
+def test_a_credential_that_cannot_make_throwaway_objects_still_judges_the_reads(
+    flawed: FlawedFactory,
+) -> None:
+    """Writes allowed, but A is a member key: no queue of its own, so B reads what A has."""
+    with flawed("cross-tenant-read") as server:
+        target = server.target
+        with httpx.Client(base_url=target.base_url, verify=target.verify) as client:
+            token = client.post("/api/v1/auth/login", json={
+                "email": target.admin_email, "password": target.admin_password,
+            }).json()["data"]["access_token"]
+            admin = {"Authorization": f"Bearer {token}"}
+            assert client.post("/api/v1/queues", headers=admin, json={"name": "a-only"}).is_success
+            client.post("/api/v1/jobs", headers=admin, json={
+                "queue_name": "a-only", "job_type": "report", "payload": {}})
+            member = client.post("/api/v1/api-keys", headers=admin, json={
+                "name": "member", "permissions": ["queue:read", "job:read", "job:write"],
+            }).json()["data"]["key"]
+        findings = run_checks(server.context(api_key=member), "tenancy.tenant_isolation")
+    result = statuses(findings)
+    assert {i for i, s in result.items() if s is Status.FAILED} == set(READ_ITEMS), \
+        explain(findings)
+    assert {result[i] for i in (*WRITE_ITEMS, MEMBER_ITEM)} == {Status.NOT_APPLICABLE}
+    assert "could not be made" in next(f.message for f in findings if f.item_id == MEMBER_ITEM)
