@@ -21,6 +21,7 @@ from conformance.checks.static import (  # noqa: F401
     compose,
     dockerfile,
     env,
+    extensions,
     logfile,
     nginx,
     nginxload,
