@@ -243,8 +243,8 @@ def diagnostic_redis_auth(context: CheckContext) -> Iterator[Problem]:
             yield Problem(
                 message=f"guide 9.2 `{ping.text[:70]}` connects without a password, but service "
                 f"{name} requires one (--requirepass) and sets no REDISCLI_AUTH: the diagnostic "
-                "answers \"NOAUTH Authentication required.\" (redis-cli still exits 0), which "
-                "reads as Redis being broken", file=guide, line=ping.line,
+                "answers \"NOAUTH Authentication required.\" instead of PONG, which reads as "
+                "Redis being broken", file=guide, line=ping.line,
                 expected=f"REDISCLI_AUTH in service {name}'s environment",
                 actual="no credentials",
             )
