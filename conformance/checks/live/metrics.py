@@ -210,6 +210,14 @@ def public_metrics(ctx: CheckContext) -> Iterator[Finding]:
     path = metrics_path(ctx)
     target = target_of(ctx)
     environment = _environment(ctx)
+    if target.is_reference and target.provider == "embedded":
+        # Its one URL is also where a scraper on the machine reads the metrics (the reference
+        # server serves them to loopback and private networks): there is no public URL to judge.
+        for item in PUBLIC_ITEMS:
+            yield report.not_applicable(
+                item, "the embedded reference stack has no front door: its one URL is the "
+                "app's own, on loopback; the docker stack and --target-url are judged")
+        return
     with client_for(ctx) as client:
         marker_id = marker_type = None
         headers = None
@@ -227,11 +235,7 @@ def public_metrics(ctx: CheckContext) -> Iterator[Finding]:
             if marker_id and headers:
                 client.post(f"/api/v1/jobs/{marker_id}/cancel", headers=headers)
     served = is_exposition(response)
-    if target.is_reference and target.provider == "embedded":
-        yield report.not_applicable(
-            "LIVE-METRICS-PUBLIC", "the embedded reference stack has no front door: its one "
-            "URL is the app's own; the docker stack and --target-url are judged")
-    elif environment is not None and environment != "production":
+    if environment is not None and environment != "production":
         yield report.not_applicable(
             "LIVE-METRICS-PUBLIC", f"APP_ENVIRONMENT is {environment}: judged in production")
     elif served:

@@ -9,6 +9,7 @@ import psycopg
 from live_support import ServerFactory, explain, run_checks, statuses
 
 from conformance.checks.live.backup import BACKUP_ITEMS
+from conformance.checks.live.metrics import PUBLIC_ITEMS
 from conformance.checks.live.tenancy import TENANCY_ITEMS
 from conformance.checks.registry import CheckContext
 from conformance.model import Status
@@ -20,6 +21,7 @@ ALL_CHECKS = (
     "metrics.metrics", "headers.security_headers", "cors.cors_allowed", "cors.cors_foreign",
     "auth.auth_battery", "auth.jwt_secret", "hygiene.error_hygiene", "hygiene.exposure",
     "tenancy.tenant_isolation", "resilience.date_range", "resilience.login_lockout",
+    "metrics.public_metrics",
     "jobs.smoke", "logs.log_lines",
     "database.database", "database.performance", "database.port_closed", "redis.redis_server",
     "backup.backup_restore", "ratelimit.rate_limit", "resilience.slow_clients",
@@ -30,6 +32,9 @@ def test_every_live_check_passes_on_a_good_server(server_factory: ServerFactory)
     with server_factory() as server:
         findings = run_checks(server.context(), *ALL_CHECKS)
     result = statuses(findings)
+    # No front door on the embedded stack: its metrics' exposure is judged through one (see
+    # test_live_variant_front.py), not on the app's own loopback URL.
+    assert {result.pop(i) for i in PUBLIC_ITEMS} == {Status.NOT_APPLICABLE}, explain(findings)
     not_passed = {item: s for item, s in result.items() if s is not Status.PASSED}
     assert not not_passed, explain(findings)
     assert len(result) >= 40
@@ -67,6 +72,9 @@ def test_a_foreign_target_gets_only_the_smoke_job_and_the_probe(
             jobs = conn.execute("SELECT payload FROM jobs").fetchall()
             databases_after = conn.execute("SELECT count(*) FROM pg_database").fetchone()
     result = statuses(findings)
+    # Seen from outside, its settings unknown, the server is judged as production, where its
+    # metrics (served to anyone in staging, as this one runs) would be public.
+    assert result.pop("LIVE-METRICS-PUBLIC") is Status.FAILED, explain(findings)
     assert {s for s in result.values()} <= {Status.PASSED, Status.NOT_APPLICABLE, Status.SKIPPED}
     assert {i for i, s in result.items() if s is not Status.PASSED} == {
         "LIVE-AUTH-REFRESH-AS-ACCESS",  # no login credentials: no refresh token
