@@ -9,6 +9,7 @@ from conformance.checks.live import (  # noqa: F401 - importing registers the ch
     auth,
     backup,
     backup_service,
+    containers,
     cors,
     database,
     dns,

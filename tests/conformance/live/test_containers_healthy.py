@@ -1,0 +1,89 @@
+"""LIVE-CONTAINERS-HEALTHY against the real Docker engine: a compose project's containers as
+`up -d` leaves them, one healthy and one that exited. Only containers made here are touched."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conformance.checks.live.containers import containers_healthy
+from conformance.checks.registry import CheckContext
+from conformance.model import Status
+
+IMAGE = os.environ.get("TASKFORGE_REDIS_IMAGE", "taskforge-local/redis:7-bookworm")
+pytestmark = pytest.mark.docker
+
+
+def _host() -> str:
+    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
+@pytest.fixture
+def engine() -> Iterator[object]:
+    import docker
+
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+        client.images.get(IMAGE)
+    except Exception as exc:  # any reason the engine cannot serve this test
+        if os.environ.get("TASKFORGE_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"TASKFORGE_REQUIRE_DOCKER=1 but docker/{IMAGE}: {exc}", pytrace=False)
+        pytest.skip(f"docker: {exc}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def project(engine: object, tmp_path: Path) -> Iterator[tuple[Path, list[object]]]:
+    import docker
+
+    client: docker.DockerClient = engine  # type: ignore[assignment]
+    name = f"tf-static-{uuid.uuid4().hex[:8]}"
+    compose = tmp_path / "docker-compose.prod.yml"
+    compose.write_text(f"name: {name}\nservices:\n  db:\n    image: {IMAGE}\n")
+    made = []
+    try:
+        for service, command, health in (("db", ["sleep", "60"], ["CMD", "true"]),
+                                         ("worker", ["false"], None)):
+            made.append(client.containers.run(
+                IMAGE, command, detach=True, name=f"{name}-{service}-1",
+                labels={"com.docker.compose.project": name,
+                        "com.docker.compose.service": service},
+                healthcheck={"test": health, "interval": 500_000_000} if health else None,
+            ))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            made[0].reload()
+            if (made[0].attrs["State"].get("Health") or {}).get("Status") == "healthy":
+                break
+            time.sleep(0.5)
+        yield compose, made
+    finally:
+        for container in made:
+            container.remove(force=True)
+
+
+def test_exited_container_fails_and_healthy_one_does_not(
+    project: tuple[Path, list[object]],
+) -> None:
+    compose, made = project
+    findings = list(containers_healthy(CheckContext(docker_host=_host(), compose_file=compose)))
+    assert [f.status for f in findings] == [Status.FAILED]
+    assert findings[0].message.startswith("container worker: exited")
+    assert "db: running (healthy)" in (findings[0].evidence[0].output or "")
+    made.pop().remove(force=True)  # type: ignore[attr-defined]
+    findings = list(containers_healthy(CheckContext(docker_host=_host(), compose_file=compose)))
+    assert [f.status for f in findings] == [Status.PASSED]  # the healthy one alone
+
+
+def test_a_project_with_no_container_fails(engine: object, tmp_path: Path) -> None:
+    compose = tmp_path / "docker-compose.prod.yml"
+    compose.write_text(f"name: tf-static-none-{uuid.uuid4().hex[:8]}\nservices: {{}}\n")
+    (finding,) = containers_healthy(CheckContext(docker_host=_host(), compose_file=compose))
+    assert finding.status is Status.FAILED and "no container of compose project" in finding.message
