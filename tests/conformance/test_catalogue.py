@@ -74,12 +74,13 @@ RULES: tuple[tuple[str, str, str | None], ...] = (
     ("4.2", r"^sudo systemctl restart docker", "HOST-DOCKER-ENGINE"),
     ("4.2", r"^scp |^sudo (mkdir -p /opt/taskforge/app/nginx/ssl|cp )", "PROC-ENV-LOCATION"),
     ("4.2", r"^cd /opt/taskforge/app$", "PROC-ENV-LOCATION"),
-    ("4.2", r"up -d --build$|ps$|^sleep 60$", "LIVE-SMOKE-JOB"),  # the stack answers after up
+    ("4.2", r"ps$|^sleep 60$", "LIVE-CONTAINERS-HEALTHY"),
     ("5.2", r"^curl -X POST", "LIVE-SMOKE-JOB"),
     ("7", r"^cd /opt/taskforge/app$|down$", "PROC-ROLLBACK-ORDER"),
     ("7", r"up -d$", "PROC-ROLLBACK-PREVIOUS-VERSION"),
+    ("9.2", r"ps$", "LIVE-CONTAINERS-HEALTHY"),
     # Diagnostics that work as written on the compose file they name: nothing to judge.
-    ("9.2", r"ps$|logs (app|db|nginx)$|^docker stats$|exec db pg_isready$", None),
+    ("9.2", r"logs (app|db|nginx)$|^docker stats$|exec db pg_isready$", None),
     ("10.1", r"^tar -czf logs_backup", "OPS-CONFIG-BACKUP"),
     ("10.2", r"down$|up -d$", "PROC-RECOVERY-ORDER"),
 )
