@@ -264,7 +264,8 @@ def _demonstrate(client: docker.DockerClient, facts: dict[str, str]) -> str:
     labels = {LABEL_RUN: facts["run_id"]}  # removed with the run, whatever happens here
     image = client.api.inspect_container(facts["db"])["Config"]["Image"]
     created = client.api.create_container(image, command=["true"], labels=labels)
-    client.api.remove_container(created["Id"], force=True)  # what `down` does to it
+    # What `down` does to it (v: the image's anonymous volume goes too, as the run's clean-up).
+    client.api.remove_container(created["Id"], force=True, v=True)
     try:
         client.api.exec_create(created["Id"], ["psql", "--version"])
     except docker.errors.NotFound as exc:
