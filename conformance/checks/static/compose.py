@@ -215,6 +215,29 @@ def resource_limits(context: CheckContext) -> Iterator[Problem]:
             )
 
 
+@static_check(
+    "COMPOSE-CPU-RESERVATIONS", needs=("compose_file",),
+    ok="no CPU reservation that Docker Compose would silently not apply",
+)
+def cpu_reservations(context: CheckContext) -> Iterator[Problem]:
+    """docker/compose pkg/compose/create.go `setReservations` applies reservations.memory only
+    ("Cpu reservation is a swarm option"): outside swarm, reservations.cpus reserves nothing."""
+    compose = load_compose(context)
+    for name, service in each_service(compose):
+        deploy = service.get("deploy")
+        resources = deploy.get("resources") if isinstance(deploy, dict) else None
+        reservations = resources.get("reservations") if isinstance(resources, dict) else None
+        if isinstance(reservations, LineDict) and reservations.get("cpus") is not None:
+            yield Problem(
+                message=f"service {name} reserves {compose.interpolate(str(reservations['cpus']))}"
+                " CPUs, which Docker Compose does not apply outside swarm: nothing is reserved, "
+                "and the sizing that counts on it is wrong",
+                file=compose.path, line=line_of(reservations, "cpus"),
+                expected="limits.cpus (applied) and reservations.memory only; cpu_shares for a "
+                "relative weight", actual=f"reservations.cpus: {reservations['cpus']}",
+            )
+
+
 # --- images and ports -------------------------------------------------------------------------
 
 

@@ -120,6 +120,8 @@ def test_guide_log_file_path(tmp_path: Path, text: str) -> None:
         ("COMPOSE-HEALTHCHECKS", "service prometheus has no healthcheck"),
         ("COMPOSE-HEALTHCHECKS", "service backup has no healthcheck"),
         ("COMPOSE-RESOURCE-LIMITS", "service nginx has no limits.cpus"),
+        ("COMPOSE-CPU-RESERVATIONS", "service db reserves 1.0 CPUs"),
+        ("COMPOSE-CPU-RESERVATIONS", "service app reserves 0.5 CPUs"),
         ("COMPOSE-V2-FEATURES", "`version: 3.8` is obsolete"),
         ("COMPOSE-APP-ENV-COMPLETE", "LOG_FILE_PATH is not passed to service app"),
         ("COMPOSE-APP-ENV-COMPLETE", "SECURITY_HSTS is not passed to service app"),
