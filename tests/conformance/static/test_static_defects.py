@@ -328,6 +328,7 @@ def test_cpu_reservation_is_flagged_where_it_is(compose_copy: Path) -> None:
     (message,) = compose_problems(
         compose_copy, "COMPOSE-CPU-RESERVATIONS",
         '        reservations:\n          memory: "${DB_MEMORY_RESERVE:-2G}"',
-        '        reservations:\n          cpus: "1.0"\n          memory: "${DB_MEMORY_RESERVE:-2G}"',
+        '        reservations:\n          cpus: "1.0"\n'
+        '          memory: "${DB_MEMORY_RESERVE:-2G}"',
     )
     assert message.startswith("service db reserves 1.0 CPUs, which Docker Compose does not apply")
