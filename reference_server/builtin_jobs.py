@@ -370,12 +370,17 @@ class BuiltinPool:
             settled: list[Outcome | None] = []
             kept = max(1, int(free * NEWCOMER_SHARE)) if free > 1 else 0
             each = max(1, (free - kept) // self._seen_last)
-            # No organisation past its share, counting what claims in flight may still give it
-            # (two runners claim at once): so the pool never fills up with one's leases.
-            full = [org for org, n in self._held.items() if n + self._claiming >= self._share]
-            most = max((n for n in self._held.values() if n + self._claiming < self._share),
-                       default=0)
-            each = max(1, min(each, self._share - most - self._claiming))
+            # While leases are held (sleeps), no organisation past its share, counting what claims
+            # in flight may still give it (runners claim at once): the pool never fills up with
+            # one's leases. Instant jobs hold none: their claims stay whole.
+            full: list[Any] = []
+            if self._held:
+                full = [o for o, n in self._held.items() if n + self._claiming >= self._share]
+                most = max(
+                    (n for n in self._held.values() if n + self._claiming < self._share),
+                    default=0,
+                )
+                each = max(1, min(each, self._share - most - self._claiming))
             self._claiming += each
             try:
                 jobs = await self._store.run_builtin(

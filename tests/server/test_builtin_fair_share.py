@@ -50,4 +50,6 @@ async def test_a_flood_of_sleeps_does_not_delay_another_organisations_echo(
     finally:
         await engine.stop(grace_seconds=0)
     assert waited < SLEEP_SECONDS / 2, f"the echo waited {waited:.2f} s behind the flood"
-    assert held <= 50  # half the pool's capacity (FAIR_SHARE)
+    # Never the whole pool (capacity 100): passed over once it holds half (FAIR_SHARE), past
+    # that only by what the two runners' first claims took at once (45 each).
+    assert held <= 90
