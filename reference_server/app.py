@@ -28,6 +28,7 @@ from reference_server.api.common import (
     request_id,
     state,
 )
+from reference_server.dbpool import open_pool
 from reference_server.engine import Engine
 from reference_server.exceptions import PayloadTooLarge
 from reference_server.fastpath import SubmitFastPath
@@ -112,13 +113,8 @@ async def _open_resources() -> None:
     if dsn is None:
         raise RuntimeError("DATABASE_URL is not set")
     # The engine's wake-up listener holds one pooled connection for good: two is the floor.
-    st.pool = await asyncpg.create_pool(
-        dsn,
-        min_size=1,
-        max_size=max(2, settings.POOL_SIZE),
-        timeout=10,
-        command_timeout=60,
-        reset=_keep_session,
+    st.pool = await open_pool(
+        dsn, min_size=1, max_size=max(2, settings.POOL_SIZE), reset=_keep_session
     )
     if settings.redis_url:
         st.redis = redis.asyncio.Redis.from_url(
@@ -159,9 +155,9 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
     asyncpg's default reset costs a round trip per release (RESET ALL, UNLISTEN *, advisory
     unlock), doubling the round trips of a one-statement request. Nothing here leaves session
-    state behind: no SET, the listener UNLISTENs before it releases, and advisory locks are
-    taken only by migrations on their own connection. asyncpg still rolls back an open
-    transaction and drops listener callbacks before calling this.
+    state behind: no SET, the listener UNLISTENs and drops its lessee lock before it releases,
+    and migrations take their advisory lock on their own connection. asyncpg still rolls back
+    an open transaction and drops listener callbacks before calling this.
     """
     del conn
 

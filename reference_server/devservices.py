@@ -81,6 +81,23 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, what: str) -
     )
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc), for signalling PostgreSQL's backends."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path("/proc", entry, "stat").read_text()
+        except OSError:
+            continue
+        # The command name (2nd field) is parenthesised and may hold spaces: split after it.
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(entry))
+    return found
+
+
 @dataclass
 class EmbeddedPostgres:
     """A PostgreSQL 16 cluster in a temporary directory, listening on 127.0.0.1 only."""
@@ -182,6 +199,23 @@ class EmbeddedPostgres:
         log.close()
         _wait_for_port(self.port, self._proc, "postgres")
         self._wait_accepting()
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        """Signal the postmaster and every backend (fault injection): SIGKILL is a crash (start
+        it again with resume(), which recovers from the WAL), SIGSTOP a hang with its sockets
+        open, SIGCONT its end. Each backend is a process group of its own (PostgreSQL calls
+        setsid() in every child), so they are found by their parent, from /proc (Linux)."""
+        if self._proc is None:
+            raise DevServiceError("postgres is not running")
+        postmaster = self._proc.pid
+        targets = [*_children(postmaster), postmaster]
+        if sig == signal.SIGCONT:
+            targets.reverse()
+        for pid in targets:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        if sig == signal.SIGKILL:
+            self._proc.wait()
 
     @property
     def running(self) -> bool:

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from uuid import UUID
 
 Q = queries.load("jobs.sql")
+#: Statements that may touch many rows get this instead of the pool's few seconds.
+LONG_STATEMENT_SECONDS = 60.0
 
 #: The columns a COPY batch sets; the rest take their defaults.
 COPY_COLUMNS: Final = (
@@ -394,7 +396,8 @@ class JobStore:
                 raise NotFound(f"queue {name!r} not found")
             if await conn.fetchval(Q["queue_has_unfinished_jobs"], row["id"]):
                 raise Conflict(f"queue {name!r} still holds unfinished jobs")
-            await conn.execute(Q["delete_queue_jobs"], row["id"])
+            # A queue's finished jobs may be many: longer than the pool's statement bound.
+            await conn.execute(Q["delete_queue_jobs"], row["id"], timeout=LONG_STATEMENT_SECONDS)
             await conn.execute(Q["delete_queue"], row["id"])
 
     async def queue_stats(self, org_id: UUID, name: str) -> dict[str, Any]:

@@ -102,6 +102,8 @@ class Notifier:
                 if not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await conn.remove_listener(CHANNEL, self._on_notification)
+                        if self._on_connect:  # their session locks end with the LISTEN
+                            await conn.execute("SELECT pg_advisory_unlock_all()")
 
     def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self.received += 1

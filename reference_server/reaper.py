@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from reference_server import job_metrics, queries
+from reference_server.job_store import LONG_STATEMENT_SECONDS
 from reference_server.models import JobStatus
 
 if TYPE_CHECKING:
@@ -99,7 +100,9 @@ class Maintenance:
         """Delete finished jobs past their queue's retention_days; returns how many."""
         total = 0
         for _ in range(MAINTENANCE_MAX_PASSES):
-            status = await self._pool.execute(Q["purge_expired_jobs"], MAINTENANCE_BATCH)
+            status = await self._pool.execute(
+                Q["purge_expired_jobs"], MAINTENANCE_BATCH, timeout=LONG_STATEMENT_SECONDS
+            )
             deleted = int(status.split()[-1])
             total += deleted
             if deleted < MAINTENANCE_BATCH:

@@ -15,4 +15,8 @@ SCENARIO_IDS: dict[str, str] = {
     "graceful-shutdown": "CHAOS-GRACEFUL-SHUTDOWN",
     "log-unwritable": "CHAOS-LOG-UNWRITABLE",
     "backup-restore": "CHAOS-BACKUP-RESTORE",
+    "database-crash": "CHAOS-DATABASE-CRASH",
+    "database-hang": "CHAOS-DATABASE-HANG",
+    "submit-retry": "CHAOS-SUBMIT-RETRY",
+    "pool-burst": "CHAOS-POOL-BURST",
 }

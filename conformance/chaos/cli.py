@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from conformance.chaos.results import FILE_NAME, write_results
-from conformance.chaos.scenarios import SCENARIOS, ScenarioResult, Sizes, run_scenario
+from conformance.chaos.runner import SCENARIOS, run_scenario
+from conformance.chaos.scenarios import ScenarioResult, Sizes
 from conformance.model import ExitStatus
 
 

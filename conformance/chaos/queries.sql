@@ -15,3 +15,13 @@ SELECT id::text FROM jobs WHERE status = 'processing'
 
 -- name: existing_ids
 SELECT id::text FROM jobs WHERE id = ANY(%(ids)s::uuid[])
+
+-- name: jobs_by_idempotency_prefix
+-- The jobs a submit-retry run made, by idempotency key (one each, or the promise is broken).
+SELECT idempotency_key, id::text FROM jobs WHERE idempotency_key LIKE %(prefix)s
+
+-- name: burst_batches
+-- How many jobs of each burst batch were written (all of them, or none).
+SELECT (payload->>'n')::int AS n, count(*) FROM jobs
+WHERE payload->>'chaos' = 'pool-burst' AND payload->>'run' = %(run)s
+GROUP BY 1

@@ -74,6 +74,12 @@ class Sizes:
     crash_sleep_every: int | None = 20
     #: Also restart the server with RATE_LIMIT_FAILURE_MODE=closed and stop Redis again.
     redis_closed_mode: bool = True
+    #: The harder faults (faults.py): PostgreSQL down after its SIGKILL, PostgreSQL stopped
+    #: (SIGSTOP), idempotency keys retried after a dropped connection, burst size.
+    db_crash_down_seconds: float = 1.0
+    db_hang_seconds: float = 10.0
+    retry_keys: int = 100
+    burst_requests: int = 120
 
     @classmethod
     def full(cls) -> Sizes:
@@ -88,7 +94,8 @@ class Sizes:
                    dead_worker_lease_seconds=2, db_outage_seconds=3.0, redis_outage_seconds=2.0,
                    shutdown_sleep_jobs=30, shutdown_sleep_seconds=1.0, backup_jobs=200,
                    drain_timeout_seconds=45.0, log_cases=("disk full",), db_blips=3,
-                   redis_closed_mode=False, crash_sleep_every=10)
+                   redis_closed_mode=False, crash_sleep_every=10, db_hang_seconds=6.0,
+                   retry_keys=25, burst_requests=60)
 
 
 @dataclass(kw_only=True)
@@ -834,32 +841,4 @@ def backup_restore(stack: ChaosStack, sizes: Sizes) -> ScenarioResult:
         shutil.rmtree(work, ignore_errors=True)
         with psycopg.connect(stack.pg.url, autocommit=True, connect_timeout=10) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{restored_db}" WITH (FORCE)')
-    return result
-
-
-Scenario = Callable[[ChaosStack, Sizes], ScenarioResult]
-SCENARIOS: dict[str, Scenario] = {
-    "process-crash": process_crash,
-    "worker-death": worker_death,
-    "database-outage": database_outage,
-    "redis-outage": redis_outage,
-    "graceful-shutdown": graceful_shutdown,
-    "log-unwritable": log_file_unwritable,
-    "backup-restore": backup_restore,
-}
-
-
-def run_scenario(stack: ChaosStack, name: str, sizes: Sizes) -> ScenarioResult:
-    """Run one scenario; staging failures become `error`; the stack is left serving."""
-    started = time.monotonic()
-    try:
-        result = SCENARIOS[name](stack, sizes)
-    except (ChaosError, RuntimeError, OSError, httpx.HTTPError, psycopg.Error) as exc:
-        result = ScenarioResult(id=SCENARIO_IDS[name], name=name,
-                                error=f"{type(exc).__name__}: {exc}"[:300])
-    result.duration_seconds = round(time.monotonic() - started, 2)
-    try:
-        ensure_server(stack)
-    except ChaosError as exc:
-        result.problems.append(f"the stack did not come back after the scenario: {exc}")
     return result

@@ -157,3 +157,33 @@ def test_chaos_report_holds_no_credential(
 ) -> None:
     """The run's tokens and API keys stay out of every file it wrote (issue 13, point 10)."""
     assert leaks(chaos_reports) == []
+
+
+def test_database_crash_keeps_every_accepted_job(chaos_run: tuple[int, dict[str, Any]]) -> None:
+    found = scenario(chaos_run, "database-crash")
+    assert_kept(found)
+    assert found["figures"]["accepted_before_kill"] > 0
+    # The crash happened under load: submits while PostgreSQL was down were refused, not lost.
+    assert found["figures"]["submit_answers_while_down"].get("503", 0) > 0
+
+
+def test_database_hang_answers_503_in_bounded_time(chaos_run: tuple[int, dict[str, Any]]) -> None:
+    found = scenario(chaos_run, "database-hang")
+    assert_kept(found)
+    assert found["figures"]["probe_answers"].get("503", 0) > 0
+    assert found["figures"]["probe_slowest_seconds"] <= 10
+
+
+def test_retried_submit_makes_one_job(chaos_run: tuple[int, dict[str, Any]]) -> None:
+    found = scenario(chaos_run, "submit-retry")
+    assert_kept(found)
+    assert found["figures"]["keys_stored"] == found["figures"]["keys"] > 0
+    assert found["figures"]["keys_stored_twice"] == 0
+
+
+def test_burst_larger_than_the_pool_never_hangs(chaos_run: tuple[int, dict[str, Any]]) -> None:
+    found = scenario(chaos_run, "pool-burst")
+    assert_kept(found)
+    assert set(found["figures"]["answers"]) <= {"201", "503"}
+    assert found["figures"]["slowest_seconds"] <= 15
+
