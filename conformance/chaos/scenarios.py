@@ -1,4 +1,5 @@
-"""The seven fault scenarios, each a function over a running ChaosStack that returns its figures.
+"""The first seven fault scenarios (faults.py has the harder ones), each a function over a running
+ChaosStack that returns its figures.
 
 A scenario never raises for a broken promise: it lists the broken promises in `problems`, so one
 failing scenario does not hide the others. `ChaosError` means the scenario could not be staged.
