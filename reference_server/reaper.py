@@ -17,6 +17,7 @@ from reference_server.job_store import LONG_STATEMENT_SECONDS
 from reference_server.models import JobStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from uuid import UUID
 
 Q = queries.load("jobs.sql")
@@ -47,15 +48,20 @@ class Maintenance:
     reaper_interval_seconds: float
     retention_interval_seconds: float
 
-    async def reap_expired_leases(self) -> int:
-        """Expired leases back to pending (an attempt spent) or dead; returns how many."""
+    async def reap_expired_leases(self, fresh: Callable[[], bool] | None = None) -> int:
+        """Expired leases back to pending (an attempt spent) or dead; returns how many.
+
+        `fresh`, when given, is asked right before each statement goes out (nothing awaits in
+        between): False means this process was away meanwhile, and nothing more is reaped now.
+        """
         total = 0
         for _ in range(MAINTENANCE_MAX_PASSES):
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self._pool.acquire() as conn:
+                if fresh is not None and not fresh():
+                    break
+                # One statement (its NOTIFYs included), so no await comes between the check
+                # above and the statement: the lease holders had their chance to renew.
                 rows = await conn.fetch(Q["reap_expired_leases"], MAINTENANCE_BATCH)
-                wake = [r["wake_key"] for r in rows if r["status"] == JobStatus.PENDING]
-                if wake:
-                    await conn.fetchval(Q["notify_wake"], wake)
             for r in rows:
                 if r["status"] == JobStatus.DEAD:
                     job_metrics.processed(r["queue_name"], r["job_type"], "dead").inc()
@@ -124,7 +130,11 @@ class Maintenance:
             try:
                 if started >= reap_from:
                     await self.release_gone_lessees()
-                    await self.reap_expired_leases()
+                    await self.reap_expired_leases(
+                        fresh=lambda since=started: loop.time() - since <= REAPER_GAP_SECONDS
+                    )
+                    if loop.time() - started > REAPER_GAP_SECONDS:
+                        reap_from = loop.time() + RECOVERY_GRACE_SECONDS  # stalled mid-pass
                 await self.promote_due_jobs()
                 if loop.time() >= next_purge:
                     next_purge = loop.time() + self.retention_interval_seconds

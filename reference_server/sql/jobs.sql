@@ -287,7 +287,8 @@ WHERE id = ANY ($1::uuid[]) AND status = 'processing' AND worker_id = $2
 RETURNING id, taskforge_wake_key(queue_id, job_type) AS wake_key
 
 -- name: reap_expired_leases
--- Leases that ran out: back to pending (the attempt counts) or dead when none are left.
+-- Leases that ran out: back to pending (the attempt counts) or dead when none are left; the
+-- pending ones wake their lessees (NOTIFY sends once per distinct key, at commit).
 WITH expired AS (
     SELECT id FROM jobs
     WHERE status = 'processing' AND lease_expires_at < now()
@@ -302,7 +303,10 @@ SET status = CASE WHEN j.attempt_count >= j.max_attempts THEN 'dead' ELSE 'pendi
     lease_seconds = NULL, updated_at = now()
 FROM expired
 WHERE j.id = expired.id
-RETURNING j.id, j.queue_name, j.job_type, j.status, taskforge_wake_key(j.queue_id, j.job_type) AS wake_key
+RETURNING j.id, j.queue_name, j.job_type, j.status,
+          CASE WHEN j.status = 'pending'
+               THEN pg_notify('taskforge_jobs', taskforge_wake_key(j.queue_id, j.job_type)) END
+              AS notified
 
 -- name: promote_due_jobs
 -- Scheduled jobs that fell due become pending, so waiting lessees can be woken for them.

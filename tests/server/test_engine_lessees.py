@@ -126,20 +126,20 @@ async def test_after_a_stall_leases_are_renewed_before_any_is_taken_back(
 ) -> None:
     """The process (or its database) away for longer than a lease, and its renewals slow to come
     back: the reaper waits for them instead of handing the running job to someone else."""
-    engine = Engine(pool, builtin_workers=1, builtin_lease_seconds=6, builtin_renew_seconds=0.5,
+    engine = Engine(pool, builtin_workers=1, builtin_lease_seconds=8, builtin_renew_seconds=0.5,
                     reaper_interval_seconds=0.05)
     renew = engine.renew_builtin
 
     async def slow_renew() -> int:
-        await asyncio.sleep(1.0)  # a database still catching up
+        await asyncio.sleep(0.3)  # a database still catching up
         return await renew()
 
     engine.renew_builtin = slow_renew  # type: ignore[method-assign]
     await engine.start()
     try:
-        job, _ = await engine.submit(org, spec("sleep", payload={"seconds": 10}))
+        job, _ = await engine.submit(org, spec("sleep", payload={"seconds": 12}))
         await wait_for_status(engine, org, job.id, JobStatus.PROCESSING)
-        time.sleep(7.0)  # a stall of the event loop: nothing of ours runs meanwhile
+        time.sleep(9.0)  # a stall of the event loop: nothing of ours runs meanwhile
         done = await wait_for_status(engine, org, job.id, JobStatus.SUCCEEDED)
     finally:
         await engine.stop(0)
