@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -36,6 +37,11 @@ LESSEE_GONE_AFTER_SECONDS = 5.0
 REAPER_GAP_SECONDS = 2.0
 #: ... and leases are taken back only this long after it is back (renewals and acks first).
 RECOVERY_GRACE_SECONDS = 5.0
+
+
+def _fresh(loop: asyncio.AbstractEventLoop, started: float) -> bool:
+    """This reaper pass has not been held up (the process or its database away)."""
+    return loop.time() - started <= REAPER_GAP_SECONDS
 
 
 class Maintenance:
@@ -130,9 +136,7 @@ class Maintenance:
             try:
                 if started >= reap_from:
                     await self.release_gone_lessees()
-                    await self.reap_expired_leases(
-                        fresh=lambda since=started: loop.time() - since <= REAPER_GAP_SECONDS
-                    )
+                    await self.reap_expired_leases(fresh=partial(_fresh, loop, started))
                     if loop.time() - started > REAPER_GAP_SECONDS:
                         reap_from = loop.time() + RECOVERY_GRACE_SECONDS  # stalled mid-pass
                 await self.promote_due_jobs()
