@@ -64,28 +64,56 @@ def _config(context: CheckContext) -> tuple[Path, LineDict]:
     return path, data
 
 
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def _local_matches(path: Path, pattern: str) -> list[Path]:
+    """Where a rule_files entry is here: relative to the configuration, or a container path
+    mapped onto the configuration's directory by its longest tail that exists here
+    (/etc/prometheus/rules/*.yml -> rules/*.yml). The bare file name is tried only for a named
+    file: a bare glob (*.yml) would take the configuration itself and its neighbours as rules."""
+    candidate = Path(pattern)
+    if not candidate.is_absolute():
+        candidate = path.parent / candidate
+    tails: list[Path] = [candidate]
+    parts = Path(pattern).parts[1:] if Path(pattern).is_absolute() else ()
+    minimum = 1 if not _is_glob(Path(pattern).name) else 2
+    tails += [path.parent.joinpath(*parts[i:]) for i in range(len(parts) - minimum + 1)]
+    for tail in tails:
+        if tail.parent.is_dir():
+            matches = sorted(m for m in tail.parent.glob(tail.name) if m != path)
+            if matches:
+                return matches
+    return []
+
+
 def _rule_paths(
     context: CheckContext, path: Path, config: LineDict
 ) -> list[tuple[Path, int | None]]:
-    """The rule files: those given, and those rule_files names (container paths mapped here)."""
+    """The rule files: those given, and those rule_files names (container paths mapped here).
+    A glob that matches nothing here is left out: Prometheus accepts an empty glob, and its
+    files may simply not have been given (`unresolved_rule_globs`)."""
     found: list[tuple[Path, int | None]] = [(p, None) for p in context.prometheus_rules]
     rule_files = config.get("rule_files")
     if isinstance(rule_files, list):
         for index, pattern in enumerate(rule_files):
             line = line_of(rule_files, index)
-            candidate = Path(str(pattern))
-            if not candidate.is_absolute():
-                candidate = path.parent / candidate
-            matches = (
-                sorted(candidate.parent.glob(candidate.name)) if candidate.parent.exists() else []
-            )
-            if not matches:
-                local = path.parent / Path(str(pattern)).name
-                matches = sorted(path.parent.glob(local.name))
-            if not matches:
+            matches = _local_matches(path, str(pattern))
+            if not matches and not _is_glob(str(pattern)):
+                candidate = Path(str(pattern))
+                if not candidate.is_absolute():
+                    candidate = path.parent / candidate
                 found.append((candidate, line))  # reported missing by PROM-CONFIG-VALID
             found += [(m, line) for m in matches if m not in {p for p, _ in found}]
     return found
+
+
+def _unresolved_rule_globs(path: Path, config: LineDict) -> list[str]:
+    rule_files = config.get("rule_files")
+    if not isinstance(rule_files, list):
+        return []
+    return [str(p) for p in rule_files if _is_glob(str(p)) and not _local_matches(path, str(p))]
 
 
 def _load_rules(rule_path: Path) -> Any:
@@ -226,6 +254,12 @@ def alert_rules(context: CheckContext) -> Iterator[Problem]:
                     expressions.append(f"{rule.get('alert')} {rule.get('expr')}")
     alerting = config.get("alerting")
     managers = alerting.get("alertmanagers") if isinstance(alerting, dict) else None
+    unresolved = _unresolved_rule_globs(path, config)
+    if not expressions and unresolved and not context.prometheus_rules and managers:
+        raise NotApplicable(
+            f"rule_files {', '.join(unresolved)} match no file beside the configuration: "
+            "give the rule files with --prometheus-rules to judge the alert rules"
+        )
     if not managers:
         yield Problem(
             message="no Alertmanager is configured: alerts fire and notify nobody", file=path,

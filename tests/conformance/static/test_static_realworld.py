@@ -1,0 +1,77 @@
+"""Constructs of real-world deployment files that the static checks once misread.
+
+Each test writes a minimal file with one such construct (our own, not a copied file) and asserts
+the status the guide and the tool's documentation support, next to a true positive that must
+still be caught.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conformance.model import Status
+from tests.conformance.static.static_helpers import run_checks
+
+PROMETHEUS = """\
+global:
+  scrape_interval: 15s
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["alertmanager:9093"]
+rule_files:
+  - {pattern}
+scrape_configs:
+  - job_name: taskforge
+    static_configs:
+      - targets: ["app:8080"]
+  - job_name: node
+    file_sd_configs:
+      - files: ["/etc/prometheus/targets/*.json"]
+"""
+
+ALERTS = """\
+groups:
+  - name: taskforge
+    rules:
+      - alert: TaskForgeDown
+        expr: up{job="taskforge"} == 0
+"""
+
+
+def _statuses(findings: list, item: str) -> set[Status]:  # type: ignore[type-arg]
+    return {f.status for f in findings if f.item_id == item}
+
+
+def test_rule_glob_in_a_container_directory_is_not_the_configuration(tmp_path: Path) -> None:
+    """/etc/prometheus/rules/*.yml once fell back to *.yml beside prometheus.yml, so promtool
+    checked prometheus.yml itself as a rule file (field global not found in RuleGroups)."""
+    config = tmp_path / "prometheus.yml"
+    config.write_text(PROMETHEUS.format(pattern="/etc/prometheus/rules/*.yml"))
+    findings = run_checks(("PROM-CONFIG-VALID", "PROM-ALERT-RULES"), prometheus_config=config)
+    assert _statuses(findings, "PROM-CONFIG-VALID") == {Status.PASSED}
+    # Its rule files were not given: the alert rules cannot be judged, which is not a failure.
+    (alert,) = [f for f in findings if f.item_id == "PROM-ALERT-RULES"]
+    assert alert.status is Status.NOT_APPLICABLE
+    assert "--prometheus-rules" in alert.message
+
+
+def test_rule_glob_maps_onto_the_mounted_directory(tmp_path: Path) -> None:
+    config = tmp_path / "prometheus.yml"
+    config.write_text(PROMETHEUS.format(pattern="/etc/prometheus/rules/*.yml"))
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "taskforge.yml").write_text(ALERTS)
+    findings = run_checks(("PROM-ALERT-RULES",), prometheus_config=config)
+    # Found and read: the rules lack the other critical alerts (a true positive).
+    messages = {f.message for f in findings if f.status is Status.FAILED}
+    assert "no alert rule for database down" in messages
+    assert "no alert rule for app down" not in messages
+
+
+def test_named_rule_file_missing_is_still_reported(tmp_path: Path) -> None:
+    config = tmp_path / "prometheus.yml"
+    config.write_text(PROMETHEUS.format(pattern="/etc/prometheus/alerts.yml"))
+    findings = run_checks(("PROM-CONFIG-VALID",), prometheus_config=config)
+    assert [f.message for f in findings if f.status is Status.FAILED] == [
+        "rule file alerts.yml does not exist"
+    ]
