@@ -261,7 +261,8 @@ def images_pinned(context: CheckContext) -> Iterator[Problem]:
         raw = service.get("image")
         if raw is None:
             continue
-        reference = compose.interpolate(str(raw))
+        # A tag from a mandatory variable (${VERSION:?...}) is set per release, not :latest.
+        reference = compose.interpolate(str(raw), mandatory="<{name}>")
         why = image_pin_problem(reference)
         if why is not None:
             yield Problem(

@@ -45,8 +45,11 @@ class Compose:
                 return number
         return None
 
-    def interpolate(self, value: str) -> str:
-        """The value after Compose's interpolation (unset variables become empty)."""
+    def interpolate(self, value: str, *, mandatory: str | None = None) -> str:
+        """The value after Compose's interpolation (unset variables become empty). The colon
+        forms treat an empty value as unset, as Compose does. A mandatory variable (`:?`, `?`)
+        that is unset here is one Compose refuses to start without: with `mandatory` given, it
+        becomes that text with {name} filled in, since the operator sets it at deploy time."""
 
         def replace(match: re.Match[str]) -> str:
             if match.group(0) == "$$":
@@ -54,10 +57,13 @@ class Compose:
             name = match.group("braced") or match.group("bare")
             current = self.env.get(name) if self.env is not None else None
             op, arg = match.group("op"), match.group("arg") or ""
-            if op in (":-", "-") and current is None:
-                return arg
+            unset = current is None or (op is not None and op.startswith(":") and current == "")
+            if op in (":-", "-"):
+                return arg if unset else current or ""
             if op in (":+", "+"):
-                return arg if current is not None else ""
+                return "" if unset else arg
+            if op in (":?", "?") and unset and mandatory is not None:
+                return mandatory.format(name=name)
             return current or ""
 
         return VARIABLE_REFERENCE.sub(replace, value)

@@ -75,3 +75,32 @@ def test_named_rule_file_missing_is_still_reported(tmp_path: Path) -> None:
     assert [f.message for f in findings if f.status is Status.FAILED] == [
         "rule file alerts.yml does not exist"
     ]
+
+
+COMPOSE_VERSIONED = """\
+x-app: &app
+  image: registry.example.org/taskforge/app:${TASKFORGE_VERSION:?set TASKFORGE_VERSION}
+  restart: unless-stopped
+services:
+  app:
+    <<: *app
+  worker:
+    <<: *app
+    command: ["taskforge", "worker"]
+  cache:
+    image: redis:${REDIS_TAG:-latest}
+  proxy:
+    image: nginx:${NGINX_TAG:-}
+"""
+
+
+def test_image_tag_from_a_mandatory_variable_is_pinned(tmp_path: Path) -> None:
+    """${VERSION:?msg} (the versioned tag per release PROC-ROLLBACK-PREVIOUS-VERSION asks for)
+    was read as an empty tag, i.e. :latest; a default of latest or an empty default still is."""
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(COMPOSE_VERSIONED)
+    findings = run_checks(("COMPOSE-IMAGE-PINNED",), compose_file=compose)
+    assert sorted(f.message for f in findings if f.status is Status.FAILED) == [
+        "service cache: image redis:latest is :latest",
+        "service proxy: image nginx: is :latest",
+    ]
