@@ -57,12 +57,12 @@ COMPOSE_ONLY = re.compile(
 
 
 @functools.cache
-def _validator() -> jsonschema.Draft201909Validator:
+def _validator() -> jsonschema.Draft7Validator:
+    # The compose-spec project's current schema (draft-07; see schemas/README): the older one
+    # of docker-compose 1.29.2 rejected what Compose v2 accepts (long-form env_file, ports with
+    # host_ip, depends_on restart/required, develop, start_interval, ...).
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    # The vendored revision predates the top-level `name` and `include` keys (see schemas/README).
-    schema["properties"].setdefault("name", {"type": "string"})
-    schema["properties"].setdefault("include", {"type": "array"})
-    return jsonschema.Draft201909Validator(schema)
+    return jsonschema.Draft7Validator(schema)
 
 
 def _path_line(data: Any, path: list[Any]) -> int | None:

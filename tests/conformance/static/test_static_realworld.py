@@ -104,3 +104,58 @@ def test_image_tag_from_a_mandatory_variable_is_pinned(tmp_path: Path) -> None:
         "service cache: image redis:latest is :latest",
         "service proxy: image nginx: is :latest",
     ]
+
+
+COMPOSE_V2 = """\
+name: taskforge
+services:
+  app:
+    image: example/app:1.2.3
+    env_file:
+      - path: ./env.production
+        required: true
+    ports:
+      - name: http
+        target: 8080
+        published: "8080"
+        host_ip: 127.0.0.1
+        app_protocol: http
+    depends_on:
+      db:
+        condition: service_healthy
+        restart: true
+    healthcheck:
+      test: ["CMD", "/app/healthcheck"]
+      start_interval: 2s
+    volumes:
+      - type: bind
+        source: ./config
+        target: /app/config
+        bind:
+          create_host_path: true
+    develop:
+      watch:
+        - action: rebuild
+          path: ./src
+    deploy:
+      resources:
+        limits: {cpus: "1", memory: 512M, pids: 200}
+  db:
+    image: postgres:16.2
+    annotations:
+      com.example.tier: data
+"""
+
+
+def test_compose_v2_syntax_is_valid(tmp_path: Path) -> None:
+    """Keys Compose v2 accepts were rejected by the docker-compose 1.29 schema once vendored."""
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(COMPOSE_V2)
+    findings = run_checks(("COMPOSE-SCHEMA-VALID",), compose_file=compose)
+    assert [f.status for f in findings] == [Status.PASSED], [f.message for f in findings]
+    # Still a true positive: a misspelt key.
+    compose.write_text(COMPOSE_V2.replace("  db:\n    image", "  db:\n    restrat: no\n    image"))
+    findings = run_checks(("COMPOSE-SCHEMA-VALID",), compose_file=compose)
+    assert [f.message for f in findings if f.status is Status.FAILED] == [
+        "services.db: 'restrat' does not match any of the regexes: '^x-'"
+    ]
