@@ -30,8 +30,8 @@ from conformance.model import (
     RunResult,
     Status,
 )
-from conformance.runner import Selection, expired_waivers, parse_phase, parse_severity
 from conformance.usage import UsageError, UsageParser
+from conformance.verdicts import Selection, expired_waivers, parse_phase, parse_severity
 from conformance.yamlrecords import ConfigError
 
 if TYPE_CHECKING:

@@ -46,7 +46,7 @@ from conformance.model import (
     Waiver,
     to_jsonable,
 )
-from conformance.runner import (
+from conformance.verdicts import (
     Outcome,
     Selection,
     fold_items,

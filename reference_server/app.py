@@ -17,7 +17,7 @@ import redis.asyncio
 import structlog
 from quart import Quart, Response, current_app, g, request
 
-from reference_server import httpcore
+from reference_server import answers
 from reference_server.accounts import AccountStore
 from reference_server.api import api_keys, auth, jobs, operations, queues, workers
 from reference_server.api.common import (
@@ -89,7 +89,7 @@ def create_app(settings: Settings, *, submit_fast_path: bool = True) -> Quart:
             settings.METRICS_ENDPOINT, "metrics", operations.metrics_view, methods=["GET"]
         )
     for module in (auth, api_keys, queues, jobs, workers):
-        app.register_blueprint(module.blueprint, url_prefix=httpcore.API_PREFIX)
+        app.register_blueprint(module.blueprint, url_prefix=answers.API_PREFIX)
 
     app.before_serving(_open_resources)
     app.after_serving(_close_resources)
@@ -212,7 +212,7 @@ async def _before_request() -> Response | None:
     # Per-request memos of api.common (headers, client address), fresh for each request.
     g._request_headers = None
     g._client_ip = None
-    g.request_id = httpcore.request_id_for(request_header("x-request-id"))
+    g.request_id = answers.request_id_for(request_header("x-request-id"))
     # Every log line of this request (engine included) carries its id; each request is a task
     # of its own, so the context does not leak into the next one.
     structlog.contextvars.clear_contextvars()
@@ -222,7 +222,7 @@ async def _before_request() -> Response | None:
     settings = st.settings
     if request.method == "OPTIONS" and request_header("access-control-request-method"):
         response = Response(b"", status=204)
-        for name, value in httpcore.preflight_headers(settings, request_header("origin")):
+        for name, value in answers.preflight_headers(settings, request_header("origin")):
             response.headers[name] = value
         return response
     length = request.content_length
@@ -233,11 +233,11 @@ async def _before_request() -> Response | None:
 
 async def _after_request(response: Response) -> Response:
     st = state()
-    request_id = str(getattr(g, "request_id", "") or httpcore.request_ids.next())
+    request_id = str(getattr(g, "request_id", "") or answers.request_ids.next())
     # Looked up in one pass: werkzeug's setdefault/get raise (and build) an exception per miss.
     present = {name.lower() for name in response.headers.keys()}  # noqa: SIM118 - Headers
     headers = response.headers
-    for name, value in httpcore.response_headers(
+    for name, value in answers.response_headers(
         st.settings,
         request_id=request_id,
         origin=request_header("origin"),
@@ -249,18 +249,18 @@ async def _after_request(response: Response) -> Response:
         else:
             headers[name] = value
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    elapsed = httpcore.elapsed_since(getattr(g, "started", time.perf_counter()))
+    elapsed = answers.elapsed_since(getattr(g, "started", time.perf_counter()))
     status = response.status_code
-    httpcore.observe_duration(request.method, route, status, elapsed)
+    answers.observe_duration(request.method, route, status, elapsed)
     if (
-        httpcore.audited(request.method, request.path, status)
+        answers.audited(request.method, request.path, status)
         and st.accounts is not None
         and not g.get("audit_written")
     ):
         target = getattr(g, "audit_target", None)
         if target is None and request.view_args:
             target = ",".join(str(v) for v in request.view_args.values())
-        entry = httpcore.audit_entry(
+        entry = answers.audit_entry(
             principal=getattr(g, "principal", None),
             fallback_org=getattr(g, "audit_org", None),
             fallback_actor=getattr(g, "audit_actor", "anonymous"),
@@ -271,8 +271,8 @@ async def _after_request(response: Response) -> Response:
             request_id=str(g.request_id),
             status=status,
         )
-        await httpcore.write_audit(st.accounts, entry)
-    httpcore.log_request(
+        await answers.write_audit(st.accounts, entry)
+    answers.log_request(
         st.http_log,
         method=request.method,
         path=request.path,
@@ -284,8 +284,8 @@ async def _after_request(response: Response) -> Response:
 
 
 async def _handle_error(exc: Exception) -> Response:
-    """The one error handler: the contract's envelope for every exception (httpcore's mapping)."""
-    reply = httpcore.error_reply(exc)
+    """The one error handler: the contract's envelope for every exception (answers's mapping)."""
+    reply = answers.error_reply(exc)
     return json_response(reply.body(request_id()), reply.status, reply.headers)
 
 

@@ -167,7 +167,7 @@ def _run_granian(settings: Settings) -> int:
                # The guide's policy (TLSv1.2 and TLSv1.3); Granian alone would demand 1.3.
                "ssl_protocol_min": SSLProtocols.tls12}
     server = Granian(
-        "reference_server.worker:app_from_environment",
+        "reference_server.granian_target:app_from_environment",
         factory=True,
         address=settings.APPLICATION_HOST,
         port=settings.APPLICATION_PORT,

@@ -6,7 +6,7 @@ is the plain, valid kind: a JSON body within MAX_BODY_BYTES, a known caller allo
 a body that validates. Anything else (a preflight, a bad token, a body to refuse, a slow upload)
 goes to Quart untouched, with the body handed on, before anything has been counted or written, so
 every such refusal is Quart's own. From the rate limit on, the fast path answers itself, with the
-functions Quart's hooks use (httpcore): same envelope, headers, audit row, log line and duration
+functions Quart's hooks use (answers): same envelope, headers, audit row, log line and duration
 metric. tests/server/test_submit_fast_path.py sends the same requests both ways and compares.
 """
 
@@ -22,7 +22,7 @@ import orjson
 import pydantic
 import structlog
 
-from reference_server import httpcore
+from reference_server import answers
 from reference_server.api.common import authenticate_credentials, resolve_client_ip
 from reference_server.api.jobs import SubmitJobRequest
 from reference_server.audit import AuditEntry, with_outcome
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     Send = Callable[[Message], Awaitable[None]]
     ASGIApp = Callable[..., Awaitable[None]]
 
-PATH = httpcore.API_PREFIX + "/jobs"
+PATH = answers.API_PREFIX + "/jobs"
 ROUTE = PATH  # the route label of Quart's rule for this path
 #: Request headers the fast path reads; the first of repeated ones counts, as in Quart
 #: (X-Forwarded-For: all lines, joined).
@@ -136,7 +136,7 @@ class SubmitFastPath:
         send: Send,
     ) -> None:
         self.answered += 1
-        request_id = httpcore.request_id_for(text.get("x-request-id"))
+        request_id = answers.request_id_for(text.get("x-request-id"))
         # The caller's ids go on this request's log lines; bound as context only when an error is
         # logged, passed to the one request line otherwise (binding is a third of a log line).
         context = {
@@ -153,7 +153,7 @@ class SubmitFastPath:
         assert st.limiter is not None and st.engine is not None and st.accounts is not None
         rate_headers: dict[str, str] = {}
         extra: dict[str, str] = {}
-        audit = httpcore.audit_entry(
+        audit = answers.audit_entry(
             principal=principal,
             fallback_org=None,
             fallback_actor="anonymous",
@@ -184,11 +184,11 @@ class SubmitFastPath:
                 job, created = await st.engine.submit(principal.organization_id, spec, audit=audit)
             audit_written = True  # committed with the job
             status = 201 if created else 200
-            payload = httpcore.ok_body(job.to_api(), request_id)
+            payload = answers.ok_body(job.to_api(), request_id)
         except Exception as exc:
             structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(**context)
-            reply = httpcore.error_reply(exc)
+            reply = answers.error_reply(exc)
             status, payload, extra = reply.status, reply.body(request_id), reply.headers
         content = orjson.dumps(payload, default=str)
         response_headers = [
@@ -203,13 +203,13 @@ class SubmitFastPath:
             if k not in extra  # a 429's own rate-limit headers win
         )
         response_headers.extend(self._fixed_headers(st, text.get("origin")))
-        elapsed = httpcore.elapsed_since(started)
-        httpcore.observe_duration("POST", ROUTE, status, elapsed)
-        if not audit_written and httpcore.audited("POST", PATH, status):
-            await httpcore.write_audit(
+        elapsed = answers.elapsed_since(started)
+        answers.observe_duration("POST", ROUTE, status, elapsed)
+        if not audit_written and answers.audited("POST", PATH, status):
+            await answers.write_audit(
                 st.accounts, with_outcome(audit, target=None, status_code=status)
             )
-        httpcore.log_request(
+        answers.log_request(
             st.http_log,
             method="POST",
             path=PATH,
@@ -232,12 +232,12 @@ class SubmitFastPath:
         return self._batcher
 
     def _fixed_headers(self, st: AppState, origin: str | None) -> list[tuple[bytes, bytes]]:
-        """httpcore.fixed_headers for this origin, encoded once (settings do not change)."""
+        """answers.fixed_headers for this origin, encoded once (settings do not change)."""
         found = self._encoded.get(origin)
         if found is None:
             found = [
                 (k.lower().encode("latin-1"), v.encode("latin-1"))
-                for k, v in httpcore.fixed_headers(st.settings, origin, has_cache_control=False)
+                for k, v in answers.fixed_headers(st.settings, origin, has_cache_control=False)
             ]
             if len(self._encoded) < FIXED_HEADERS_KEPT:  # a client chooses its Origin
                 self._encoded[origin] = found

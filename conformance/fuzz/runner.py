@@ -29,8 +29,8 @@ from conformance.fuzz.progress import follow
 from conformance.fuzz.results import RESULTS_SCHEMA_VERSION, read_events, summarise
 from conformance.fuzz.scrub import scrub_run_dir
 from conformance.model import ExitStatus
-from conformance.runner import new_run_id
 from conformance.usage import UsageError
+from conformance.verdicts import new_run_id
 
 PHASES = ("examples", "coverage", "fuzzing", "stateful")
 CHECKS = (

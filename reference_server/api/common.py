@@ -15,7 +15,7 @@ import structlog
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from quart import Response, current_app, g, request
 
-from reference_server import httpcore
+from reference_server import answers
 from reference_server.exceptions import (
     ApiError,
     AuthenticationFailed,
@@ -105,7 +105,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 def ok(data: Any, status: int = 200, message: str | None = None) -> Response:
     """The success envelope of the contract."""
-    return json_response(httpcore.ok_body(data, request_id(), message), status)
+    return json_response(answers.ok_body(data, request_id(), message), status)
 
 
 def no_content() -> Response:
@@ -113,7 +113,7 @@ def no_content() -> Response:
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    return httpcore.error_body(code, message, details, request_id())
+    return answers.error_body(code, message, details, request_id())
 
 
 def _integral(value: Any) -> Any:
@@ -377,7 +377,7 @@ def request_audit() -> AuditEntry:
     """This request's audit row, for a writer that commits it with the change (the engine fills
     in target and status); the view then sets g.audit_written so the after-hook does not."""
     rule = request.url_rule.rule if request.url_rule is not None else request.path
-    return httpcore.audit_entry(
+    return answers.audit_entry(
         principal=principal(),
         fallback_org=None,
         fallback_actor="anonymous",

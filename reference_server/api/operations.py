@@ -11,6 +11,7 @@ from typing import Any
 from quart import Blueprint, Response
 
 from reference_server import __version__, job_metrics, metrics
+from reference_server.answers import now_iso
 from reference_server.api.common import (
     client_ip,
     json_response,
@@ -19,7 +20,6 @@ from reference_server.api.common import (
     state,
 )
 from reference_server.exceptions import NotFound
-from reference_server.httpcore import now_iso
 from reference_server.migrate import migration_status
 from reference_server.observability import get_logger, metrics_exposition
 

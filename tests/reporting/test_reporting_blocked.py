@@ -19,7 +19,7 @@ from conformance.model import (
     fold_status,
 )
 from conformance.reporting import markdown, results, sarif, write_reports
-from conformance.runner import fold_items
+from conformance.verdicts import fold_items
 
 
 def blocked_item(severity: Severity = Severity.BLOCKER) -> ItemResult:

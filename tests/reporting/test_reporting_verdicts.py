@@ -11,7 +11,7 @@ from reporting_factories import item, mixed_items, run_result, waiver_for
 
 from conformance.model import ExitStatus, ItemResult, Kind, Severity, Status, Verdict
 from conformance.reporting import markdown, write_reports
-from conformance.runner import fold_items
+from conformance.verdicts import fold_items
 
 
 def _forced_blocker(status: Status = Status.FAILED, **options: Any) -> ItemResult:
@@ -125,7 +125,7 @@ def test_mixed_run_markdown_lists_blocker_then_error_then_failed_then_unattested
 def test_waivers_applied_by_the_runner_reach_the_reports(
     tmp_path: Path, waiver_days: int | None, verdict: str, exit_status: int
 ) -> None:
-    """A forced blocker, then a valid waiver for it, then an expired one (runner.fold_items)."""
+    """A forced blocker, then a valid waiver for it, then an expired one (verdicts.fold_items)."""
     blocker = _forced_blocker()
     passed = item("ENV-LOG-LEVEL", Status.PASSED)
     waivers = [] if waiver_days is None else [waiver_for(blocker.entry.id, days=waiver_days)]

@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio
 from api_support import ACCESS_SECRET, REFRESH_SECRET, register, running_app
 
-from reference_server import httpcore
+from reference_server import answers
 from reference_server.exceptions import (
     AuthenticationFailed,
     RateLimited,
@@ -130,7 +130,7 @@ async def test_rate_limit_survives_redis_forgetting_its_script(client: redis.asy
 
 
 def test_request_ids_are_distinct_32_hex_digits() -> None:
-    ids = {httpcore.request_ids.next() for _ in range(1000)}
+    ids = {answers.request_ids.next() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
 

@@ -10,7 +10,7 @@ import pytest
 from conformance.attestations import load_attestations
 from conformance.catalogue import load_catalogue
 from conformance.model import CatalogueEntry, Finding, Kind, Phase, Severity, Status, Waiver
-from conformance.runner import fold_items
+from conformance.verdicts import fold_items
 from conformance.waivers import load_waivers, split_waivers
 from conformance.yamlrecords import ConfigError
 
