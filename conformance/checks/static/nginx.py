@@ -106,9 +106,24 @@ def is_public(server: Block) -> bool:
     return not server.direct("listen")  # default: *:80
 
 
+def _acme_challenge(block: Block) -> bool:
+    return block.name == "location" and any(
+        a.rstrip("/").endswith("/.well-known/acme-challenge") for a in block.args)
+
+
+def _walk_outside_acme(block: Block) -> Iterator[Block]:
+    for child in block.children:
+        if _acme_challenge(child):
+            continue
+        yield child
+        yield from _walk_outside_acme(child)
+
+
 def redirects_only(server: Block) -> bool:
-    """A server that answers everything with a redirect (the usual port-80 block)."""
-    inside = list(server.walk())
+    """A server that answers everything with a redirect (the usual port-80 block). Its ACME
+    HTTP-01 location (/.well-known/acme-challenge/, the certificate's renewal by webroot) serves
+    a token to the CA, not the application, so it does not make the server one that serves."""
+    inside = list(_walk_outside_acme(server))
     if any(b.name in ("proxy_pass", "root", "alias", "fastcgi_pass") for b in inside):
         return False
     returns = [b for b in inside if b.name == "return"]
@@ -237,7 +252,9 @@ def security_headers(context: CheckContext) -> Iterator[Problem]:
         for block in [server, *locations(server)]:
             source, headers = _headers(block)
             for name in REQUIRED_HEADERS:
-                where = block.line
+                # A header missing from an inherited set is one defect, where that set is (the
+                # server block), not one per location that inherits it.
+                where = source.line if source is not None else server.line
                 header = headers.get(name)
                 if header is None:
                     problem = f"{name} is not sent" + (

@@ -115,6 +115,25 @@ def scratch_copy(text: str, prefix: Path, mounts: list[tuple[str, Path]],
     return "\n".join(lines), changed
 
 
+_HTTP2_DIRECTIVE = re.compile(r"(^|[;{}])(\s*)(http2\s+(?:on|off)\s*;)", re.MULTILINE)
+
+
+def _image_version(image: str) -> tuple[int, ...] | None:
+    """The nginx version an image tag names (nginx:1.25-alpine -> (1, 25)), or None for a tag
+    that names none (alpine, stable, mainline, latest: today's releases)."""
+    tag = image.rsplit("/", 1)[-1].partition(":")[2].partition("@")[0]
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", tag)
+    return tuple(int(g) for g in match.groups() if g is not None) if match else None
+
+
+def _newer_than_here(image: str | None, here: tuple[int, ...] | None) -> bool:
+    """Whether the deployed image's nginx knows `http2 on;` while the one here does not."""
+    if image is None or here is None or here >= HTTP2_DIRECTIVE_SINCE:
+        return False
+    deployed = _image_version(image)
+    return deployed is None or deployed + (99,) * (3 - len(deployed)) >= HTTP2_DIRECTIVE_SINCE
+
+
 def _deployed_nginx(context: CheckContext) -> str | None:
     if context.compose_file is None:
         return None
@@ -140,10 +159,15 @@ def config_loads(context: CheckContext) -> Iterator[Problem]:
     upstreams = set(re.findall(r"^\s*upstream\s+(\S+)\s*\{", text, re.MULTILINE))
     version = tool_version(nginx)
     shown = ".".join(map(str, version)) if version else "unknown"
+    deployed = _deployed_nginx(context)
     with tempfile.TemporaryDirectory(prefix="taskforge-nginx-") as scratch:
         prefix = Path(scratch)
         (prefix / "logs").mkdir()
         copy, _changed = scratch_copy(text, prefix, mounts, upstreams)
+        if _newer_than_here(deployed, version):
+            # The deployed nginx has `http2 on;`; this older one would refuse that line alone,
+            # so it tests the rest (same line numbers) and leaves that directive to the image.
+            copy = _HTTP2_DIRECTIVE.sub(lambda m: m[1] + m[2] + " " * len(m[3]), copy)
         conf = prefix / "nginx.conf"
         conf.write_text(copy, encoding="utf-8")
         result = run_tool(
@@ -152,7 +176,6 @@ def config_loads(context: CheckContext) -> Iterator[Problem]:
         )
     if result.returncode == 0:
         return
-    deployed = _deployed_nginx(context)
     for message in result.output.splitlines():
         match = re.search(r"\[(emerg|alert|crit|error)\]\s*(.*?)(?: in (\S+?):(\d+))?$", message)
         if match is None:

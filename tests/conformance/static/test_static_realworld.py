@@ -159,3 +159,74 @@ def test_compose_v2_syntax_is_valid(tmp_path: Path) -> None:
     assert [f.message for f in findings if f.status is Status.FAILED] == [
         "services.db: 'restrat' does not match any of the regexes: '^x-'"
     ]
+
+
+NGINX = """\
+events {{}}
+http {{
+    server {{
+        listen 80;
+        server_name tasks.example.com;
+        location /.well-known/acme-challenge/ {{ root /var/www/certbot; }}
+        location / {{ return 301 https://$host$request_uri; }}
+    }}
+    server {{
+        listen 443 ssl;
+        {http2}
+        server_name tasks.example.com;
+        ssl_certificate /etc/nginx/ssl/fullchain.pem;
+        ssl_certificate_key /etc/nginx/ssl/privkey.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        add_header Strict-Transport-Security "max-age=63072000; includeSubDomains" always;
+        add_header X-Content-Type-Options nosniff always;
+        add_header X-Frame-Options DENY always;
+        add_header Referrer-Policy no-referrer always;
+        location /metrics {{ deny all; }}
+        location / {{ proxy_pass http://app:8080; }}
+    }}
+}}
+"""
+
+NGINX_COMPOSE = """\
+services:
+  nginx:
+    image: {image}
+    volumes:
+      - ./nginx.conf:/etc/nginx/nginx.conf:ro
+"""
+
+
+def test_acme_location_on_the_redirect_server_needs_no_security_headers(tmp_path: Path) -> None:
+    """The port-80 server with a certbot webroot location serves the CA a token, not the app;
+    browsers ignore HSTS over plain HTTP. The TLS server's missing CSP is still reported, once
+    (not again for each location that inherits the server's headers)."""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(NGINX.format(http2="http2 on;"))
+    findings = run_checks(("NGINX-SECURITY-HEADERS",), nginx_conf=conf)
+    failed = [(f.message, f.evidence[0].line) for f in findings if f.status is Status.FAILED]
+    assert failed == [("content-security-policy is not sent", 9)]
+
+
+def _loads(tmp_path: Path, image: str, http2: str) -> list[str]:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(NGINX.format(http2=http2))
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(NGINX_COMPOSE.format(image=image))
+    findings = run_checks(("NGINX-CONFIG-LOADS",), nginx_conf=conf, compose_file=compose)
+    return [f.message for f in findings if f.status is not Status.PASSED]
+
+
+def test_http2_directive_is_judged_by_the_deployed_nginx(tmp_path: Path) -> None:
+    """`http2 on;` (nginx >= 1.25.1) is valid for the nginx:1.25-alpine the compose file runs,
+    though the nginx here may be older; on an image tagged older it is still refused."""
+    from conformance.checks.static.nginxload import HTTP2_DIRECTIVE_SINCE
+    from conformance.checks.static.tools import require_tool, tool_version
+
+    assert _loads(tmp_path, "nginx:1.25-alpine", "http2 on;") == []
+    assert _loads(tmp_path, "nginx:alpine", "http2 on;") == []
+    here = tool_version(require_tool("nginx"))
+    old = _loads(tmp_path, "nginx:1.24.0", "http2 on;")
+    if here is not None and here < HTTP2_DIRECTIVE_SINCE:
+        assert len(old) == 1 and 'unknown directive "http2"' in old[0]
+    # Whatever the version: a real error elsewhere in the file is still found.
+    assert _loads(tmp_path, "nginx:1.25-alpine", "http2 on; proxy_bufering off;") != []
