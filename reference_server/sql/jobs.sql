@@ -167,27 +167,29 @@ BEGIN; SET LOCAL enable_sort = off
 -- priority order; those in $3 (holding their share of the pool already) are passed over. So a
 -- newcomer's job is in the next claim. Priority orders an organisation's own jobs, not
 -- organisations against each other.
+-- Each skip-scan orders by the whole index key: ordered by the organisation alone, the planner
+-- took jobs_org_created_idx and filtered its way past every finished job of the organisation.
 -- The paused check is a scalar subquery per row (a primary-key look-up of the job's queue), which
 -- the planner cannot turn into a join: the walk of each organisation's index range stops at its
 -- LIMIT (as NOT EXISTS it became an anti-join and a sort of every ready row).
 WITH RECURSIVE from_start (org) AS (
     (SELECT j.organization_id FROM jobs j
      WHERE j.status IN ('pending', 'scheduled') AND j.job_type IN ('test_job', 'echo', 'sleep', 'fail') AND j.organization_id > $4::uuid
-     ORDER BY j.organization_id LIMIT 1)
+     ORDER BY j.organization_id, j.priority DESC, j.seq LIMIT 1)
     UNION ALL
     SELECT (SELECT j.organization_id FROM jobs j
             WHERE j.status IN ('pending', 'scheduled') AND j.job_type IN ('test_job', 'echo', 'sleep', 'fail') AND j.organization_id > f.org
-            ORDER BY j.organization_id LIMIT 1)
+            ORDER BY j.organization_id, j.priority DESC, j.seq LIMIT 1)
     FROM from_start f WHERE f.org IS NOT NULL
 ),
 up_to_start (org) AS (
     (SELECT j.organization_id FROM jobs j
      WHERE j.status IN ('pending', 'scheduled') AND j.job_type IN ('test_job', 'echo', 'sleep', 'fail') AND j.organization_id <= $4::uuid
-     ORDER BY j.organization_id LIMIT 1)
+     ORDER BY j.organization_id, j.priority DESC, j.seq LIMIT 1)
     UNION ALL
     SELECT (SELECT j.organization_id FROM jobs j
             WHERE j.status IN ('pending', 'scheduled') AND j.job_type IN ('test_job', 'echo', 'sleep', 'fail') AND j.organization_id > u.org AND j.organization_id <= $4::uuid
-            ORDER BY j.organization_id LIMIT 1)
+            ORDER BY j.organization_id, j.priority DESC, j.seq LIMIT 1)
     FROM up_to_start u WHERE u.org IS NOT NULL
 ),
 turns AS (

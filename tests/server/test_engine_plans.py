@@ -50,3 +50,5 @@ async def test_builtin_claim_walks_the_ready_index_on_a_never_analysed_table(
 
     assert "Index Scan using jobs_builtin_ready_org_idx" in plan, plan
     assert "Sort" not in plan, plan
+    # The skip-scan over organisations too: another index walks past their finished jobs.
+    assert "jobs_org_created_idx" not in plan, plan
