@@ -184,7 +184,8 @@ class Plan:
     defaults_from_repo: bool
 
 
-FILE_OPTIONS = ("env_file", "compose_file", "dockerfile", "nginx_conf", "prometheus_config")
+FILE_OPTIONS = ("env_file", "compose_file", "dockerfile", "nginx_conf", "prometheus_config",
+                "runbook")
 
 
 def prepare_repo_deployment(workdir: Path) -> tuple[dict[str, Path | None], list[Path], str]:

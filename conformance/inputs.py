@@ -223,6 +223,9 @@ RUN_INPUTS: tuple[RunInput, ...] = (
              help="prometheus.yml"),
     RunInput(name="prometheus_rules", kind="files", group="files", metavar="PATH",
              help="alert rule file (repeatable)"),
+    RunInput(name="runbook", kind="file", group="files", metavar="PATH",
+             help="the procedures the team runs: Markdown in the guide's form (numbered section "
+                  "headings, ```bash blocks); the PROC-* items judge it instead of the guide's"),
     # --- hosts -----------------------------------------------------------------------------------
     RunInput(name="hosts", kind="strs", group="hosts", metavar="SPEC",
              help="testinfra host spec, e.g. ssh://user@server (repeatable; default: local:// "

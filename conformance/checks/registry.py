@@ -33,6 +33,7 @@ class CheckContext:
     nginx_conf: Path | None = None
     prometheus_config: Path | None = None
     prometheus_rules: tuple[Path, ...] = ()
+    runbook: Path | None = None  # the procedures run (guide form); None: the guide's own
     # the live target: derived from --target-url, --ca-bundle or the stack the run stood up
     target: Target | None = None  # a live deployment (reference stack or external)
     database_url: str | None = None  # --database-url, else the target's

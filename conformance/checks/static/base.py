@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,17 +74,29 @@ StaticFunction = Callable[[CheckContext], Iterable[Problem]]
 
 
 def static_check(
-    item_id: str, *, needs: Iterable[str] = (), ok: str = "no problem found"
+    item_id: str, *, needs: Iterable[str] = (), ok: str = "no problem found",
+    subject: Callable[[CheckContext], tuple[Path, str]] | None = None,
 ) -> Callable[[StaticFunction], Callable[[CheckContext], Iterator[Finding]]]:
-    """Register a problem-yielding function as the check of one catalogue item."""
+    """Register a problem-yielding function as the check of one catalogue item.
+
+    `subject`, when given, names a file judged beyond the `needs` (the procedures) and a note
+    every finding of the item carries.
+    """
 
     def decorate(function: StaticFunction) -> Callable[[CheckContext], Iterator[Finding]]:
         name = f"{function.__module__}.{function.__qualname__}"
 
         @functools.wraps(function)
         def run(context: CheckContext) -> Iterator[Finding]:
+            judged, note = subject(context) if subject is not None else (None, "")
+            for finding in judge(context, judged):
+                yield replace(finding, message=f"{finding.message} ({note})") if note else finding
+
+        def judge(context: CheckContext, judged: Path | None) -> Iterator[Finding]:
             values = [getattr(context, n) for n in needs]
             files = [v for v in values if isinstance(v, Path)]
+            if judged is not None:
+                files = [judged, *files]
             try:
                 problems = list(function(context))
             except NotApplicable as exc:

@@ -5,7 +5,8 @@ in a repository). `prepare_reference_deployment` is the one preparation of it, u
 `run` (`cli.prepare_repo_deployment`) and by the tests: it copies compose/ to a scratch directory,
 generates each value the example leaves empty (as its header says), and installs a throwaway
 certificate for BASE_URL's host (guide 4.2 step 3), so that the reference files are judged the
-way a deployment would use them. Everything else is checked exactly as the repository has it.
+way a deployment would use them. Everything else is checked exactly as the repository has it,
+RUNBOOK.md (the procedures its operator runs, judged by the PROC-* items) among them.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ class PreparedDeployment:
     def note(self) -> str:
         return (f"static: compose/ prepared in a scratch copy as guide 4.2 steps 2-3 do: .env from "
                 f".env.example (mode 600; generated {', '.join(self.generated) or 'nothing'}), a "
-                f"throwaway certificate for {self.host} in nginx/ssl/")
+                f"throwaway certificate for {self.host} in nginx/ssl/"
+                + ("; its RUNBOOK.md is the procedures the PROC-* items judge"
+                   if self.files.get("runbook") else ""))
 
 
 def fill_empty_values(text: str) -> tuple[str, tuple[str, ...]]:
@@ -77,6 +80,7 @@ def artifacts_in(directory: Path) -> tuple[dict[str, Path | None], tuple[Path, .
         "dockerfile": directory / "Dockerfile",
         "nginx_conf": directory / "nginx" / "nginx.conf",
         "prometheus_config": directory / "prometheus" / "prometheus.yml",
+        "runbook": directory / "RUNBOOK.md",
     }
     files: dict[str, Path | None] = {k: (p if p.is_file() else None) for k, p in found.items()}
     prometheus = directory / "prometheus"
