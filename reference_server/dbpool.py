@@ -11,9 +11,11 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 #: Longest wait for a pooled connection; then TimeoutError, which the HTTP layer answers 503.
-ACQUIRE_TIMEOUT_SECONDS = 5.0
-#: Longest wait for one statement's answer (the caller may give a longer one for its own).
-COMMAND_TIMEOUT_SECONDS = 5.0
+ACQUIRE_TIMEOUT_SECONDS = 3.0
+#: Longest wait for one statement's answer (the caller may give a longer one for its own). A
+#: submit waiting in the group commit behind a stuck statement waits up to twice this: with the
+#: database hung, a request waits at most about 12 s (chaos CHAOS-DATABASE-HANG: 15 s).
+COMMAND_TIMEOUT_SECONDS = 3.0
 #: Longest wait to open a connection.
 CONNECT_TIMEOUT_SECONDS = 10.0
 

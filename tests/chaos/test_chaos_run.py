@@ -171,7 +171,7 @@ def test_database_hang_answers_503_in_bounded_time(chaos_run: tuple[int, dict[st
     found = scenario(chaos_run, "database-hang")
     assert_kept(found)
     assert found["figures"]["probe_answers"].get("503", 0) > 0
-    assert found["figures"]["probe_slowest_seconds"] <= 10
+    assert found["figures"]["probe_slowest_seconds"] <= 15
 
 
 def test_retried_submit_makes_one_job(chaos_run: tuple[int, dict[str, Any]]) -> None:
