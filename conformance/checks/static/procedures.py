@@ -292,7 +292,7 @@ def env_location(context: CheckContext) -> Iterator[Problem]:
     procedures = procedures_of(context)
     name = procedures.name("4.2")
     placed: dict[str, int] = {}
-    cwd = "~"
+    cwd, judged = "~", False
     for command in procedures.commands("4.2"):
         words = command.words
         if words[:1] == ["sudo"]:
@@ -325,6 +325,7 @@ def env_location(context: CheckContext) -> Iterator[Problem]:
         else:
             continue
         if wanted in placed:
+            judged = True
             continue
         where = ", ".join(f"{p} (line {n})" for p, n in placed.items() if p.endswith(
             ".env")) or "nowhere"
@@ -340,6 +341,10 @@ def env_location(context: CheckContext) -> Iterator[Problem]:
             actual=f"{wanted}: not created",
         )
         return
+    if not judged:
+        raise NotApplicable(f"{name} puts no .env anywhere before Compose or a command reads it: "
+                            "cannot tell where it is; copy it in the steps (scp, cp or install) "
+                            "beside the compose file")
 
 
 #: curl's short options that take no argument: they may share a `-` with -k (`-sSk`).

@@ -115,6 +115,15 @@ def test_env_file_option_reads_the_env_where_it_was_put(tmp_path: Path, env: Pat
     assert only(judge("PROC-ENV-LOCATION", given)) == {Status.PASSED}
 
 
+def test_env_location_not_judged_when_the_steps_put_no_env(tmp_path: Path) -> None:
+    """A .env made some way the steps do not show: where Compose finds it cannot be told."""
+    runbook = tmp_path / "RUNBOOK.md"
+    runbook.write_text("### 4.2. Steps\n\n```bash\ncd /opt/taskforge/app\n"
+                       "docker compose -f docker-compose.prod.yml up -d\n```\n", encoding="utf-8")
+    (finding,) = judge("PROC-ENV-LOCATION", runbook)
+    assert finding.status is Status.NOT_APPLICABLE and "puts no .env" in finding.message
+
+
 def test_psql_identity_judges_the_runbook_commands(tmp_path: Path, env: Path) -> None:
     other = tmp_path / "other.env"
     other.write_text(env.read_text().replace("DB_USER=taskforge", "DB_USER=tf_app"))
