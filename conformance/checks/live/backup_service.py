@@ -229,17 +229,10 @@ def scheduled_backup(ctx: CheckContext) -> Iterator[Finding]:
 
 
 def guide_commands(section: str, guide: Path = GUIDE) -> list[str]:
-    """The shell commands of a section's code block, comments and blank lines left out."""
-    text = guide.read_text(encoding="utf-8")
-    heading = re.search(rf"^#+\s+{re.escape(section)}\.?\s.*$", text, re.MULTILINE)
-    if heading is None:
-        return []
-    rest = text[heading.end():]
-    block = re.search(r"```(?:bash|sh)?\n(.*?)```", rest, re.DOTALL)
-    if block is None:
-        return []
-    return [line.strip() for line in block.group(1).splitlines()
-            if line.strip() and not line.strip().startswith("#")]
+    """The shell commands of a section's ```bash blocks, as the PROC-* items read them."""
+    from conformance.checks.static.procedures import section_commands
+
+    return [command.text for command in section_commands(section, guide)]
 
 
 def blocking_step(commands: list[str]) -> tuple[str, str] | None:
