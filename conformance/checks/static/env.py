@@ -609,6 +609,13 @@ def simulate_export(lines: list[str]) -> tuple[dict[str, tuple[str, int]], list[
             else:
                 stray.setdefault(argument.line, []).append(word)
     for line, words in stray.items():
+        if lines[line - 1].lstrip().startswith("export ") and words[:1] == ["export"]:
+            # dotenv's `export NAME=value` form: the procedure runs `export export NAME=value`,
+            # which marks an empty shell variable named export and sets NAME intact (checked
+            # below as for every variable).
+            words = words[1:]
+            if not words:
+                continue
         invalid = [w for w in words if not _IDENTIFIER.match(w)]
         problems.append(Problem(
             message=f"the line splits into {len(words)} extra word(s) that export treats as names"
@@ -616,6 +623,13 @@ def simulate_export(lines: list[str]) -> tuple[dict[str, tuple[str, int]], list[
             line=line, expected="one NAME=value word per line", actual=" ".join(words)[:120],
         ))
     return exported, problems
+
+
+def _single_quoted(var: EnvVar) -> bool:
+    """A value in single quotes, which the dotenv readers of Compose take literally (no `$`
+    interpolation); the procedure's xargs removes the quotes and the shell expands nothing."""
+    value = var.raw.strip().removeprefix("export ").lstrip().partition("=")[2].strip()
+    return value.startswith("'") and value.count("'") >= 2
 
 
 @static_check(
@@ -639,7 +653,7 @@ def survives_export(context: CheckContext) -> Iterator[Problem]:
                 file=env.path, line=var.line, expected="<hidden>" if secret else var.value,
                 actual="unset" if got is None else ("<hidden>" if secret else got[0]),
             )
-        elif "$" in var.value:
+        elif "$" in var.value and not _single_quoted(var):
             yield Problem(
                 message=f"{name} contains `$`: Compose interpolates it when it reads the .env",
                 file=env.path, line=var.line, expected="$$ for a literal dollar",

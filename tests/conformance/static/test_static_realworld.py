@@ -230,3 +230,23 @@ def test_http2_directive_is_judged_by_the_deployed_nginx(tmp_path: Path) -> None
         assert len(old) == 1 and 'unknown directive "http2"' in old[0]
     # Whatever the version: a real error elsewhere in the file is still found.
     assert _loads(tmp_path, "nginx:1.25-alpine", "http2 on; proxy_bufering off;") != []
+
+
+def test_env_export_prefix_and_single_quoted_dollar(tmp_path: Path) -> None:
+    """`export NAME=value` is dotenv's own form, and a single-quoted `$` is literal to Compose's
+    dotenv readers and to the guide's `export $(grep -v '^#' .env | xargs)`: neither is a defect.
+    An unquoted `$` and an inline comment (split into stray words by the procedure) still are."""
+    env = tmp_path / "env.production"
+    env.write_text(
+        "export APP_ENVIRONMENT=production\n"
+        "DB_PASSWORD='Zq8nV2$kL9pR4wX7'\n"
+        "REDIS_PASSWORD=b7Yt3$Kp9Wm2Qx6\n"
+        "LOG_LEVEL=info # inline comment\n"
+    )
+    findings = run_checks(("ENV-SURVIVES-EXPORT",), env_file=env)
+    failed = sorted((f.evidence[0].line, f.message) for f in findings if f.status is Status.FAILED)
+    assert failed == [
+        (3, "REDIS_PASSWORD contains `$`: Compose interpolates it when it reads the .env"),
+        (4, "the line splits into 3 extra word(s) that export treats as names; "
+            "not valid identifiers: #"),
+    ]
