@@ -250,3 +250,33 @@ def test_env_export_prefix_and_single_quoted_dollar(tmp_path: Path) -> None:
         (4, "the line splits into 3 extra word(s) that export treats as names; "
             "not valid identifiers: #"),
     ]
+
+
+DISTROLESS = """\
+ARG RUST_VERSION=1.78
+FROM rust:${RUST_VERSION}-slim-bookworm AS builder
+WORKDIR /app
+COPY . .
+RUN cargo build --release --locked
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=builder /app/target/release/taskforge /app/taskforge
+USER nonroot:nonroot
+ENTRYPOINT ["/app/taskforge"]
+"""
+
+
+def test_image_without_healthcheck_probed_by_compose(tmp_path: Path) -> None:
+    """A distroless image has no shell or curl for a HEALTHCHECK; the compose file's own
+    healthcheck of the app (guide 3.2's form) probes its container. Without one, it fails."""
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(DISTROLESS)
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(
+        "services:\n  app:\n    build: .\n    healthcheck:\n"
+        "      test: [\"CMD\", \"/app/taskforge\", \"healthcheck\"]\n"
+    )
+    probed = run_checks(("DOCKERFILE-HEALTHCHECK",), dockerfile=dockerfile, compose_file=compose)
+    assert {f.item_id: f.status for f in probed}["DOCKERFILE-HEALTHCHECK"] is Status.PASSED
+    compose.write_text("services:\n  app:\n    build: .\n")
+    unprobed = run_checks(("DOCKERFILE-HEALTHCHECK",), dockerfile=dockerfile, compose_file=compose)
+    assert {f.item_id: f.status for f in unprobed}["DOCKERFILE-HEALTHCHECK"] is Status.FAILED
