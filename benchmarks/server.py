@@ -263,6 +263,7 @@ def external_workers(run: EngineRun, plan: Plan, placement: Placement,
             201, "register worker").json()["data"]["id"] for n in range(plan.external_workers)]
     window = CpuWindow(roots)
     window.start()
+    clients_started = time.perf_counter()
     procs = [subprocess.Popen(
         [*placement.taskset("generator"), sys.executable, "-m", "benchmarks.loadgen", "worker",
          "--base-url", run.base_url, "--token", run.token, "--worker-id", worker_id,
@@ -270,8 +271,6 @@ def external_workers(run: EngineRun, plan: Plan, placement: Placement,
          str(plan.external_connections), "--seconds", str(plan.external_seconds),
          "--ack", ack],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for worker_id in ids]
-    for proc in procs:
-        window.add("worker_clients", proc.pid)
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=plan.external_seconds + 60)
@@ -279,17 +278,21 @@ def external_workers(run: EngineRun, plan: Plan, placement: Placement,
         if proc.returncode != 0 or not found:
             raise BenchError(f"external worker failed: {err.strip()[-200:]}")
         results.append(orjson.loads(found[-1].removeprefix(RESULT_PREFIX)))
+    clients_wall = max(1e-9, time.perf_counter() - clients_started)
     shares = window.stop()
     # The clients have stopped: what they completed is in; leases they held stay unfinished.
     done, seconds = asyncio.run(_wait_worked(run.database_url, queue, plan.external_jobs, 0.0))
-    # The clients' own CPU (each reports its process time), beside the window's share: the
-    # clients must cost less than the server for the figure to measure the server.
+    # The clients' own CPU (each reports its process time; they have exited, so the window
+    # cannot read it), as a share of one core: the clients must cost less than the server for
+    # the figure to measure the server.
     client_cpu = sum(r.get("cpu_seconds", 0.0) for r in results)
-    detail = {"cpu": shares, "errors": sum(r["errors"] for r in results),
+    client_share = round(client_cpu / clients_wall, 3)
+    detail = {"cpu": {**shares, "worker_clients": client_share},
+              "errors": sum(r["errors"] for r in results),
               "completed_by_clients": sum(r["completed"] for r in results),
               "worker_clients_cpu_seconds": round(client_cpu, 3),
-              "worker_clients_faster_than_server":
-                  shares.get("worker_clients", 0.0) < shares.get("server", 0.0)}
+              "worker_clients_cpu_share": client_share,
+              "worker_clients_faster_than_server": client_share < shares.get("server", 0.0)}
     return done, seconds, detail
 
 

@@ -106,3 +106,14 @@ def test_the_report_holds_no_credential(bench_report: tuple[dict, str]) -> None:
     """The server's tokens and API keys the benchmark used stay out of bench.json and its output."""
     report, stdout = bench_report
     assert leaks_in(json.dumps(report), "bench.json") + leaks_in(stdout, "stdout") == []
+
+
+@pytest.mark.slow
+def test_external_workers_report_their_clients_cpu(bench_report: tuple[dict, str]) -> None:
+    """The worker clients' own CPU share is measured (they must cost less than the server)."""
+    figures = {f["name"]: f for f in bench_report[0]["figures"]}
+    for name in ("engine.external_workers", "engine.external_workers_batched_ack"):
+        config = figures[name]["config"]
+        assert config["worker_clients_cpu_share"] > 0, name
+        assert config["cpu"]["worker_clients"] == config["worker_clients_cpu_share"], name
+        assert isinstance(config["worker_clients_faster_than_server"], bool), name
