@@ -1,14 +1,14 @@
 """Static checks of the NGINX configuration (guide 6.1), parsed with crossplane.
 
-Only the given file is read (includes are not followed: they usually name files of the image,
-such as mime.types). add_header inheritance is applied as NGINX does: a block with its own
-add_header inherits none from above.
+Includes are followed where their files are here (through the compose file's mounts, or beside
+the given file); those of the image (mime.types) are not. add_header inheritance is applied as
+NGINX does: a block with its own add_header inherits none from above.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,18 +61,53 @@ class Block:
             yield from child.walk()
 
 
-def _build(directives: list[dict[str, Any]], parent: Block) -> None:
+def _build(directives: list[dict[str, Any]], parent: Block,
+           include: Callable[[str], list[Path]] | None = None, depth: int = 0,
+           at: int | None = None) -> None:
+    """The block tree. An `include` whose files are here (`include` maps its argument) is
+    spliced in as NGINX does; its directives carry the include's line (`at`), so findings
+    point at the given file."""
     for directive in directives:
-        node = Block(
-            name=directive["directive"], args=list(directive.get("args", [])),
-            line=int(directive.get("line", 0)), parent=parent,
-        )
+        line = at if at is not None else int(directive.get("line", 0))
+        name, args = directive["directive"], list(directive.get("args", []))
+        if name == "include" and include is not None and depth < 8 and args:
+            files = include(args[0])
+            if files:
+                for file in files:
+                    parsed = crossplane.parse(str(file), single=True, check_ctx=False,
+                                              comments=False)
+                    if parsed.get("errors") or not parsed.get("config"):
+                        continue  # its own errors are NGINX-CONFIG-LOADS's (nginx -t) to report
+                    _build(parsed["config"][0]["parsed"], parent, include, depth + 1, line)
+                continue
+        node = Block(name=name, args=args, line=line, parent=parent)
         parent.children.append(node)
         if "block" in directive:
-            _build(directive["block"], node)
+            _build(directive["block"], node, include, depth, at)
 
 
-def parse_nginx(path: Path) -> Block:
+def _includer(path: Path, mounts: list[tuple[str, Path]]) -> Callable[[str], list[Path]]:
+    """Where an include's files are here: through the compose file's mounts of the nginx
+    service, else /etc/nginx/ (NGINX's conf directory, where relative names are resolved too)
+    taken as the given file's directory."""
+
+    def files(argument: str) -> list[Path]:
+        local = _on_host(argument, mounts) if argument.startswith("/") else None
+        if local is None:
+            relative = argument.removeprefix("/etc/nginx/")
+            if relative.startswith("/"):
+                return []
+            local = path.parent / relative
+        if any(c in local.name for c in "*?["):
+            matches = sorted(local.parent.glob(local.name)) if local.parent.is_dir() else []
+        else:
+            matches = [local] if local.is_file() else []
+        return [m for m in matches if m.is_file() and m.resolve() != path.resolve()]
+
+    return files
+
+
+def parse_nginx(path: Path, mounts: list[tuple[str, Path]] | None = None) -> Block:
     if not path.is_file():
         raise ArtifactError(path, "no such file")
     result = crossplane.parse(str(path), single=True, check_ctx=False, comments=False)
@@ -80,17 +115,21 @@ def parse_nginx(path: Path) -> Block:
         error = result["errors"][0]
         raise ArtifactError(path, str(error.get("error")), error.get("line"))
     root = Block(name="main", args=[], line=1)
-    _build(result["config"][0]["parsed"], root)
+    _build(result["config"][0]["parsed"], root, _includer(path, mounts or []))
     return root
 
 
 def _nginx(context: CheckContext) -> tuple[Path, Block]:
     assert context.nginx_conf is not None  # guaranteed by needs=("nginx_conf",)
-    return context.nginx_conf, parse_nginx(context.nginx_conf)
+    mounts = _nginx_mounts(context) if context.compose_file is not None else []
+    return context.nginx_conf, parse_nginx(context.nginx_conf, mounts)
 
 
 def servers(root: Block) -> list[Block]:
-    return [b for b in root.walk() if b.name == "server" and b.parent and b.parent.name == "http"]
+    """The http servers; at the top level too, for a conf.d file of server blocks (included
+    inside http {})."""
+    return [b for b in root.walk()
+            if b.name == "server" and b.parent and b.parent.name in ("http", "main")]
 
 
 def is_tls(server: Block) -> bool:
@@ -247,6 +286,9 @@ def security_headers(context: CheckContext) -> Iterator[Problem]:
     targets = [s for s in servers(root) if is_public(s) and not redirects_only(s)]
     if not targets:
         raise NotApplicable("no public server that serves content")
+    # Beside the TLS servers, a plain-http one serves no browser page of the API (a health
+    # probe, an ACME token), and browsers ignore HSTS over http (RFC 6797 8.1).
+    targets = [s for s in targets if is_tls(s)] or targets
     seen: set[tuple[int, str]] = set()
     for server in targets:
         for block in [server, *locations(server)]:

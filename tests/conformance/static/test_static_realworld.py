@@ -280,3 +280,86 @@ def test_image_without_healthcheck_probed_by_compose(tmp_path: Path) -> None:
     compose.write_text("services:\n  app:\n    build: .\n")
     unprobed = run_checks(("DOCKERFILE-HEALTHCHECK",), dockerfile=dockerfile, compose_file=compose)
     assert {f.item_id: f.status for f in unprobed}["DOCKERFILE-HEALTHCHECK"] is Status.FAILED
+
+
+HEADERS_INC = """\
+add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;
+add_header Content-Security-Policy "default-src 'none'; frame-ancestors 'none'" always;
+add_header X-Content-Type-Options nosniff always;
+add_header X-Frame-Options DENY always;
+add_header Referrer-Policy no-referrer always;
+"""
+
+SITE = """\
+upstream api_backend {{ server app:3000; }}
+server {{
+    listen 80 default_server;
+    location = /healthz {{ return 200 "ok"; }}
+    location / {{ return 308 https://$host$request_uri; }}
+}}
+server {{
+    listen 443 ssl;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_certificate /etc/nginx/ssl/certificate.crt;
+    ssl_certificate_key /etc/nginx/ssl/private.key;
+    {headers}
+    location / {{
+        limit_req zone=perip burst=20;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_pass http://api_backend;
+    }}
+}}
+"""
+
+MAIN = """\
+events {}
+http {
+    include /etc/nginx/mime.types;
+    limit_req_zone $binary_remote_addr zone=perip:10m rate=10r/s;
+    include /etc/nginx/conf.d/*.conf;
+}
+"""
+
+
+def _site(tmp_path: Path, headers: str) -> tuple[Path, Path]:
+    (tmp_path / "nginx" / "conf.d").mkdir(parents=True)
+    main = tmp_path / "nginx" / "nginx.conf"
+    main.write_text(MAIN)
+    (tmp_path / "nginx" / "conf.d" / "taskforge.conf").write_text(SITE.format(headers=headers))
+    (tmp_path / "nginx" / "conf.d" / "headers.inc").write_text(HEADERS_INC)
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text("services:\n  nginx:\n    image: nginx:1.24.0\n    volumes:\n"
+                       "      - ./nginx/nginx.conf:/etc/nginx/nginx.conf:ro\n"
+                       "      - ./nginx/conf.d:/etc/nginx/conf.d:ro\n")
+    return main, compose
+
+
+ITEMS = ("NGINX-TLS-PROTOCOLS", "NGINX-PROXY-APP", "NGINX-RATE-LIMIT", "NGINX-SECURITY-HEADERS")
+
+
+def test_nginx_includes_are_followed_through_the_mounts(tmp_path: Path) -> None:
+    """The servers were in conf.d/*.conf (included inside http {}): the checks saw none and
+    reported no TLS server and no proxy_pass. A plain-http health probe beside the TLS server
+    needs no browser headers."""
+    main, compose = _site(tmp_path, "include /etc/nginx/conf.d/headers.inc;")
+    findings = run_checks(ITEMS, nginx_conf=main, compose_file=compose)
+    assert {f.item_id: f.status for f in findings} == dict.fromkeys(ITEMS, Status.PASSED)
+    # Without a compose file, /etc/nginx/ is the given file's directory.
+    findings = run_checks(ITEMS, nginx_conf=main)
+    assert {f.item_id: f.status for f in findings} == dict.fromkeys(ITEMS, Status.PASSED)
+
+
+def test_nginx_included_server_without_headers_is_reported_at_the_include(tmp_path: Path) -> None:
+    main, compose = _site(tmp_path, "")
+    findings = run_checks(("NGINX-SECURITY-HEADERS",), nginx_conf=main, compose_file=compose)
+    failed = {(f.message, f.evidence[0].line) for f in findings if f.status is Status.FAILED}
+    assert ("strict-transport-security is not sent", 5) in failed
+    assert len(failed) == 5
+
+
+def test_nginx_conf_d_file_of_server_blocks(tmp_path: Path) -> None:
+    _site(tmp_path, "include /etc/nginx/conf.d/headers.inc;")
+    site = tmp_path / "nginx" / "conf.d" / "taskforge.conf"
+    findings = run_checks(("NGINX-TLS-PROTOCOLS", "NGINX-PROXY-APP"), nginx_conf=site)
+    assert {f.status for f in findings} == {Status.PASSED}
