@@ -406,27 +406,34 @@ V2_ONLY = {
     ok="no legacy `version:` next to Compose v2 features",
 )
 def compose_v2_features(context: CheckContext) -> Iterator[Problem]:
+    """Only what docker-compose v1 does differently at the declared version is a defect: file
+    format 2.1-2.4 has depends_on conditions in v1 too (3.x dropped them), and a `version:`
+    with nothing v1 would mishandle runs the same under both (v2 only warns)."""
     compose = load_compose(context)
     if "version" not in compose.data:
         return
+    declared = str(compose.data["version"]).strip()
+    major, _, minor = declared.partition(".")
+    conditions_in_v1 = major == "2" and minor[:1].isdigit() and int(minor.split(".")[0]) >= 1
     used: list[str] = []
     for _name, service in each_service(compose):
         deploy = service.get("deploy")
         if isinstance(deploy, dict) and "resources" in deploy:
             used.append(V2_ONLY["deploy.resources"])
         depends = service.get("depends_on")
-        if isinstance(depends, dict) and any(
+        if not conditions_in_v1 and isinstance(depends, dict) and any(
             isinstance(v, dict) and "condition" in v for v in depends.values()
         ):
             used.append(V2_ONLY["depends_on.condition"])
     features = sorted(set(used))
+    if not features:
+        return
     yield Problem(
-        message=f"`version: {compose.data['version']}` is obsolete in Compose v2 and "
-        "suggests docker-compose v1 (the guide installs it from apt)"
-        + (f", which ignores or rejects: {'; '.join(features)}" if features else ""),
+        message=f"`version: {declared}` is obsolete in Compose v2 and suggests docker-compose v1 "
+        f"(the guide installs it from apt), which ignores or rejects: {'; '.join(features)}",
         file=compose.path, line=line_of(compose.data, "version"),
         expected="no version: key; run `docker compose` (v2)",
-        actual=f"version: {compose.data['version']}",
+        actual=f"version: {declared}",
     )
 
 

@@ -363,3 +363,17 @@ def test_nginx_conf_d_file_of_server_blocks(tmp_path: Path) -> None:
     site = tmp_path / "nginx" / "conf.d" / "taskforge.conf"
     findings = run_checks(("NGINX-TLS-PROTOCOLS", "NGINX-PROXY-APP"), nginx_conf=site)
     assert {f.status for f in findings} == {Status.PASSED}
+
+
+def test_version_key_is_judged_by_what_v1_does_at_that_version(tmp_path: Path) -> None:
+    """depends_on conditions are file format 2.1+ in docker-compose v1 (3.x dropped them); a
+    `version:` next to nothing v1 mishandles is no defect. 3.8 with conditions still is."""
+    compose = tmp_path / "docker-compose.yml"
+    body = ("services:\n  app:\n    image: example/app:1.0\n    depends_on:\n      db:\n"
+            "        condition: service_healthy\n  db:\n    image: postgres:16.2\n")
+    statuses = {}
+    for version, text in (("2.4", body), ("3.8", body), ("3.8-plain", body.split("    depends")[0])):
+        compose.write_text(f"version: '{version.split('-')[0]}'\n{text}")
+        (finding,) = run_checks(("COMPOSE-V2-FEATURES",), compose_file=compose)
+        statuses[version] = finding.status
+    assert statuses == {"2.4": Status.PASSED, "3.8": Status.FAILED, "3.8-plain": Status.PASSED}
