@@ -372,7 +372,8 @@ def test_version_key_is_judged_by_what_v1_does_at_that_version(tmp_path: Path) -
     body = ("services:\n  app:\n    image: example/app:1.0\n    depends_on:\n      db:\n"
             "        condition: service_healthy\n  db:\n    image: postgres:16.2\n")
     statuses = {}
-    for version, text in (("2.4", body), ("3.8", body), ("3.8-plain", body.split("    depends")[0])):
+    plain = body.split("    depends")[0]
+    for version, text in (("2.4", body), ("3.8", body), ("3.8-plain", plain)):
         compose.write_text(f"version: '{version.split('-')[0]}'\n{text}")
         (finding,) = run_checks(("COMPOSE-V2-FEATURES",), compose_file=compose)
         statuses[version] = finding.status
