@@ -378,3 +378,18 @@ def test_version_key_is_judged_by_what_v1_does_at_that_version(tmp_path: Path) -
         (finding,) = run_checks(("COMPOSE-V2-FEATURES",), compose_file=compose)
         statuses[version] = finding.status
     assert statuses == {"2.4": Status.PASSED, "3.8": Status.FAILED, "3.8-plain": Status.PASSED}
+
+
+def test_shell_form_healthcheck_is_not_a_hadolint_defect(tmp_path: Path) -> None:
+    """hadolint 2.15 reports DL3025 on `HEALTHCHECK CMD wget ... || exit 1`, Docker's documented
+    form; a shell-form CMD is still reported."""
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(
+        "FROM alpine:3.19\n"
+        "USER nobody\n"
+        "HEALTHCHECK --interval=30s CMD wget -q --spider http://127.0.0.1:3000/health || exit 1\n"
+        "CMD /app/server --port 3000\n"
+    )
+    findings = run_checks(("DOCKERFILE-HADOLINT",), dockerfile=dockerfile)
+    assert [(f.message.split(":")[0], f.evidence[0].line) for f in findings
+            if f.status is Status.FAILED] == [("DL3025", 4)]
