@@ -23,12 +23,13 @@ def _covers(parent: str, path: str) -> bool:
 
 
 def _created(stage: Stage, directory: str) -> bool:
-    """The final stage makes the directory: mkdir, WORKDIR, or a COPY into it."""
+    """The final stage makes the directory: mkdir, install -d, WORKDIR, or a COPY into it."""
     for instruction in stage.instructions:
         words = re.split(r"[\s;&|]+", instruction.arguments)
         if instruction.keyword == "WORKDIR" and _covers(directory, instruction.arguments.strip()):
             return True
-        if instruction.keyword == "RUN" and "mkdir" in words and any(
+        makes = "mkdir" in words or ("install" in words and "-d" in words)
+        if instruction.keyword == "RUN" and makes and any(
             _covers(directory, w.rstrip("/")) for w in words if w.startswith("/")
         ):
             return True
@@ -71,6 +72,16 @@ def _owned_by(stage: Stage, directory: str, user: str) -> bool:
                 return True
         if re.search(rf"chmod\s+(-R\s+)?[0-7]?7[0-7]7\s+\S*{re.escape(directory)}", text):
             return True
+        # `install -d -o USER [-g GROUP] DIR...` makes the directory and gives it to USER.
+        for match in re.finditer(r"\binstall\s+([^;&|]*)", text):
+            words = match.group(1).split()
+            if "-d" not in words and "--directory" not in words:
+                continue
+            owner = next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "-o"), None)
+            owner = owner or next((w.split("=", 1)[1] for w in words
+                                   if w.startswith("--owner=")), None)
+            if owner in names and any(w.rstrip("/") == directory for w in words):
+                return True
     return False
 
 

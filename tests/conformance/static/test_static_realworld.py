@@ -393,3 +393,23 @@ def test_shell_form_healthcheck_is_not_a_hadolint_defect(tmp_path: Path) -> None
     findings = run_checks(("DOCKERFILE-HADOLINT",), dockerfile=dockerfile)
     assert [(f.message.split(":")[0], f.evidence[0].line) for f in findings
             if f.status is Status.FAILED] == [("DL3025", 4)]
+
+
+def test_log_directory_made_by_install_for_a_numeric_user(tmp_path: Path) -> None:
+    """`install -d -o taskforge DIR` makes the directory and gives it to the user, here run as
+    its uid (USER 10001). A plain mkdir without a chown is still reported."""
+    env = tmp_path / "env.production"
+    env.write_text("LOG_FILE_PATH=/var/log/taskforge/app.log\n")
+    dockerfile = tmp_path / "Dockerfile"
+    runtime = ("FROM debian:bookworm-slim\n"
+               "RUN useradd --system --uid 10001 --no-create-home taskforge \\\n"
+               "    && {make} /var/log/taskforge\n"
+               "USER 10001:10001\n")
+    dockerfile.write_text(runtime.format(make="install -d -o taskforge -m 0750"))
+    findings = run_checks(("ENV-LOG-FILE-PATH",), env_file=env, dockerfile=dockerfile)
+    assert [f.status for f in findings] == [Status.PASSED], [f.message for f in findings]
+    dockerfile.write_text(runtime.format(make="mkdir -p"))
+    findings = run_checks(("ENV-LOG-FILE-PATH",), env_file=env, dockerfile=dockerfile)
+    assert [f.message.split(": ", 1)[1][:40] for f in findings] == [
+        "the runtime user 10001 cannot write /var"
+    ]
