@@ -50,20 +50,50 @@ def labels(queue: str, job_type: str) -> tuple[str, str]:
     return queue, OTHER
 
 
+#: Children of label sets kept as they are (never folded ones, whose lookups LABELS_FOLDED
+#: counts), keyed by the caller's values: the hot path is one dict hit. Bounded by the limits.
+_kept: dict[tuple[str, ...], Any] = {}
+
+
+def _child(key: tuple[str, ...], folded: tuple[str, ...], make: Any) -> Any:
+    child = make(*folded)
+    if folded == key:
+        _kept[key] = child
+    return child
+
+
 def submitted(queue: str, job_type: str) -> Any:
-    return _submitted(*labels(queue, job_type))
+    key = ("s", queue, job_type)
+    child = _kept.get(key)
+    if child is None:
+        child = _child(key, ("s", *labels(queue, job_type)), lambda _, q, t: _submitted(q, t))
+    return child
 
 
 def processed(queue: str, job_type: str, result: str) -> Any:
-    return _processed(*labels(queue, job_type), result)
+    key = ("p", queue, job_type, result)
+    child = _kept.get(key)
+    if child is None:
+        folded = ("p", *labels(queue, job_type), result)
+        child = _child(key, folded, lambda _, q, t, r: _processed(q, t, r))
+    return child
 
 
 def processing_duration(queue: str, job_type: str) -> Any:
-    return _processing_duration(*labels(queue, job_type))
+    key = ("d", queue, job_type)
+    child = _kept.get(key)
+    if child is None:
+        folded = ("d", *labels(queue, job_type))
+        child = _child(key, folded, lambda _, q, t: _processing_duration(q, t))
+    return child
 
 
 def wait_duration(queue: str) -> Any:
-    return _wait_duration(queue_label(queue))
+    key = ("w", queue)
+    child = _kept.get(key)
+    if child is None:
+        child = _child(key, ("w", queue_label(queue)), lambda _, q: _wait_duration(q))
+    return child
 
 
 @lru_cache(maxsize=CACHE_SIZE)

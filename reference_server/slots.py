@@ -14,6 +14,7 @@ process, LONG_POLLS_PER_CREDENTIAL per credential); without one it answers at on
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import re
 from collections import Counter
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 #: HEADER_READ_TIMEOUT_SECONDS).
 CONNECTION_CEILING_FACTOR = 4
 _LEASE = re.compile(r"^/api/v1/workers/[^/]+/lease$")
+_LEASE_TAIL = "/lease"  # a suffix test first: the regex runs only for lease paths
 
 
 def connection_ceiling(settings: Settings) -> int:
@@ -39,22 +41,56 @@ def connection_ceiling(settings: Settings) -> int:
 
 
 class RequestSlots:
-    """ASGI middleware: at most MAX_CONNECTIONS requests in progress; the rest wait their turn."""
+    """ASGI middleware: at most MAX_CONNECTIONS requests in progress; the rest wait their turn.
+
+    Every request passes here, so a free slot costs a counter increment: no semaphore, no
+    context manager, no future unless the slots are full (then waiters go in arrival order).
+    """
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app  # the wrapped application (tests reach the fast path through it)
         self._limit = settings.MAX_CONNECTIONS
         self._exempt = frozenset({"/health", "/ready", "/openapi.json", settings.METRICS_ENDPOINT})
-        self._slots: asyncio.Semaphore | None = None
+        self._busy = 0
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in self._exempt or _LEASE.match(path):
+        if (
+            scope["type"] != "http"
+            or path in self._exempt
+            or (path.endswith(_LEASE_TAIL) and _LEASE.match(path))
+        ):
             return await self.app(scope, receive, send)
-        if self._slots is None:  # made on the serving loop
-            self._slots = asyncio.Semaphore(self._limit)
-        async with self._slots:
+        if self._busy >= self._limit or self._waiting:
+            await self._wait()
+        else:
+            self._busy += 1
+        try:
             await self.app(scope, receive, send)
+        finally:
+            self._release()
+
+    async def _wait(self) -> None:
+        """Until a finishing request hands this one its slot (counted for it in _release)."""
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self._release()  # handed a slot just as it was cancelled: pass it on
+            elif turn in self._waiting:
+                self._waiting.remove(turn)
+            raise
+
+    def _release(self) -> None:
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the slot goes to it: _busy stays as it is
+                return
+        self._busy -= 1
 
 
 class LongPolls:
