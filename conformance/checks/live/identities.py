@@ -39,6 +39,15 @@ class IdentityError(RuntimeError):
         self.evidence = evidence
 
 
+class RegistrationClosed(IdentityError):
+    """The kit may register a second organisation, and the target does not let it: unjudgeable."""
+
+
+HOW_TO_GIVE_ONE_CLOSED = (
+    "give --second-token, --second-api-key or --second-email/--second-password (an account in "
+    "another organisation) to make these judgeable"
+)
+
 _CACHE: dict[tuple[str, str], Identity] = {}
 _LOCK = threading.Lock()
 
@@ -88,6 +97,13 @@ def _register(ctx: CheckContext, client: LiveClient) -> Identity:
         "email": email, "password": password,
         "organization_name": f"conformance second organisation {run_id(ctx)} {tag}",
     })
+    if response.status_code in (403, 404, 405):
+        # Registration closed is a normal production choice, not a broken check.
+        raise RegistrationClosed(
+            f"registration of a throwaway second organisation is closed "
+            f"(HTTP {response.status_code}): {HOW_TO_GIVE_ONE_CLOSED}",
+            client.evidence(response, "register a second organisation"),
+        )
     if response.status_code not in (200, 201):
         raise IdentityError(
             f"registering a throwaway second organisation was refused "

@@ -28,6 +28,7 @@ from conformance.checks.live.http import (
 from conformance.checks.live.identities import (
     HOW_TO_GIVE_ONE,
     IdentityError,
+    RegistrationClosed,
     organisation_of,
     second_identity,
 )
@@ -60,6 +61,7 @@ class Objects:
     job_id: str | None = None
     job_type: str | None = None
     key_id: str | None = None
+    key_secret: str | None = None  # the key itself: its survival is checked by using it
     marker: str | None = None  # a string only A's objects contain: B must never see it
     made: bool = False
     extra_keys: list[str] = field(default_factory=list)  # made by the member probe, or leaked
@@ -152,24 +154,45 @@ def _make_objects(client: LiveClient, a: dict[str, str]) -> tuple[Objects, str |
     key = _data(response)
     if isinstance(key, dict) and key.get("id"):
         objects.key_id = str(key["id"])
+        objects.key_secret = str(key["key"]) if key.get("key") else None
     return objects, None
+
+
+def _listed(data: Any, key: str) -> list[dict[str, Any]] | None:
+    """The list in a list response, or None when none can be found.
+
+    The contract fixes no wrapper: a bare array, `data[key]`, or a dict's one list-valued field.
+    """
+    if isinstance(data, list):
+        listed: Any = data
+    elif isinstance(data, dict) and isinstance(data.get(key), list):
+        listed = data[key]
+    elif isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            return None
+        listed = lists[0]
+    else:
+        return None
+    return [item for item in listed if isinstance(item, dict)]
 
 
 def _find_objects(client: LiveClient, a: dict[str, str], b: dict[str, str]) -> Objects:
     """Read-only: an existing job of A's, and a queue name A has and B does not."""
     objects = Objects()
-    jobs = _data(client.get("/api/v1/jobs?limit=1", headers=a))
-    if isinstance(jobs, dict) and jobs.get("jobs"):
-        job = jobs["jobs"][0]
+    jobs = _listed(_data(client.get("/api/v1/jobs?limit=1", headers=a)), "jobs")
+    if jobs:
+        job = jobs[0]
         objects.job_id, objects.job_type = str(job.get("id")), str(job.get("job_type"))
 
-    def names(headers: dict[str, str]) -> list[str]:
-        queues = _data(client.get("/api/v1/queues", headers=headers))
-        listed = queues.get("queues") if isinstance(queues, dict) else None
-        return [str(q.get("name")) for q in listed or () if isinstance(q, dict)]
+    def names(headers: dict[str, str]) -> list[str] | None:
+        listed = _listed(_data(client.get("/api/v1/queues", headers=headers)), "queues")
+        return None if listed is None else [str(q.get("name")) for q in listed]
 
-    b_names = set(names(b))
-    objects.queue = next((n for n in names(a) if n not in b_names), None)
+    # B's list unreadable: a name of A's might be B's too, so no queue is chosen.
+    b_names = names(b)
+    if b_names is not None:
+        objects.queue = next((n for n in names(a) or () if n not in set(b_names)), None)
     return objects
 
 
@@ -183,10 +206,21 @@ def _queue_state(client: LiveClient, a: dict[str, str], name: str) -> tuple[Any,
     return (queue.get("description"), queue.get("paused")) if isinstance(queue, dict) else None
 
 
-def _key_ids(client: LiveClient, a: dict[str, str]) -> set[str]:
-    keys = _data(client.get("/api/v1/api-keys", headers=a))
-    listed = keys.get("api_keys") if isinstance(keys, dict) else None
-    return {str(k.get("id")) for k in listed or () if isinstance(k, dict)}
+def _key_survived(client: LiveClient, a: dict[str, str], objects: Objects) -> bool | None:
+    """Whether A's key still works: authenticated with (its secret is known), else listed.
+
+    None when neither can tell (no secret, and a list of unknown shape).
+    """
+    if objects.key_secret:
+        response = client.get("/api/v1/auth/validate", headers={"X-API-Key": objects.key_secret})
+        if response.status_code == 200:
+            return True
+        if response.status_code == 401:
+            return False
+    listed = _listed(_data(client.get("/api/v1/api-keys", headers=a)), "api_keys")
+    if listed is None:
+        return None
+    return objects.key_id in {str(k.get("id")) for k in listed}
 
 
 def _reads(probe: Probe, objects: Objects) -> None:
@@ -202,13 +236,17 @@ def _reads(probe: Probe, objects: Objects) -> None:
         probe.expect_empty_of_a("LIVE-TENANT-LIST", "B: GET /jobs filtered by A's queue name",
                                 probe.send("GET", "/api/v1/jobs", params={"queue_name": q}))
         response = probe.send("GET", "/api/v1/queues")
-        probe.evidence.setdefault("LIVE-TENANT-LIST", []).append(
-            probe.client.evidence(response, "B: GET /queues"))
-        listed = _data(response)
-        names = [q2.get("name") for q2 in (listed or {}).get("queues") or ()
-                 if isinstance(q2, dict)] if isinstance(listed, dict) else []
-        if q in names:
+        listed = _listed(_data(response), "queues")
+        marker = probe.objects.marker
+        shown = marker is not None and marker in response.text
+        # A list of unknown shape proves nothing either way: it is not counted as an attempt.
+        if listed is not None or shown or response.status_code in REFUSALS:
+            probe.evidence.setdefault("LIVE-TENANT-LIST", []).append(
+                probe.client.evidence(response, "B: GET /queues"))
+        if listed is not None and q in [q2.get("name") for q2 in listed]:
             probe.problem("LIVE-TENANT-LIST", "B: GET /queues lists A's queue")
+        elif shown:
+            probe.problem("LIVE-TENANT-LIST", "B: GET /queues shows A's queue")
     if objects.job_type:
         probe.expect_empty_of_a(
             "LIVE-TENANT-LIST", "B: GET /jobs filtered by A's job type",
@@ -259,7 +297,7 @@ def _writes(probe: Probe, client: LiveClient, a: dict[str, str], objects: Object
     if objects.key_id:
         probe.expect_refused("LIVE-TENANT-KEY-WRITE", "B: DELETE A's API key",
                              probe.send("DELETE", f"/api/v1/api-keys/{objects.key_id}"))
-        if objects.key_id not in _key_ids(client, a):
+        if _key_survived(client, a, objects) is False:
             probe.problem("LIVE-TENANT-KEY-WRITE", "A's API key is gone")
 
 
@@ -337,6 +375,7 @@ def tenant_isolation(ctx: CheckContext) -> Iterator[Finding]:
     report = Report(f"{__name__}.tenant_isolation")
     writes = may_write(ctx)
     with client_for(ctx) as client:
+        closed: RegistrationClosed | None = None
         try:
             a = auth_headers(ctx, client)
             identity = second_identity(ctx, client) if a else None
@@ -344,6 +383,9 @@ def tenant_isolation(ctx: CheckContext) -> Iterator[Finding]:
             for item in TENANCY_ITEMS:
                 yield report.error(item, str(exc), exc.evidence)
             return
+        except RegistrationClosed as exc:
+            # B's items cannot be judged; the member item needs only A and still runs.
+            identity, closed = None, exc
         except IdentityError as exc:
             for item in TENANCY_ITEMS:
                 yield report.error(item, str(exc), *(e for e in (exc.evidence,) if e))
@@ -353,7 +395,10 @@ def tenant_isolation(ctx: CheckContext) -> Iterator[Finding]:
                 yield report.not_applicable(item, "no credential for organisation A: give "
                                                   "--token, --api-key or --email/--password")
             return
-        if identity is None:
+        if closed is not None:
+            for item in (*READ_ITEMS, *WRITE_ITEMS):
+                yield report.not_applicable(item, str(closed))
+        elif identity is None:
             for item in (*READ_ITEMS, *WRITE_ITEMS):
                 yield report.not_applicable(item, f"no second organisation: {HOW_TO_GIVE_ONE}")
         else:

@@ -34,7 +34,14 @@ KNOWN_FLAWS = frozenset({
     "refresh-as-access", "cross-tenant-read", "cross-tenant-write", "cross-tenant-lease",
     "member-writes", "traceback", "no-media-type", "no-body-limit", "html-404",
     "version-banner", "weak-headers", "metrics-public", "lockout-race", "dates-unbounded",
+    "cross-tenant-list",
 })
+#: Behaviour the contract allows (no flaw): lists as bare arrays, registration closed to new
+#: organisations once two exist.
+KNOWN_VARIANTS = frozenset({"bare-lists", "registration-closed"})
+VARIANTS = frozenset(v for v in os.environ.get("VARIANTS", "").split(",") if v)
+if VARIANTS - KNOWN_VARIANTS:
+    raise SystemExit(f"unknown variants: {sorted(VARIANTS - KNOWN_VARIANTS)}")
 FLAWS = frozenset(f for f in os.environ.get("FLAWS", "").split(",") if f)
 if FLAWS - KNOWN_FLAWS:
     raise SystemExit(f"unknown flaws: {sorted(FLAWS - KNOWN_FLAWS)}")
@@ -49,6 +56,11 @@ LOCKOUT_ATTEMPTS = 5
 
 def flawed(name: str) -> bool:
     return name in FLAWS
+
+
+def listing(key: str, items: list[Any], **extra: Any) -> Any:
+    """A list response: wrapped as {key: [...]} or, with the bare-lists variant, the array."""
+    return items if "bare-lists" in VARIANTS else {key: items, **extra}
 
 
 def now() -> datetime:
@@ -280,6 +292,8 @@ async def register(req: Request) -> tuple[int, Any]:
         raise ApiError(400, "VALIDATION_001", "email and a password of 8+ characters")
     if email in STORE.users:
         raise ApiError(409, "RESOURCE_CONFLICT", "email taken")
+    if "registration-closed" in VARIANTS and len(STORE.users) >= 2:
+        raise ApiError(403, "PERM_001", "registration is closed")
     org = str(uuid.uuid4())
     user = {"id": str(uuid.uuid4()), "org": org, "email": email, "perms": ADMIN,
             "hash": hashlib.sha256(password.encode()).hexdigest()}
@@ -355,8 +369,9 @@ async def create_key(req: Request) -> tuple[int, Any]:
 async def list_keys(req: Request) -> tuple[int, Any]:
     who = req.who()
     require(who, "api_key:write")
-    return 200, {"api_keys": [{"id": k["id"], "name": k["name"], "permissions": k["permissions"]}
-                              for k in STORE.keys.values() if k["org"] == who["org"]]}
+    return 200, listing("api_keys", [
+        {"id": k["id"], "name": k["name"], "permissions": k["permissions"]}
+        for k in STORE.keys.values() if k["org"] == who["org"]])
 
 
 @route("DELETE", "/api/v1/api-keys/(?P<key_id>[^/]+)")
@@ -387,8 +402,8 @@ async def create_queue(req: Request) -> tuple[int, Any]:
 async def list_queues(req: Request) -> tuple[int, Any]:
     who = req.who()
     require(who, "queue:read")
-    return 200, {"queues": [queue_api(q) for (org, _), q in STORE.queues.items()
-                            if org == who["org"]]}
+    return 200, listing("queues", [queue_api(q) for (org, _), q in STORE.queues.items()
+                                   if org == who["org"] or flawed("cross-tenant-list")])
 
 
 @route("GET", "/api/v1/queues/(?P<name>[^/]+)")
@@ -486,9 +501,9 @@ async def list_jobs(req: Request) -> tuple[int, Any]:
         if field in query:
             found = [j for j in found if j[field] == query[field]]
     limit = min(int(query.get("limit", "20") or 20), 100)
-    return 200, {"jobs": [job_api(j) for j in found[:limit]],
-                 "pagination": {"page": 1, "limit": limit, "total": len(found),
-                                "pages": 1 if found else 0}}
+    return 200, listing("jobs", [job_api(j) for j in found[:limit]],
+                        pagination={"page": 1, "limit": limit, "total": len(found),
+                                    "pages": 1 if found else 0})
 
 
 @route("GET", "/api/v1/jobs/(?P<job_id>[^/]+)")

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -53,6 +54,7 @@ CLASSES: dict[str, tuple[tuple[str, ...], set[str]]] = {
         "LIVE-TENANT-JOB-WRITE", "LIVE-TENANT-QUEUE-WRITE", "LIVE-TENANT-KEY-WRITE",
     }),
     "cross-tenant-lease": (("tenancy.tenant_isolation",), {"LIVE-TENANT-LEASE"}),
+    "cross-tenant-list": (("tenancy.tenant_isolation",), {"LIVE-TENANT-LIST"}),
     "member-writes": (("tenancy.tenant_isolation",), {"LIVE-PERM-MEMBER"}),
     "metrics-public": (("metrics.public_metrics",), {
         "LIVE-METRICS-PUBLIC", "LIVE-METRICS-TENANT-DATA",
@@ -72,7 +74,7 @@ def flawed(
 ) -> FlawedFactory:
     directory = tmp_path_factory.mktemp("flawed")
 
-    def factory(*flaws: str, **options: int) -> contextlib.AbstractContextManager[FlawedServer]:
+    def factory(*flaws: str, **options: Any) -> contextlib.AbstractContextManager[FlawedServer]:
         return serve_flawed(tls_files, flaws, directory=directory, **options)
 
     return factory
@@ -265,3 +267,35 @@ def test_a_credential_that_cannot_make_throwaway_objects_still_judges_the_reads(
         explain(findings)
     assert {result[i] for i in (*WRITE_ITEMS, MEMBER_ITEM)} == {Status.NOT_APPLICABLE}
     assert "could not be made" in next(f.message for f in findings if f.item_id == MEMBER_ITEM)
+
+
+def test_bare_array_lists_are_no_missing_key(flawed: FlawedFactory) -> None:
+    """The contract fixes no list wrapper: a bare array of A's keys still holds A's key (F1)."""
+    with flawed(variants=("bare-lists",)) as server:
+        findings = run_checks(server.context(), "tenancy.tenant_isolation")
+    assert set(statuses(findings).values()) == {Status.PASSED}, explain(findings)
+
+
+def test_a_bare_array_listing_a_queues_is_caught(flawed: FlawedFactory) -> None:
+    """B's GET /queues lists A's queue, as a bare array (M1)."""
+    with flawed("cross-tenant-list", variants=("bare-lists",)) as server:
+        findings = run_checks(server.context(), "tenancy.tenant_isolation")
+    result = statuses(findings)
+    assert {i for i, s in result.items() if s is Status.FAILED} == {"LIVE-TENANT-LIST"}, \
+        explain(findings)
+
+
+def test_closed_registration_makes_the_tenant_items_unjudgeable_not_errors(
+    flawed: FlawedFactory,
+) -> None:
+    """No second identity given and registration refused: not_applicable with the how-to (F2);
+    the member item needs only organisation A and still runs."""
+    with flawed(variants=("registration-closed",)) as server:
+        findings = run_checks(server.context(second_email=None, second_password=None),
+                              "tenancy.tenant_isolation")
+    result = statuses(findings)
+    assert {result[i] for i in (*READ_ITEMS, *WRITE_ITEMS)} == {Status.NOT_APPLICABLE}, \
+        explain(findings)
+    assert result[MEMBER_ITEM] is Status.PASSED, explain(findings)
+    message = next(f.message for f in findings if f.item_id == "LIVE-TENANT-JOB-READ")
+    assert "--second-token" in message and "403" in message
