@@ -2,8 +2,10 @@
 
 A target whose certificate does not verify (and neither --ca-bundle nor --insecure says how to
 treat it) cannot be judged by the HTTP checks: each of them would only report the same TLS error.
-The LIVE-TLS-* checks judge the certificate; every other HTTP check is `blocked` by
-LIVE-TLS-CHAIN. A target that stops answering during the run blocks the checks after that point
+The LIVE-TLS-* checks judge the certificate; every other HTTP check is `blocked` by the item
+the verification error names (LIVE-TLS-HOSTNAME for a name mismatch, LIVE-TLS-EXPIRY for an
+expired certificate, else LIVE-TLS-CHAIN), with that cause's fix. A target that stops
+answering during the run blocks the checks after that point
 by `reachability`. Both are decided once per process and target, with one bounded probe.
 """
 
@@ -13,6 +15,7 @@ import socket
 import ssl
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -27,6 +30,15 @@ if TYPE_CHECKING:
     from conformance.stack import Target
 
 TLS_ITEM = "LIVE-TLS-CHAIN"
+#: OpenSSL's X509_V_ERR_* codes -> (the item that blocks the HTTP checks, its fix).
+HOSTNAME_CODES = frozenset({62, 64})  # hostname mismatch, IP address mismatch
+EXPIRED_CODE = 10
+CHAIN_FIX = ("give the CA that signed it with --ca-bundle PEM, or --insecure to run the other "
+             "checks without verifying it")
+HOSTNAME_FIX = ("serve a certificate for the right name (the one clients use), or --resolve "
+                "HOST:PORT:ADDRESS to reach it by its name; --insecure runs the other checks "
+                "without verifying it")
+EXPIRY_FIX = "renew the certificate, or --insecure to run the other checks without verifying it"
 PROBE_TIMEOUT_SECONDS = 4.0
 #: How long a target that stopped answering is taken for gone before it is tried again.
 GONE_SECONDS = 30.0
@@ -35,13 +47,34 @@ CERTIFICATE_SECONDS = 60.0
 _LOCK = threading.Lock()
 #: (base URL, CA bundle) -> (when, problem); decided again after CERTIFICATE_SECONDS, so a
 #: long-lived process (a test session) never reuses a verdict for another server on that port.
-_CERTIFICATES: dict[tuple[str, str], tuple[float, str | None]] = {}
+_CERTIFICATES: dict[tuple[str, str], tuple[float, CertificateFault | None]] = {}
 _GONE: dict[str, tuple[float, str]] = {}  # base URL -> (since, why it is taken for gone)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateFault:
+    """Why a certificate does not verify: the message, the LIVE-TLS-* item it is, its fix."""
+
+    message: str
+    item: str = TLS_ITEM
+    fix: str = CHAIN_FIX
+
+    @classmethod
+    def of(cls, exc: ssl.SSLCertVerificationError) -> CertificateFault:
+        message = str(exc.verify_message or exc.reason or exc)
+        if exc.verify_code in HOSTNAME_CODES:
+            return cls(message, "LIVE-TLS-HOSTNAME", HOSTNAME_FIX)
+        if exc.verify_code == EXPIRED_CODE:
+            return cls(message, "LIVE-TLS-EXPIRY", EXPIRY_FIX)
+        return cls(message)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def certificate_problem(base_url: str, ca_bundle: Path | None = None, *,
                         timeout: float = PROBE_TIMEOUT_SECONDS,
-                        resolve: ResolveMap | None = None) -> str | None:
+                        resolve: ResolveMap | None = None) -> CertificateFault | None:
     """Why the certificate of an https:// target does not verify (chain or hostname), else None.
 
     None too when the URL is not https or no TLS connection can be made (reachability is
@@ -58,17 +91,15 @@ def certificate_problem(base_url: str, ca_bundle: Path | None = None, *,
                 context.wrap_socket(raw, server_hostname=parts.hostname):
             return None
     except ssl.SSLCertVerificationError as exc:
-        return str(exc.verify_message or exc.reason or exc)
+        return CertificateFault.of(exc)
     except (OSError, ssl.SSLError):
         return None
 
 
-def certificate_line(base_url: str, problem: str, ca_bundle: Path | None) -> str:
-    """One line for the user: what is wrong and the two ways on."""
+def certificate_line(base_url: str, problem: CertificateFault, ca_bundle: Path | None) -> str:
+    """One line for the user: what is wrong and the ways on."""
     against = f" against --ca-bundle {ca_bundle}" if ca_bundle else ""
-    return (f"the certificate of {base_url} does not verify{against} ({problem}): give the CA "
-            f"that signed it with --ca-bundle PEM, or --insecure to run the other checks "
-            f"without verifying it")
+    return f"the certificate of {base_url} does not verify{against} ({problem}): {problem.fix}"
 
 
 def gate(target: Target, *, insecure: bool) -> None:
@@ -90,7 +121,7 @@ def gate(target: Target, *, insecure: bool) -> None:
         with _LOCK:
             _CERTIFICATES[key] = (time.monotonic(), problem)
     if problem is not None:
-        raise Blocked(TLS_ITEM, "not judged: " + certificate_line(
+        raise Blocked(problem.item, "not judged: " + certificate_line(
             target.base_url, problem, target.ca_bundle) + " (the LIVE-TLS-* items report it)")
 
 

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -154,3 +155,21 @@ def test_a_server_accepting_tls_1_0_fails_the_protocol_check(ca: tuple[trustme.C
         findings = run_checks(context_for(port, ca[1]), "tls.protocols")
     assert [f.status for f in findings] == [Status.FAILED], findings
     assert "TLSv1" in findings[0].message
+
+
+@pytest.mark.parametrize(("make", "by", "fix"), [
+    (lambda ca: server_context(ca, "api.other.example"), "LIVE-TLS-HOSTNAME", "--resolve"),
+    (lambda ca: server_context(ca, "127.0.0.1", not_before=datetime.now(UTC) - timedelta(days=90),
+                               not_after=datetime.now(UTC) - timedelta(days=1)),
+     "LIVE-TLS-EXPIRY", "renew"),
+    (lambda ca: server_context(trustme.CA(), "127.0.0.1"), "LIVE-TLS-CHAIN", "--ca-bundle"),
+], ids=["hostname", "expired", "chain"])
+def test_the_http_checks_are_blocked_by_the_certificate_fault_itself(
+    ca: tuple[trustme.CA, Path], make: Any, by: str, fix: str,
+) -> None:
+    """The blocking item is the one the verification error names, with that cause's fix (F3)."""
+    with tls_server(make(ca[0])) as port:
+        findings = run_checks(context_for(port, ca[1]), "headers.security_headers")
+    assert {f.status for f in findings} == {Status.BLOCKED}, findings
+    assert {f.blocked_by for f in findings} == {by}
+    assert all(fix in f.message for f in findings), findings[0].message
