@@ -154,6 +154,16 @@ def test_the_guide_s_restore_commands_fail_as_written(good: dict[str, Finding]) 
         assert step in finding.message and "No such container" in finding.message
 
 
+def test_a_runbook_that_keeps_the_database_running_passes(deployment: Target) -> None:
+    """compose/RUNBOOK.md stops only the app before its restores: both items pass on it."""
+    runbook = Path(__file__).resolve().parents[2] / "compose" / "RUNBOOK.md"
+    ctx = CheckContext(target=deployment, runbook=runbook)
+    found = {f.item_id: f for f in backup_service.guide_restore_commands(ctx)}
+    for item, section in (("BACKUP-GUIDE-ROLLBACK", "7"), ("BACKUP-GUIDE-RECOVERY", "10.2")):
+        assert found[item].status is Status.PASSED, found[item].message
+        assert f"RUNBOOK.md {section}'s order keeps the database running" in found[item].message
+
+
 def test_each_defect_fails_its_item(defective: dict[str, Finding]) -> None:
     headers = defective["FRONTDOOR-HEADERS"]
     assert headers.status is Status.FAILED and "lack CSP, HSTS" in headers.message

@@ -270,35 +270,45 @@ def _demonstrate(client: docker.DockerClient, facts: dict[str, str]) -> str:
 
 @check(*GUIDE_ITEMS.values(), needs=("target",))
 def guide_restore_commands(ctx: CheckContext) -> Iterator[Finding]:
-    """Sections 7 and 10.2 followed in their written order on the docker stack's engine."""
+    """Sections 7 and 10.2 of the procedures the team runs (`--runbook`, else the guide's own)
+    followed in their written order on the docker stack's engine."""
+    from conformance.checks.static.base import NotApplicable
+    from conformance.checks.static.procedures import GUIDE_NOTE, procedures_of
+
     report = Report(f"{__name__}.guide_restore_commands")
     facts = _docker_facts(ctx)
+    procedures = procedures_of(ctx)
+    note = f" ({GUIDE_NOTE})" if procedures.is_guide else ""
     for section, item in GUIDE_ITEMS.items():
-        commands = guide_commands(section)
-        written = Evidence(kind="text", summary=f"guide section {section}, as written",
+        where = procedures.name(section)
+        try:
+            commands = [command.text for command in procedures.commands(section)]
+        except NotApplicable as reason:
+            yield report.not_applicable(item, str(reason))
+            continue
+        written = Evidence(kind="text", summary=f"{where}, as written",
                            output="\n".join(commands))
         if not commands:
-            yield report.error(item, f"no command block found in guide section {section}")
+            yield report.error(item, f"no command block found in {where}")
             continue
         if facts is None:
             yield report.not_applicable(
-                item, "the guide's restore commands are run on the docker stack's deployment "
+                item, "the restore commands are run on the docker stack's deployment "
                       "(`--stack docker`)")
             continue
         blocked = blocking_step(commands)
         if blocked is None:
-            yield report.passed(item, f"section {section}'s order keeps the database running "
-                                      "for its restore", written)
+            yield report.passed(item, f"{where}'s order keeps the database running for its "
+                                      f"restore{note}", written)
             continue
         down, needs = blocked
         with contextlib.closing(_engine()) as client:
             answer = _demonstrate(client, facts)
         yield report.failed(
-            item, f"section {section} cannot work as written: `{down}` removes the database "
-                  f"container, then `{needs}` needs it (the engine answers: {answer})",
+            item, f"{where} cannot work as written: `{down}` removes the database "
+                  f"container, then `{needs}` needs it (the engine answers: {answer}){note}",
             written, Evidence(kind="command", summary="exec into a removed container",
                               command="docker rm -f <db>; docker exec <db> psql", output=answer),
             expected="the restore runs while the database container runs",
             actual="the database container is gone",
         )
-
