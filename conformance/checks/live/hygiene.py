@@ -172,3 +172,28 @@ def exposure(ctx: CheckContext) -> Iterator[Finding]:
         yield report.passed(
             "LIVE-BANNER-VERSION", f"no version in the banners of 3 responses ({shown})", evidence,
         )
+
+
+@check("LIVE-REQUEST-ID", needs=("target",))
+def request_id(ctx: CheckContext) -> Iterator[Finding]:
+    """Every response carries X-Request-ID, the client's own echoed when it sent one."""
+    report = Report(f"{__name__}.request_id")
+    sent = f"conformance-{secrets.token_hex(8)}"
+    with client_for(ctx) as client:
+        echoed = client.get("/health", headers={"X-Request-ID": sent})
+        fresh = client.get("/health")
+    evidence = [client.evidence(echoed, f"GET /health with X-Request-ID {sent}"),
+                client.evidence(fresh, "GET /health without X-Request-ID")]
+    problems = []
+    back = echoed.headers.get("x-request-id")
+    if back != sent:
+        problems.append(f"our X-Request-ID {sent} came back as {back!r}")
+    if not fresh.headers.get("x-request-id"):
+        problems.append("a response to a request without one carries no X-Request-ID")
+    if problems:
+        yield report.failed("LIVE-REQUEST-ID", "; ".join(problems), *evidence,
+                            expected=f"X-Request-ID: {sent}, and one on every response",
+                            actual=problems[0])
+    else:
+        yield report.passed("LIVE-REQUEST-ID", "X-Request-ID echoed, and present without one "
+                            f"({fresh.headers.get('x-request-id')})", *evidence)

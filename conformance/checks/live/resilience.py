@@ -255,3 +255,66 @@ def date_range(ctx: CheckContext) -> Iterator[Finding]:
         yield report.passed(
             "LIVE-DATE-RANGE", f"scheduled_for {OUT_OF_RANGE}: 400 on the single and the batch "
             "submit", *evidence)
+
+
+#: The contract's bounds (priority 0-9, max_attempts 1-10): one value past each end.
+OUT_OF_RANGE_VALUES = (("priority", 10), ("priority", -1), ("max_attempts", 0),
+                       ("max_attempts", 11))
+
+
+@check("LIVE-VALUE-RANGE", needs=("target",))
+def value_range(ctx: CheckContext) -> Iterator[Finding]:
+    """priority and max_attempts past their bounds get 400 VALIDATION_001, on a queue that exists.
+
+    The queue is a throwaway one the run makes (a missing queue's 404 would hide the answer);
+    whatever a broken server accepts is cancelled, and the queue removed.
+    """
+    report = Report(f"{__name__}.value_range")
+    item = "LIVE-VALUE-RANGE"
+    if not may_write(ctx):
+        yield report.not_applicable(
+            item, "a server that accepts the values stores a job: give --allow-writes")
+        return
+    with client_for(ctx) as client:
+        try:
+            headers = auth_headers(ctx, client)
+        except LoginError as exc:
+            yield report.error(item, str(exc), exc.evidence)
+            return
+        if headers is None:
+            yield report.not_applicable(item, "no credential: give --token, --api-key or "
+                                              "--email/--password")
+            return
+        queue = f"conformance-range-{secrets.token_hex(4)}"
+        made = client.post("/api/v1/queues", json={"name": queue}, headers=headers)
+        if made.status_code not in (200, 201):
+            yield report.not_applicable(
+                item, f"the run could not create a queue to probe ({made.status_code}): give a "
+                "credential with queue:write")
+            return
+        evidence, problems = [], []
+        try:
+            for field, value in OUT_OF_RANGE_VALUES:
+                response = client.post("/api/v1/jobs", headers=headers, json={
+                    "queue_name": queue, "job_type": "conformance_value_range", "payload": {},
+                    field: value})
+                what = f"{field} {value}"
+                evidence.append(client.evidence(response, f"POST /api/v1/jobs, {what}"))
+                code = error_code_of(response)
+                if response.status_code != 400 or code != "VALIDATION_001":
+                    problems.append(f"{what}: {response.status_code} {code or ''}".strip())
+                stored = payload_of(response)
+                if response.status_code in (200, 201) and isinstance(stored, dict) \
+                        and stored.get("id"):
+                    client.post(f"/api/v1/jobs/{stored['id']}/cancel", headers=headers)
+        finally:
+            with contextlib.suppress(httpx.HTTPError):
+                client.request("DELETE", f"/api/v1/queues/{queue}", headers=headers)
+    if problems:
+        yield report.failed(
+            item, "out-of-range values were not refused: " + "; ".join(problems), *evidence,
+            expected="400 VALIDATION_001", actual=problems[0])
+    else:
+        yield report.passed(
+            item, f"{len(OUT_OF_RANGE_VALUES)} out-of-range priority/max_attempts values: 400 "
+            "VALIDATION_001", *evidence)

@@ -10,6 +10,7 @@ Served by a real server process (Granian, TLS) from `flawed_support.py`.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import os
@@ -34,7 +35,7 @@ KNOWN_FLAWS = frozenset({
     "refresh-as-access", "cross-tenant-read", "cross-tenant-write", "cross-tenant-lease",
     "member-writes", "traceback", "no-media-type", "no-body-limit", "html-404",
     "version-banner", "weak-headers", "metrics-public", "lockout-race", "dates-unbounded",
-    "cross-tenant-list",
+    "cross-tenant-list", "values-unbounded", "request-id-not-echoed",
 })
 #: Behaviour the contract allows (no flaw): lists as bare arrays, registration closed to new
 #: organisations once two exist.
@@ -52,6 +53,10 @@ MAX_BODY = 1024 * 1024
 ADMIN = ("queue:read", "queue:write", "job:read", "job:write", "worker:read", "worker:write",
          "api_key:write")
 LOCKOUT_ATTEMPTS = 5
+
+
+#: This request's id: the client's X-Request-ID echoed, else a new one.
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 
 def flawed(name: str) -> bool:
@@ -249,8 +254,12 @@ def submit(who: dict[str, Any], body: dict[str, Any], *, store: bool = True) -> 
     priority = body.get("priority", 0)
     if not isinstance(name, str) or not isinstance(job_type, str) or not 1 <= len(job_type) <= 100:
         raise ApiError(400, "VALIDATION_001", "queue_name and job_type are required")
-    if not isinstance(priority, int) or not 0 <= priority <= 9:
-        raise ApiError(400, "VALIDATION_001", "priority must be 0-9")
+    attempts = body.get("max_attempts", 3)
+    if not flawed("values-unbounded"):
+        if not isinstance(priority, int) or not 0 <= priority <= 9:
+            raise ApiError(400, "VALIDATION_001", "priority must be 0-9")
+        if not isinstance(attempts, int) or not 1 <= attempts <= 10:
+            raise ApiError(400, "VALIDATION_001", "max_attempts must be 1-10")
     if not isinstance(body.get("payload", {}), dict):
         raise ApiError(400, "VALIDATION_001", "payload must be an object")
     scheduled = parse_when(body.get("scheduled_for"))
@@ -259,7 +268,7 @@ def submit(who: dict[str, Any], body: dict[str, Any], *, store: bool = True) -> 
     job = {"id": str(uuid.uuid4()), "org": who["org"], "queue_name": queue["name"],
            "job_type": job_type, "payload": body.get("payload", {}), "priority": priority,
            "status": "scheduled" if scheduled else "pending", "attempt_count": 0,
-           "max_attempts": body.get("max_attempts", 3), "scheduled_for": scheduled,
+           "max_attempts": attempts, "scheduled_for": scheduled,
            "lease_expires_at": None, "worker_id": None, "output": None, "error_message": None,
            "created_at": stamp, "updated_at": stamp, "completed_at": None}
     if not store:
@@ -685,7 +694,8 @@ async def respond(send: Send, status: int, body: bytes, content_type: str,
                   extra: list[tuple[bytes, bytes]] | None = None) -> None:
     headers = [(b"content-type", content_type.encode()),
                (b"content-length", str(len(body)).encode()),
-               (b"x-request-id", str(uuid.uuid4()).encode()), *security_headers(), *(extra or [])]
+               (b"x-request-id", (REQUEST_ID.get() or str(uuid.uuid4())).encode()),
+               *security_headers(), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -694,10 +704,10 @@ def envelope(status: int, data: Any = None, error: ApiError | None = None) -> by
     stamp = iso(now())
     if error is not None:
         body = {"success": False, "error": {"code": error.code, "message": error.message},
-                "timestamp": stamp, "request_id": str(uuid.uuid4())}
+                "timestamp": stamp, "request_id": REQUEST_ID.get() or str(uuid.uuid4())}
     else:
         body = {"success": True, "data": data, "timestamp": stamp,
-                "request_id": str(uuid.uuid4())}
+                "request_id": REQUEST_ID.get() or str(uuid.uuid4())}
     return json.dumps(body).encode()
 
 
@@ -727,6 +737,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
     path, method = scope["path"], scope["method"]
+    given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+    REQUEST_ID.set(given if given and not flawed("request-id-not-echoed") else str(uuid.uuid4()))
     if path in ("/health", "/ready"):
         body = json.dumps({"status": "ok", "checks": {"database": "ok", "redis": "ok",
                                                       "migrations": "ok"}, "version": "1.4.2"})

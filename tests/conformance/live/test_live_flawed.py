@@ -61,6 +61,8 @@ CLASSES: dict[str, tuple[tuple[str, ...], set[str]]] = {
     }),
     "lockout-race": (("resilience.login_lockout",), {"LIVE-LOGIN-LOCKOUT"}),
     "dates-unbounded": (("resilience.date_range",), {"LIVE-DATE-RANGE"}),
+    "values-unbounded": (("resilience.value_range",), {"LIVE-VALUE-RANGE"}),
+    "request-id-not-echoed": (("hygiene.request_id",), {"LIVE-REQUEST-ID"}),
     "weak-headers": (("headers.security_headers",), {
         "LIVE-HEADER-HSTS", "LIVE-HEADER-CSP", "LIVE-HEADER-NOSNIFF", "LIVE-HEADER-FRAME",
         "LIVE-HEADER-REFERRER",
