@@ -36,7 +36,11 @@ KNOWN_FLAWS = frozenset({
     "member-writes", "traceback", "no-media-type", "no-body-limit", "html-404",
     "version-banner", "weak-headers", "metrics-public", "lockout-race", "dates-unbounded",
     "cross-tenant-list", "values-unbounded", "request-id-not-echoed",
+    "ratelimit-unenforced",
 })
+#: ratelimit-unenforced: X-RateLimit headers count down from this, and no 429 ever comes.
+ADVERTISED_LIMIT = int(os.environ.get("FLAWED_RATE_LIMIT") or "600")
+SERVED = [0]
 #: Behaviour the contract allows (no flaw): lists as bare arrays, registration closed to new
 #: organisations once two exist.
 KNOWN_VARIANTS = frozenset({"bare-lists", "registration-closed"})
@@ -696,6 +700,10 @@ async def respond(send: Send, status: int, body: bytes, content_type: str,
                (b"content-length", str(len(body)).encode()),
                (b"x-request-id", (REQUEST_ID.get() or str(uuid.uuid4())).encode()),
                *security_headers(), *(extra or [])]
+    if flawed("ratelimit-unenforced"):
+        SERVED[0] += 1
+        headers += [(b"x-ratelimit-limit", str(ADVERTISED_LIMIT).encode()),
+                    (b"x-ratelimit-remaining", str(max(ADVERTISED_LIMIT - SERVED[0], 0)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

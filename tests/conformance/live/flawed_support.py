@@ -59,13 +59,13 @@ def _register(client: httpx.Client, email: str, organisation: str) -> None:
 @contextlib.contextmanager
 def serve_flawed(
     tls: tuple[Path, Path, Path], flaws: Iterable[str] = (), *, backpressure: int = 64,
-    directory: Path, variants: Iterable[str] = (),
+    directory: Path, variants: Iterable[str] = (), env_extra: dict[str, str] | None = None,
 ) -> Iterator[FlawedServer]:
     ca, chain, key = tls
     port = free_port()
     secret = secrets.token_urlsafe(32)
     env = {**os.environ, "FLAWS": ",".join(flaws), "VARIANTS": ",".join(variants),
-           "JWT_SECRET": secret,
+           "JWT_SECRET": secret, **(env_extra or {}),
            "JWT_REFRESH_SECRET": secrets.token_urlsafe(32)}
     output = directory / f"flawed-{port}.out"
     with output.open("wb") as sink:

@@ -301,3 +301,17 @@ def test_closed_registration_makes_the_tenant_items_unjudgeable_not_errors(
     assert result[MEMBER_ITEM] is Status.PASSED, explain(findings)
     message = next(f.message for f in findings if f.item_id == "LIVE-TENANT-JOB-READ")
     assert "--second-token" in message and "403" in message
+
+
+@pytest.mark.parametrize(("limit", "status", "text"), [
+    ("600", Status.NOT_APPLICABLE, "cannot reach the limit within the probe's bound"),
+    ("100", Status.FAILED, "X-RateLimit-Remaining reached 0 and no 429 followed"),
+])
+def test_an_advertised_limit_never_enforced_is_not_passed(
+    flawed: FlawedFactory, limit: str, status: Status, text: str,
+) -> None:
+    """Headers counting down and no 429 (W1): above the probe's cap it cannot be judged."""
+    with flawed("ratelimit-unenforced", env_extra={"FLAWED_RATE_LIMIT": limit}) as server:
+        findings = run_checks(server.context(), "ratelimit.rate_limit")
+    assert [f.status for f in findings] == [status], explain(findings)
+    assert text in findings[0].message

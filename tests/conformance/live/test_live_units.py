@@ -208,3 +208,14 @@ def test_silent_sockets_go_where_resolve_sends_the_name() -> None:
     assert _address(CheckContext(target=target)) == ("127.0.0.2", 8443)
     plain = Target(base_url="https://api.example.test", provider="external", is_reference=False)
     assert _address(CheckContext(target=plain)) == ("api.example.test", 443)
+
+
+@pytest.mark.parametrize("item", ["LIVE-LOG-NO-SECRETS", "LIVE-LOGIN-LOCKOUT"])
+def test_security_musts_of_the_guide_gate_the_verdict(item: str) -> None:
+    """Credentials in the logs and no login lockout (guide 6.1, security checklist) are blockers:
+    a `failed` must make the verdict NOT READY, not pass as a major finding (eval W2)."""
+    from conformance.catalogue import load_catalogue
+    from conformance.model import Severity
+
+    entry = load_catalogue()[item]
+    assert entry.severity is Severity.BLOCKER
