@@ -137,21 +137,29 @@ def known_secrets(ctx: CheckContext) -> dict[str, str]:
     return {k: v for k, v in found.items() if len(v) >= MIN_SECRET_SEARCH_LENGTH}
 
 
-def _emit_marker(ctx: CheckContext, marker: str) -> str | Blocked | None:
+def _emit_marker(ctx: CheckContext, marker: str, returned: list[str]) -> str | Blocked | None:
     """One anonymous and one authenticated request carrying our request id, so the log has both.
 
-    Returns why the requests could not be sent (Blocked when the target cannot be judged over
-    HTTP: the log lines are still judged), or None.
+    `returned` gets the ids the server answered with other than ours (it did not echo it): the
+    log is searched for those too. Returns why the requests could not be sent (Blocked when the
+    target cannot be judged over HTTP: the log lines are still judged), or None.
     """
+
+    def note(response: httpx.Response) -> None:
+        given = response.headers.get("x-request-id")
+        if given and given != marker:
+            returned.append(given)
+
     try:
         with client_for(ctx) as client:
-            client.get("/health", headers={"X-Request-ID": marker})
+            note(client.get("/health", headers={"X-Request-ID": marker}))
             try:
                 headers = auth_headers(ctx, client)
             except LoginError:
                 headers = None
             if headers:
-                client.get("/api/v1/auth/validate", headers={**headers, "X-Request-ID": marker})
+                note(client.get("/api/v1/auth/validate",
+                                headers={**headers, "X-Request-ID": marker}))
     except Blocked as exc:
         return exc
     except httpx.HTTPError as exc:
@@ -164,13 +172,15 @@ def log_lines(ctx: CheckContext) -> Iterator[Finding]:
     """Our request is logged; every line is JSON with the contract's fields; no secrets."""
     report = Report(f"{__name__}.log_lines")
     marker = f"conformance-{uuid.uuid4().hex}"
-    unsent = _emit_marker(ctx, marker)
+    returned: list[str] = []
+    unsent = _emit_marker(ctx, marker, returned)
+    wanted = [marker, *returned]
     # Without a marker request there is nothing to wait for: read the log once.
     deadline = time.monotonic() + (0 if unsent else MARKER_WAIT_SECONDS)
     try:
         while True:
             lines, source = read_log(ctx)
-            if any(marker in line for line in lines) or time.monotonic() > deadline:
+            if any(w in line for line in lines for w in wanted) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)  # the server may flush its log a moment later
     except LogUnavailable as exc:
@@ -188,6 +198,12 @@ def log_lines(ctx: CheckContext) -> Iterator[Finding]:
         yield report.passed(
             "LIVE-LOGGING", f"our request {marker} appears in {source.description}", evidence
         )
+    elif any(r in line for line in lines for r in returned):
+        # Logged, under the id the server made up: the missing echo is LIVE-REQUEST-ID's.
+        yield report.passed(
+            "LIVE-LOGGING", f"our request appears in {source.description} under the server's id "
+            f"{returned[0]}; the server did not echo our X-Request-ID {marker} (LIVE-REQUEST-ID)",
+            evidence)
     else:
         yield report.failed(
             "LIVE-LOGGING",

@@ -41,6 +41,7 @@ KNOWN_FLAWS = frozenset({
 #: ratelimit-unenforced: X-RateLimit headers count down from this, and no 429 ever comes.
 ADVERTISED_LIMIT = int(os.environ.get("FLAWED_RATE_LIMIT") or "600")
 SERVED = [0]
+LOG_FILE = os.environ.get("FLAWED_LOG_FILE")
 #: Behaviour the contract allows (no flaw): lists as bare arrays, registration closed to new
 #: organisations once two exist.
 KNOWN_VARIANTS = frozenset({"bare-lists", "registration-closed"})
@@ -700,6 +701,11 @@ async def respond(send: Send, status: int, body: bytes, content_type: str,
                (b"content-length", str(len(body)).encode()),
                (b"x-request-id", (REQUEST_ID.get() or str(uuid.uuid4())).encode()),
                *security_headers(), *(extra or [])]
+    if LOG_FILE:  # one JSON line per response, under this request's id
+        with open(LOG_FILE, "a", encoding="utf-8") as log:
+            log.write(json.dumps({"timestamp": iso(now()), "level": "info", "message": "request",
+                                  "status": status,
+                                  "request_id": REQUEST_ID.get() or "unset"}) + "\n")
     if flawed("ratelimit-unenforced"):
         SERVED[0] += 1
         headers += [(b"x-ratelimit-limit", str(ADVERTISED_LIMIT).encode()),

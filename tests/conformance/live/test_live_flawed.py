@@ -315,3 +315,18 @@ def test_an_advertised_limit_never_enforced_is_not_passed(
         findings = run_checks(server.context(), "ratelimit.rate_limit")
     assert [f.status for f in findings] == [status], explain(findings)
     assert text in findings[0].message
+
+
+def test_a_request_logged_under_the_servers_own_id_is_found_and_the_echo_named(
+    flawed: FlawedFactory, tmp_path: Path,
+) -> None:
+    """No echo of X-Request-ID (M2): LIVE-REQUEST-ID fails; LIVE-LOGGING finds the request under
+    the id the server returned and says that the echo is missing."""
+    log = tmp_path / "app.log"
+    with flawed("request-id-not-echoed", env_extra={"FLAWED_LOG_FILE": str(log)}) as server:
+        findings = run_checks(server.context(log_file=log), "logs.log_lines", "hygiene.request_id")
+    result = statuses(findings)
+    assert result["LIVE-REQUEST-ID"] is Status.FAILED, explain(findings)
+    assert result["LIVE-LOGGING"] is Status.PASSED, explain(findings)
+    logging = next(f for f in findings if f.item_id == "LIVE-LOGGING")
+    assert "did not echo our X-Request-ID" in logging.message
