@@ -90,16 +90,22 @@ def follow(events: Path, stop: threading.Event, out: TextIO | None = None,
             chunk = b""
         pending += chunk.decode("utf-8", errors="replace")
         *complete, pending = pending.split("\n")
-        urgent = False
         for text in complete:
-            if text.strip():
-                try:
-                    urgent = progress.feed(json.loads(text)) or urgent
-                except (ValueError, AttributeError):
-                    continue  # a line schemathesis did not finish writing is read next time
+            if not text.strip():
+                continue
+            try:
+                urgent = progress.feed(json.loads(text))
+            except (ValueError, AttributeError):
+                continue  # a line schemathesis did not finish writing is read next time
+            # A phase's end is said before the next event is taken: one read may hold the end
+            # of one phase and the start of the next, and the ended phase's tally is the news.
+            line = progress.line()
+            if urgent and line and line != last_line:
+                print(line, file=out, flush=True)
+                last_line, last_time = line, time.monotonic()
         line = progress.line()
         now = time.monotonic()
-        if line and line != last_line and (urgent or now - last_time >= every or stopping):
+        if line and line != last_line and (now - last_time >= every or stopping):
             print(line, file=out, flush=True)
             last_line, last_time = line, now
         if stopping:

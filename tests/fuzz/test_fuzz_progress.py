@@ -79,3 +79,21 @@ def test_follow_prints_progress_while_the_stream_grows(tmp_path: Path) -> None:
     assert "fuzz: examples phase: 0/2 operations done, 0 failures so far" in seen
     assert "fuzz: examples phase: 1/2 operations done, 1 failure so far" in seen
     assert printed[-1] == "fuzz: examples phase: 2/2 operations done, 1 failure so far"
+
+
+def test_a_phase_s_end_is_said_even_when_the_next_phase_starts_in_the_same_read(
+    tmp_path: Path,
+) -> None:
+    """One read may hold a phase's failures, its end and the next phase's start: the ended
+    phase's tally is printed, not only the next phase's first line."""
+    events = tmp_path / "events.ndjson"
+    lines = [loading(1), phase("PhaseStarted", "fuzzing"),
+             scenario("fuzzing", "POST /api/v1/jobs", failures=2),
+             phase("PhaseFinished", "fuzzing"), phase("PhaseStarted", "stateful")]
+    events.write_text("".join(json.dumps(event) + "\n" for event in lines), encoding="utf-8")
+    stop = threading.Event()
+    stop.set()  # everything is already written: one read, then stop
+    out = io.StringIO()
+    follow(events, stop, out, every=3600.0)
+    assert "fuzz: fuzzing phase: 1/1 operations done, 2 failures so far" in (
+        out.getvalue().splitlines())
