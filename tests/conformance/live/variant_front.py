@@ -28,6 +28,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 #: Paths naming one object by id or name: another organisation's may answer 403 instead of 404.
 OBJECT_PATH = re.compile(r"^/api/v1/(jobs|queues|api-keys|workers)/[^/]+(/[a-z]+)?$")
 DROPPED = {"content-length", "content-encoding", "transfer-encoding", "connection", "server"}
+#: The body limit a front keeps itself, as nginx's client_max_body_size: the reference server
+#: answers 413 before reading an oversized body and closes, which httpx, still uploading it,
+#: sees as a write error instead of the answer (it failed a fresh-clone CI run with a 500).
+BODY_LIMIT = 1024 * 1024
 
 
 def make_app(upstream: str, ca: str, metrics_port: int) -> Callable[..., Awaitable[None]]:
@@ -47,6 +51,12 @@ def make_app(upstream: str, ca: str, metrics_port: int) -> Callable[..., Awaitab
             body = json.dumps({"success": False, "error": {"code": "RESOURCE_NOT_FOUND",
                                                            "message": "not here"}}).encode()
             await _answer(send, 404, [(b"content-type", b"application/json")], body)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > BODY_LIMIT:
+            body = json.dumps({"success": False, "error": {"code": "PAYLOAD_TOO_LARGE",
+                                                           "message": "body too large"}}).encode()
+            await _answer(send, 413, [(b"content-type", b"application/json")], body)
             return
         chunks = []
         while True:
