@@ -20,8 +20,8 @@ ALL_CHECKS = (
     "health.reachable", "health.health", "health.ready", "tls.certificate", "tls.protocols",
     "metrics.metrics", "headers.security_headers", "cors.cors_allowed", "cors.cors_foreign",
     "auth.auth_battery", "auth.jwt_secret", "hygiene.error_hygiene", "hygiene.exposure",
-    "tenancy.tenant_isolation", "resilience.date_range", "resilience.login_lockout",
-    "metrics.public_metrics",
+    "hygiene.request_id", "tenancy.tenant_isolation", "resilience.date_range",
+    "resilience.value_range", "resilience.login_lockout", "metrics.public_metrics",
     "jobs.smoke", "logs.log_lines",
     "database.database", "database.performance", "database.port_closed", "redis.redis_server",
     "backup.backup_restore", "ratelimit.rate_limit", "resilience.slow_clients",
@@ -83,7 +83,7 @@ def test_a_foreign_target_gets_only_the_smoke_job_and_the_probe(
         *BACKUP_ITEMS,  # the restore drill runs on the reference stack only
         *TENANCY_ITEMS,  # no second organisation given, and no writes allowed to make one
         # They write when the server is broken, or load it: not without --allow-writes/-load.
-        "LIVE-DATE-RANGE", "LIVE-LOGIN-LOCKOUT", "LIVE-SLOW-CLIENTS",
+        "LIVE-DATE-RANGE", "LIVE-VALUE-RANGE", "LIVE-LOGIN-LOCKOUT", "LIVE-SLOW-CLIENTS",
     }, explain(findings)
     assert actions == [("POST /api/v1/jobs",)]
     assert jobs == [({"test": "data", "conformance_run": "foreign-run"},)]
