@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_COMPOSE_DIR = PACKAGE_DIR.parent / "compose"
 EXAMPLES_DIR = PACKAGE_DIR / "examples"
-INTERRUPTED = 130
 DEFAULT_REPORTS_DIR = Path("reports")
 PROBE_TIMEOUT_SECONDS = 4.0
 #: Inputs a reference stack supplies; a check needing one of them needs a live target.
@@ -129,12 +128,12 @@ def main(argv: Sequence[str] | None = None, *, suite: Suite | None = None,
         return int(ExitStatus.UNREACHABLE)
     except KeyboardInterrupt:
         print("interrupted: the stack has been cleaned up", file=sys.stderr)
-        return INTERRUPTED
+        return int(ExitStatus.INTERRUPTED)
     except BrokenPipeError:
         # The reader went away (`list | head`): stop quietly, not with a traceback at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 0
+        return int(ExitStatus.READY)
 
 
 def render_report(run_dir: Path, out: TextIO) -> int:
@@ -145,7 +144,7 @@ def render_report(run_dir: Path, out: TextIO) -> int:
     except ReportError as exc:
         raise ConfigError(str(exc)) from None
     print(f"re-rendered {', '.join(FILENAMES)} in {run_dir}", file=out)
-    return 0
+    return int(ExitStatus.READY)
 
 
 def selection_of(args: argparse.Namespace) -> Selection:
@@ -165,7 +164,7 @@ def list_catalogue(args: argparse.Namespace, suite: Suite, out: TextIO) -> int:
         cells = [cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True)]
         print("  ".join([*cells, row[5]]), file=out)
     print(f"{len(entries)} items", file=out)
-    return 0
+    return int(ExitStatus.READY)
 
 
 # --- run ---------------------------------------------------------------------------------------

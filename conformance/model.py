@@ -78,6 +78,7 @@ class ExitStatus(IntEnum):
     BLOCKED = 1  # a blocking item failed (or is unattested when attestations are required)
     USAGE = 2  # bad option, malformed waiver/attestation/catalogue file
     UNREACHABLE = 3  # the target did not answer
+    INTERRUPTED = 130  # Ctrl-C: the shell's 128 + SIGINT, after the stack is cleaned up
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
