@@ -10,6 +10,7 @@ Served by a real server process (Granian, TLS) from `flawed_support.py`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
 import hashlib
 import json
@@ -36,7 +37,7 @@ KNOWN_FLAWS = frozenset({
     "member-writes", "traceback", "no-media-type", "no-body-limit", "html-404",
     "version-banner", "weak-headers", "metrics-public", "lockout-race", "dates-unbounded",
     "cross-tenant-list", "values-unbounded", "request-id-not-echoed",
-    "ratelimit-unenforced",
+    "ratelimit-unenforced", "no-token-accepted", "garbage-accepted",
 })
 #: ratelimit-unenforced: X-RateLimit headers count down from this, and no 429 ever comes.
 ADVERTISED_LIMIT = int(os.environ.get("FLAWED_RATE_LIMIT") or "600")
@@ -132,6 +133,25 @@ def _unverified(token: str) -> dict[str, Any]:
         raise ApiError(401, "AUTH_001", "invalid token") from None
 
 
+def first_user() -> dict[str, Any]:
+    """Whom a broken server falls back to: the first account (an admin), or an unknown one."""
+    user = next(iter(STORE.users.values()), None)
+    if user is None:
+        raise ApiError(401, "AUTH_001", "missing credentials")
+    return {"user": user["id"], "org": user["org"], "perms": set(user["perms"]),
+            "credential": f"user:{user['id']}"}
+
+
+def readable_header(token: str) -> bool:
+    """Whether the token's first part is base64 of a JSON object (a JWT header at all)."""
+    head = token.split(".", 1)[0]
+    try:
+        return isinstance(json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4))),
+                          dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
 def decode_access(token: str) -> dict[str, Any]:
     """The claims of an access token, as the switches let a broken verifier accept it."""
     parts = token.split(".")
@@ -173,6 +193,8 @@ def principal(headers: dict[str, str]) -> dict[str, Any]:
         token = auth[7:].strip()
         if token.startswith("tf_"):
             key = token
+        elif flawed("garbage-accepted") and not readable_header(token):
+            return first_user()  # a parse failure taken as "no claims to check"
         else:
             claims = decode_access(token)
             if claims.get("typ", "access") != "access" and not flawed("refresh-as-access"):
@@ -187,6 +209,8 @@ def principal(headers: dict[str, str]) -> dict[str, Any]:
                 return {"user": record["user"], "org": record["org"],
                         "perms": set(record["permissions"]), "credential": f"key:{record['id']}"}
         raise ApiError(401, "AUTH_001", "invalid API key")
+    if flawed("no-token-accepted"):
+        return first_user()  # an authentication middleware left off this route
     raise ApiError(401, "AUTH_001", "missing credentials")
 
 

@@ -31,6 +31,8 @@ FlawedFactory = Callable[..., contextlib.AbstractContextManager[FlawedServer]]
 
 #: flaw switch -> (the checks to run, the items that must fail)
 CLASSES: dict[str, tuple[tuple[str, ...], set[str]]] = {
+    "no-token-accepted": (("auth.auth_battery",), {"LIVE-AUTH-NO-TOKEN"}),
+    "garbage-accepted": (("auth.auth_battery",), {"LIVE-AUTH-GARBAGE"}),
     "alg-none": (("auth.auth_battery",), {"LIVE-AUTH-ALG-NONE"}),
     # An empty signature accepted is alg none accepted too.
     "sig-stripped": (("auth.auth_battery",), {"LIVE-AUTH-SIG-STRIPPED", "LIVE-AUTH-ALG-NONE"}),
