@@ -22,11 +22,11 @@ from conformance.fuzz.runner import (
     FuzzOptions,
     FuzzOutcome,
     UnreachableError,
-    UsageError,
     run_fuzz,
 )
 from conformance.model import ExitStatus
 from conformance.stack import REFERENCE_KINDS
+from conformance.usage import UsageError, UsageParser
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -34,7 +34,7 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         prog="python -m conformance.fuzz",
         description="Fuzz a TaskForge deployment against the contract's OpenAPI document.",
     )
@@ -119,7 +119,11 @@ def summary_lines(outcome: FuzzOutcome) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(ExitStatus.USAGE)
     options = FuzzOptions(
         target_url=args.target_url,
         stack=args.stack,

@@ -8,7 +8,6 @@ label) is unchanged.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import re
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conformance.model import ExitStatus
+from conformance.usage import UsageError, UsageParser
 
 #: The label holding the hash of the recipe an image was built from.
 RECIPE_LABEL = "org.taskforge.recipe-hash"
@@ -517,17 +517,21 @@ def build_all(project: Path, *, force: bool = False, log: Log = print) -> dict[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         prog="python -m conformance.stack.images",
         description="Build the docker stack's images locally from compose/images/.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=UsageParser)
     build = sub.add_parser("build", help="build the images whose recipe changed")
     build.add_argument("--project", type=Path, default=Path.cwd(), help="project root")
     build.add_argument("--force", action="store_true", help="rebuild even when up to date")
     build.add_argument("--env-file", type=Path, default=None,
                        help="write `export NAME=image` lines selecting the built images here")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitStatus.USAGE
     try:
         env = build_all(args.project.resolve(), force=args.force,
                         log=lambda line: print(line, flush=True))

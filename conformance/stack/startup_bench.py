@@ -10,7 +10,6 @@ shared machine moves the figures.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -25,6 +24,7 @@ from typing import Any
 from conformance.model import ExitStatus
 from conformance.stack import REFERENCE_PROVIDERS, StackError, open_stack
 from conformance.stack.images import DEPLOYMENT_IMAGES, STACK_IMAGES
+from conformance.usage import UsageError, UsageParser
 
 TARGET_SECONDS = {"docker": 15.0, "docker-deployment": 30.0, "embedded": 5.0}
 #: What each measured kind stands up: a provider and its options.
@@ -58,8 +58,7 @@ def measure(kind: str, rounds: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conformance.stack.startup_bench",
-                                     description=__doc__)
+    parser = UsageParser(prog="python -m conformance.stack.startup_bench", description=__doc__)
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                         help=f"stacks stood up per provider (default {DEFAULT_ROUNDS})")
     parser.add_argument("--stack", action="append", choices=tuple(KINDS),
@@ -67,9 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("reports/startup.json"))
     parser.add_argument("--command", default=None,
                         help="the command to record as having produced the figures")
-    args = parser.parse_args(argv)
-    if not 1 <= args.rounds <= 20:
-        print("error: --rounds must be from 1 to 20", file=sys.stderr)
+    try:
+        args = parser.parse_args(argv)
+        if not 1 <= args.rounds <= 20:
+            raise UsageError("--rounds must be from 1 to 20")
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return ExitStatus.USAGE
     kinds = args.stack or list(KINDS)
     command = args.command or "python -m conformance.stack.startup_bench " + shlex.join(

@@ -27,6 +27,7 @@ from conformance.fuzz.runner import (
     validate,
     write_config,
 )
+from conformance.model import ExitStatus
 
 EXTERNAL = "https://api.example.test"
 
@@ -60,6 +61,25 @@ def test_external_target_without_allow_writes_exits_2_with_one_line() -> None:
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith("error: fuzzing creates data")
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--frobnicate"], "error: unrecognized arguments: --frobnicate"),
+        (["--max-examples", "many"], "error: argument --max-examples: invalid int value"),
+        (["--stack", "nowhere"], "error: argument --stack: invalid choice: 'nowhere'"),
+    ],
+)
+def test_a_bad_option_is_one_line_and_the_usage_status(argv: list[str], says: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "conformance.fuzz", *argv],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == ExitStatus.USAGE
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(says)
+    assert done.stdout == ""
 
 
 def test_external_targets_get_a_rate_cap_and_the_credential_stays_out_of_argv(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from conformance.model import ExitStatus
 from conformance.stack import images
 from conformance.stack.images import (
     BASE_LOCAL,
@@ -19,6 +22,8 @@ from conformance.stack.images import (
     image_label,
     recipe_hash,
 )
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 DEB822 = """\
 Types: deb
@@ -152,3 +157,23 @@ def test_an_unchanged_recipe_is_not_rebuilt(tmp_path: Path, throwaway_tag: str) 
     build_service_image(recipes, role, "base-digest", force=False, log=lines.append)
     assert any(line.startswith("$ docker build") for line in lines)
     assert image_label(throwaway_tag) not in (None, first)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        ([], "error: the following arguments are required: command"),
+        (["rebuild"], "error: argument command: invalid choice: 'rebuild'"),
+        (["build", "--frobnicate"], "error: unrecognized arguments: --frobnicate"),
+    ],
+)
+def test_a_bad_option_is_one_line_and_the_usage_status(argv: list[str], says: str,
+                                                      tmp_path: Path) -> None:
+    # Run from an empty directory: were the option accepted, no recipe is there to build.
+    done = subprocess.run([sys.executable, "-m", "conformance.stack.images", *argv],
+                          capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(PROJECT)})
+    assert done.returncode == ExitStatus.USAGE
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(says)
+    assert done.stdout == ""

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from conformance.model import ExitStatus
 from conformance.stack import startup_bench
 
 
@@ -36,4 +39,25 @@ def test_rounds_out_of_range_is_a_usage_error(tmp_path: Path,
     output = tmp_path / "startup.json"
     assert startup_bench.main(["--rounds", "0", "--output", str(output)]) == 2
     assert capsys.readouterr().err == "error: --rounds must be from 1 to 20\n"
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--frobnicate"], "error: unrecognized arguments: --frobnicate"),
+        (["--rounds", "three"], "error: argument --rounds: invalid int value: 'three'"),
+        (["--stack", "kubernetes"], "error: argument --stack: invalid choice: 'kubernetes'"),
+    ],
+)
+def test_a_bad_option_is_one_line_and_the_usage_status(argv: list[str], says: str,
+                                                      tmp_path: Path) -> None:
+    output = tmp_path / "startup.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "conformance.stack.startup_bench", *argv, "--output", str(output)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == ExitStatus.USAGE
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(says)
     assert not output.exists()
