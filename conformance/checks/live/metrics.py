@@ -235,6 +235,15 @@ def public_metrics(ctx: CheckContext) -> Iterator[Finding]:
             if marker_id and headers:
                 client.post(f"/api/v1/jobs/{marker_id}/cancel", headers=headers)
     served = is_exposition(response)
+    if response.status_code >= 500:
+        # An error neither refuses the path nor serves it: whether anyone may read the metrics
+        # there is unknown until the server answers (a passed item here would claim it).
+        why = (f"GET {path} over the public URL answered {response.status_code}, which shows "
+               "neither a refusal nor the metrics: find the cause in the server's log (or the "
+               "front door's) and run again")
+        for item in PUBLIC_ITEMS:
+            yield report.not_applicable(item, why)
+        return
     if environment is not None and environment != "production":
         yield report.not_applicable(
             "LIVE-METRICS-PUBLIC", f"APP_ENVIRONMENT is {environment}: judged in production")

@@ -785,8 +785,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if path == "/metrics":
         if flawed("metrics-public"):
             await respond(send, 200, metrics_text().encode(), "text/plain; version=0.0.4")
-        else:
-            await respond(send, 404, envelope(404, error=not_found()), "application/json")
+        else:  # FLAWED_METRICS_STATUS: a broken metrics path (no flaw: it serves nothing)
+            status = int(os.environ.get("FLAWED_METRICS_STATUS") or "404")
+            error = ApiError(status, "RESOURCE_NOT_FOUND" if status == 404 else "INTERNAL_ERROR",
+                             "not found" if status == 404 else "internal error")
+            await respond(send, status, envelope(status, error=error), "application/json")
         return
     body = await read_body(receive, None if flawed("no-body-limit") else MAX_BODY)
     if body is None:

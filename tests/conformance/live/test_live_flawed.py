@@ -332,3 +332,16 @@ def test_a_request_logged_under_the_servers_own_id_is_found_and_the_echo_named(
     assert result["LIVE-LOGGING"] is Status.PASSED, explain(findings)
     logging = next(f for f in findings if f.item_id == "LIVE-LOGGING")
     assert "did not echo our X-Request-ID" in logging.message
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_an_error_on_the_public_metrics_path_is_no_refusal(
+    flawed: FlawedFactory, status: int,
+) -> None:
+    """A 5xx shows neither a refusal nor the metrics: not_applicable with the cause, not passed."""
+    with flawed(env_extra={"FLAWED_METRICS_STATUS": str(status)}) as server:
+        findings = run_checks(server.context(), "metrics.public_metrics")
+    assert statuses(findings) == {"LIVE-METRICS-PUBLIC": Status.NOT_APPLICABLE,
+                                  "LIVE-METRICS-TENANT-DATA": Status.NOT_APPLICABLE}, \
+        explain(findings)
+    assert f"answered {status}" in findings[0].message
