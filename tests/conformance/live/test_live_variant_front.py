@@ -96,3 +96,11 @@ def test_the_contracts_variants_add_no_failure(
     assert through["LIVE-TENANT-JOB-READ"] is Status.PASSED, explain(findings)
     assert any("403" in (e.output or "") or e.status_code == 403 for f in findings
                if f.item_id == "LIVE-TENANT-JOB-READ" for e in f.evidence)
+    # 200 instead of 201 on create: the smoke job was accepted as created.
+    assert through["LIVE-SMOKE-JOB"] is Status.PASSED, explain(findings)
+    smoke = next(f for f in findings if f.item_id == "LIVE-SMOKE-JOB")
+    assert [e.status_code for e in smoke.evidence] == [200], smoke.evidence
+    # The front's own Server header was read, and a banner without a version is no finding.
+    assert through["LIVE-BANNER-VERSION"] is Status.PASSED, explain(findings)
+    banner = next(f for f in findings if f.item_id == "LIVE-BANNER-VERSION")
+    assert "server: edge" in banner.message, banner.message
