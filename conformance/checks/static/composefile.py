@@ -181,3 +181,22 @@ def volume_sources(service: LineDict) -> Iterator[tuple[str, str, int | None]]:
                 yield parts[0], parts[1], line
             else:
                 yield "", parts[0], line
+
+
+def bind_mounts(compose: Compose, service: LineDict) -> list[tuple[str, Path]]:
+    """(container directory or file, host path) of every bind mount of a service."""
+    mounts = []
+    for source, target, _line in volume_sources(service):
+        if source.startswith((".", "/")) and target:
+            mounts.append((target.rstrip("/"), (compose.path.parent / source).resolve()))
+    return mounts
+
+
+def host_path(container_path: str, mounts: list[tuple[str, Path]]) -> Path | None:
+    """Where a path inside the container is on the host, through the most specific bind mount."""
+    for target, source in sorted(mounts, key=lambda m: -len(m[0])):
+        if container_path == target:
+            return source
+        if container_path.startswith(target + "/"):
+            return source / container_path[len(target) + 1 :]
+    return None

@@ -18,7 +18,14 @@ import crossplane
 
 from conformance.checks.registry import CheckContext
 from conformance.checks.static.base import ArtifactError, NotApplicable, Problem, static_check
-from conformance.checks.static.composefile import each_service, load_compose, volume_sources
+from conformance.checks.static.composefile import (
+    bind_mounts,
+    each_service,
+    host_path,
+    image_of,
+    load_compose,
+    volume_sources,
+)
 from conformance.checks.static.env import load_env
 
 GOOD_PROTOCOLS = {"TLSv1.2", "TLSv1.3"}
@@ -92,7 +99,7 @@ def _includer(path: Path, mounts: list[tuple[str, Path]]) -> Callable[[str], lis
     taken as the given file's directory."""
 
     def files(argument: str) -> list[Path]:
-        local = _on_host(argument, mounts) if argument.startswith("/") else None
+        local = host_path(argument, mounts) if argument.startswith("/") else None
         if local is None:
             relative = argument.removeprefix("/etc/nginx/")
             if relative.startswith("/"):
@@ -121,7 +128,7 @@ def parse_nginx(path: Path, mounts: list[tuple[str, Path]] | None = None) -> Blo
 
 def _nginx(context: CheckContext) -> tuple[Path, Block]:
     assert context.nginx_conf is not None  # guaranteed by needs=("nginx_conf",)
-    mounts = _nginx_mounts(context) if context.compose_file is not None else []
+    mounts = nginx_mounts(context) if context.compose_file is not None else []
     return context.nginx_conf, parse_nginx(context.nginx_conf, mounts)
 
 
@@ -438,25 +445,14 @@ def metrics_not_public(context: CheckContext) -> Iterator[Problem]:
             )
 
 
-def _nginx_mounts(context: CheckContext) -> list[tuple[str, Path]]:
+def nginx_mounts(context: CheckContext) -> list[tuple[str, Path]]:
     """(container directory or file, host path) of every bind mount of the nginx service."""
     compose = load_compose(context)
     mounts = []
     for name, service in each_service(compose):
-        if "nginx" in name or "nginx" in str(service.get("image") or ""):
-            for source, target, _line in volume_sources(service):
-                if source.startswith((".", "/")) and target:
-                    mounts.append((target.rstrip("/"), (compose.path.parent / source).resolve()))
+        if "nginx" in name or "nginx" in image_of(service):
+            mounts.extend(bind_mounts(compose, service))
     return mounts
-
-
-def _on_host(container_path: str, mounts: list[tuple[str, Path]]) -> Path | None:
-    for target, source in sorted(mounts, key=lambda m: -len(m[0])):
-        if container_path == target:
-            return source
-        if container_path.startswith(target + "/"):
-            return source / container_path[len(target) + 1 :]
-    return None
 
 
 def _host_matches(pattern: str, host: str) -> bool:
@@ -520,7 +516,7 @@ def _certificate_problems(
 )
 def tls_cert_installed(context: CheckContext) -> Iterator[Problem]:
     path, root = _nginx(context)
-    mounts = _nginx_mounts(context)
+    mounts = nginx_mounts(context)
     env = load_env(context)
     base_url = env.get("BASE_URL") if env is not None else None
     host = urlsplit(base_url).hostname if base_url else None
@@ -529,15 +525,15 @@ def tls_cert_installed(context: CheckContext) -> Iterator[Problem]:
         keys = server.inherited("ssl_certificate_key")
         if not certs:
             continue  # NGINX-TLS-CERT-PATHS reports it
-        files = [(d, _on_host(d.args[0], mounts)) for d in certs + keys if d.args]
+        files = [(d, host_path(d.args[0], mounts)) for d in certs + keys if d.args]
         missing = [(d, f) for d, f in files if f is not None and not f.is_file()]
         for directive, file in missing:
             yield Problem(
                 message=f"{directive.args[0]} is not installed: {file} does not exist",
                 file=path, line=directive.line, expected=f"the file at {file}", actual="missing",
             )
-        cert_file = _on_host(certs[0].args[0], mounts) if certs[0].args else None
-        key_file = _on_host(keys[0].args[0], mounts) if keys and keys[0].args else None
+        cert_file = host_path(certs[0].args[0], mounts) if certs[0].args else None
+        key_file = host_path(keys[0].args[0], mounts) if keys and keys[0].args else None
         if missing or cert_file is None:
             continue
         for message, expected, actual in _certificate_problems(cert_file, key_file, host):

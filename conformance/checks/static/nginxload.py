@@ -17,8 +17,8 @@ from pathlib import Path
 
 from conformance.checks.registry import CheckContext
 from conformance.checks.static.base import ArtifactError, Problem, static_check
-from conformance.checks.static.composefile import each_service, image_of, load_compose
-from conformance.checks.static.nginx import _nginx_mounts, _on_host
+from conformance.checks.static.composefile import each_service, host_path, image_of, load_compose
+from conformance.checks.static.nginx import nginx_mounts
 from conformance.checks.static.tools import line_of_text, require_tool, run_tool, tool_version
 
 #: Directives whose arguments are files or directories nginx opens when it loads.
@@ -52,7 +52,7 @@ def _materialise(container_path: str, directive: str, prefix: Path,
         target.mkdir(parents=True, exist_ok=True)
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    source = _on_host(container_path, mounts) if mounts else None
+    source = host_path(container_path, mounts) if mounts else None
     if directive in ("ssl_certificate", "ssl_certificate_key") and not installed_certificates:
         _throwaway_certificate(prefix, target, directive)
     elif source is not None and source.is_file():
@@ -88,7 +88,7 @@ def scratch_copy(text: str, prefix: Path, mounts: list[tuple[str, Path]],
     # The installed pair when every one is there; otherwise throwaway pairs throughout (a cert
     # beside a foreign key would not load): NGINX-TLS-CERT-INSTALLED judges the real ones.
     installed = bool(mounts) and all(
-        (found := _on_host(c, mounts)) is not None and found.is_file() for c in certificates)
+        (found := host_path(c, mounts)) is not None and found.is_file() for c in certificates)
     for line in text.split("\n"):
         stripped = line.strip()
         if re.match(r"^(user|pid)\s+[^;]*;", stripped):
@@ -155,7 +155,7 @@ def config_loads(context: CheckContext) -> Iterator[Problem]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ArtifactError(path, f"cannot read: {exc}") from None
-    mounts = _nginx_mounts(context) if context.compose_file is not None else []
+    mounts = nginx_mounts(context) if context.compose_file is not None else []
     upstreams = set(re.findall(r"^\s*upstream\s+(\S+)\s*\{", text, re.MULTILINE))
     version = tool_version(nginx)
     shown = ".".join(map(str, version)) if version else "unknown"
