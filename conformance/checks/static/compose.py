@@ -37,14 +37,13 @@ from conformance.checks.static.composefile import (
     published_ports,
     volume_sources,
 )
-from conformance.checks.static.variables import GUIDE_VARIABLES
+from conformance.checks.static.variables import GUIDE_VARIABLES, SECRET_NAME
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "compose-spec.json"
 
 #: Container ports that may be published on every interface: the public web entry point.
 PUBLIC_PORTS = {80, 443}
 LOOPBACK = {"127.0.0.1", "::1", "[::1]", "localhost"}
-_SECRET_KEY = re.compile(r"PASSWORD|PASS$|SECRET|TOKEN|_KEY$|^KEY$|DSN", re.IGNORECASE)
 
 #: .env variables that configure the compose file itself, not the application.
 COMPOSE_ONLY = re.compile(
@@ -453,7 +452,7 @@ def no_inline_secrets(context: CheckContext) -> Iterator[Problem]:
                 key, _, value = str(entry).partition("=")
                 items.append((key.strip(), value, line_of(environment, index)))
         for key, value, line in items:
-            if _SECRET_KEY.search(key) and value and "$" not in value and not key.endswith(
+            if SECRET_NAME.search(key) and value and "$" not in value and not key.endswith(
                 "_FILE"
             ):
                 yield Problem(
@@ -489,7 +488,7 @@ def _secrets_on_command_line(compose: Compose, name: str, service: LineDict) -> 
         text = command_text(value)
         for match in VARIABLE_REFERENCE.finditer(text):
             variable = match.group("braced") or match.group("bare")
-            if variable is None or not _SECRET_KEY.search(variable):
+            if variable is None or not SECRET_NAME.search(variable):
                 continue
             start = compose.service_line(name, key) or 1
             yield Problem(
@@ -509,7 +508,7 @@ def _secret_defaults(compose: Compose) -> Iterator[Problem]:
         code = re.sub(r"(^|\s)#.*$", "", text)
         for match in VARIABLE_REFERENCE.finditer(code):
             variable = match.group("braced")
-            if (variable and _SECRET_KEY.search(variable) and match.group("op") in (":-", "-")
+            if (variable and SECRET_NAME.search(variable) and match.group("op") in (":-", "-")
                     and match.group("arg")):
                 yield Problem(
                     message=f"{match.group(0)}: the secret has a default written in the compose "

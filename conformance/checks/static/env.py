@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from conformance.checks.registry import CheckContext
 from conformance.checks.static.base import ArtifactError, NotApplicable, Problem, static_check
-from conformance.checks.static.variables import BY_NAME, VARIABLES, Format, Secret
+from conformance.checks.static.variables import BY_NAME, REQUIRED, VARIABLES, Format, Secret
 
 MIN_SECRET_BYTES = 32
 MIN_SECRET_BITS = 128  # Shannon estimate over the whole value
@@ -146,17 +146,6 @@ def _problem(env: EnvFile, name: str, message: str, **kw: str | None) -> Problem
 
 
 # --- required variables and formats -----------------------------------------------------------
-
-REQUIRED = (
-    "APP_ENVIRONMENT",
-    "BASE_URL",
-    "CORS_ALLOWED_ORIGINS",
-    "JWT_SECRET",
-    "JWT_REFRESH_SECRET",
-    "LOG_FORMAT",
-    "METRICS_ENABLED",
-)
-
 
 @static_check("ENV-REQUIRED-VARS", needs=("env_file",), ok="every required variable is set")
 def required_variables(context: CheckContext) -> Iterator[Problem]:

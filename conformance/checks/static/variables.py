@@ -7,6 +7,7 @@ compose checks (compose.py) derive their lists from this table instead of keepin
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 
@@ -37,11 +38,13 @@ class Variable:
     choices: tuple[str, ...] = ()  # URL schemes or allowed values
     secret: Secret | None = None
     in_guide: bool = True  # written in guide 3.1's .env.production
+    required: bool = False  # must be set (ENV-REQUIRED-VARS); DB_*/REDIS_* are one-of groups there
 
 
 def _v(name: str, format: Format = Format.TEXT, *choices: str, secret: Secret | None = None,
-       in_guide: bool = True) -> Variable:
-    return Variable(name=name, format=format, choices=choices, secret=secret, in_guide=in_guide)
+       in_guide: bool = True, required: bool = False) -> Variable:
+    return Variable(name=name, format=format, choices=choices, secret=secret, in_guide=in_guide,
+                    required=required)
 
 
 VARIABLES: tuple[Variable, ...] = (
@@ -55,19 +58,20 @@ VARIABLES: tuple[Variable, ...] = (
     _v("REDIS_HOST"),
     _v("REDIS_PORT", Format.PORT),
     _v("REDIS_PASSWORD", secret=Secret.PASSWORD),
-    _v("APP_ENVIRONMENT", Format.CHOICE, "development", "test", "staging", "production"),
+    _v("APP_ENVIRONMENT", Format.CHOICE, "development", "test", "staging", "production",
+       required=True),
     _v("APPLICATION_HOST"),
     _v("APPLICATION_PORT", Format.PORT),
-    _v("BASE_URL", Format.URL, "http", "https"),
-    _v("CORS_ALLOWED_ORIGINS", Format.ORIGINS),
-    _v("JWT_SECRET", secret=Secret.SIGNING_KEY),
+    _v("BASE_URL", Format.URL, "http", "https", required=True),
+    _v("CORS_ALLOWED_ORIGINS", Format.ORIGINS, required=True),
+    _v("JWT_SECRET", secret=Secret.SIGNING_KEY, required=True),
     _v("JWT_EXPIRY_TIME_MINUTES", Format.POSITIVE_INT),
-    _v("JWT_REFRESH_SECRET", secret=Secret.SIGNING_KEY),
+    _v("JWT_REFRESH_SECRET", secret=Secret.SIGNING_KEY, required=True),
     _v("JWT_REFRESH_EXPIRY_TIME_MINUTES", Format.POSITIVE_INT),
     _v("LOG_LEVEL", Format.CHOICE, "debug", "info", "warning", "error", "critical"),
-    _v("LOG_FORMAT", Format.CHOICE, "json", "text"),
+    _v("LOG_FORMAT", Format.CHOICE, "json", "text", required=True),
     _v("LOG_FILE_PATH", Format.ABSOLUTE_PATH),
-    _v("METRICS_ENABLED", Format.BOOLEAN),
+    _v("METRICS_ENABLED", Format.BOOLEAN, required=True),
     _v("METRICS_ENDPOINT", Format.URL_PATH),
     _v("PROMETHEUS_PUSH_GATEWAY", Format.URL, "http", "https"),
     _v("SMTP_HOST"),
@@ -93,3 +97,10 @@ BY_NAME = {v.name: v for v in VARIABLES}
 
 #: The settings of guide 3.1's .env.production, in its order.
 GUIDE_VARIABLES = tuple(v.name for v in VARIABLES if v.in_guide)
+
+#: The settings the production .env must set, in the table's order.
+REQUIRED = tuple(v.name for v in VARIABLES if v.required)
+
+#: A name that reads as a secret, for the compose file's own variables the table cannot list
+#: (POSTGRES_PASSWORD, an exporter's DSN, GF_SECURITY_ADMIN_PASSWORD...).
+SECRET_NAME = re.compile(r"PASSWORD|PASS$|SECRET|TOKEN|_KEY$|^KEY$|DSN", re.IGNORECASE)
