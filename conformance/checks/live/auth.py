@@ -316,17 +316,7 @@ def _keyed_cases(
         )
     given_expired = run_input(ctx, "expired_token")
     if given_expired:
-        exp = expiry_of(str(given_expired))
-        if exp is None or exp > time.time():
-            yield report.error(
-                "LIVE-AUTH-EXPIRED", "the token given with --expired-token is not an expired "
-                "JWT (no exp claim in the past)",
-            )
-        else:
-            yield battery.judge(
-                "LIVE-AUTH-EXPIRED", [("the expired token given with --expired-token",
-                                       str(given_expired))],
-            )
+        yield _given_expired(battery, str(given_expired), key if key_works else None)
     elif key is not None and claims is not None and key_works:
         past = int(time.time())
         yield battery.judge(
@@ -345,6 +335,51 @@ def _keyed_cases(
         )
     else:
         yield _key_not_usable(report, "LIVE-AUTH-ALG-PINNED", key, claims, key_evidence)
+
+
+def _given_expired(battery: _Battery, token: str, key: tuple[str, str] | None) -> Finding:
+    """--expired-token, judged only as far as it is known to be the server's own.
+
+    With a working JWT secret its signature is verified first (a token signed with another key
+    is the wrong-key case again). Without one, only the contract's expiry code (401 AUTH_002)
+    shows the server read the token as its own and expired; a bare AUTH_001 may be a refusal of
+    the signature, so it judges nothing.
+    """
+    item, report = "LIVE-AUTH-EXPIRED", battery.report
+    exp = expiry_of(token)
+    if exp is None or exp > time.time():
+        return report.error(item, "the token given with --expired-token is not an expired JWT "
+                                  "(no exp claim in the past)")
+    what = "the expired token given with --expired-token"
+    if key is not None:
+        if not verifies_with(token, key[0]):
+            return report.error(
+                item, f"the token given with --expired-token is not signed with the server's JWT "
+                f"secret (from {key[1]}, which signs tokens the server accepts): its refusal "
+                "would only repeat LIVE-AUTH-WRONG-KEY; give one the server issued")
+        return battery.judge(item, [(f"{what} (its signature verified with the JWT secret "
+                                     f"from {key[1]})", token)])
+    response = battery.probe(token)
+    evidence = battery.client.evidence(response, f"{what} on GET {battery.path}")
+    code = error_code_of(response)
+    if response.status_code == 401 and code == "AUTH_002":
+        return report.passed(
+            item, f"{what}: 401 AUTH_002 (the contract's code for an expired token) on GET "
+            f"{battery.path}, which answers 200 to the run's credential", evidence)
+    if response.status_code == 401:
+        return report.not_applicable(
+            item, f"{what} got 401 {code or 'without an error code'}, not the contract's AUTH_002 "
+            "for expiry, and its signature could not be verified without the server's JWT "
+            "secret: the refusal may be of the signature, not the expiry. Give --jwt-secret "
+            "(or $TASKFORGE_JWT_SECRET) or an --env-file with JWT_SECRET to verify it")
+    if response.status_code == 429:
+        return report.error(item, f"{what}: rate limited (429) before it could be judged",
+                            evidence)
+    # Accepted (or answered otherwise): wrong whatever its signature, a trusted one or not.
+    accepted = "accepted" if response.status_code < 300 else f"answered {response.status_code}"
+    return report.failed(
+        item, f"{what} was {accepted} on GET {battery.path}", evidence,
+        expected="401 (AUTH_002)", actual=f"{response.status_code} {code or ''}".strip())
 
 
 def _key_not_usable(

@@ -190,11 +190,35 @@ def test_no_endpoint_accepting_the_credential_is_one_error_naming_what_was_tried
     assert "GET /api/v1/queues: 401" in findings[0].message
 
 
-def _expired_token(server: FlawedServer, *, seconds_ago: int) -> str:
+def _expired_token(server: FlawedServer, *, seconds_ago: int, key: str | None = None) -> str:
     now = int(time.time())
     claims = {"sub": "x", "org": "y", "perms": ["job:read"], "typ": "access",
               "iat": now - 7200, "exp": now - seconds_ago}
-    return jwt.encode(claims, server.jwt_secret, algorithm="HS256")
+    return jwt.encode(claims, key or server.jwt_secret, algorithm="HS256")
+
+
+FOREIGN_KEY = "a key this server never signed with, 32+ bytes long"
+
+
+@pytest.mark.parametrize(("jwt_secret", "key", "status", "text"), [
+    # Without the secret: the contract's AUTH_002 shows the server read it as its own, expired.
+    (None, None, Status.PASSED, "401 AUTH_002"),
+    # Without the secret, signed elsewhere: AUTH_001 may refuse the signature, not the expiry.
+    (None, FOREIGN_KEY, Status.NOT_APPLICABLE, "signature could not be verified"),
+    # With the secret: its signature is checked before it is sent.
+    ("server", FOREIGN_KEY, Status.ERROR, "not signed with the server's JWT secret"),
+    ("server", None, Status.PASSED, "signature verified"),
+])
+def test_a_given_expired_token_counts_only_as_the_servers_own(
+    sound: FlawedServer, jwt_secret: str | None, key: str | None, status: Status, text: str,
+) -> None:
+    token = _expired_token(sound, seconds_ago=60, key=key)
+    secret = sound.jwt_secret if jwt_secret else None
+    findings = run_checks(sound.context(jwt_secret=secret, expired_token=token),
+                          "auth.auth_battery")
+    expired = next(f for f in findings if f.item_id == "LIVE-AUTH-EXPIRED")
+    assert expired.status is status, explain(findings)
+    assert text in expired.message, expired.message
 
 
 def test_a_given_expired_token_is_judged_without_the_secret(flawed: FlawedFactory) -> None:
