@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+import orjson
 from werkzeug.exceptions import HTTPException
 
 from reference_server import metrics
@@ -27,6 +28,7 @@ from reference_server.observability import get_logger
 if TYPE_CHECKING:
     from reference_server.accounts import AccountStore
     from reference_server.config import Settings
+    from reference_server.models import Job
     from reference_server.security import Principal
 
 API_PREFIX = "/api/v1"
@@ -86,6 +88,18 @@ def ok_body(data: Any, request_id: str, message: str | None = None) -> dict[str,
     body["timestamp"] = now_iso()
     body["request_id"] = request_id
     return body
+
+
+def stored_job_body(job: Job, request_id: str) -> bytes:
+    """The success answer's body for a job that is committed (its audit row saying 201 or 200
+    with it), encoded. Rendering the whole job can fail after the commit; the answer then says
+    what is known, the job's id, rather than a 500 that would invite a retry storing it twice."""
+    try:
+        return orjson.dumps(ok_body(job.to_api(), request_id), default=str)
+    except Exception as exc:
+        log.exception("stored job not rendered", error=type(exc).__name__, job_id=str(job.id))
+        known = {"id": str(job.id), "status": job.status.value}
+        return orjson.dumps(ok_body(known, request_id, "job stored; GET it for the rest"))
 
 
 def error_body(code: str, message: str, details: Any, request_id: str) -> dict[str, Any]:

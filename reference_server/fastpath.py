@@ -182,15 +182,15 @@ class SubmitFastPath:
                 if limits is not None:
                     rate_headers = limits.headers()
                 job, created = await st.engine.submit(principal.organization_id, spec, audit=audit)
-            audit_written = True  # committed with the job
+            audit_written = True  # committed with the job: from here on the answer says so
             status = 201 if created else 200
-            payload = answers.ok_body(job.to_api(), request_id)
+            content = answers.stored_job_body(job, request_id)
         except Exception as exc:
             structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(**context)
             reply = answers.error_reply(exc)
-            status, payload, extra = reply.status, reply.body(request_id), reply.headers
-        content = orjson.dumps(payload, default=str)
+            status, extra = reply.status, reply.headers
+            content = orjson.dumps(reply.body(request_id), default=str)
         response_headers = [
             (b"content-type", _JSON),
             (b"content-length", str(len(content)).encode()),

@@ -22,12 +22,14 @@ from reference_server.group_commit import (
 )
 from reference_server.ids import new_job_ids
 from reference_server.models import Job, JobFields, JobSpec, JobStatus, Queue, QueueSettings
+from reference_server.observability import get_logger
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
     from uuid import UUID
 
 Q = queries.load("jobs.sql")
+log = get_logger(__name__)
 #: Statements that may touch many rows get this instead of the pool's few seconds.
 LONG_STATEMENT_SECONDS = 60.0
 
@@ -75,6 +77,15 @@ def _insert_job_args(org_id: UUID, spec: JobFields) -> tuple[Any, ...]:
     )
 
 
+def _count_submitted(job: Job) -> None:
+    """Count a committed job. Its row and its audit row (201) are stored by now: a failure here
+    must not become the caller's answer (a 500 over a stored job invites a second copy)."""
+    try:
+        job_metrics.submitted(job.queue_name, job.job_type).inc()
+    except Exception as exc:
+        log.error("submitted job not counted", error=type(exc).__name__, job_id=str(job.id))
+
+
 class JobStore:
     """Jobs and queues on PostgreSQL (a base of Engine, which opens the pool and group commit)."""
 
@@ -93,7 +104,7 @@ class JobStore:
         """
         if spec.idempotency_key is None and self._submits is not None:
             job = await self._submits.run(SubmitItem(org_id, spec, audit))
-            job_metrics.submitted(job.queue_name, job.job_type).inc()
+            _count_submitted(job)
             return job, True
         async with self._pool.acquire() as conn, conn.transaction():
             try:
@@ -118,7 +129,7 @@ class JobStore:
                     conn, [with_outcome(audit, target=str(found.id), status_code=status)]
                 )
         if created:
-            job_metrics.submitted(found.queue_name, found.job_type).inc()
+            _count_submitted(found)
         return found, created
 
     async def submit_each(self, items: Sequence[SubmitItem]) -> list[Job | Exception]:
@@ -129,7 +140,7 @@ class JobStore:
         outcomes = await insert_submits(self._pool, list(items))
         for outcome in outcomes:
             if isinstance(outcome, Job):
-                job_metrics.submitted(outcome.queue_name, outcome.job_type).inc()
+                _count_submitted(outcome)
         return outcomes
 
     async def submit_batch(self, org_id: UUID, specs: Sequence[JobFields]) -> list[UUID]:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from reference_server.audit import AuditEntry
     from reference_server.config import Settings
     from reference_server.engine import Engine
+    from reference_server.models import Job
     from reference_server.ratelimit import (
         LoginThrottle,
         RateLimiter,
@@ -106,6 +107,13 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 def ok(data: Any, status: int = 200, message: str | None = None) -> Response:
     """The success envelope of the contract."""
     return json_response(answers.ok_body(data, request_id(), message), status)
+
+
+def stored_job(job: Job, status: int) -> Response:
+    """The answer for a job committed with its audit row: never an error (stored_job_body)."""
+    return Response(
+        answers.stored_job_body(job, request_id()), status=status, content_type="application/json"
+    )
 
 
 def no_content() -> Response:

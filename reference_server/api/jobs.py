@@ -21,6 +21,7 @@ from reference_server.api.common import (
     request_audit,
     require,
     set_audit_target,
+    stored_job,
 )
 from reference_server.api.queues import QueueName
 from reference_server.models import JobSpec, JobStatus, utc_in_range
@@ -95,8 +96,8 @@ async def submit_job() -> Response:
     job, created = await engine().submit(
         principal().organization_id, body.spec(), audit=request_audit()
     )
-    g.audit_written = True  # committed with the job
-    return ok(job.to_api(), 201 if created else 200)
+    g.audit_written = True  # committed with the job: from here on the answer says so
+    return stored_job(job, 201 if created else 200)
 
 
 @blueprint.post("/jobs/batch")

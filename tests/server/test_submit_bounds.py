@@ -14,7 +14,7 @@ import pytest
 from api_support import error_code, register, running_app
 from engine_support import make_org, open_pool, spec
 
-from reference_server import group_commit
+from reference_server import group_commit, job_metrics
 from reference_server.audit import AuditEntry
 from reference_server.engine import Engine
 from reference_server.exceptions import ValidationFailed
@@ -88,6 +88,59 @@ async def test_a_poisoned_submit_in_a_burst_of_other_organisations_leaves_one_ro
     assert await _counts(database_url) == (created, created)  # one job and one 201 row per 201
     assert statuses[17] == 400
     assert created == 39
+
+
+@pytest.mark.parametrize("failure", ["rendering the job", "counting the job"])
+@pytest.mark.parametrize("keyed", [False, True], ids=["grouped", "idempotent"])
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "quart"])
+async def test_a_failure_after_the_commit_is_answered_as_what_was_stored(
+    database_url: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    fast: bool,
+    keyed: bool,
+    failure: str,
+) -> None:
+    """The job and its audit row (201) are committed, then building the answer fails: the
+    answer must still say 201 with the job's id (a 500 over a stored job invites a retry that
+    stores it twice), and the audit row must agree with it."""
+
+    def broken(*_args: Any) -> Any:
+        raise RuntimeError("injected after the commit")
+
+    async with running_app(database_url, redis_url, fast_path=fast) as api:
+        account = await register(api)
+        body: dict[str, Any] = dict(JOB)
+        if keyed:
+            body["idempotency_key"] = "after-commit"
+        if failure == "rendering the job":
+            monkeypatch.setattr(Job, "to_api", broken)
+        else:
+            monkeypatch.setattr(job_metrics, "submitted", broken)
+        response = await api.post(
+            "/api/v1/jobs",
+            json=body,
+            token=account["access_token"],
+            headers={"X-Request-ID": "after-commit-1"},
+        )
+        monkeypatch.undo()
+    conn = await asyncpg.connect(database_url)
+    try:
+        jobs = [str(r["id"]) for r in await conn.fetch("SELECT id FROM jobs")]
+        audited = [
+            (r["target"], r["status_code"])
+            for r in await conn.fetch(
+                "SELECT target, status_code FROM audit_log WHERE request_id = 'after-commit-1'"
+            )
+        ]
+    finally:
+        await conn.close()
+    assert response.status_code == 201, await response.get_data()
+    answered = await response.get_json()
+    assert answered["success"] is True and answered["request_id"] == "after-commit-1"
+    assert len(jobs) == 1
+    assert answered["data"]["id"] == jobs[0]
+    assert audited == [(jobs[0], 201)]
 
 
 @pytest.fixture
