@@ -93,18 +93,53 @@ def data_disk(host: HostView) -> tuple[DiskUsage | None, Command]:
     return (parse_df(done.stdout) if done.ok else None), done
 
 
-def count_cpus(cpuinfo: str) -> int:
-    return len(re.findall(r"^processor\s*:", cpuinfo, re.MULTILINE))
+#: The root of the cgroup hierarchy the host's processes see (v2, then v1's controllers). On a
+#: virtual or physical machine it holds every CPU and no memory limit; on a server that is itself
+#: a container (LXC, OpenVZ, Docker) it holds what the provider granted, while /proc/cpuinfo
+#: and /proc/meminfo still describe the machine beneath.
+CPUSET_FILES = ("/sys/fs/cgroup/cpuset.cpus.effective",
+                "/sys/fs/cgroup/cpuset/cpuset.effective_cpus")
+MEMORY_LIMIT_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
-def count_physical_cores(cpuinfo: str) -> int | None:
-    """Distinct (physical id, core id) pairs; None when the kernel lists no core ids (some
-    virtual and ARM machines), where only logical CPUs can be counted."""
-    cores: set[tuple[str, str]] = set()
+def parse_cpu_list(text: str) -> frozenset[int] | None:
+    """The kernel's CPU list format (`0-3,6`); None when it is not one."""
+    cpus: set[int] = set()
+    for part in (p.strip() for p in text.strip().split(",")):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if match is None:
+            return None
+        first = int(match.group(1))
+        last = int(match.group(2) or first)
+        if last < first or last - first > 65536:
+            return None
+        cpus.update(range(first, last + 1))
+    return frozenset(cpus) or None
+
+
+def cpuinfo_blocks(cpuinfo: str, allowed: frozenset[int] | None = None) -> list[dict[str, str]]:
+    """One dict per logical CPU, only those in `allowed` when a cpuset restricts them."""
+    blocks = []
     for block in re.split(r"\n\s*\n", cpuinfo):
         fields = dict(re.findall(r"^([^:\n]+?)\s*:\s*(.*)$", block, re.MULTILINE))
-        if "core id" in fields:
-            cores.add((fields.get("physical id", "0"), fields["core id"]))
+        number = fields.get("processor", "").strip()
+        if not number:
+            continue
+        if allowed is not None and number.isdigit() and int(number) not in allowed:
+            continue
+        blocks.append(fields)
+    return blocks
+
+
+def count_cpus(cpuinfo: str, allowed: frozenset[int] | None = None) -> int:
+    return len(cpuinfo_blocks(cpuinfo, allowed))
+
+
+def count_physical_cores(cpuinfo: str, allowed: frozenset[int] | None = None) -> int | None:
+    """Distinct (physical id, core id) pairs; None when the kernel lists no core ids (some
+    virtual and ARM machines), where only logical CPUs can be counted."""
+    cores = {(fields.get("physical id", "0"), fields["core id"])
+             for fields in cpuinfo_blocks(cpuinfo, allowed) if "core id" in fields}
     return len(cores) or None
 
 
@@ -113,20 +148,44 @@ def mem_total_bytes(meminfo: str) -> int | None:
     return int(match.group(1)) * 1024 if match else None
 
 
+def cgroup_cpus(host: HostView) -> tuple[frozenset[int] | None, str | None]:
+    """The CPUs the host's cgroup root grants, and the file that says so (None: no cpuset)."""
+    for path in CPUSET_FILES:
+        text = host.read(path)
+        if text is not None and (cpus := parse_cpu_list(text)) is not None:
+            return cpus, path
+    return None, None
+
+
+def cgroup_memory_limit(host: HostView) -> tuple[int | None, str | None]:
+    """The memory limit of the host's cgroup root (None: `max` or v1's near-2**63 "none")."""
+    for path in MEMORY_LIMIT_FILES:
+        text = (host.read(path) or "").strip()
+        if text.isdigit() and int(text) < 2**60:
+            return int(text), path
+    return None, None
+
+
 @check("HOST-CPU-CORES", needs=("hosts",))
 def cpu_cores(context: CheckContext) -> Iterator[Finding]:
     for host in hosts(context):
         cpuinfo = host.read("/proc/cpuinfo") or ""
-        logical = count_cpus(cpuinfo)
-        physical = count_physical_cores(cpuinfo)
-        evidence = host.file_evidence("/proc/cpuinfo", "processor and core id lines")
+        allowed, cpuset_file = cgroup_cpus(host)
+        logical = count_cpus(cpuinfo, allowed)
+        physical = count_physical_cores(cpuinfo, allowed)
+        evidence = [host.file_evidence("/proc/cpuinfo", "processor and core id lines")]
+        granted = ""
+        if cpuset_file is not None and allowed is not None and count_cpus(cpuinfo) > logical:
+            evidence.append(host.file_evidence(cpuset_file, "the CPUs granted to the host"))
+            granted = (f" (the CPUs {cpuset_file} grants, of {count_cpus(cpuinfo)} in "
+                       "/proc/cpuinfo)")
         if not logical:
             done = host.run("nproc")
             logical = int(done.stdout.strip()) if done.ok and done.stdout.strip().isdigit() else 0
-            evidence = done.evidence("nproc")
+            evidence = [done.evidence("nproc")]
         if not logical:
             yield finding("HOST-CPU-CORES", Status.ERROR, host, "could not count CPU cores",
-                          evidence)
+                          *evidence)
             continue
         if physical is None:
             status, message = judge_cores(logical)
@@ -136,7 +195,7 @@ def cpu_cores(context: CheckContext) -> Iterator[Finding]:
         else:
             status, message = judge_cores(physical, logical)
             actual = f"{physical} physical cores, {logical} logical CPUs"
-        yield finding("HOST-CPU-CORES", status, host, message, evidence,
+        yield finding("HOST-CPU-CORES", status, host, message + granted, *evidence,
                       expected=f">= {MIN_CORES} cores (recommended {RECOMMENDED_CORES})",
                       actual=actual)
 
@@ -145,13 +204,20 @@ def cpu_cores(context: CheckContext) -> Iterator[Finding]:
 def memory(context: CheckContext) -> Iterator[Finding]:
     for host in hosts(context):
         total = mem_total_bytes(host.read("/proc/meminfo") or "")
-        evidence = host.file_evidence("/proc/meminfo", "MemTotal")
+        evidence = [host.file_evidence("/proc/meminfo", "MemTotal")]
         if total is None:
             yield finding("HOST-MEMORY", Status.ERROR, host, "no MemTotal in /proc/meminfo",
-                          evidence)
+                          *evidence)
             continue
+        limit, limit_file = cgroup_memory_limit(host)
+        granted = ""
+        if limit is not None and limit < total:
+            evidence.append(host.file_evidence(limit_file or "", "the memory granted"))
+            granted = (f" (the limit {limit_file} sets; MemTotal shows the machine beneath, "
+                       f"{total / GIB:.1f} GiB)")
+            total = limit
         status, message = judge_memory(total)
-        yield finding("HOST-MEMORY", status, host, message, evidence,
+        yield finding("HOST-MEMORY", status, host, message + granted, *evidence,
                       expected=f">= {MIN_MEMORY_GB} GB (recommended {RECOMMENDED_MEMORY_GB} GB)",
                       actual=f"{total / GIB:.1f} GiB")
 

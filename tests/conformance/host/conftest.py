@@ -21,7 +21,15 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sshhost_support import BACKUPS, FRESH_INDEX, SshHost, guide_compose_file
+from sshhost_support import (
+    BACKUPS,
+    FRESH_INDEX,
+    MEMORY_LIMIT,
+    SMALL_DISK,
+    SshHost,
+    core_of_cpu0,
+    guide_compose_file,
+)
 
 from conformance.stack.docker import LABEL_HOST, LABEL_PID, LABEL_RUN
 from conformance.stack.images import SSH_HOST
@@ -90,7 +98,12 @@ def custom_dump(postgres_server: object) -> bytes:
 @pytest.fixture(scope="session")
 def ssh_host(tmp_path_factory: pytest.TempPathFactory, sql_dump: bytes) -> Iterator[SshHost]:
     """The clean host: keys only, deploy in the docker group, /opt/taskforge as guide 4.2, the
-    guide's compose file in app/, today's dump in app/backups, an index refreshed now."""
+    guide's compose file in app/, today's dump in app/backups, an index refreshed now.
+
+    Sized as a provider sizes a container server, the same on every machine: the CPUs of one
+    core (CPU 0 and its thread siblings), 2 GB of memory (its cgroup limits) and a 100 GB data
+    volume at /opt/taskforge (a tmpfs: its size is a limit, nothing is reserved), beside a
+    64 MB one at SMALL_DISK for the storage defects."""
     try:
         info = subprocess.run(["docker", "image", "inspect", SSH_HOST.name], capture_output=True,
                               timeout=30, check=False)
@@ -115,6 +128,9 @@ def ssh_host(tmp_path_factory: pytest.TempPathFactory, sql_dump: bytes) -> Itera
     # A loopback address of its own, so that its 5432 is its own and nobody else's.
     address = f"127.{random.randint(64, 250)}.{random.randint(0, 255)}.{random.randint(2, 254)}"
     name = f"taskforge-sshhost-test-{os.getpid()}-{random.randint(0, 1 << 30)}"
+    sizing = ["--cpuset-cpus", ",".join(map(str, core_of_cpu0())), "--memory", MEMORY_LIMIT,
+              "--tmpfs", "/opt/taskforge:rw,size=100g,mode=0755",
+              "--tmpfs", f"{SMALL_DISK}:rw,size=64m,mode=0777"]
     publish = ["-p", f"{address}::22",
                *(arg for port in PUBLISHED_PORTS for arg in ("-p", f"{address}:{port}:{port}"))]
     started = subprocess.run(
@@ -122,7 +138,8 @@ def ssh_host(tmp_path_factory: pytest.TempPathFactory, sql_dump: bytes) -> Itera
         # it when this process died by SIGKILL.
         ["docker", "run", "-d", "--rm", "--name", name, "--label", f"{LABEL_RUN}={name}",
          "--label", f"{LABEL_PID}={os.getpid()}", "--label", f"{LABEL_HOST}={socket.gethostname()}",
-         "-e", f"AUTHORIZED_KEY={(work / 'id_ed25519.pub').read_text().strip()}", *publish,
+         "-e", f"AUTHORIZED_KEY={(work / 'id_ed25519.pub').read_text().strip()}", *sizing,
+         *publish,
          SSH_HOST.name], capture_output=True, text=True, timeout=60, check=False)
     if started.returncode != 0:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60,
@@ -138,15 +155,12 @@ def ssh_host(tmp_path_factory: pytest.TempPathFactory, sql_dump: bytes) -> Itera
         host = SshHost(container=name, address=address,
                        spec=f"ssh://deploy@{address}:{port}?ssh_config={config}")
         _wait_for_sshd(address, port)
-        compose = work / "docker-compose.prod.yml"
-        compose.write_text(guide_compose_file())
-        dump = work / "taskforge_dump.sql.gz"
-        dump.write_bytes(sql_dump)
-        for source, target in ((compose, "/opt/taskforge/app/docker-compose.prod.yml"),
-                               (dump, f"{BACKUPS}/{time.strftime('taskforge_%Y%m%d_%H%M%S')}"
-                                      ".sql.gz")):
-            subprocess.run(["docker", "cp", str(source), f"{name}:{target}"], check=True,
-                           timeout=60, capture_output=True)
+        # The data volume hides the image's /opt/taskforge: lay it out again (guide 4.2 step 2).
+        host.root("mkdir -p " + " ".join(f"/opt/taskforge/{d}" for d in
+                                          ("app", "config", "data", "logs", "backups",
+                                           "app/backups")))
+        host.put("/opt/taskforge/app/docker-compose.prod.yml", guide_compose_file().encode())
+        host.put(f"{BACKUPS}/{time.strftime('taskforge_%Y%m%d_%H%M%S')}.sql.gz", sql_dump)
         # Tests reach nothing beyond 127.0.0.1: apt's mirror is cut off (a proxy nobody runs).
         host.root("echo 'Acquire::http::Proxy \"http://127.0.0.1:9\"; Acquire::Retries \"0\";' "
                   "> /etc/apt/apt.conf.d/99-test-offline && "

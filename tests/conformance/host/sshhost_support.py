@@ -20,6 +20,29 @@ FRESH_INDEX = ("mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/up
                " /var/lib/apt/lists/partial /var/lib/apt/lists/*Release && apt-cache gencaches")
 STALE_INDEX = ("touch -d '30 days ago' /var/lib/apt/periodic/update-success-stamp"
                " /var/lib/apt/lists/partial /var/lib/apt/lists/*Release")
+#: The host's cgroup memory limit (HOST-MEMORY judges it: below the guide's 8 GB).
+MEMORY_LIMIT = "2g"
+#: A 64 MB filesystem of the host (a tmpfs), for the storage defects.
+SMALL_DISK = "/srv/small-disk"
+
+
+def lscpu_cores() -> dict[int, tuple[int, int]]:
+    """This machine's logical CPUs and their (socket, core), as `lscpu -p` lists them (the
+    container shares the kernel: these are its CPUs too)."""
+    listing = subprocess.run(["lscpu", "-p=CPU,CORE,SOCKET"], capture_output=True, text=True,
+                             check=True, timeout=30).stdout
+    cpus: dict[int, tuple[int, int]] = {}
+    for line in listing.splitlines():
+        if line and not line.startswith("#"):
+            cpu, core, socket = (int(field or 0) for field in line.split(","))
+            cpus[cpu] = (socket, core)
+    return cpus
+
+
+def core_of_cpu0() -> list[int]:
+    """CPU 0 and its thread siblings: the CPUs of one physical core."""
+    cpus = lscpu_cores()
+    return sorted(cpu for cpu, core in cpus.items() if core == cpus[0])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +58,15 @@ class SshHost:
         if check and done.returncode != 0:
             raise AssertionError(f"{script!r} failed on the test host: {done.stderr.strip()}")
         return done.stdout
+
+    def put(self, path: str, data: bytes) -> None:
+        """Write a file on the host as root (`docker cp` cannot write into its tmpfs volumes)."""
+        done = subprocess.run(["docker", "exec", "-i", self.container, "sh", "-c",
+                               f"cat > '{path}'"], input=data, capture_output=True, timeout=60,
+                              check=False)
+        if done.returncode != 0:
+            raise AssertionError(f"writing {path} on the test host failed: "
+                                 f"{done.stderr.decode(errors='replace').strip()}")
 
     def context(self, **options: object) -> CheckContext:
         return CheckContext(hosts=(self.spec,), **options)  # type: ignore[arg-type]
