@@ -221,12 +221,7 @@ class ChaosStack:
 
     def close(self) -> None:
         if self.server is not None:
-            if self.server.alive():
-                self.server.kill_group(signal.SIGTERM)
-                if self.server.wait(STOP_TIMEOUT_SECONDS) is None:
-                    self.server.kill_group(signal.SIGKILL)
-                    self.server.wait(10)
-            self.server.kill_group(signal.SIGKILL)
+            self.server.stop(STOP_TIMEOUT_SECONDS)
         if self.redis is not None:
             self.redis.stop()
         if self.pg is not None:
