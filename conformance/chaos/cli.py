@@ -6,7 +6,6 @@ scenario that could not be staged, 2 bad usage, 3 the stack did not start.
 
 from __future__ import annotations
 
-import argparse
 import secrets
 import sys
 import time
@@ -18,10 +17,11 @@ from conformance.chaos.results import FILE_NAME, write_results
 from conformance.chaos.runner import SCENARIOS, run_scenario
 from conformance.chaos.scenarios import ScenarioResult, Sizes
 from conformance.model import ExitStatus
+from conformance.usage import UsageError, UsageParser
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _parser() -> UsageParser:
+    parser = UsageParser(
         prog="python -m conformance.chaos",
         description="Fault injection against the reference stack; writes reports/<run>/chaos.json.",
     )
@@ -60,10 +60,10 @@ def summary_line(result: ScenarioResult) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-    except SystemExit as exc:
-        return ExitStatus.USAGE if exc.code not in (0, None) else ExitStatus.READY
-    if not 1 <= args.workers <= 16:
-        print("error: --workers must be within 1..16", file=sys.stderr)
+        if not 1 <= args.workers <= 16:
+            raise UsageError("--workers must be within 1..16")
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return ExitStatus.USAGE
     from conformance.chaos.stack import ChaosError, chaos_stack
     from conformance.stack import signals_deferred, terminate_as_interrupt

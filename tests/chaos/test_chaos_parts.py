@@ -117,7 +117,16 @@ def test_ledger_counts_500s_and_503s_without_retry_after() -> None:
 
 def test_cli_refuses_unknown_scenario_with_usage_status(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--scenario", "meteor-strike"]) == EXIT_USAGE
-    assert "invalid choice" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # One line (the kit's UsageParser), not argparse's usage text.
+    assert err.count("\n") == 1 and err.startswith("error: ") and "invalid choice" in err, err
+
+
+def test_cli_usage_status_is_distinct() -> None:
+    """Bad usage is told apart from a broken promise and from a stack that did not start."""
+    others = {ExitStatus.READY, ExitStatus.BLOCKED, ExitStatus.UNREACHABLE}
+    assert EXIT_USAGE not in others
+    assert main(["--no-such-option"]) == EXIT_USAGE
 
 
 def test_cli_refuses_bad_worker_count(capsys: pytest.CaptureFixture[str]) -> None:
