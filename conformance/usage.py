@@ -1,8 +1,9 @@
 """Bad usage, for every command of the kit: one error type and a parser that raises it.
 
-Each entry (`conformance`, its `run`/`diff`/`report`, `conformance.fuzz`, `conformance.reporting`,
-`conformance.stack.images`, `conformance.stack.startup_bench`) prints the message as one line on
-stderr and exits with `ExitStatus.USAGE`, instead of argparse's usage text and its own exit.
+Each entry (`conformance`, its `run`/`diff`/`report`, `conformance.fuzz`, `conformance.chaos`,
+`conformance.reporting`, `conformance.stack.images`, `conformance.stack.startup_bench`) prints the
+message as one line on stderr and exits with `ExitStatus.USAGE`, instead of argparse's usage text
+and its own exit.
 """
 
 from __future__ import annotations
