@@ -40,6 +40,7 @@ MIN_POSTGRES_MAJOR = 13  # guide 2.1: PostgreSQL 13+
 RECOMMENDED_POSTGRES_MAJOR = 14
 _MIGRATION_FILE = re.compile(r"^(?P<version>\d+)_(?P<description>.+?)(?P<up>\.up)?\.sql$")
 DB_ITEMS = ("LIVE-DB-REACHABLE", "LIVE-DB-VERSION", "LIVE-DB-MIGRATIONS")
+UUID_ITEM = "LIVE-DB-UUID-EXTENSION"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -167,6 +168,61 @@ def database(ctx: CheckContext) -> Iterator[Finding]:
             "LIVE-DB-MIGRATIONS",
             f"all {len(files)} migrations of {origin} applied, checksums equal "
             f"(latest {files[-1].version})",
+        )
+
+
+@check(UUID_ITEM, needs=("database_url",))
+def uuid_extension(ctx: CheckContext) -> Iterator[Finding]:
+    """uuid-ossp (guide 4.2 step 5) is installed where the schema calls its functions.
+
+    Whether the schema needs it is read from the database itself: column defaults, views and
+    function bodies that call uuid_generate_v*() or uuid_ns_*(). A schema calling none of them
+    needs no extension (ids from gen_random_uuid() are PostgreSQL's own since 13); an empty
+    schema says nothing either way.
+    """
+    report = Report(f"{__name__}.uuid_extension")
+    url = database_url_of(ctx)
+    assert url is not None
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    except psycopg.Error as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        yield report.failed(UUID_ITEM, f"cannot connect: {message}")
+        return
+    with conn:
+        installed = conn.execute(query("uuid_ossp_installed")).fetchone()
+        users = [f"{kind} {name}" for kind, name in conn.execute(query("uuid_ossp_users"))]
+        available_row = conn.execute(query("uuid_ossp_available")).fetchone()
+        objects_row = conn.execute(query("user_schema_objects")).fetchone()
+    needed = f"; the schema calls it from {', '.join(users)}" if users else ""
+    if installed is not None:
+        yield report.passed(
+            UUID_ITEM, f"uuid-ossp {installed[0]} is installed (schema {installed[1]}){needed}",
+        )
+    elif users:
+        offered = bool(available_row and available_row[0])
+        yield report.failed(
+            UUID_ITEM,
+            f"uuid-ossp is not installed, but the schema calls its functions ({', '.join(users)}): "
+            "each call fails with \"function ... does not exist\""
+            + ("" if offered else "; and this server does not offer the extension (no contrib "
+               "modules: install them, e.g. Debian's postgresql-contrib)"),
+            expected='CREATE EXTENSION IF NOT EXISTS "uuid-ossp" (guide 4.2 step 5), in a '
+            "migration",
+            actual="not installed",
+        )
+    elif objects_row is None or int(objects_row[0]) == 0:
+        yield report.not_applicable(
+            UUID_ITEM,
+            "the database holds no table or view yet: whether the schema needs uuid-ossp shows "
+            "once the migrations ran (LIVE-DB-MIGRATIONS)",
+        )
+    else:
+        yield report.passed(
+            UUID_ITEM,
+            f"uuid-ossp is not installed and not needed: none of the {int(objects_row[0])} "
+            "tables and views, their column defaults or the schema's functions calls a "
+            "uuid-ossp function (gen_random_uuid() is built in)",
         )
 
 

@@ -14,9 +14,9 @@ from live_support import run_checks, statuses
 
 from conformance.checks.live.database import compare_migrations, migration_files
 from conformance.checks.registry import CheckContext
-from conformance.model import Status
+from conformance.model import Finding, Status
 from conformance.stack import Target
-from reference_server.devservices import EmbeddedRedis
+from reference_server.devservices import EmbeddedPostgres, EmbeddedRedis
 
 # Never contacted: these checks read the database and Redis URLs only.
 UNUSED_URL = "https://127.0.0.1:9"
@@ -166,3 +166,124 @@ def test_without_urls_the_checks_are_not_applicable() -> None:
         context(), "database.database", "database.performance", "redis.redis_server"
     )
     assert {f.status for f in findings} == {Status.NOT_APPLICABLE}
+
+
+# --- LIVE-DB-UUID-EXTENSION: uuid-ossp where the schema calls it (guide 4.2 step 5) ---------------
+
+UUID_ITEM = "LIVE-DB-UUID-EXTENSION"
+#: A plpgsql body is not resolved at CREATE time: it can call a function nobody installed.
+NEEDS_UUID_OSSP = """
+CREATE FUNCTION new_job_id() RETURNS uuid LANGUAGE plpgsql AS
+$$ BEGIN RETURN uuid_generate_v4(); END $$
+"""
+
+
+def uuid_finding(database_url: str) -> Finding:
+    (finding,) = run_checks(CheckContext(database_url=database_url), "database.uuid_extension")
+    return finding
+
+
+def test_a_schema_on_gen_random_uuid_needs_no_uuid_ossp(database_url: str) -> None:
+    """The reference schema's ids come from gen_random_uuid(): absent and not needed."""
+    finding = uuid_finding(database_url)
+    assert finding.status is Status.PASSED, finding.message
+    assert "not installed and not needed" in finding.message
+
+
+def test_a_function_calling_uuid_generate_v4_without_the_extension_fails(
+    database_url: str,
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(NEEDS_UUID_OSSP)
+        with pytest.raises(psycopg.errors.UndefinedFunction):
+            conn.execute("SELECT new_job_id()")  # what the app would meet
+    finding = uuid_finding(database_url)
+    assert finding.status is Status.FAILED
+    assert "function new_job_id()" in finding.message
+
+
+def test_an_empty_database_cannot_tell(postgres_server: EmbeddedPostgres) -> None:
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS uuid_empty")
+        conn.execute("CREATE DATABASE uuid_empty")
+    try:
+        finding = uuid_finding(postgres_server.url_for("uuid_empty"))
+    finally:
+        with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+            conn.execute("DROP DATABASE uuid_empty WITH (FORCE)")
+    assert finding.status is Status.NOT_APPLICABLE
+    assert "LIVE-DB-MIGRATIONS" in finding.message
+
+
+def test_without_a_database_url_the_uuid_check_is_not_applicable() -> None:
+    (finding,) = run_checks(CheckContext(), "database.uuid_extension")
+    assert finding.status is Status.NOT_APPLICABLE
+
+
+@pytest.fixture(scope="module")
+def contrib_postgres() -> Iterator[str]:
+    """A PostgreSQL that offers uuid-ossp (the embedded one has no contrib modules): the stack's
+    Debian image, on a loopback port, removed afterwards. Its superuser's URL, without database."""
+    import os
+    import time
+
+    import docker
+
+    image = os.environ.get("TASKFORGE_POSTGRES_IMAGE", "taskforge-local/postgres:15-bookworm")
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+        client.images.get(image)
+    except Exception as exc:  # any reason the engine cannot serve this test
+        if os.environ.get("TASKFORGE_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"TASKFORGE_REQUIRE_DOCKER=1 but docker/{image}: {exc}", pytrace=False)
+        pytest.skip(f"docker: {exc}")
+    container = client.containers.run(
+        image, detach=True, environment={"POSTGRES_PASSWORD": "uuid-test"},
+        ports={"5432/tcp": ("127.0.0.1", None)}, labels={"org.taskforge.test": "uuid-ossp"},
+    )
+    try:
+        container.reload()
+        port = container.attrs["NetworkSettings"]["Ports"]["5432/tcp"][0]["HostPort"]
+        url = f"postgresql://postgres:uuid-test@127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:  # initdb, then the restart the entrypoint does: bounded by the deadline
+            try:
+                with psycopg.connect(f"{url}/postgres", connect_timeout=2) as conn:
+                    conn.execute("SELECT 1")
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield url
+    finally:
+        container.remove(force=True)
+        client.close()
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("name", "schema", "status", "words"),
+    [
+        ("uuid_present", 'CREATE EXTENSION "uuid-ossp";'
+         "CREATE TABLE jobs (id uuid PRIMARY KEY DEFAULT uuid_generate_v4())",
+         Status.PASSED, "the schema calls it from column default jobs.id"),
+        ("uuid_needed", NEEDS_UUID_OSSP, Status.FAILED,
+         "uuid-ossp is not installed, but the schema calls"),
+        ("uuid_not_needed", "CREATE TABLE jobs (id uuid PRIMARY KEY DEFAULT gen_random_uuid())",
+         Status.PASSED, "not installed and not needed"),
+    ],
+    ids=["present", "absent-but-needed", "absent-and-not-needed"],
+)
+def test_uuid_ossp_judged_on_a_server_that_offers_it(
+    contrib_postgres: str, name: str, schema: str, status: Status, words: str
+) -> None:
+    with psycopg.connect(f"{contrib_postgres}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    with psycopg.connect(f"{contrib_postgres}/{name}", autocommit=True) as conn:
+        conn.execute(schema)
+    finding = uuid_finding(f"{contrib_postgres}/{name}")
+    assert (finding.status, words in finding.message) == (status, True), finding.message
+    if status is Status.FAILED:  # offered by this server: the remediation is one statement
+        assert "does not offer" not in finding.message
