@@ -16,12 +16,19 @@ SELECT id::text FROM jobs WHERE status = 'processing'
 -- name: existing_ids
 SELECT id::text FROM jobs WHERE id = ANY(%(ids)s::uuid[])
 
--- name: jobs_by_idempotency_prefix
--- The jobs a submit-retry run made, by idempotency key (one each, or the promise is broken).
-SELECT idempotency_key, id::text FROM jobs WHERE idempotency_key LIKE %(prefix)s
+-- name: retry_jobs
+-- The jobs a submit-retry run made, by the payload's n (one each, or the promise is broken):
+-- counted by payload rather than by key, so a server that ignores the key is caught too.
+SELECT (payload->>'n')::int AS n, id::text, idempotency_key FROM jobs
+WHERE payload->>'chaos' = 'submit-retry' AND payload->>'run' = %(run)s
 
--- name: burst_batches
--- How many jobs of each burst batch were written (all of them, or none).
-SELECT (payload->>'n')::int AS n, count(*) FROM jobs
-WHERE payload->>'chaos' = 'pool-burst' AND payload->>'run' = %(run)s
-GROUP BY 1
+-- name: burst_jobs
+-- Each job a pool-burst run wrote, with how many 2xx audit rows name it (one, or it is
+-- half-written: a job without the audit row its transaction should have committed).
+WITH ours AS (
+    SELECT (payload->>'n')::int AS n, id::text AS id FROM jobs
+    WHERE payload->>'chaos' = 'pool-burst' AND payload->>'run' = %(run)s
+)
+SELECT ours.n, ours.id, count(a.id) AS audit_rows
+FROM ours LEFT JOIN audit_log a ON a.target = ours.id AND a.status_code BETWEEN 200 AND 299
+GROUP BY ours.n, ours.id

@@ -80,7 +80,10 @@ class Sizes:
     db_crash_down_seconds: float = 1.0
     db_hang_seconds: float = 10.0
     retry_keys: int = 100
-    burst_requests: int = 120
+    #: Concurrent submits of the burst, and how long each commit of the database waits meanwhile
+    #: (a slow disk): 1 connection per process then serves about 1000/delay submits a second.
+    burst_requests: int = 160
+    burst_commit_delay_ms: int = 100
 
     @classmethod
     def full(cls) -> Sizes:
@@ -95,8 +98,8 @@ class Sizes:
                    dead_worker_lease_seconds=2, db_outage_seconds=3.0, redis_outage_seconds=2.0,
                    shutdown_sleep_jobs=30, shutdown_sleep_seconds=1.0, backup_jobs=200,
                    drain_timeout_seconds=45.0, log_cases=("disk full",), db_blips=3,
-                   redis_closed_mode=False, crash_sleep_every=10, db_hang_seconds=6.0,
-                   retry_keys=25, burst_requests=60)
+                   redis_closed_mode=False, crash_sleep_every=10, db_hang_seconds=10.0,
+                   retry_keys=25, burst_requests=120)
 
 
 @dataclass(kw_only=True)
