@@ -2,7 +2,10 @@
 
 Where it comes from, in order: --second-token, --second-api-key, --second-email/--second-password,
 else (on the reference stack, or with --allow-writes where registration is open) a throwaway
-organisation the kit registers itself. Cached per target and run: checks share one.
+organisation the kit registers itself. Cached per target and run: checks share one. Whatever its
+source, it is confirmed as the run's own credential is (a protected endpoint of the contract that
+answers it 200, `auth.find_control`): a credential that does not work would make every refusal
+of B's look like isolation.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from conformance.checks.live.auth import find_control
 from conformance.checks.live.common import may_write, run_id, run_input
 from conformance.checks.live.http import LiveClient, payload_of
 
@@ -58,23 +62,36 @@ def second_identity(ctx: CheckContext, client: LiveClient) -> Identity | None:
     Raises IdentityError when one was given (or registered) and the target refused it.
     """
     token, api_key = run_input(ctx, "second_token"), run_input(ctx, "second_api_key")
-    if token:
-        return Identity(headers={"Authorization": f"Bearer {token}"}, how="--second-token")
-    if api_key:
-        return Identity(headers={"X-API-Key": str(api_key)}, how="--second-api-key")
     email, password = run_input(ctx, "second_email"), run_input(ctx, "second_password")
-    key = (client.target.base_url, str(email or f"registered:{run_id(ctx)}"))
+    given = (f"token:{token}" if token else f"key:{api_key}" if api_key
+             else str(email or f"registered:{run_id(ctx)}"))
+    key = (client.target.base_url, given)
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
-        if email and password:
+        if token:
+            identity = Identity(headers={"Authorization": f"Bearer {token}"}, how="--second-token")
+        elif api_key:
+            identity = Identity(headers={"X-API-Key": str(api_key)}, how="--second-api-key")
+        elif email and password:
             identity = _login(client, str(email), str(password), "--second-email")
         elif may_write(ctx):
             identity = _register(ctx, client)
         else:
             return None
+        _confirm(client, identity)
         _CACHE[key] = identity
         return identity
+
+
+def _confirm(client: LiveClient, identity: Identity) -> None:
+    """Raises IdentityError unless a protected endpoint answers the identity 200."""
+    path, tried = find_control(client, identity.headers)
+    if path is None:
+        raise IdentityError(
+            f"the second identity ({identity.how}) was not accepted by any protected endpoint, "
+            f"so its refusals would prove nothing: tried {'; '.join(tried)}. Give a working "
+            "credential of another organisation (an expired or revoked one?)")
 
 
 def _login(client: LiveClient, email: str, password: str, how: str) -> Identity:

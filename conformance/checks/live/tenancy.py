@@ -69,7 +69,13 @@ class Objects:
 
 
 class Probe:
-    """B's attempts on A's objects: each answer judged on its own, evidence kept per item."""
+    """B's attempts on A's objects: each answer judged on its own, evidence kept per item.
+
+    An attempt counts only when its answer shows the isolation: a refusal (404, or 403, which
+    the contract allows), or a list with nothing of A's. 401 means B's credential stopped
+    working, 429 a rate limit: neither grants nor refuses, the item is an error. A 5xx is a
+    failure to investigate, never a pass.
+    """
 
     def __init__(self, report: Report, client: LiveClient, b: dict[str, str], objects: Objects):
         self.report = report
@@ -77,31 +83,63 @@ class Probe:
         self.b = b
         self.objects = objects
         self.problems: dict[str, list[str]] = {}
+        self.faults: dict[str, list[str]] = {}
         self.evidence: dict[str, list[Evidence]] = {}
         self.undecided: dict[str, str] = {}
+        self.unjudged: dict[str, list[str]] = {}
+        self.judged: dict[str, int] = {}
 
     def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return self.client.request(method, path, headers=self.b, **kwargs)
 
-    def expect_refused(self, item: str, what: str, response: httpx.Response) -> None:
+    def answered(self, item: str, what: str, response: httpx.Response) -> bool:
+        """Keeps the evidence; False when the status says nothing of the object (401, 429,
+        5xx: noted for the item's finding)."""
         self.evidence.setdefault(item, []).append(self.client.evidence(response, what))
-        problems = self.problems.setdefault(item, [])
         status = response.status_code
-        if status in (401, 429) and item not in self.undecided:
-            self.undecided[item] = f"{what}: {status}, which neither grants nor refuses the object"
-        elif status not in REFUSALS:
-            problems.append(f"{what}: {status} {error_code_of(response) or ''}".strip())
-        marker = self.objects.marker
-        if marker and marker in response.text:
-            problems.append(f"{what}: the answer shows organisation A's data")
+        if status == 401:
+            self.undecided.setdefault(
+                item, f"{what}: 401, organisation B's credential was refused (it was accepted "
+                "before): nothing judged")
+        elif status == 429:
+            self.undecided.setdefault(item, f"{what}: 429, rate limited before it was judged")
+        elif status >= 500:
+            self.faults.setdefault(item, []).append(
+                f"{what}: {status} {error_code_of(response) or ''}".strip())
+        else:
+            return True
+        return False
+
+    def shows_a(self, item: str, what: str, response: httpx.Response, *, by_id: bool) -> bool:
+        """A's marker in the answer (or, in a list, A's job id: a refusal may name the id)."""
+        marker, job_id = self.objects.marker, self.objects.job_id if by_id else None
+        if (marker and marker in response.text) or (job_id and job_id in response.text):
+            self.problem(item, f"{what}: the answer shows organisation A's data")
+            return True
+        return False
+
+    def count(self, item: str) -> None:
+        self.judged[item] = self.judged.get(item, 0) + 1
+
+    def expect_refused(self, item: str, what: str, response: httpx.Response) -> None:
+        if self.shows_a(item, what, response, by_id=False) \
+                | (not self.answered(item, what, response)):
+            return
+        if response.status_code in REFUSALS:
+            self.count(item)
+        else:
+            self.problem(
+                item, f"{what}: {response.status_code} {error_code_of(response) or ''}".strip())
 
     def expect_empty_of_a(self, item: str, what: str, response: httpx.Response) -> None:
-        """A list B may read, which must hold nothing of A's."""
-        self.evidence.setdefault(item, []).append(self.client.evidence(response, what))
-        problems = self.problems.setdefault(item, [])
-        marker, job_id = self.objects.marker, self.objects.job_id
-        if (marker and marker in response.text) or (job_id and job_id in response.text):
-            problems.append(f"{what}: lists organisation A's job")
+        """A list B may read (or be refused): it must hold nothing of A's."""
+        if self.shows_a(item, what, response, by_id=True) \
+                | (not self.answered(item, what, response)):
+            return
+        if response.is_success or response.status_code in REFUSALS:
+            self.count(item)
+        else:
+            self.unjudged.setdefault(item, []).append(f"{what}: {response.status_code}")
 
     def problem(self, item: str, text: str) -> None:
         self.problems.setdefault(item, []).append(text)
@@ -109,20 +147,29 @@ class Probe:
     def findings(self, items: tuple[str, ...]) -> Iterator[Finding]:
         for item in items:
             evidence = self.evidence.get(item, [])
-            problems = self.problems.get(item, [])
+            problems, faults = self.problems.get(item, []), self.faults.get(item, [])
             if problems:
                 yield self.report.failed(
                     item, "organisation B reached organisation A's data: " + "; ".join(problems),
                     *evidence, expected="404 (or 403) revealing nothing, A's data unchanged",
                     actual=problems[0],
                 )
+            elif faults:
+                yield self.report.failed(
+                    item, "the server failed on organisation B's attempts, which shows no "
+                    "isolation (investigate its log): " + "; ".join(faults), *evidence,
+                    expected="404 (or 403) revealing nothing", actual=faults[0])
             elif item in self.undecided:
                 yield self.report.error(item, self.undecided[item], *evidence)
-            elif evidence:
+            elif self.judged.get(item):
                 yield self.report.passed(
-                    item, f"{len(evidence)} attempt(s) by organisation B refused, nothing of "
-                    "A's shown, A's data unchanged", *evidence,
+                    item, f"{self.judged[item]} attempt(s) by organisation B refused or shown "
+                    "nothing of A's, A's data unchanged", *evidence,
                 )
+            elif evidence:
+                yield self.report.not_applicable(
+                    item, "no answer showed a refusal or a list to judge: "
+                    + "; ".join(self.unjudged.get(item, ["nothing counted"])))
 
 
 def _data(response: httpx.Response) -> Any:
@@ -240,13 +287,15 @@ def _reads(probe: Probe, objects: Objects) -> None:
         marker = probe.objects.marker
         shown = marker is not None and marker in response.text
         # A list of unknown shape proves nothing either way: it is not counted as an attempt.
-        if listed is not None or shown or response.status_code in REFUSALS:
-            probe.evidence.setdefault("LIVE-TENANT-LIST", []).append(
-                probe.client.evidence(response, "B: GET /queues"))
-        if listed is not None and q in [q2.get("name") for q2 in listed]:
-            probe.problem("LIVE-TENANT-LIST", "B: GET /queues lists A's queue")
-        elif shown:
-            probe.problem("LIVE-TENANT-LIST", "B: GET /queues shows A's queue")
+        if listed is not None or shown or response.status_code in REFUSALS \
+                or response.status_code in (401, 429) or response.status_code >= 500:
+            item = "LIVE-TENANT-LIST"
+            if listed is not None and q in [q2.get("name") for q2 in listed]:
+                probe.problem(item, "B: GET /queues lists A's queue")
+            elif shown:
+                probe.problem(item, "B: GET /queues shows A's queue")
+            if probe.answered(item, "B: GET /queues", response) and not shown:
+                probe.count(item)
     if objects.job_type:
         probe.expect_empty_of_a(
             "LIVE-TENANT-LIST", "B: GET /jobs filtered by A's job type",
@@ -257,15 +306,19 @@ def _writes(probe: Probe, client: LiveClient, a: dict[str, str], objects: Object
     job_id, queue = objects.job_id, objects.queue
     if job_id and queue:
         before = _job_status(client, a, job_id)
+        item, what = "LIVE-TENANT-LEASE", "B: register a worker on A's queue name"
         worker = probe.send("POST", "/api/v1/workers", json={
             "name": "conformance-isolation-b", "queues": [queue], "max_concurrent_jobs": 1})
-        probe.evidence.setdefault("LIVE-TENANT-LEASE", []).append(
-            client.evidence(worker, "B: register a worker on A's queue name"))
         worker_data = _data(worker)
-        if isinstance(worker_data, dict) and worker_data.get("id"):
-            leased = probe.send("POST", f"/api/v1/workers/{worker_data['id']}/lease",
-                                json={"max_jobs": 10, "wait_seconds": 0})
-            probe.expect_empty_of_a("LIVE-TENANT-LEASE", "B's worker: lease", leased)
+        if probe.answered(item, what, worker):
+            if isinstance(worker_data, dict) and worker_data.get("id"):
+                leased = probe.send("POST", f"/api/v1/workers/{worker_data['id']}/lease",
+                                    json={"max_jobs": 10, "wait_seconds": 0})
+                probe.expect_empty_of_a(item, "B's worker: lease", leased)
+            elif worker.status_code in REFUSALS:
+                probe.count(item)  # refused a worker on a queue name B does not have
+            else:
+                probe.unjudged.setdefault(item, []).append(f"{what}: {worker.status_code}")
         after = _job_status(client, a, job_id)
         if after != before:
             probe.problem("LIVE-TENANT-LEASE", f"A's job went {before} -> {after}")
@@ -376,6 +429,7 @@ def tenant_isolation(ctx: CheckContext) -> Iterator[Finding]:
     writes = may_write(ctx)
     with client_for(ctx) as client:
         closed: RegistrationClosed | None = None
+        unusable: IdentityError | None = None
         try:
             a = auth_headers(ctx, client)
             identity = second_identity(ctx, client) if a else None
@@ -387,9 +441,9 @@ def tenant_isolation(ctx: CheckContext) -> Iterator[Finding]:
             # B's items cannot be judged; the member item needs only A and still runs.
             identity, closed = None, exc
         except IdentityError as exc:
-            for item in TENANCY_ITEMS:
-                yield report.error(item, str(exc), *(e for e in (exc.evidence,) if e))
-            return
+            # B given (or registered) and not working: one cause for B's items; the member
+            # item needs only A and still runs.
+            identity, unusable = None, exc
         if a is None:
             for item in TENANCY_ITEMS:
                 yield report.not_applicable(item, "no credential for organisation A: give "
@@ -398,6 +452,10 @@ def tenant_isolation(ctx: CheckContext) -> Iterator[Finding]:
         if closed is not None:
             for item in (*READ_ITEMS, *WRITE_ITEMS):
                 yield report.not_applicable(item, str(closed))
+        elif unusable is not None:
+            for item in (*READ_ITEMS, *WRITE_ITEMS):
+                yield report.error(item, str(unusable),
+                                   *(e for e in (unusable.evidence,) if e))
         elif identity is None:
             for item in (*READ_ITEMS, *WRITE_ITEMS):
                 yield report.not_applicable(item, f"no second organisation: {HOW_TO_GIVE_ONE}")

@@ -369,3 +369,35 @@ def test_an_error_on_the_public_metrics_path_is_no_refusal(
                                   "LIVE-METRICS-TENANT-DATA": Status.NOT_APPLICABLE}, \
         explain(findings)
     assert f"answered {status}" in findings[0].message
+
+
+def _admin_and_key(server: FlawedServer, permissions: list[str]) -> str:
+    """An API key of organisation A with the given permissions, made by A's admin."""
+    target = server.target
+    with httpx.Client(base_url=target.base_url, verify=target.verify) as client:
+        token = client.post("/api/v1/auth/login", json={
+            "email": target.admin_email, "password": target.admin_password,
+        }).json()["data"]["access_token"]
+        made = client.post("/api/v1/api-keys", headers={"Authorization": f"Bearer {token}"},
+                           json={"name": "given", "permissions": permissions})
+    assert made.status_code == 201, made.text
+    return str(made.json()["data"]["key"])
+
+
+@pytest.mark.parametrize("given", [{"second_token": "not-a-token-of-this-server"},
+                                   {"second_api_key": "tf_no_such_key_on_this_server"}])
+def test_a_second_credential_that_does_not_work_is_said_once(
+    sound: FlawedServer, given: dict[str, str],
+) -> None:
+    """B's refusals prove nothing when B's own credential is refused: one error for B's items,
+    naming the option; the member item needs only A and still runs."""
+    findings = run_checks(sound.context(second_email=None, second_password=None, **given),
+                          "tenancy.tenant_isolation")
+    result = statuses(findings)
+    assert {result[i] for i in (*READ_ITEMS, *WRITE_ITEMS)} == {Status.ERROR}, explain(findings)
+    messages = {f.message for f in findings if f.item_id in (*READ_ITEMS, *WRITE_ITEMS)}
+    assert len(messages) == 1, messages
+    option = "--" + next(iter(given)).replace("_", "-")
+    assert f"the second identity ({option}) was not accepted" in messages.pop()
+    assert result[MEMBER_ITEM] is Status.PASSED, explain(findings)
+

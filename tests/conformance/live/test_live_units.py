@@ -21,11 +21,13 @@ from conformance.checks.live.auth import (
     unsigned_token,
     verifies_with,
 )
+from conformance.checks.live.common import Report
 from conformance.checks.live.headers import csp_problem, frame_problem, hsts_problem
-from conformance.checks.live.http import curl_for, redact_body, retry_after_seconds
+from conformance.checks.live.http import LiveClient, curl_for, redact_body, retry_after_seconds
 from conformance.checks.live.hygiene import leaks
 from conformance.checks.live.logs import missing_fields, parse_line
 from conformance.checks.live.metrics import CONTRACT_METRICS, exposed_names, tenant_values
+from conformance.checks.live.tenancy import Objects, Probe
 from conformance.checks.registry import CheckContext
 from conformance.model import Status
 from conformance.stack import Target
@@ -219,3 +221,55 @@ def test_security_musts_of_the_guide_gate_the_verdict(item: str) -> None:
 
     entry = load_catalogue()[item]
     assert entry.severity is Severity.BLOCKER
+
+
+def _tenancy_probe() -> tuple[Probe, LiveClient]:
+    target = Target(base_url="https://api.example.test", provider="external", is_reference=False)
+    client = LiveClient(target, insecure=True)  # only writes evidence: no request is sent
+    objects = Objects(queue="a-queue", job_id="0190aaaa-job-of-a", marker="marker-of-a")
+    return Probe(Report("units"), client, {"X-API-Key": "b"}, objects), client
+
+
+def _answer(status: int, body: object) -> httpx.Response:
+    request = httpx.Request("GET", "https://api.example.test/api/v1/jobs?queue_name=a-queue")
+    return httpx.Response(status, json=body, request=request)
+
+
+@pytest.mark.parametrize(("status", "body", "verdict", "text"), [
+    (200, {"success": True, "data": {"jobs": []}}, Status.PASSED, "1 attempt(s)"),
+    (404, {"success": False, "error": {"code": "RESOURCE_NOT_FOUND"}}, Status.PASSED, "1 attempt"),
+    (403, {"success": False, "error": {"code": "PERM_001"}}, Status.PASSED, "1 attempt"),
+    (200, {"success": True, "data": {"jobs": [{"id": "0190aaaa-job-of-a"}]}}, Status.FAILED,
+     "shows organisation A's data"),
+    # B's credential refused: nothing was judged.
+    (401, {"success": False, "error": {"code": "AUTH_001"}}, Status.ERROR, "credential"),
+    (429, {"success": False, "error": {"code": "RATE_LIMIT_EXCEEDED"}}, Status.ERROR, "429"),
+    # A server error is a failure to investigate, not a pass.
+    (500, {"success": False, "error": {"code": "INTERNAL_ERROR"}}, Status.FAILED,
+     "the server failed"),
+    (400, {"success": False, "error": {"code": "VALIDATION_001"}}, Status.NOT_APPLICABLE,
+     "no answer showed"),
+])
+def test_a_list_probe_passes_only_on_an_answer_showing_isolation(
+    status: int, body: object, verdict: Status, text: str,
+) -> None:
+    probe, client = _tenancy_probe()
+    with client:
+        probe.expect_empty_of_a("LIVE-TENANT-LIST", "B: GET /jobs filtered by A's queue name",
+                                _answer(status, body))
+        [finding] = probe.findings(("LIVE-TENANT-LIST",))
+    assert finding.status is verdict, finding.message
+    assert text in finding.message
+
+
+@pytest.mark.parametrize(("status", "verdict"), [
+    (404, Status.PASSED), (403, Status.PASSED), (200, Status.FAILED), (401, Status.ERROR),
+    (502, Status.FAILED),
+])
+def test_a_refusal_probe_passes_only_on_a_refusal(status: int, verdict: Status) -> None:
+    probe, client = _tenancy_probe()
+    with client:
+        probe.expect_refused("LIVE-TENANT-JOB-READ", "B: GET A's job",
+                             _answer(status, {"success": status < 300}))
+        [finding] = probe.findings(("LIVE-TENANT-JOB-READ",))
+    assert finding.status is verdict, finding.message
