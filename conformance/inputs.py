@@ -190,6 +190,14 @@ RUN_INPUTS: tuple[RunInput, ...] = (
              help="login e-mail of a user in another organisation"),
     RunInput(name="second_password", kind="str", secret=True, group="identities",
              help="login password of a user in another organisation"),
+    RunInput(name="member_token", kind="str", env="TASKFORGE_MEMBER_TOKEN", secret=True,
+             group="identities", metavar="TOKEN",
+             help="access token of a member (not an admin) of the run's organisation "
+                  "(LIVE-PERM-MEMBER; default: the kit makes a member API key)"),
+    RunInput(name="member_api_key", kind="str", env="TASKFORGE_MEMBER_API_KEY", secret=True,
+             group="identities", metavar="KEY",
+             help="API key holding only a member's permissions in the run's organisation "
+                  "(LIVE-PERM-MEMBER)"),
     # --- observability and the front door --------------------------------------------------------
     RunInput(name="prometheus_url", kind="str", group="observability", metavar="URL",
              help="base URL of the deployment's Prometheus"),

@@ -50,6 +50,8 @@ class CheckContext:
     second_api_key: str | None = None
     second_email: str | None = None
     second_password: str | None = None
+    member_token: str | None = None  # a member of the run's own organisation
+    member_api_key: str | None = None
     jwt_secret: str | None = None
     expired_token: str | None = None
     # how to reach the target and what to ask of it

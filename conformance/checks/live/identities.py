@@ -1,4 +1,4 @@
-"""A second identity, in another organisation, for the tenant-isolation checks.
+"""A second identity, in another organisation, and a member, for the tenant-isolation checks.
 
 Where it comes from, in order: --second-token, --second-api-key, --second-email/--second-password,
 else (on the reference stack, or with --allow-writes where registration is open) a throwaway
@@ -6,6 +6,9 @@ organisation the kit registers itself. Cached per target and run: checks share o
 source, it is confirmed as the run's own credential is (a protected endpoint of the contract that
 answers it 200, `auth.find_control`): a credential that does not work would make every refusal
 of B's look like isolation.
+
+A member of the run's organisation comes from --member-token or --member-api-key; without one
+the tenancy check makes a member as an API key.
 """
 
 from __future__ import annotations
@@ -92,6 +95,16 @@ def _confirm(client: LiveClient, identity: Identity) -> None:
             f"the second identity ({identity.how}) was not accepted by any protected endpoint, "
             f"so its refusals would prove nothing: tried {'; '.join(tried)}. Give a working "
             "credential of another organisation (an expired or revoked one?)")
+
+
+def member_identity(ctx: CheckContext) -> Identity | None:
+    """A member of the run's organisation, when one is given (--member-token, --member-api-key)."""
+    token, api_key = run_input(ctx, "member_token"), run_input(ctx, "member_api_key")
+    if token:
+        return Identity(headers={"Authorization": f"Bearer {token}"}, how="--member-token")
+    if api_key:
+        return Identity(headers={"X-API-Key": str(api_key)}, how="--member-api-key")
+    return None
 
 
 def _login(client: LiveClient, email: str, password: str, how: str) -> Identity:

@@ -27,8 +27,10 @@ from conformance.checks.live.http import (
 )
 from conformance.checks.live.identities import (
     HOW_TO_GIVE_ONE,
+    Identity,
     IdentityError,
     RegistrationClosed,
+    member_identity,
     organisation_of,
     second_identity,
 )
@@ -354,28 +356,73 @@ def _writes(probe: Probe, client: LiveClient, a: dict[str, str], objects: Object
             probe.problem("LIVE-TENANT-KEY-WRITE", "A's API key is gone")
 
 
-def _member(
-    report: Report, client: LiveClient, a: dict[str, str], objects: Objects
-) -> Finding:
-    """A key holding only the member role's permissions gets 403 PERM_001 on every write."""
-    tag = secrets.token_hex(4)
+#: Permissions a member does not hold: an identity given as a member that reports one is not.
+WRITE_PERMISSIONS = ("queue:write", "worker:write", "api_key:write")
+
+
+def _member_headers(
+    report: Report, client: LiveClient, a: dict[str, str], objects: Objects, tag: str,
+    given: Identity | None,
+) -> tuple[dict[str, str], str] | Finding:
+    """(the member's headers, where they came from), or the finding saying why there are none."""
+    if given is not None:
+        validated = client.get("/api/v1/auth/validate", headers=given.headers)
+        held = payload_of(validated) if validated.status_code == 200 else None
+        permissions = held.get("permissions") if isinstance(held, dict) else None
+        extra = sorted(set(permissions) & set(WRITE_PERMISSIONS)) \
+            if isinstance(permissions, list) else []
+        if extra:
+            return report.error(
+                MEMBER_ITEM, f"the identity given with {given.how} holds {', '.join(extra)}: it "
+                "is no member (the contract's member holds queue:read, job:read, job:write)",
+                client.evidence(validated, f"GET /api/v1/auth/validate as {given.how}"))
+        return given.headers, given.how
     created = client.post("/api/v1/api-keys", headers=a, json={
         "name": f"conformance-member-{tag}", "permissions": MEMBER_PERMISSIONS})
     key = _data(created)
     if not isinstance(key, dict) or not key.get("key"):
         return report.not_applicable(
             MEMBER_ITEM, f"no member identity: A could not create a key with the member's "
-            f"permissions ({created.status_code})",
+            f"permissions ({created.status_code}); give --member-token or --member-api-key",
         )
     objects.extra_keys.append(str(key.get("id")))
-    member = {"X-API-Key": str(key["key"])}
+    return {"X-API-Key": str(key["key"])}, "a member key the kit made"
+
+
+def _member(
+    report: Report, client: LiveClient, a: dict[str, str], objects: Objects,
+    given: Identity | None = None,
+) -> Finding:
+    """A member of A's organisation gets 403 PERM_001 on every write.
+
+    The member is the one given (--member-token, --member-api-key), else a key the kit makes with
+    only the member role's permissions. Its control: it reads the queues (a member holds
+    queue:read) and, when given, is in A's organisation (where /auth/validate says so); only
+    then do its refusals count.
+    """
+    tag = secrets.token_hex(4)
+    got = _member_headers(report, client, a, objects, tag, given)
+    if not isinstance(got, tuple):
+        return got
+    member, how = got
+    queue = objects.queue or "default"
     control = client.get("/api/v1/queues", headers=member)
-    evidence = [client.evidence(control, "member: GET /queues (the control)")]
+    evidence = [client.evidence(control, f"member ({how}): GET /queues (the control)")]
+    if control.status_code == 401:
+        return report.error(
+            MEMBER_ITEM, f"the member credential ({how}) was not accepted (401): its refusals "
+            "would prove nothing; give a working one", *evidence)
     if control.status_code != 200:
         return report.error(
-            MEMBER_ITEM, f"a member key could not read queues ({control.status_code}): its "
-            "refusals would prove nothing", *evidence)
-    queue = objects.queue or "default"
+            MEMBER_ITEM, f"the member ({how}) could not read queues ({control.status_code}): "
+            "its refusals would prove nothing", *evidence)
+    if given is not None:
+        # Its writes aim at A's objects: in another organisation they would get 404, not 403.
+        theirs, ours = organisation_of(client, member), organisation_of(client, a)
+        if theirs is not None and ours is not None and theirs != ours:
+            return report.error(
+                MEMBER_ITEM, f"the member given with {how} is in another organisation than the "
+                "run's credential: give a member of the run's own organisation", *evidence)
     attempts: list[tuple[str, str, str, dict[str, Any] | None]] = [
         ("create a queue", "POST", "/api/v1/queues", {"name": f"conformance-member-{tag}"}),
         ("update a queue", "PUT", f"/api/v1/queues/{queue}", {"description": "by a member"}),
@@ -403,10 +450,10 @@ def _member(
                 objects.extra_queues.append(f"conformance-member-{tag}")
     if problems:
         return report.failed(
-            MEMBER_ITEM, "a member was not refused: " + "; ".join(problems), *evidence,
+            MEMBER_ITEM, f"a member ({how}) was not refused: " + "; ".join(problems), *evidence,
             expected="403 PERM_001 on queue, worker and API-key writes", actual=problems[0])
     return report.passed(
-        MEMBER_ITEM, f"{len(attempts)} writes by a member key refused with 403 PERM_001",
+        MEMBER_ITEM, f"{len(attempts)} writes by a member ({how}) refused with 403 PERM_001",
         *evidence)
 
 
@@ -497,13 +544,15 @@ def tenant_isolation(ctx: CheckContext) -> Iterator[Finding]:
                     if item not in probe.evidence:
                         yield report.not_applicable(item, unwritten)
             if wrote:
-                yield _member(report, client, a, made)
+                yield _member(report, client, a, made, member_identity(ctx))
             elif why_not:
                 yield report.not_applicable(
                     MEMBER_ITEM, f"A's throwaway objects could not be made ({why_not})")
             else:
                 yield report.not_applicable(
-                    MEMBER_ITEM, f"a member identity is made as an API key: {HOW_TO_WRITE}")
+                    MEMBER_ITEM, "a member's writes, refused or not, aim at A's throwaway queue "
+                    f"and key: {HOW_TO_WRITE}; give the member with --member-token or "
+                    "--member-api-key, or the kit makes one as an API key")
         finally:
             if made.made or made.extra_keys:
                 _clean_up(client, a, made)

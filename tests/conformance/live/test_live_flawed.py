@@ -401,3 +401,35 @@ def test_a_second_credential_that_does_not_work_is_said_once(
     assert f"the second identity ({option}) was not accepted" in messages.pop()
     assert result[MEMBER_ITEM] is Status.PASSED, explain(findings)
 
+
+MEMBER = ["queue:read", "job:read", "job:write"]
+
+
+@pytest.mark.parametrize(("flaws", "status"), [((), Status.PASSED),
+                                                (("member-writes",), Status.FAILED)])
+def test_a_given_member_key_is_the_member_judged(
+    flawed: FlawedFactory, flaws: tuple[str, ...], status: Status,
+) -> None:
+    with flawed(*flaws) as server:
+        key = _admin_and_key(server, MEMBER)
+        findings = run_checks(server.context(member_api_key=key), "tenancy.tenant_isolation")
+    member = next(f for f in findings if f.item_id == MEMBER_ITEM)
+    assert member.status is status, explain(findings)
+    assert "--member-api-key" in member.message
+
+
+@pytest.mark.parametrize(("given", "text"), [
+    ("admin", "is no member"),
+    ("unknown token", "was not accepted (401)"),
+])
+def test_a_given_member_that_is_none_judges_nothing(
+    sound: FlawedServer, given: str, text: str,
+) -> None:
+    if given == "admin":
+        ctx = sound.context(member_api_key=_admin_and_key(sound, ["queue:read", "queue:write"]))
+    else:
+        ctx = sound.context(member_token="not-a-token-of-this-server")
+    findings = run_checks(ctx, "tenancy.tenant_isolation")
+    member = next(f for f in findings if f.item_id == MEMBER_ITEM)
+    assert member.status is Status.ERROR, explain(findings)
+    assert text in member.message
