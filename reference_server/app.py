@@ -7,6 +7,7 @@ in `before_serving` and closed in `after_serving`, so tests drive them with `app
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import signal
 import time
@@ -134,6 +135,9 @@ async def _open_resources() -> None:
         st.guard, fail_open=settings.login_throttle_failure_mode.value == "open"
     )
     st.refresh_tokens = RefreshTokenRegistry(st.guard)
+    st.revocations_sync = asyncio.get_running_loop().create_task(
+        st.refresh_tokens.keep_synced(), name="taskforge-revocations"
+    )
     st.accounts = AccountStore(st.pool)
     st.engine = Engine.from_settings(st.pool, settings)
     await st.engine.start()
@@ -197,6 +201,10 @@ async def _close_resources() -> None:
     _begin_shutdown(st)
     if st.engine_stop is not None:
         await st.engine_stop
+    if st.revocations_sync is not None:
+        st.revocations_sync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await st.revocations_sync
     if st.redis is not None:
         await st.redis.aclose()
     if st.pool is not None:

@@ -24,11 +24,13 @@ import redis.exceptions
 from reference_server import metrics
 from reference_server.exceptions import ApiError, RateLimited, ServiceUnavailable
 from reference_server.group_commit import GroupCommit, Pending
+from reference_server.observability import get_logger
 
 if TYPE_CHECKING:
     import redis.asyncio
 
 T = TypeVar("T")
+log = get_logger(__name__)
 
 WINDOW_SECONDS = 60
 LOGIN_MAX_FAILURES = 5
@@ -388,14 +390,40 @@ class LoginThrottle:
             await self.guard.run(lambda client: client.eval(_GIVE_BACK, 1, key))
 
 
+#: Families revoked lately, scored by when their revocation ends (unix seconds): what each
+#: process reads to refuse the access tokens of a revoked family.
+REVOKED_FAMILIES_KEY = "refresh:families-revoked"
+#: How often a process reads that index (and retries revocations Redis missed): the longest an
+#: access token of a revoked family still works in another process.
+REVOKED_SYNC_SECONDS = 1.0
+#: Families a process keeps (the newest revocations win past it): each needs a login.
+REVOKED_FAMILIES_KEPT = 100_000
+
+
 class RefreshTokenRegistry:
-    """Refresh tokens are single use: a jti, once used or logged out, is refused."""
+    """Refresh tokens are single use: a jti, once used or logged out, is refused.
+
+    A revoked family (a rotated token came back) is refused at refresh from Redis, and its
+    access tokens on every request from an in-process copy of the revoked families, which
+    sync() refreshes from Redis once a second: one set lookup per request, no round trip.
+    """
 
     def __init__(self, guard: RedisGuard) -> None:
         self.guard = guard
+        #: family -> when its revocation ends (unix seconds).
+        self._revoked: dict[str, float] = {}
+        #: Revocations Redis has not taken yet (it was down): family -> when they end.
+        self._unwritten: dict[str, float] = {}
+
+    def access_revoked(self, family: str) -> bool:
+        """True when access tokens of this family must be refused (from memory, no Redis)."""
+        until = self._revoked.get(family)
+        return until is not None and until > time.time()
 
     async def family_revoked(self, family: str) -> bool:
         """True when a token of this login's family was reused: none of it is accepted."""
+        if self.access_revoked(family):  # also one Redis has not heard of yet
+            return True
         name = f"refresh:family-revoked:{family}"
         try:
             return bool(await self.guard.run(lambda client: client.exists(name)))
@@ -406,10 +434,75 @@ class RefreshTokenRegistry:
 
     async def revoke_family(self, family: str, ttl_seconds: int) -> None:
         """A rotated token came back: someone holds a copy, so the whole family goes (OAuth 2.0
-        security BCP, refresh token reuse detection)."""
-        name = f"refresh:family-revoked:{family}"
+        security BCP, refresh token reuse detection), its access tokens included.
+
+        Closed when Redis is down: the family is refused here at once, and the revocation is
+        kept and written by sync() once Redis answers again, never dropped."""
+        until = time.time() + max(1, ttl_seconds)
+        self._remember(family, until)
+        self._unwritten[family] = until
         with contextlib.suppress(RedisUnavailable):
-            await self.guard.run(lambda client: client.set(name, 1, ex=max(1, ttl_seconds)))
+            await self._write_unwritten()
+
+    async def sync(self) -> None:
+        """Write the revocations Redis missed, then read every process' revocations.
+        RedisUnavailable when Redis is down (what is known stays known)."""
+        await self._write_unwritten()
+        now = time.time()
+
+        async def read(client: redis.asyncio.Redis) -> list[tuple[Any, float]]:
+            pipe = client.pipeline(transaction=False)
+            pipe.zremrangebyscore(REVOKED_FAMILIES_KEY, "-inf", now)
+            pipe.zrange(REVOKED_FAMILIES_KEY, -REVOKED_FAMILIES_KEPT, -1, withscores=True)
+            _, found = await pipe.execute()
+            return list(found)
+
+        found = await self.guard.run(read)
+        # Merged, not replaced: a revocation is never undone, and one made here while the read
+        # was on its way must not drop out of memory until the next read.
+        now = time.time()
+        revoked = {f: u for f, u in self._revoked.items() if u > now}
+        for family, until in found:
+            revoked[family.decode() if isinstance(family, bytes) else str(family)] = float(until)
+        if len(revoked) > REVOKED_FAMILIES_KEPT:
+            newest = sorted(revoked.items(), key=lambda item: item[1])[-REVOKED_FAMILIES_KEPT:]
+            revoked = dict(newest)
+        self._revoked = revoked
+
+    async def keep_synced(self, interval: float = REVOKED_SYNC_SECONDS) -> None:
+        """sync() every `interval` seconds until cancelled (the app's lifespan runs it)."""
+        while True:
+            try:
+                await self.sync()
+            except RedisUnavailable:
+                pass  # known down; what is known stays known
+            except Exception as exc:  # a surprise must not end the syncing for good
+                log.error("revoked families not synced", error=type(exc).__name__)
+            await asyncio.sleep(interval)
+
+    def _remember(self, family: str, until: float) -> None:
+        if len(self._revoked) >= REVOKED_FAMILIES_KEPT:
+            now = time.time()
+            self._revoked = {f: u for f, u in self._revoked.items() if u > now}
+        self._revoked[family] = until
+
+    async def _write_unwritten(self) -> None:
+        if not self._unwritten:
+            return
+        pending = dict(self._unwritten)
+        now = time.time()
+
+        async def write(client: redis.asyncio.Redis) -> None:
+            pipe = client.pipeline(transaction=True)
+            for family, until in pending.items():
+                ttl = max(1, math.ceil(until - now))
+                pipe.set(f"refresh:family-revoked:{family}", 1, ex=ttl)
+                pipe.zadd(REVOKED_FAMILIES_KEY, {family: until})
+            await pipe.execute()
+
+        await self.guard.run(write)
+        for family in pending:
+            self._unwritten.pop(family, None)
 
     async def consume(self, jti: str, ttl_seconds: int) -> bool:
         """Mark the jti used; True when it was unused until now (atomic against replays).

@@ -94,7 +94,8 @@ class TokenClaims:
     issued_at: datetime
     expires_at: datetime
     typ: TokenType
-    #: Refresh tokens: the login they descend from (`fam`), shared by every rotation of it.
+    #: The login a token descends from (`fam`), shared by every rotation of it and by the
+    #: access tokens issued with them.
     family: str = ""
 
 
@@ -124,8 +125,8 @@ class TokenService:
     refresh_minutes: int
     _now: Any = field(default=lambda: datetime.now(UTC))
     # Access token -> its claims, once its signature and claims checked out: decoding and the
-    # HMAC are most of the cost of authenticating a request. Access tokens are not revocable,
-    # so only expiry can change the answer, and it is checked on every hit.
+    # HMAC are most of the cost of authenticating a request. Only expiry changes what a token
+    # says, and it is checked on every hit (a revoked family is the caller's check).
     _verified: dict[str, TokenClaims] = field(default_factory=dict, repr=False)
 
     def _encode(
@@ -149,8 +150,9 @@ class TokenService:
         }
         if typ is TokenType.ACCESS:
             claims["perms"] = sorted(permissions)
-        else:  # a login starts a family; each rotation carries it on (reuse detection)
-            claims["fam"] = family or jti
+        # A login starts a family; each rotation carries it on (reuse detection), and its
+        # access tokens name it, so that revoking the family refuses them too.
+        claims["fam"] = family or jti
         secret = self.access_secret if typ is TokenType.ACCESS else self.refresh_secret
         return jwt.encode(claims, secret, algorithm=ALGORITHM), jti
 
@@ -162,8 +164,14 @@ class TokenService:
         *,
         family: str | None = None,
     ) -> TokenPair:
+        family = family or uuid.uuid4().hex
         access, _ = self._encode(
-            TokenType.ACCESS, user_id, org_id, permissions, timedelta(minutes=self.access_minutes)
+            TokenType.ACCESS,
+            user_id,
+            org_id,
+            permissions,
+            timedelta(minutes=self.access_minutes),
+            family,
         )
         refresh, refresh_jti = self._encode(
             TokenType.REFRESH,

@@ -69,6 +69,8 @@ class AppState:
     long_polls: LongPolls | None = None
     shutting_down: bool = False
     engine_stop: asyncio.Task[None] | None = None
+    #: Keeps refresh_tokens' copy of the revoked families in step with Redis.
+    revocations_sync: asyncio.Task[None] | None = None
     #: The per-request log lines' logger, bound once for this app's logging configuration (the
     #: lazy proxy would rebuild a bound logger on every call).
     http_log: Any = None
@@ -326,6 +328,10 @@ async def authenticate_credentials(
     if token is None:
         raise AuthenticationFailed("missing credentials")
     claims = st.tokens.verify(token, TokenType.ACCESS)
+    # A reused refresh token revoked its family: the access tokens issued from it go too. From
+    # memory (synced from Redis each second), so a request costs no round trip for it.
+    if st.refresh_tokens is not None and st.refresh_tokens.access_revoked(claims.family):
+        raise AuthenticationFailed("token revoked")
     return Principal(
         kind="user",
         user_id=claims.user_id,

@@ -6,10 +6,13 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+import redis.asyncio
 from api_support import error_code, register, running_app
 
+from reference_server import ratelimit
 from reference_server.devservices import EmbeddedPostgres, EmbeddedRedis
 from reference_server.migrate import apply_migrations
+from reference_server.ratelimit import REVOKED_FAMILIES_KEY, RefreshTokenRegistry
 
 
 @pytest.fixture
@@ -90,3 +93,55 @@ async def test_refresh_needs_redis_but_access_tokens_do_not(database_url: str) -
     # Rotation cannot be enforced without Redis, so refresh waits rather than allowing replays.
     assert refresh.status_code == 503
     assert validate.status_code == 200
+
+
+async def test_a_revocation_redis_missed_is_kept_and_written_when_it_returns(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis stops between spotting a reused refresh token and revoking its family: the family
+    is refused here at once (closed, not silently dropped) and the revocation is written when
+    Redis is back, so another process and the newest refresh token of the family see it."""
+    private_redis = EmbeddedRedis().start()
+    real_consume = RefreshTokenRegistry.consume
+
+    async def consume_then_stop(self: RefreshTokenRegistry, jti: str, ttl: int) -> bool:
+        fresh = await real_consume(self, jti, ttl)
+        if not fresh:  # the reuse is spotted: Redis goes before the family is revoked
+            private_redis.pause()
+        return fresh
+
+    try:
+        async with running_app(database_url, private_redis.url) as api:
+            account = await register(api)
+            old = account["refresh_token"]
+            rotated = (await (await api.post(
+                "/api/v1/auth/refresh", json={"refresh_token": old}
+            )).get_json())["data"]
+            monkeypatch.setattr(RefreshTokenRegistry, "consume", consume_then_stop)
+            replay = await api.post("/api/v1/auth/refresh", json={"refresh_token": old})
+            monkeypatch.undo()
+            while_down = await api.get("/api/v1/auth/validate", token=rotated["access_token"])
+            private_redis.resume()  # empty: what it knew of used tokens is gone with it
+            client = redis.asyncio.Redis.from_url(private_redis.url)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            written = 0
+            while loop.time() < deadline and not written:  # bounded: synced each second
+                written = await client.exists(REVOKED_FAMILIES_KEY)
+                await asyncio.sleep(0.1)
+            await client.aclose()
+            newest = await api.post(
+                "/api/v1/auth/refresh", json={"refresh_token": rotated["refresh_token"]}
+            )
+            async with running_app(database_url, private_redis.url) as other_process:
+                await asyncio.sleep(ratelimit.REVOKED_SYNC_SECONDS * 2)  # its first syncs
+                there = await other_process.get(
+                    "/api/v1/auth/validate", token=rotated["access_token"]
+                )
+    finally:
+        private_redis.stop()
+    assert replay.status_code == 401
+    assert while_down.status_code == 401
+    assert written == 1
+    assert newest.status_code == 401 and await error_code(newest) == "AUTH_001"
+    assert there.status_code == 401

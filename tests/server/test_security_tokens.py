@@ -22,6 +22,7 @@ from api_support import (
     running_app,
 )
 
+from reference_server import ratelimit
 from reference_server.api import auth as auth_api
 
 
@@ -101,12 +102,13 @@ async def test_refresh_rotates_and_the_old_token_is_refused(
         account = await register(api)
         old = account["refresh_token"]
         first = await api.post("/api/v1/auth/refresh", json={"refresh_token": old})
-        replay = await api.post("/api/v1/auth/refresh", json={"refresh_token": old})
         new_pair = (await first.get_json())["data"]
         works = await api.get("/api/v1/auth/validate", token=new_pair["access_token"])
         access_as_refresh = await api.post(
             "/api/v1/auth/refresh", json={"refresh_token": new_pair["access_token"]}
         )
+        # Last: the replay revokes the family, new_pair included (reuse detection).
+        replay = await api.post("/api/v1/auth/refresh", json={"refresh_token": old})
     assert first.status_code == 200
     assert new_pair["token_type"] == "Bearer" and new_pair["expires_in"] == 3600
     assert new_pair["refresh_token"] != old
@@ -404,4 +406,52 @@ async def test_reusing_a_rotated_refresh_token_revokes_its_whole_family(
         )
     assert replay.status_code == 401
     assert newest.status_code == 401 and await error_code(newest) == "AUTH_001"
+    assert unrelated.status_code == 200
+
+
+async def test_reusing_a_rotated_refresh_token_refuses_the_familys_access_tokens(
+    database_url: str, redis_url: str
+) -> None:
+    """The access tokens issued from a revoked family stop working at once in this process,
+    and within the sync period in another one (a second app on the same Redis); another
+    login's access token keeps working."""
+    async with (
+        running_app(database_url, redis_url) as api,
+        running_app(database_url, redis_url) as other_process,
+    ):
+        account = await register(api)
+        other_login = await login(api, account["email"])
+        old = account["refresh_token"]
+        rotated = (await (await api.post(
+            "/api/v1/auth/refresh", json={"refresh_token": old}
+        )).get_json())["data"]
+        family = [account["access_token"], rotated["access_token"]]
+        before = [
+            (await other_process.get("/api/v1/auth/validate", token=t)).status_code
+            for t in family
+        ]
+        replay = await api.post("/api/v1/auth/refresh", json={"refresh_token": old})
+        here = [(await api.get("/api/v1/auth/validate", token=t)).status_code for t in family]
+        submit = await api.post(
+            "/api/v1/jobs",
+            token=rotated["access_token"],
+            json={"queue_name": "default", "job_type": "t", "payload": {}},
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3 * ratelimit.REVOKED_SYNC_SECONDS + 2
+        there: list[int] = []
+        while loop.time() < deadline:  # bounded: the other process reads Redis each second
+            there = [
+                (await other_process.get("/api/v1/auth/validate", token=t)).status_code
+                for t in family
+            ]
+            if there == [401, 401]:
+                break
+            await asyncio.sleep(0.1)
+        unrelated = await api.get("/api/v1/auth/validate", token=other_login["access_token"])
+    assert before == [200, 200]
+    assert replay.status_code == 401
+    assert here == [401, 401]
+    assert submit.status_code == 401 and await error_code(submit) == "AUTH_001"
+    assert there == [401, 401]
     assert unrelated.status_code == 200
