@@ -396,6 +396,63 @@ def alertmanager(ctx: CheckContext) -> Iterator[Finding]:
 # --- Grafana -----------------------------------------------------------------------------------
 
 
+#: Grafana's title search is a case-insensitive substring match (GET /api/search?query=).
+DASHBOARD_QUERY = "TaskForge"
+
+
+def _grafana_datasource(report: Report, api: Api) -> Finding:
+    item = "OBS-GRAFANA-DATASOURCE"
+    sources, listing = api.get("/api/datasources")
+    prometheus = [s for s in sources if isinstance(s, dict) and s.get("type") == "prometheus"] \
+        if isinstance(sources, list) else []
+    if not prometheus:
+        return report.failed(item, "Grafana has no Prometheus datasource", listing,
+                             expected="a datasource of type prometheus", actual="none")
+    healthy, unhealthy, evidence = [], [], [listing]
+    for source in prometheus:
+        # Grafana answers 200 {"status": "OK"} for a datasource that answers its query, 400
+        # {"status": "ERROR", "message": ...} for one that does not: both are a judgement.
+        path = f"/api/datasources/uid/{source.get('uid')}/health"
+        try:
+            response = api.http.get(path)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"Grafana did not answer {path}: {type(exc).__name__}",
+                           api.evidence(None, path)) from None
+        evidence.append(api.evidence(response, path))
+        if response.status_code in (401, 403):
+            raise ApiError(f"Grafana answered {path} with {response.status_code}", evidence[-1])
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        status = str(body.get("status")) if isinstance(body, dict) else "no JSON"
+        name = str(source.get("name"))
+        if response.status_code == 200 and status.upper() == "OK":
+            healthy.append(name)
+        else:
+            said = body.get("message") if isinstance(body, dict) else None
+            unhealthy.append(f"{name}: {response.status_code} {status}"
+                             + (f" ({shorten(str(said), 200)})" if said else ""))
+    if healthy:
+        return report.passed(item, f"Prometheus datasource healthy: {', '.join(healthy)}"
+                             + (f" (unhealthy: {'; '.join(unhealthy)})" if unhealthy else ""),
+                             *evidence)
+    return report.failed(item, f"no Prometheus datasource answers its health check: "
+                               f"{'; '.join(unhealthy)}", *evidence,
+                         expected="status OK", actual="; ".join(unhealthy))
+
+
+def _grafana_dashboard(report: Report, api: Api) -> Finding:
+    item = "OBS-GRAFANA-DASHBOARD"
+    found, evidence = api.get("/api/search", type="dash-db", query=DASHBOARD_QUERY)
+    titles = [str(d.get("title")) for d in found if isinstance(d, dict)
+              and d.get("type", "dash-db") == "dash-db"] if isinstance(found, list) else []
+    if titles:
+        return report.passed(item, f"dashboards: {', '.join(titles)}", evidence)
+    return report.failed(item, f"no dashboard whose title names {DASHBOARD_QUERY}", evidence,
+                         expected=f"a dashboard titled {DASHBOARD_QUERY} ...", actual="none")
+
+
 @check(*GRAFANA_ITEMS, needs=("target",))
 def grafana(ctx: CheckContext) -> Iterator[Finding]:
     """Grafana's Prometheus datasource is healthy and a TaskForge dashboard exists."""
@@ -407,41 +464,18 @@ def grafana(ctx: CheckContext) -> Iterator[Finding]:
             yield report.not_applicable(item, why)
         return
     with Api(ctx, url, "Grafana", headers={"Authorization": f"Bearer {token}"}) as api:
-        try:
-            sources, evidence = api.get("/api/datasources")
-            prometheus = [s for s in sources if isinstance(s, dict)
-                          and s.get("type") == "prometheus"] if isinstance(sources, list) else []
-            if not prometheus:
-                yield report.failed("OBS-GRAFANA-DATASOURCE", "Grafana has no Prometheus "
-                                    "datasource", evidence)
-            else:
-                healthy = []
-                for source in prometheus:
-                    health, evidence = api.get(f"/api/datasources/uid/{source.get('uid')}/health")
-                    if isinstance(health, dict) and str(health.get("status")).upper() == "OK":
-                        healthy.append(str(source.get("name")))
-                if healthy:
-                    yield report.passed("OBS-GRAFANA-DATASOURCE",
-                                        f"Prometheus datasource healthy: {', '.join(healthy)}",
-                                        evidence)
+        for item, judge in zip(GRAFANA_ITEMS, (_grafana_datasource, _grafana_dashboard),
+                               strict=True):
+            try:
+                yield judge(report, api)
+            except ApiError as exc:
+                if exc.evidence.status_code in (401, 403):
+                    # The token is the run's input, not the deployment's state: nothing judged.
+                    yield report.error(item, f"{exc}: Grafana refused --grafana-token (a "
+                                             "service-account token with Viewer's role reads "
+                                             "both)", exc.evidence)
                 else:
-                    yield report.failed("OBS-GRAFANA-DATASOURCE",
-                                        "no Prometheus datasource answers its health check",
-                                        evidence)
-        except ApiError as exc:
-            yield report.failed("OBS-GRAFANA-DATASOURCE", str(exc), exc.evidence)
-        try:
-            found, evidence = api.get("/api/search", type="dash-db", query="TaskForge")
-            titles = [str(d.get("title")) for d in found if isinstance(d, dict)] \
-                if isinstance(found, list) else []
-            if titles:
-                yield report.passed("OBS-GRAFANA-DASHBOARD", f"dashboards: {', '.join(titles)}",
-                                    evidence)
-            else:
-                yield report.failed("OBS-GRAFANA-DASHBOARD", "no dashboard named TaskForge",
-                                    evidence)
-        except ApiError as exc:
-            yield report.failed("OBS-GRAFANA-DASHBOARD", str(exc), exc.evidence)
+                    yield report.failed(item, str(exc), exc.evidence)
 
 
 def _absent_reason(ctx: CheckContext, what: str, option: str) -> str:
