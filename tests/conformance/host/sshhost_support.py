@@ -45,6 +45,19 @@ def core_of_cpu0() -> list[int]:
     return sorted(cpu for cpu, core in cpus.items() if core == cpus[0])
 
 
+def machine_disks() -> dict[str, str]:
+    """This machine's disks and their rotational flags, read here (the container shares the
+    kernel): block devices that are neither virtual (loop, zram, dm) nor removable (sr)."""
+    disks = {}
+    for entry in Path("/sys/block").iterdir():
+        if "/virtual/" in str(entry.resolve()):
+            continue
+        if (entry / "removable").read_text().strip() == "1":
+            continue
+        disks[entry.name] = (entry / "queue" / "rotational").read_text().strip()
+    return disks
+
+
 @dataclass(frozen=True, kw_only=True)
 class SshHost:
     container: str

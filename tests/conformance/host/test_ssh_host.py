@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 
 import pytest
-from sshhost_support import BACKUPS, FRESH_INDEX, SMALL_DISK, STALE_INDEX, SshHost, lscpu_cores
+from sshhost_support import (
+    BACKUPS,
+    FRESH_INDEX,
+    SMALL_DISK,
+    STALE_INDEX,
+    SshHost,
+    lscpu_cores,
+    machine_disks,
+)
 
 from conformance.checks.host import layout, resources, security, system
 from conformance.checks.registry import CheckContext
@@ -117,19 +124,6 @@ def test_a_small_data_disk_fails_and_a_full_one_fails_for_its_free_space(
         free = judged(ssh_host, resources.storage, "HOST-DISK-FREE", **options)
     assert free.status is Status.FAILED, free.message
     assert "GiB free of 0.1 GiB (6%): below 10%" in free.message
-
-
-def machine_disks() -> dict[str, str]:
-    """This machine's disks and their rotational flags, read here (the container shares the
-    kernel): block devices that are neither virtual (loop, zram, dm) nor removable (sr)."""
-    disks = {}
-    for entry in Path("/sys/block").iterdir():
-        if "/virtual/" in str(entry.resolve()):
-            continue
-        if (entry / "removable").read_text().strip() == "1":
-            continue
-        disks[entry.name] = (entry / "queue" / "rotational").read_text().strip()
-    return disks
 
 
 def test_ssd_is_judged_on_the_disks_beneath_the_data_volume(ssh_host: SshHost) -> None:
