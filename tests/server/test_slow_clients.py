@@ -13,12 +13,18 @@ import pytest
 from api_support import register, running_app
 from test_serve import STRONG_ACCESS, STRONG_REFRESH, serve, server_env, stop, wait_healthy
 
+from reference_server.config import Settings
 from reference_server.devservices import free_port
+from reference_server.slots import CONNECTION_CEILING_FACTOR
 
 HEADER_TIMEOUT = 1.0
-MAX_CONNECTIONS = 25
+#: The default, as the audit ran it: 100 silent sockets had stopped the server answering.
+MAX_CONNECTIONS = Settings.model_fields["MAX_CONNECTIONS"].default
 #: Granian's connection ceiling is 4 x MAX_CONNECTIONS (reference_server/slots.py).
-CEILING = 4 * MAX_CONNECTIONS
+CEILING = CONNECTION_CEILING_FACTOR * MAX_CONNECTIONS
+#: A request header sent a byte at a time, slower than the header timeout allows in all.
+TRICKLED = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: trickle\r\n\r\n"
+TRICKLE_SECONDS = 0.4
 
 
 @contextlib.contextmanager
@@ -53,6 +59,23 @@ def closed_within(sock: socket.socket, limit: float) -> bool:
     return True
 
 
+def trickle_cut_off(port: int, limit: float) -> bool:
+    """Send TRICKLED a byte every TRICKLE_SECONDS; True when the server closes the connection
+    within `limit` seconds of the first byte, before the header is complete or answered."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        started = time.monotonic()
+        for n in range(len(TRICKLED)):  # bounded: the header's length
+            try:
+                sock.sendall(TRICKLED[n : n + 1])
+            except OSError:
+                break  # reset: the server has closed it
+            if closed_within(sock, TRICKLE_SECONDS):
+                break
+        else:
+            return False  # the whole header went through: not cut off
+        return time.monotonic() - started <= limit
+
+
 @pytest.mark.slow
 def test_silent_and_idle_connections_leave_health_answering(
     database_url: str, redis_url: str
@@ -62,7 +85,7 @@ def test_silent_and_idle_connections_leave_health_answering(
     proc = serve(server_env(
         DATABASE_URL=database_url, REDIS_URL=redis_url, APPLICATION_PORT=port,
         JWT_SECRET=STRONG_ACCESS, JWT_REFRESH_SECRET=STRONG_REFRESH, BUILTIN_WORKERS=0,
-        MAX_CONNECTIONS=MAX_CONNECTIONS, HEADER_READ_TIMEOUT_SECONDS=HEADER_TIMEOUT,
+        HEADER_READ_TIMEOUT_SECONDS=HEADER_TIMEOUT,
     ), "--no-migrate")
     try:
         wait_healthy(proc, base)
@@ -77,6 +100,9 @@ def test_silent_and_idle_connections_leave_health_answering(
             kept.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert kept.recv(4096).startswith(b"HTTP/1.1 200")
             assert closed_within(kept, HEADER_TIMEOUT + 3)
+        # A header trickled a byte at a time (faster than any per-byte idle timer) is cut off
+        # once the whole header is overdue, before it is complete.
+        assert trickle_cut_off(port, HEADER_TIMEOUT + 2)
         # Every connection the server accepts taken by silent sockets: reclaimed at the timeout.
         with silent_sockets(port, CEILING):
             time.sleep(0.3)
