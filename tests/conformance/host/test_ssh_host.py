@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import pytest
 from sshhost_support import (
@@ -18,6 +19,7 @@ from sshhost_support import (
 )
 
 from conformance.checks.host import layout, resources, security, system
+from conformance.checks.live import containers
 from conformance.checks.registry import CheckContext
 from conformance.model import Finding, Status
 
@@ -304,3 +306,15 @@ def test_postgresql_answering_from_outside_fails_and_ufw_is_said_to_be_bypassed(
     assert found.status is Status.FAILED
     assert found.actual == "5432 (PostgreSQL) answer(s)"
     assert "Docker's published ports bypass ufw" in found.message
+
+
+def test_containers_are_asked_of_the_servers_engine_which_does_not_answer(
+        ssh_host: SshHost) -> None:
+    """LIVE-CONTAINERS-HEALTHY with --hosts and no --docker-host: the server's own docker is
+    asked over SSH; no daemon runs on the test host, which the finding says."""
+    [found] = containers.containers_healthy(ssh_host.context(
+        compose_file=Path(__file__).resolve().parents[3] / "compose" / "docker-compose.prod.yml"))
+    assert found.status is Status.ERROR, found.message
+    assert found.host is not None and found.host.startswith("ssh://deploy@")
+    assert "the Docker engine does not answer on that host" in found.message
+    assert "Cannot connect to the Docker daemon" in found.message

@@ -69,17 +69,36 @@ def project(engine: object, tmp_path: Path) -> Iterator[tuple[Path, list[object]
             container.remove(force=True)
 
 
+#: The engine as --docker-host names it, and as the server's own `docker` answers over the
+#: testinfra backend (--hosts; local:// is this machine, whose docker talks to the same engine).
+ENGINES = {"docker-host": lambda: {"docker_host": _host()},
+           "hosts": lambda: {"hosts": ("local://",)}}
+
+
+@pytest.mark.parametrize("engine_of", list(ENGINES))
 def test_exited_container_fails_and_healthy_one_does_not(
-    project: tuple[Path, list[object]],
+    project: tuple[Path, list[object]], engine_of: str,
 ) -> None:
     compose, made = project
-    findings = list(containers_healthy(CheckContext(docker_host=_host(), compose_file=compose)))
+    engine: dict[str, object] = ENGINES[engine_of]()
+    context = CheckContext(compose_file=compose, **engine)  # type: ignore[arg-type]
+    findings = list(containers_healthy(context))
     assert [f.status for f in findings] == [Status.FAILED]
     assert findings[0].message.startswith("container worker: exited")
     assert "db: running (healthy)" in (findings[0].evidence[0].output or "")
+    assert findings[0].host == ("local://" if engine_of == "hosts" else None)
     made.pop().remove(force=True)  # type: ignore[attr-defined]
-    findings = list(containers_healthy(CheckContext(docker_host=_host(), compose_file=compose)))
+    findings = list(containers_healthy(context))
     assert [f.status for f in findings] == [Status.PASSED]  # the healthy one alone
+
+
+def test_without_an_engine_it_is_not_applicable_naming_both_ways_to_give_one(
+        tmp_path: Path) -> None:
+    compose = tmp_path / "docker-compose.prod.yml"
+    compose.write_text("services: {}\n")
+    (finding,) = containers_healthy(CheckContext(compose_file=compose))
+    assert finding.status is Status.NOT_APPLICABLE
+    assert "--docker-host" in finding.message and "--hosts ssh://" in finding.message
 
 
 def test_a_project_with_no_container_fails(engine: object, tmp_path: Path) -> None:
