@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from reference_server import metrics
 from reference_server.audit import AuditEntry
+from reference_server.dbpool import database_unavailable
 from reference_server.exceptions import ApiError, ServiceUnavailable
 from reference_server.observability import get_logger
 
@@ -111,21 +112,6 @@ def error_body(code: str, message: str, details: Any, request_id: str) -> dict[s
 
 # Errors -----------------------------------------------------------------------------------------
 
-#: Errors meaning "the database is not there", answered with 503 rather than 500.
-_DB_DOWN_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    # A connection dying mid-operation can leave asyncpg's protocol state confused ("cannot
-    # switch to state ..."): seen when PostgreSQL stops under load; transient, so 503.
-    asyncpg.InternalClientError,
-)
-
 _HTTP_CODES = {
     400: "VALIDATION_001",
     401: "AUTH_001",
@@ -146,17 +132,6 @@ _HTTP_MESSAGES = {
     413: "request body too large",
     415: "unsupported media type",
 }
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    seen = 0
-    current: BaseException | None = exc
-    while current is not None and seen < 5:
-        if isinstance(current, _DB_DOWN_ERRORS):
-            return True
-        current = current.__cause__ or current.__context__
-        seen += 1
-    return False
 
 
 @dataclass(frozen=True, slots=True)
