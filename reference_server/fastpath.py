@@ -26,6 +26,7 @@ from reference_server import answers
 from reference_server.api.common import authenticate_credentials, resolve_client_ip
 from reference_server.api.jobs import SubmitJobRequest
 from reference_server.audit import AuditEntry, with_outcome
+from reference_server.dbpool import database_unavailable
 from reference_server.exceptions import ApiError
 from reference_server.group_commit import GroupCommit, Pending, SubmitItem
 from reference_server.models import Job, JobSpec
@@ -110,6 +111,18 @@ class SubmitFastPath:
             principal.require(Permission.JOB_WRITE)
         except ApiError:
             return await self._quart(scope, receive, send)  # Quart refuses it, counting it
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            # An API key is looked up in the database: when that waited out its bound, this is
+            # the answer (503), not Quart's second lookup and wait.
+            self.answered += 1
+            request_id = answers.request_id_for(text.get("x-request-id"))
+            reply = answers.error_reply(exc)
+            content = orjson.dumps(reply.body(request_id), default=str)
+            await self._respond(st, send, text, request_id, reply.status, content, reply.headers,
+                                {}, started, {"request_id": request_id})
+            return None
         read = await _read_body(receive, limit)
         if read is None:
             return None  # the client went away
@@ -191,6 +204,28 @@ class SubmitFastPath:
             reply = answers.error_reply(exc)
             status, extra = reply.status, reply.headers
             content = orjson.dumps(reply.body(request_id), default=str)
+        if not audit_written and answers.audited("POST", PATH, status):
+            await answers.write_audit(
+                st.accounts, with_outcome(audit, target=None, status_code=status)
+            )
+        await self._respond(
+            st, send, text, request_id, status, content, extra, rate_headers, started, context
+        )
+
+    async def _respond(
+        self,
+        st: AppState,
+        send: Send,
+        text: dict[str, str],
+        request_id: str,
+        status: int,
+        content: bytes,
+        extra: dict[str, str],
+        rate_headers: dict[str, str],
+        started: float,
+        context: dict[str, str],
+    ) -> None:
+        """The answer as Quart's hooks give it: headers, duration metric, log line."""
         response_headers = [
             (b"content-type", _JSON),
             (b"content-length", str(len(content)).encode()),
@@ -205,10 +240,6 @@ class SubmitFastPath:
         response_headers.extend(self._fixed_headers(st, text.get("origin")))
         elapsed = answers.elapsed_since(started)
         answers.observe_duration("POST", ROUTE, status, elapsed)
-        if not audit_written and answers.audited("POST", PATH, status):
-            await answers.write_audit(
-                st.accounts, with_outcome(audit, target=None, status_code=status)
-            )
         answers.log_request(
             st.http_log,
             method="POST",
@@ -220,7 +251,6 @@ class SubmitFastPath:
         )
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": content, "more_body": False})
-        return None
 
     def _batches(self, st: AppState) -> GroupCommit[_Submit, _Outcome]:
         if self._batcher is None:
