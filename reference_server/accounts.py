@@ -15,6 +15,7 @@ import asyncpg
 
 from reference_server import queries as named_queries
 from reference_server.audit import AuditEntry, insert_audits
+from reference_server.dbpool import database_unavailable
 from reference_server.exceptions import Conflict, NotFound
 from reference_server.group_commit import GroupCommit, Pending
 from reference_server.models import iso
@@ -102,7 +103,9 @@ class AccountStore:
         self.pool = pool
         # Every mutating request writes an audit row: concurrent ones share one INSERT and one
         # commit instead of a commit (and a pooled connection) each.
-        self._audits: GroupCommit[AuditEntry, None] = GroupCommit(self._write_audits)
+        self._audits: GroupCommit[AuditEntry, None] = GroupCommit(
+            self._write_audits, fails_queue=database_unavailable
+        )
 
     async def register(
         self, *, email: str, password_hash: str, organization_name: str, engine: Engine
@@ -186,6 +189,8 @@ class AccountStore:
         try:
             await insert_audits(self.pool, entries)
         except Exception as exc:
+            if database_unavailable(exc):
+                raise  # each row alone would wait for the database again: fail them together
             if len(batch) == 1:
                 batch[0].reject(exc)
                 return

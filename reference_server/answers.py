@@ -278,8 +278,10 @@ def observe_duration(method: str, route: str, status: int, seconds: float) -> No
 
 def audited(method: str, path: str, status: int) -> bool:
     """Mutating API calls leave an audit row; a 429 did nothing, and auditing it would turn a
-    flood into as many database writes."""
-    return method in MUTATING_METHODS and path.startswith(API_PREFIX + "/") and status != 429
+    flood into as many database writes. Nor a 503: the database (or Redis) was not there, and
+    writing its row would hold the answer for another wait on the database that just failed."""
+    refused = status in (429, 503)
+    return method in MUTATING_METHODS and path.startswith(API_PREFIX + "/") and not refused
 
 
 def audit_entry(

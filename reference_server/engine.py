@@ -17,6 +17,7 @@ from uuid import uuid4
 import asyncpg
 
 from reference_server.builtin_jobs import RENEW_SECONDS, BuiltinPool
+from reference_server.dbpool import database_unavailable
 from reference_server.group_commit import (
     CompleteItem,
     GroupCommit,
@@ -65,8 +66,11 @@ class Engine(JobStore, WorkerLeases, Maintenance):
         self._submits: GroupCommit[SubmitItem, Job] | None = None
         self._completions: GroupCommit[CompleteItem, Job | None] | None = None
         if group_commit:
-            self._submits = GroupCommit(submit_writer(pool))
-            self._completions = GroupCommit(complete_writer(pool))
+            # A hung database fails the queued writes with the stuck one, not one by one.
+            self._submits = GroupCommit(submit_writer(pool), fails_queue=database_unavailable)
+            self._completions = GroupCommit(
+                complete_writer(pool), fails_queue=database_unavailable
+            )
         self.lease_seconds_default = lease_seconds_default
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
         self.reaper_interval_seconds = reaper_interval_seconds

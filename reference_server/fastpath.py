@@ -258,7 +258,10 @@ class SubmitFastPath:
             async def write(batch: list[Pending[_Submit, _Outcome]]) -> None:
                 await _limit_and_insert(st, batch)
 
-            self._batcher = GroupCommit(write, max_writers=BATCHES_IN_FLIGHT)
+            # A hung database fails the submits queued behind a stuck batch at once (503).
+            self._batcher = GroupCommit(
+                write, max_writers=BATCHES_IN_FLIGHT, fails_queue=database_unavailable
+            )
         return self._batcher
 
     def _fixed_headers(self, st: AppState, origin: str | None) -> list[tuple[bytes, bytes]]:

@@ -7,7 +7,6 @@ while a write is in flight ride on the next one. Each caller still gets its own 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -16,6 +15,7 @@ import orjson
 
 from reference_server import queries
 from reference_server.audit import AuditEntry
+from reference_server.dbpool import database_unavailable
 from reference_server.exceptions import NotFound, ValidationFailed
 from reference_server.models import Job, utc_in_range
 
@@ -56,7 +56,13 @@ class Pending(Generic[ItemT, ResultT]):
 
 
 class GroupCommit(Generic[ItemT, ResultT]):
-    """Collects items; `write` handles a batch and settles each Pending; few writes in flight."""
+    """Collects items; `write` handles a batch and settles each Pending; few writes in flight.
+
+    A write that raises settles its batch's unsettled items with the error. When `fails_queue`
+    says the error is one every write would meet now (the database hung or its pool exhausted),
+    the items queued meanwhile get it too: each would otherwise wait for a writer, then out its
+    own timeouts, so a request behind a stuck writer waited several bounds instead of one.
+    """
 
     def __init__(
         self,
@@ -64,10 +70,12 @@ class GroupCommit(Generic[ItemT, ResultT]):
         *,
         max_batch: int = 500,
         max_writers: int = 2,
+        fails_queue: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
         self._max_writers = max_writers
+        self._fails_queue = fails_queue
         self._pending: list[Pending[ItemT, ResultT]] = []
         self._writers = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -91,6 +99,9 @@ class GroupCommit(Generic[ItemT, ResultT]):
                 try:
                     await self._write(batch)
                 except Exception as exc:
+                    if self._fails_queue is not None and self._fails_queue(exc):
+                        batch += self._pending
+                        self._pending = []
                     for pending in batch:
                         pending.reject(exc)
                 else:
@@ -139,6 +150,8 @@ async def insert_submits(pool: asyncpg.Pool, items: list[SubmitItem]) -> list[Jo
     error returned. The statement and the reading of its rows run in one transaction, so a
     failure in either rolls back every item and the items may be written again one by one to
     find the bad one; a failed COMMIT may have committed, so its items are never written again.
+    When the database is unavailable (hung, down, its pool exhausted) nothing is retried: the
+    error is raised for the whole group at once, 503 for each, without a wait per item.
     """
     outcomes: list[Job | Exception | None] = [None] * len(items)
     todo: list[int] = []
@@ -156,23 +169,23 @@ async def insert_submits(pool: asyncpg.Pool, items: list[SubmitItem]) -> list[Jo
 
 
 async def _insert_together(pool: asyncpg.Pool, items: list[SubmitItem]) -> list[Job | Exception]:
-    async with pool.acquire() as conn:
-        transaction = conn.transaction()
-        await transaction.start()
-        try:
+    written = False  # the statement and its rows are done: a failure now is the COMMIT's
+    try:
+        async with pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(SUBMITS["insert_jobs_with_audit"], _submit_document(items))
             outcomes = _outcomes(items, rows)
-        except Exception as exc:
-            with contextlib.suppress(Exception):  # a broken connection's transaction is gone
-                await transaction.rollback()
-            if len(items) == 1:
-                return [translate_db_error(exc)]
-        else:
-            try:
-                await transaction.commit()
-            except Exception as exc:  # it may have committed: settle all with the error
-                return [exc for _ in items]
-            return outcomes
+            written = True
+    except Exception as exc:
+        if database_unavailable(exc):
+            # Before the COMMIT nothing is stored; after it, it may be: either way no item is
+            # written again, and each alone would only wait for the database again.
+            raise
+        if written:  # it may have committed: settle all with the error
+            return [exc for _ in items]
+        if len(items) == 1:
+            return [translate_db_error(exc)]
+    else:
+        return outcomes
     # Nothing of the statement was kept: one bad item spoils it for all, so write each alone.
     return [(await _insert_together(pool, [item]))[0] for item in items]
 
