@@ -419,3 +419,30 @@ def test_missing_env_file_is_a_configuration_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     expected = f"error: --env-file {tmp_path / 'nope'} is not a readable file"
     assert result.stderr.decode().strip() == expected
+
+
+#: A worker forked from Granian's main process, before its target module is imported: the
+#: inherited handler only flags the main process' state (`interrupt_signal`) in the worker's copy.
+_FORKED_WORKER = """
+import os, signal, sys, time
+
+class MainState:
+    interrupt_signal = False
+    def signal_handler_interrupt(self, *args):
+        self.interrupt_signal = True
+
+state = MainState()
+signal.signal(signal.SIGTERM, state.signal_handler_interrupt)
+os.kill(os.getpid(), signal.SIGTERM)  # the deploy's stop, while the worker forks
+time.sleep(0.1)  # the handler runs
+import reference_server.granian_target  # noqa: F401 - what Granian's worker loads next
+sys.exit(7)  # booted on: the stop was lost, Granian kills it after grace + margin
+"""
+
+
+def test_a_stop_that_reached_a_worker_before_its_target_loaded_ends_it() -> None:
+    """A SIGTERM a worker got between fork and loading its target is not lost (it had waited
+    for the kill timeout: 25 s of a 15 s grace in a loaded CI run)."""
+    done = subprocess.run([sys.executable, "-c", _FORKED_WORKER], capture_output=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
