@@ -27,6 +27,7 @@ from conformance.stack.images import (
     POSTGRES,
     POSTGRES_EXPORTER,
     PROMETHEUS,
+    SERVER,
     ImageRole,
 )
 
@@ -94,6 +95,64 @@ GRAFANA_SERVICE = Service(
 )
 SERVICES = (NGINX_SERVICE, PROMETHEUS_SERVICE, ALERTMANAGER_SERVICE, EXPORTER_SERVICE,
             BACKUP_SERVICE, GRAFANA_SERVICE)
+
+# --- the operator's on-call tool ----------------------------------------------------------------
+# compose/alertmanager/alertmanager.yml routes to a placeholder that resolves nowhere until the
+# operator names their on-call tool (OBS-ALERTMANAGER-RECEIVER fails such a deployment, as it
+# must). The docker stack stands the deployment up as an operator would have configured it: the
+# one placeholder URL replaced by an alert sink's, nothing else changed (a test holds that). The
+# sink is the stack's stand-in for PagerDuty or Slack, not a compose service: a few lines of the
+# reference-server image's Python that record each webhook delivery and show them at /received.
+
+#: The receiver URL compose ships, which the operator replaces.
+ALERT_PLACEHOLDER_URL = "http://on-call-relay.invalid/alertmanager"
+ALERT_SINK_PORT = 5001  # Alertmanager's documentation's webhook example port
+ALERT_SINK_SERVICE = Service(name="alert-sink", image=SERVER, ports=(ALERT_SINK_PORT,))
+ALERT_SINK_URL = f"http://{ALERT_SINK_SERVICE.name}:{ALERT_SINK_PORT}/alertmanager"
+ALERT_SINK_PROGRAM = f"""
+import json, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+received, lock = [], threading.Lock()
+class Sink(BaseHTTPRequestHandler):
+    def answer(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_POST(self):
+        body = self.rfile.read(min(int(self.headers.get("Content-Length") or 0), 1 << 20))
+        try:
+            delivery = json.loads(body)
+        except ValueError:
+            return self.answer(400, {{"error": "not JSON"}})
+        with lock:
+            received.append({{"path": self.path, "body": delivery}})
+            del received[:-100]
+        self.answer(200, {{"ok": True}})
+    def do_GET(self):
+        if self.path == "/received":
+            with lock:
+                return self.answer(200, list(received))
+        self.answer(200 if self.path == "/health" else 404, {{}})
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("0.0.0.0", {ALERT_SINK_PORT}), Sink).serve_forever()
+"""
+ALERT_SINK_PROBE = ("import urllib.request as u; "
+                    f"u.urlopen('http://127.0.0.1:{ALERT_SINK_PORT}/health', timeout=3)")
+
+
+def operator_alertmanager_config(text: str, url: str = ALERT_SINK_URL) -> str:
+    """compose's alertmanager.yml with its placeholder receiver URL, and only that, set to url."""
+    line = re.compile(r"^(\s*-?\s*url:\s*)" + re.escape(ALERT_PLACEHOLDER_URL) + r"\s*$",
+                      re.MULTILINE)
+    replaced, count = line.subn(lambda m: m.group(1) + url, text)
+    if count != 1:
+        raise StackError(f"alertmanager/alertmanager.yml: expected the placeholder receiver URL "
+                         f"{ALERT_PLACEHOLDER_URL} once, found it {count} time(s)")
+    return replaced
 #: The files a test may replace: compose-relative path -> a file of the caller's.
 Overrides = Mapping[str, Path]
 
@@ -155,7 +214,8 @@ def stage_files(work: Path, services: Sequence[Service], overrides: Overrides,
                 tls_dir: Path) -> dict[str, Path]:
     """Copy the mounted compose files into the run's directory; return compose path -> copy.
 
-    `nginx/ssl` is the directory of the deployment's certificate (guide 4.2 step 3), made here.
+    `nginx/ssl` is the directory of the deployment's certificate (guide 4.2 step 3), made here;
+    alertmanager.yml gets the alert sink's URL for its placeholder (unless overridden).
     """
     unknown = set(overrides) - {source for s in services for source, _ in s.mounts}
     if unknown:
@@ -170,6 +230,9 @@ def stage_files(work: Path, services: Sequence[Service], overrides: Overrides,
                 shutil.copytree(tls_dir, target)
             elif source in overrides:
                 shutil.copyfile(overrides[source], target)
+            elif source == ALERTMANAGER_SERVICE.mounts[0][0]:
+                target.write_text(operator_alertmanager_config(
+                    (source_dir / source).read_text(encoding="utf-8")), encoding="utf-8")
             elif (source_dir / source).is_dir():
                 shutil.copytree(source_dir / source, target)
             else:
@@ -189,6 +252,7 @@ def start_container(
     labels: Mapping[str, str], staged: Mapping[str, Path], ports: Mapping[int, int],
     env: Mapping[str, str] | None = None, command: Sequence[str] | None = None,
     volumes: Mapping[str, str] | None = None, healthcheck: Sequence[str] | None = None,
+    entrypoint: Sequence[str] | None = None,
 ) -> str:
     """Create and start one service's container on the network under its compose name."""
     binds = {str(staged[source]): {"bind": inside, "mode": "ro"}
@@ -204,6 +268,7 @@ def start_container(
     )
     created = client.api.create_container(
         image, command=list(command) if command is not None else None,
+        entrypoint=list(entrypoint) if entrypoint is not None else None,
         environment=dict(env or {}), labels=dict(labels), ports=list(service.ports),
         host_config=host_config, networking_config=networking,
         healthcheck={"test": list(healthcheck), **HEALTH_TIMING} if healthcheck else None,

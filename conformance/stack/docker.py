@@ -23,6 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from conformance.stack.base import StackConfigError, StackError, Target, say, signals_deferred
 from conformance.stack.deployment import (
+    ALERT_SINK_PORT,
+    ALERT_SINK_PROBE,
+    ALERT_SINK_PROGRAM,
+    ALERT_SINK_SERVICE,
     ALERTMANAGER_SERVICE,
     APP_PORT,
     APP_SERVICE,
@@ -503,6 +507,7 @@ def docker_stack(
             metrics_path = settings.get("METRICS_ENDPOINT", "/metrics")
             prometheus_port = published(client, behind["prometheus"], 9090)
             alertmanager_port = published(client, behind["alertmanager"], 9093)
+            sink_port = published(client, behind[ALERT_SINK_SERVICE.name], ALERT_SINK_PORT)
             extra = {
                 "resolve": resolve,
                 "front_door": "nginx",
@@ -516,6 +521,8 @@ def docker_stack(
                     "backup": behind["backup"], "backup_interval": str(backup_interval),
                     "backups_dir": "/backups", "database": DATABASE, "db_user": DB_USER,
                     "http_port": str(published(client, behind["nginx"], 80)),
+                    # What the operator's on-call tool (the stack's alert sink) has received.
+                    "alert_sink_url": f"http://127.0.0.1:{sink_port}/received",
                 },
             }
             grafana = ("running" if grafana_image() is not None
@@ -549,7 +556,7 @@ def docker_stack(
 #: The deployment's containers whose compose healthcheck start-up waits for. Not the backup
 #: service: its health means "a recent dump exists", which is what the backup checks judge.
 _HEALTH_WAITED = frozenset({"nginx", "prometheus", "alertmanager", "postgres-exporter",
-                            "grafana"})
+                            "grafana", ALERT_SINK_SERVICE.name})
 
 
 def _nginx_ssl(work: Path, tls: TlsFiles) -> Path:
@@ -593,9 +600,15 @@ def _grafana_access(client: docker.DockerClient, container_id: str,
 
 def _start_observability(client: docker.DockerClient, network: str, labels: dict[str, str],
                          staged: Mapping[str, Path]) -> dict[str, str]:
-    """Prometheus and Alertmanager (they need nothing else to start); role -> container id."""
+    """Prometheus, Alertmanager and the alert sink its configuration on the stack names (they
+    need nothing else to start); role -> container id."""
     env = dict(os.environ)
-    ids = {}
+    assert ALERT_SINK_SERVICE.image is not None
+    ids = {ALERT_SINK_SERVICE.name: start_container(
+        client, ALERT_SINK_SERVICE, image=ALERT_SINK_SERVICE.image.name, network=network,
+        labels=labels, staged=staged, ports={}, entrypoint=["python", "-c", ALERT_SINK_PROGRAM],
+        command=[], healthcheck=["CMD", "python", "-c", ALERT_SINK_PROBE],
+    )}
     for service in (PROMETHEUS_SERVICE, ALERTMANAGER_SERVICE):
         assert service.image is not None
         ids[service.name] = start_container(

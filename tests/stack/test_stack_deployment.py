@@ -2,17 +2,22 @@
 
 One healthy deployment and one with four defects serve the module (each costs ~20 s to stand up):
 the good one passes every front-door, observability and backup item (the guide's own restore
-commands fail, as they must); each defect fails its item.
+commands fail, as they must; Grafana is not run without an image); each defect fails its item.
+The stack configures Alertmanager's receiver as an operator would (the alert sink), and an alert
+sent to Alertmanager reaches it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import signal
 import ssl
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +30,13 @@ from conformance.checks.registry import CheckContext
 from conformance.model import Finding, Status
 from conformance.resolve import transport
 from conformance.stack import Target, open_stack
-from conformance.stack.deployment import DOMAIN, SERVICES, compose_dir
+from conformance.stack.deployment import (
+    ALERT_SINK_SERVICE,
+    ALERT_SINK_URL,
+    DOMAIN,
+    SERVICES,
+    compose_dir,
+)
 from conformance.stack.docker import LABEL_RUN
 
 pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("docker"),
@@ -49,8 +60,27 @@ def deployment() -> Iterator[Target]:
         yield target
 
 
+#: compose/alertmanager's group_wait (30 s) before a new group's first notification, and margin.
+DELIVERY_SECONDS = 60.0
+
+
 @pytest.fixture(scope="module")
-def good(deployment: Target) -> dict[str, Finding]:
+def sent_alert(deployment: Target) -> tuple[str, float]:
+    """A critical alert posted to Alertmanager's API (v2), as Prometheus would: (name, when)."""
+    name = f"ConformanceDeliveryProof{uuid.uuid4().hex[:8]}"
+    now = dt.datetime.now(dt.UTC)
+    alert = [{"labels": {"alertname": name, "severity": "critical"},
+              "annotations": {"summary": "delivery proof of the conformance tests"},
+              "startsAt": now.isoformat(), "endsAt": (now + dt.timedelta(minutes=10)).isoformat()}]
+    assert deployment.alertmanager_url is not None
+    response = httpx.post(f"{deployment.alertmanager_url}/api/v2/alerts", json=alert, timeout=10)
+    assert response.status_code == 200, response.text
+    return name, time.monotonic()
+
+
+@pytest.fixture(scope="module")
+def good(deployment: Target, sent_alert: tuple[str, float]) -> dict[str, Finding]:
+    # sent_alert first: Alertmanager's group_wait runs while the findings are gathered.
     return _findings(deployment)
 
 
@@ -98,7 +128,8 @@ def test_every_service_runs_under_its_compose_name_on_loopback_ports_only(
             bindings = [b for ports in container.attrs["NetworkSettings"]["Ports"].values()
                         for b in ports or []]
             assert {b["HostIp"] for b in bindings} <= {"127.0.0.1"}, container.name
-        expected = {s.name for s in SERVICES if s.name != "grafana"} | {"db", "redis", "app"}
+        expected = ({s.name for s in SERVICES if s.name != "grafana"}
+                    | {"db", "redis", "app", ALERT_SINK_SERVICE.name})
         assert expected <= aliases
     finally:
         client.close()
@@ -125,18 +156,35 @@ def test_the_deployment_passes_the_front_door_observability_and_backup_items(
 ) -> None:
     for item in ("FRONTDOOR-METRICS-PRIVATE", "FRONTDOOR-HEADERS", "OBS-PROMETHEUS-APP-UP",
                  "OBS-DATABASE-MONITORED", "OBS-ALERT-RULES", "OBS-ALERTMANAGER-CONNECTED",
-                 "BACKUP-SCHEDULED", "BACKUP-SCHEDULED-RESTORE"):
+                 "OBS-ALERTMANAGER-RECEIVER", "BACKUP-SCHEDULED", "BACKUP-SCHEDULED-RESTORE"):
         assert good[item].status is Status.PASSED, f"{item}: {good[item].message}"
     assert "answered by the front door (nginx" in good["FRONTDOOR-METRICS-PRIVATE"].message
     assert "this run's job" in good["BACKUP-SCHEDULED-RESTORE"].message
 
 
-def test_the_reference_receiver_delivers_nowhere_and_says_so(good: dict[str, Finding]) -> None:
-    """compose/alertmanager points at on-call-relay.invalid on purpose, until the user sets it."""
+def test_the_receiver_is_the_operator_s_and_an_alert_reaches_it(
+    deployment: Target, good: dict[str, Finding], sent_alert: tuple[str, float],
+) -> None:
+    """compose/alertmanager points at on-call-relay.invalid until the operator sets it (the check
+    fails that, tests/stack/test_stack_deployment_compose.py); the stack sets it to its alert
+    sink, so the item passes, and Alertmanager delivers there. The check itself never sends an
+    alert (it would page a user's on-call): this delivery is the test's proof, not the check's."""
     finding = good["OBS-ALERTMANAGER-RECEIVER"]
-    assert finding.status is Status.FAILED
-    assert "ready, but receiver on-call delivers only to names that resolve nowhere" in (
-        finding.message)
+    assert finding.message == f"ready; alerts go to on-call: webhook_configs -> {ALERT_SINK_URL}"
+    name, sent = sent_alert
+    received: list[dict[str, object]] = []
+    while time.monotonic() - sent < DELIVERY_SECONDS:
+        deliveries = httpx.get(deployment.docker["alert_sink_url"], timeout=10).json()
+        received = [alert for delivery in deliveries for alert in delivery["body"]["alerts"]
+                    if alert["labels"].get("alertname") == name]
+        if received:
+            break
+        time.sleep(1)
+    assert received, f"Alertmanager delivered no {name} within {DELIVERY_SECONDS:.0f}s"
+    assert [d["body"]["receiver"] for d in deliveries
+            if any(a["labels"].get("alertname") == name for a in d["body"]["alerts"])] == [
+        "on-call"]
+    assert received[0]["status"] == "firing"
 
 
 def test_grafana_is_not_applicable_without_an_image(good: dict[str, Finding]) -> None:

@@ -7,11 +7,20 @@ whose commands the provider takes from compose read them there. No engine needed
 
 from __future__ import annotations
 
+import difflib
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from conformance.checks.live.observability import receiver_problems
+from conformance.stack.base import StackError
 from conformance.stack.deployment import (
+    ALERT_PLACEHOLDER_URL,
+    ALERT_SINK_SERVICE,
+    ALERT_SINK_URL,
+    ALERTMANAGER_SERVICE,
     APP_PORT,
     APP_SERVICE,
     DB_SERVICE,
@@ -22,6 +31,8 @@ from conformance.stack.deployment import (
     compose_dir,
     compose_services,
     interpolate,
+    operator_alertmanager_config,
+    stage_files,
 )
 
 COMPOSE = compose_services()
@@ -59,6 +70,8 @@ def test_the_core_services_keep_their_compose_names_and_the_app_its_port() -> No
     # Nothing the kit does not run is in compose unnoticed, apart from what it says it leaves out.
     run = {s.name for s in SERVICES} | {DB_SERVICE, REDIS_SERVICE, APP_SERVICE}
     assert set(COMPOSE) - run == {"node-exporter"}
+    # The alert sink stands in for the operator's on-call tool: the stack's, never compose's.
+    assert ALERT_SINK_SERVICE.name not in COMPOSE and ALERT_SINK_SERVICE not in SERVICES
 
 
 def test_commands_taken_from_compose_are_compose_s_own() -> None:
@@ -81,3 +94,43 @@ def test_compose_interpolation() -> None:
     assert interpolate("$${A} ${A:-x} ${B:-y} ${A}", {"A": "1"}) == "${A} 1 y 1"
     with pytest.raises(ValueError, match="DB_NAME must be set"):
         interpolate("${DB_NAME:?set DB_NAME in .env}", {})
+
+
+def test_the_staged_files_are_compose_s_own_but_for_the_one_receiver_url(tmp_path: Path) -> None:
+    """The stack configures the deployment as an operator would: in alertmanager.yml the
+    placeholder receiver URL becomes the alert sink's; nothing else differs from compose/."""
+    certificates = tmp_path / "ssl"
+    certificates.mkdir()
+    staged = stage_files(tmp_path / "run", SERVICES, {}, certificates)
+    alertmanager = ALERTMANAGER_SERVICE.mounts[0][0]
+    for source, copy in staged.items():
+        if source in ("nginx/ssl", alertmanager):
+            continue
+        original = compose_dir() / source
+        files = ([p for p in sorted(original.rglob("*")) if p.is_file()]
+                 if original.is_dir() else [original])
+        assert files, source
+        for path in files:
+            twin = copy / path.relative_to(original) if original.is_dir() else copy
+            assert twin.read_bytes() == path.read_bytes(), f"{source}: {path.name} differs"
+    shipped = (compose_dir() / alertmanager).read_text()
+    mounted = staged[alertmanager].read_text()
+    changed = [line for line in difflib.ndiff(shipped.splitlines(), mounted.splitlines())
+               if line[:1] in "+-"]
+    assert changed == [f"-       - url: {ALERT_PLACEHOLDER_URL}",
+                       f"+       - url: {ALERT_SINK_URL}"]
+    assert ALERT_SINK_URL.startswith(f"http://{ALERT_SINK_SERVICE.name}:")
+    # The check fails what compose ships and passes what the stack mounts.
+    assert receiver_problems(yaml.safe_load(shipped))[0]
+    assert receiver_problems(yaml.safe_load(mounted)) == ([], [
+        f"on-call: webhook_configs -> {ALERT_SINK_URL}"])
+
+
+def test_an_alertmanager_yml_without_the_placeholder_is_not_silently_used() -> None:
+    """Were compose's receiver changed, the stack must not guess which URL to replace."""
+    with pytest.raises(StackError, match="found it 0 time"):
+        operator_alertmanager_config("receivers:\n  - name: x\n    webhook_configs:\n"
+                                     "      - url: http://pager.internal/hook\n")
+    twice = f"a:\n  - url: {ALERT_PLACEHOLDER_URL}\nb:\n  - url: {ALERT_PLACEHOLDER_URL}\n"
+    with pytest.raises(StackError, match="found it 2 time"):
+        operator_alertmanager_config(twice)
