@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from conformance.checks.live.common import Report, target_env
+from conformance.checks.live.frontdoor import hop
 from conformance.checks.live.http import LiveClient, client_for
 from conformance.checks.registry import check
 
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     import httpx
 
     from conformance.checks.registry import CheckContext
-    from conformance.model import Finding
+    from conformance.model import Evidence, Finding
 
 FOREIGN_ORIGIN = "https://evil.example"
 PREFLIGHT_PATH = "/api/v1/jobs"
@@ -28,6 +29,13 @@ def allowed_origin(ctx: CheckContext) -> str | None:
         o.strip() for o in target_env(ctx).get("CORS_ALLOWED_ORIGINS", "").split(",") if o.strip()
     ]
     return next((o for o in configured if o != "*"), None)
+
+
+def _evidence(client: LiveClient, simple: httpx.Response,
+              preflight: httpx.Response) -> tuple[Evidence, Evidence]:
+    """Each exchange with the hop that answered it (the app, or a front door in front of it)."""
+    return (client.evidence(simple, f"GET {SIMPLE_PATH} with Origin, answered by {hop(simple)}"),
+            client.evidence(preflight, f"CORS preflight, answered by {hop(preflight)}"))
 
 
 def _exchanges(client: LiveClient, origin: str) -> tuple[httpx.Response, httpx.Response]:
@@ -55,7 +63,7 @@ def cors_allowed(ctx: CheckContext) -> Iterator[Finding]:
         return
     with client_for(ctx) as client:
         simple, preflight = _exchanges(client, origin)
-        evidence = (client.evidence(simple), client.evidence(preflight, "CORS preflight"))
+        evidence = _evidence(client, simple, preflight)
     problems = []
     for name, response in (("request", simple), ("preflight", preflight)):
         acao = response.headers.get("access-control-allow-origin")
@@ -83,7 +91,7 @@ def cors_foreign(ctx: CheckContext) -> Iterator[Finding]:
     report = Report(f"{__name__}.cors_foreign")
     with client_for(ctx) as client:
         simple, preflight = _exchanges(client, FOREIGN_ORIGIN)
-        evidence = (client.evidence(simple), client.evidence(preflight, "CORS preflight"))
+        evidence = _evidence(client, simple, preflight)
     granted = [
         f"{name}: {response.headers['access-control-allow-origin']!r}"
         for name, response in (("request", simple), ("preflight", preflight))

@@ -36,11 +36,23 @@ SECURITY_HEADERS = {
 PROXIES = ("nginx", "apache", "caddy", "envoy", "haproxy", "traefik", "cloudflare", "openresty")
 
 
-def hop(response: httpx.Response) -> str:
-    """Who answered: the app (a JSON body, as the contract's every answer) or the front door."""
+def hop(response: httpx.Response, *, authenticated: bool = False) -> str:
+    """Who answered: the app (a JSON body, as the contract's every answer) or the front door.
+
+    A proxy may answer in the API's envelope too (compose/nginx's own 429 and 503): on a request
+    that carried a credential, a JSON answer without X-RateLimit-Limit, which the contract puts on
+    every authenticated answer of the app, and with a proxy's Server header is the proxy's own.
+    """
     server = response.headers.get("server", "")
     if "json" in response.headers.get("content-type", ""):
+        if (authenticated and "x-ratelimit-limit" not in response.headers
+                and any(name in server.lower() for name in PROXIES)):
+            return (f"the front door ({server}, in the API's envelope, without the X-RateLimit-* "
+                    "headers of the app's authenticated answers)")
         return f"the app (JSON answer{', through ' + server if server else ''})"
+    if not response.content:
+        # No body to tell by (a 204 preflight, a 304): what Server names relayed it or made it.
+        return f"{server or 'a server without a Server header'} (no body: relayed or its own)"
     return f"the front door ({server or 'no Server header'}, its own page)"
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from conformance.checks.live.common import Report, may_load
+from conformance.checks.live.frontdoor import hop
 from conformance.checks.live.http import (
     LoginError,
     auth_headers,
@@ -70,7 +71,9 @@ def rate_limit(ctx: CheckContext) -> Iterator[Finding]:
             remaining = _int_header(last, "x-ratelimit-remaining")
             if remaining is not None:
                 remaining_seen.append(remaining)
-        evidence = client.evidence(last, f"request {sent} of a burst of at most {budget}")
+        who = hop(last, authenticated=True)
+        evidence = client.evidence(last, f"request {sent} of a burst of at most {budget}, "
+                                         f"answered by {who}")
     if last.status_code == 429:
         retry_after = last.headers.get("retry-after")
         if retry_after_seconds(retry_after) is None:
@@ -81,7 +84,8 @@ def rate_limit(ctx: CheckContext) -> Iterator[Finding]:
         else:
             yield report.passed(
                 "LIVE-RATE-LIMIT",
-                f"429 with Retry-After {retry_after} after {sent} requests (limit {limit})",
+                f"429 with Retry-After {retry_after} after {sent} requests (limit {limit}), "
+                f"answered by {who}",
                 evidence,
             )
         return
