@@ -305,14 +305,37 @@ CHILD = """
 import time
 from conformance.stack import open_stack
 with open_stack("docker", deployment=True, create_admin=False) as target:
-    print("ready", target.base_url, flush=True)
+    print("ready", target.base_url, target.ca_bundle, flush=True)
     time.sleep(600)
 """
 
 
+def _answers(base_url: str, ca_bundle: str) -> int:
+    """The status of GET /health through the deployment's NGINX, by its name and its CA."""
+    port = int(base_url.rsplit(":", 1)[1])
+    verify = ssl.create_default_context(cafile=ca_bundle)
+    with httpx.Client(transport=transport({(DOMAIN, port): "127.0.0.1"}, verify=verify),
+                      timeout=10) as client:
+        return client.get(f"{base_url}/health").status_code
+
+
+def _held(client: docker.DockerClient, run_id: str) -> dict[str, set[str]]:
+    """The containers, networks and volumes labelled with a run's id."""
+    label = {"label": f"{LABEL_RUN}={run_id}"}
+    return {"containers": {c.id for c in client.containers.list(all=True, filters=label)},
+            "networks": {n.id for n in client.networks.list(filters=label)},
+            "volumes": {v.name for v in client.volumes.list(filters=label)}}
+
+
 @pytest.mark.usefixtures("docker_lock")
-def test_ctrl_c_leaves_no_container_network_or_volume_of_the_deployment() -> None:
+def test_ctrl_c_leaves_no_container_network_or_volume_of_the_deployment(
+    deployment: Target,
+) -> None:
+    """Two runs on one engine: a second deployment stands up beside the module's, both answer,
+    and the second's Ctrl-C removes all of its own and nothing of the first's."""
     client = docker.from_env()
+    first = _held(client, deployment.docker["run_id"])
+    assert all(first.values()), first
     # Anonymous volumes (the images' VOLUME lines) carry no label: none may be left either.
     unlabelled = {v.name for v in client.volumes.list()
                   if LABEL_RUN not in (v.attrs.get("Labels") or {})}
@@ -323,8 +346,12 @@ def test_ctrl_c_leaves_no_container_network_or_volume_of_the_deployment() -> Non
         line = child.stdout.readline()
         assert line.startswith(f"ready https://{DOMAIN}:"), child.stderr.read()[-2000:] \
             if child.stderr else line
+        _, base_url, ca_bundle = line.split()
+        assert base_url != deployment.base_url
+        assert _answers(base_url, ca_bundle) == 200
+        assert _answers(deployment.base_url, str(deployment.ca_bundle)) == 200
         mine = {"label": f"org.taskforge.stack.pid={child.pid}"}
-        assert len(client.containers.list(filters=mine)) >= 8  # 3 core + 5 of the deployment
+        assert len(client.containers.list(filters=mine)) >= 9  # 3 core + 6 of the deployment
         assert len(client.volumes.list(filters=mine)) == 2  # the database's and the backups'
         child.send_signal(signal.SIGINT)
         _, err = child.communicate(timeout=120)
@@ -336,6 +363,9 @@ def test_ctrl_c_leaves_no_container_network_or_volume_of_the_deployment() -> Non
         # volumes of its own meanwhile.
         assert {v.name for v in client.volumes.list(filters={"dangling": True})
                 if LABEL_RUN not in (v.attrs.get("Labels") or {})} <= unlabelled
+        # The first run lost nothing to the second's teardown, and still answers.
+        assert _held(client, deployment.docker["run_id"]) == first
+        assert _answers(deployment.base_url, str(deployment.ca_bundle)) == 200
     finally:
         if child.poll() is None:
             child.kill()
