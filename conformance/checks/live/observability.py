@@ -484,8 +484,8 @@ def _absent_reason(ctx: CheckContext, what: str, option: str) -> str:
         return (f"the embedded stack runs no {what}: `--stack docker` stands the whole "
                 f"deployment up, or pass {option} for yours")
     if target.provider == "docker" and what == "Grafana":
-        return ("Grafana runs on the docker stack only when TASKFORGE_GRAFANA_IMAGE names an "
-                "image (none is built from Debian packages); or pass --grafana-url and "
+        return ("TASKFORGE_GRAFANA_IMAGE is unset: Grafana runs on the docker stack only when it "
+                "names an image (none is built from Debian packages); or pass --grafana-url and "
                 "--grafana-token")
     if target.provider == "docker" and target.front_door is None:
         return f"the docker stack ran without its deployment: {what} not started; pass {option}"
