@@ -77,6 +77,14 @@ def _insert_job_args(org_id: UUID, spec: JobFields) -> tuple[Any, ...]:
     )
 
 
+async def fetch_job(pool: asyncpg.Pool, org_id: UUID, job_id: UUID) -> Job:
+    """The organisation's job, or NotFound (the lease transitions explain refusals with it)."""
+    row = await pool.fetchrow(Q["get_job"], org_id, job_id)
+    if row is None:
+        raise NotFound("job not found")
+    return Job.from_row(row)
+
+
 def _count_submitted(job: Job) -> None:
     """Count a committed job. Its row and its audit row (201) are stored by now: a failure here
     must not become the caller's answer (a 500 over a stored job invites a second copy)."""
@@ -254,10 +262,7 @@ class JobStore:
         return ids
 
     async def get_job(self, org_id: UUID, job_id: UUID) -> Job:
-        row = await self._pool.fetchrow(Q["get_job"], org_id, job_id)
-        if row is None:
-            raise NotFound("job not found")
-        return Job.from_row(row)
+        return await fetch_job(self._pool, org_id, job_id)
 
     async def list_jobs(
         self,

@@ -24,7 +24,7 @@ from reference_server import job_metrics, queries
 from reference_server.backoff import retry_delay
 from reference_server.exceptions import ApiError, Conflict, NotFound
 from reference_server.group_commit import CompleteItem, GroupCommit, translate_db_error
-from reference_server.job_store import json_text
+from reference_server.job_store import fetch_job, json_text
 from reference_server.models import Job, JobStatus, LeasedJob, QueueSettings, Worker
 
 if TYPE_CHECKING:
@@ -124,12 +124,6 @@ class WorkerLeases:
             self._worker_owners.clear()
         self._worker_owners[worker_id] = owner
         return owner
-
-    async def _job(self, org_id: UUID, job_id: UUID) -> Job:
-        row = await self._pool.fetchrow(Q["get_job"], org_id, job_id)
-        if row is None:
-            raise NotFound("job not found")
-        return Job.from_row(row)
 
     # Workers -----------------------------------------------------------------------------
 
@@ -260,7 +254,7 @@ class WorkerLeases:
             )
             completed = Job.from_row(row) if row is not None else None
         if completed is None:
-            job = await self._job(org_id, job_id)
+            job = await fetch_job(self._pool, org_id, job_id)
             raise Conflict(f"job is {job.status} and not leased by worker {worker_id}")
         job = completed
         self._count_finished(job, "succeeded")
