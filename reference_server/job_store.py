@@ -85,6 +85,18 @@ async def fetch_job(pool: asyncpg.Pool, org_id: UUID, job_id: UUID) -> Job:
     return Job.from_row(row)
 
 
+def _settings_args(settings: QueueSettings) -> tuple[Any, ...]:
+    """A queue's settings as the insert_queue and update_queue queries take them ($5-$10)."""
+    return (
+        settings.max_attempts,
+        settings.timeout_seconds,
+        float(settings.initial_retry_delay_seconds),
+        float(settings.max_retry_delay_seconds),
+        float(settings.backoff_multiplier),
+        settings.retention_days,
+    )
+
+
 def _count_submitted(job: Job) -> None:
     """Count a committed job. Its row and its audit row (201) are stored by now: a failure here
     must not become the caller's answer (a 500 over a stored job invites a second copy)."""
@@ -326,12 +338,7 @@ class JobStore:
             name,
             description,
             priority,
-            merged.max_attempts,
-            merged.timeout_seconds,
-            float(merged.initial_retry_delay_seconds),
-            float(merged.max_retry_delay_seconds),
-            float(merged.backoff_multiplier),
-            merged.retention_days,
+            *_settings_args(merged),
         )
         try:
             if conn is not None:
@@ -392,12 +399,7 @@ class JobStore:
                     name,
                     current.description if isinstance(description, _Unset) else description,
                     current.priority if isinstance(priority, _Unset) else priority,
-                    merged.max_attempts,
-                    merged.timeout_seconds,
-                    float(merged.initial_retry_delay_seconds),
-                    float(merged.max_retry_delay_seconds),
-                    float(merged.backoff_multiplier),
-                    merged.retention_days,
+                    *_settings_args(merged),
                 )
             except asyncpg.PostgresError as exc:
                 raise translate_db_error(exc) from exc
