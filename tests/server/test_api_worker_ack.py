@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import asyncpg
-import pytest
 from api_support import Api, error_code, register, running_app
-from engine_support import open_pool
 
 from reference_server.backoff import delay_bounds
 from reference_server.models import QueueSettings
 
 JOB = {"queue_name": "default", "job_type": "ext", "payload": {"n": 1}}
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await open_pool(database_url)
-    yield pool
-    await pool.close()
 
 
 async def _worker(api: Api, token: str | None = None, **headers: str) -> str:

@@ -4,23 +4,14 @@ back by more than a claim cycle."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
-from engine_support import make_org, open_pool, spec, wait_for_status
+from engine_support import make_org, spec, wait_for_status
 
 from reference_server.engine import Engine
 from reference_server.models import JobStatus
 
 SLEEP_SECONDS = 3.0
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await open_pool(database_url)
-    yield pool
-    await pool.close()
 
 
 async def test_a_flood_of_sleeps_does_not_delay_another_organisations_echo(

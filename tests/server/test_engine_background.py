@@ -9,23 +9,11 @@ from uuid import UUID
 
 import asyncpg
 import pytest
-from engine_support import WAIT_LIMIT_SECONDS, db_now, make_org, open_pool, spec, wait_for_status
+from engine_support import WAIT_LIMIT_SECONDS, db_now, make_org, spec, wait_for_status
 from prometheus_client import REGISTRY
 
 from reference_server.engine import Engine
 from reference_server.models import JobStatus, LeasedJob
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await open_pool(database_url)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-async def org(pool: asyncpg.Pool) -> UUID:
-    return await make_org(pool)
 
 
 @pytest.fixture

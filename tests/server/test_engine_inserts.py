@@ -7,14 +7,14 @@ locks the queues it names FOR KEY SHARE and notifies for its pending jobs itself
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import pytest
-from engine_support import WAIT_LIMIT_SECONDS, make_org, open_pool, spec
+from engine_support import WAIT_LIMIT_SECONDS, make_org, spec
 
 from reference_server import queries
 from reference_server.engine import Engine
@@ -44,13 +44,6 @@ PATHS: dict[str, Submit] = {
         o, [spec(job_type=t, queue=q, scheduled_for=_past())] * 3
     ),
 }
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await open_pool(database_url)
-    yield pool
-    await pool.close()
 
 
 async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:

@@ -5,28 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from uuid import UUID, uuid4
 
 import asyncpg
-import pytest
-from engine_support import make_org, open_pool, spec, wait_for_status
+from engine_support import spec, wait_for_status
 
 from reference_server.engine import Engine
 from reference_server.leases import lessee_lock_key
 from reference_server.models import JobStatus
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await open_pool(database_url)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-async def org(pool: asyncpg.Pool) -> UUID:
-    return await make_org(pool)
 
 
 async def held_by(pool: asyncpg.Pool, org: UUID, lessee: UUID, *, seen_seconds_ago: float,

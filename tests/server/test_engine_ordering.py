@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from uuid import UUID
 
 import asyncpg
 import pytest
-from engine_support import db_now, make_org, open_pool, spec
+from engine_support import db_now, spec
 
 from reference_server.engine import Engine
 from reference_server.models import JobStatus
 
 
 @pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await open_pool(database_url)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
 def engine(pool: asyncpg.Pool) -> Engine:
     return Engine(pool, builtin_workers=0)
-
-
-@pytest.fixture
-async def org(pool: asyncpg.Pool) -> UUID:
-    return await make_org(pool)
 
 
 async def test_higher_priority_first_and_fifo_within_a_priority(engine: Engine, org: UUID) -> None:

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
-from engine_support import make_org, open_pool, spec
+from engine_support import make_org, spec
 
 from reference_server import queries
 from reference_server.engine import Engine
 
 Q = queries.load("jobs.sql")
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await open_pool(database_url)
-    yield pool
-    await pool.close()
 
 
 async def _claim_plan(conn: asyncpg.Connection, begin: str) -> str:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from uuid import UUID
 
 import asyncpg
 import pytest
-from engine_support import db_now, make_org, open_pool, spec
+from engine_support import db_now, spec
 
 from reference_server.backoff import base_delay, delay_bounds, retry_delay
 from reference_server.engine import Engine
@@ -20,20 +19,8 @@ DEFAULTS = QueueSettings()
 
 
 @pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await open_pool(database_url)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
 def engine(pool: asyncpg.Pool) -> Engine:
     return Engine(pool, builtin_workers=0)
-
-
-@pytest.fixture
-async def org(pool: asyncpg.Pool) -> UUID:
-    return await make_org(pool)
 
 
 @pytest.fixture

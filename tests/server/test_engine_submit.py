@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
-from engine_support import make_org, open_pool, spec
+from engine_support import make_org, spec
 
 from reference_server.audit import AuditEntry
 from reference_server.engine import Engine
@@ -19,20 +18,8 @@ from reference_server.models import Job, JobStatus
 
 
 @pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await open_pool(database_url)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
 def engine(pool: asyncpg.Pool) -> Engine:
     return Engine(pool, builtin_workers=0)
-
-
-@pytest.fixture
-async def org(pool: asyncpg.Pool) -> UUID:
-    return await make_org(pool)
 
 
 async def count_jobs(pool: asyncpg.Pool) -> int:

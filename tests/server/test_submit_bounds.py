@@ -4,7 +4,6 @@ settles each of its items once: stored and answered 201, or not stored and answe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
@@ -12,7 +11,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 from api_support import error_code, register, running_app
-from engine_support import make_org, open_pool, spec
+from engine_support import make_org, spec
 
 from reference_server import group_commit, job_metrics
 from reference_server.audit import AuditEntry
@@ -141,13 +140,6 @@ async def test_a_failure_after_the_commit_is_answered_as_what_was_stored(
     assert len(jobs) == 1
     assert answered["data"]["id"] == jobs[0]
     assert audited == [(jobs[0], 201)]
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await open_pool(database_url)
-    yield pool
-    await pool.close()
 
 
 def _audit(org: UUID, n: int) -> AuditEntry:
