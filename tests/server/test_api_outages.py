@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 import redis.asyncio
@@ -11,19 +10,7 @@ from api_support import error_code, register, running_app
 
 from reference_server import ratelimit
 from reference_server.devservices import EmbeddedPostgres, EmbeddedRedis
-from reference_server.migrate import apply_migrations
 from reference_server.ratelimit import REVOKED_FAMILIES_KEY, RefreshTokenRegistry
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[EmbeddedPostgres]:
-    """A PostgreSQL of this test alone, so stopping it harms no other test."""
-    server = EmbeddedPostgres(durable=False).start()
-    try:
-        asyncio.run(apply_migrations(server.url))
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_database_down_gives_503_and_health_down_then_recovers(

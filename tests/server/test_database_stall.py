@@ -9,17 +9,14 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-import pytest
 from api_support import register, running_app
 
 from reference_server import dbpool
 from reference_server.devservices import EmbeddedPostgres
-from reference_server.migrate import apply_migrations
 
 #: A request may wait for a pooled connection, then for one statement; then it is answered. 1 s
 #: for the event loop of a shared 2-core machine. A request retried item by item, or queued
@@ -30,18 +27,6 @@ ANSWER_BOUND_SECONDS = dbpool.ACQUIRE_TIMEOUT_SECONDS + dbpool.COMMAND_TIMEOUT_S
 LONGEST_HANG_SECONDS = 3 * ANSWER_BOUND_SECONDS
 #: Once the database runs again, submits succeed within this (chaos: 5 s).
 RECOVERY_BOUND_SECONDS = 5.0
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[EmbeddedPostgres]:
-    """A PostgreSQL of this test alone, so stopping it harms no other test."""
-    server = EmbeddedPostgres(durable=False).start()
-    try:
-        asyncio.run(apply_migrations(server.url))
-        yield server
-    finally:
-        server.signal_group(signal.SIGCONT)  # a failed test must not leave it stopped
-        server.stop()
 
 
 @dataclass(frozen=True, slots=True)
