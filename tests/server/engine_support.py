@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from reference_server.audit import AuditEntry
 from reference_server.engine import Engine
 from reference_server.models import Job, JobSpec, JobStatus
 
@@ -33,6 +34,19 @@ async def make_org(pool: asyncpg.Pool, name: str = "acme", *, default_queue: boo
 
 def spec(job_type: str = "external_job", queue: str = "default", **fields: Any) -> JobSpec:
     return JobSpec(queue_name=queue, job_type=job_type, **fields)
+
+
+def submit_audit(org_id: UUID, n: int) -> AuditEntry:
+    """The audit row a POST /api/v1/jobs hands the group commit for item `n` (request id rN)."""
+    return AuditEntry(
+        actor="user:a",
+        organization_id=org_id,
+        action="POST /api/v1/jobs",
+        target=None,
+        source_ip="192.0.2.1",
+        request_id=f"r{n}",
+        status_code=0,
+    )
 
 
 async def wait_for_status(

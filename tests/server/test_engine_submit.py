@@ -8,9 +8,8 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
-from engine_support import make_org, spec
+from engine_support import make_org, spec, submit_audit
 
-from reference_server.audit import AuditEntry
 from reference_server.engine import Engine
 from reference_server.exceptions import Conflict, NotFound, ValidationFailed
 from reference_server.group_commit import SubmitItem
@@ -363,22 +362,11 @@ async def test_finished_jobs_leave_after_the_queues_retention(
 async def test_submit_each_settles_every_item_in_order_with_its_audit_row(
     engine: Engine, org: UUID, pool: asyncpg.Pool
 ) -> None:
-    def audit(n: int) -> AuditEntry:
-        return AuditEntry(
-            actor="user:a",
-            organization_id=org,
-            action="POST /api/v1/jobs",
-            target=None,
-            source_ip="192.0.2.1",
-            request_id=f"r{n}",
-            status_code=0,
-        )
-
     items = [
-        SubmitItem(org, spec(payload={"n": 0}), audit(0)),
-        SubmitItem(org, spec(queue="missing", payload={"n": 1}), audit(1)),
+        SubmitItem(org, spec(payload={"n": 0}), submit_audit(org, 0)),
+        SubmitItem(org, spec(queue="missing", payload={"n": 1}), submit_audit(org, 1)),
         SubmitItem(org, spec(payload={"n": 2}), None),
-        SubmitItem(org, spec(payload={"n": 3}), audit(3)),
+        SubmitItem(org, spec(payload={"n": 3}), submit_audit(org, 3)),
     ]
     outcomes = await engine.submit_each(items)
 

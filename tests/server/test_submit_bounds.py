@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 import pytest
 from api_support import error_code, register, running_app
-from engine_support import make_org, spec
+from engine_support import make_org, spec, submit_audit
 
 from reference_server import group_commit, job_metrics
-from reference_server.audit import AuditEntry
 from reference_server.engine import Engine
 from reference_server.exceptions import ValidationFailed
 from reference_server.group_commit import SubmitItem
@@ -142,26 +140,15 @@ async def test_a_failure_after_the_commit_is_answered_as_what_was_stored(
     assert audited == [(jobs[0], 201)]
 
 
-def _audit(org: UUID, n: int) -> AuditEntry:
-    return AuditEntry(
-        actor="user:a",
-        organization_id=org,
-        action="POST /api/v1/jobs",
-        target=None,
-        source_ip="192.0.2.1",
-        request_id=f"r{n}",
-        status_code=0,
-    )
-
-
 async def test_the_group_commit_refuses_an_out_of_range_item_alone(pool: asyncpg.Pool) -> None:
     """The engine does not trust its caller's validation: the other items are stored once."""
     orgs = [await make_org(pool, f"org{n}") for n in range(3)]
     poisoned = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
     items = [
-        SubmitItem(orgs[n % 3], spec(payload={"n": n}), _audit(orgs[n % 3], n)) for n in range(9)
+        SubmitItem(orgs[n % 3], spec(payload={"n": n}), submit_audit(orgs[n % 3], n))
+        for n in range(9)
     ]
-    items[4] = SubmitItem(orgs[1], spec(scheduled_for=poisoned), _audit(orgs[1], 4))
+    items[4] = SubmitItem(orgs[1], spec(scheduled_for=poisoned), submit_audit(orgs[1], 4))
     outcomes = await Engine(pool, builtin_workers=0).submit_each(items)
 
     assert isinstance(outcomes[4], ValidationFailed)
@@ -188,7 +175,8 @@ async def test_a_grouped_insert_that_fails_after_its_statement_is_never_run_agai
 
     monkeypatch.setattr(group_commit.Job, "from_row", staticmethod(flaky))
     items = [
-        SubmitItem(orgs[n % 2], spec(payload={"n": n}), _audit(orgs[n % 2], n)) for n in range(6)
+        SubmitItem(orgs[n % 2], spec(payload={"n": n}), submit_audit(orgs[n % 2], n))
+        for n in range(6)
     ]
     outcomes = await group_commit.insert_submits(pool, items)
 
