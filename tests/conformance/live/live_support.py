@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
 from conformance.checks.all import registered_checks
 from conformance.checks.registry import REGISTRY, CheckContext
@@ -164,6 +165,22 @@ def serve(
         _stop(process)
         with psycopg.connect(postgres.url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def docker_client(image: str) -> Any:
+    """A Docker client whose engine answers and holds `image`. Without them the test skips,
+    saying why, or fails where TASKFORGE_REQUIRE_DOCKER=1 (CI must have the engine and image)."""
+    import docker  # only the docker tests need the package
+
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+        client.images.get(image)
+    except Exception as exc:  # any reason the engine cannot serve this test
+        if os.environ.get("TASKFORGE_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"TASKFORGE_REQUIRE_DOCKER=1 but docker/{image}: {exc}", pytrace=False)
+        pytest.skip(f"docker: {exc}")
+    return client
 
 
 def run_checks(ctx: CheckContext, *names: str) -> list[Finding]:

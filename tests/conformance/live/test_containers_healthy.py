@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from live_support import docker_client
 
 from conformance.checks.live.containers import containers_healthy
 from conformance.checks.registry import CheckContext
@@ -25,16 +26,7 @@ def _host() -> str:
 
 @pytest.fixture
 def engine() -> Iterator[object]:
-    import docker
-
-    try:
-        client = docker.from_env(timeout=10)
-        client.ping()
-        client.images.get(IMAGE)
-    except Exception as exc:  # any reason the engine cannot serve this test
-        if os.environ.get("TASKFORGE_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"TASKFORGE_REQUIRE_DOCKER=1 but docker/{IMAGE}: {exc}", pytrace=False)
-        pytest.skip(f"docker: {exc}")
+    client = docker_client(IMAGE)
     yield client
     client.close()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from live_support import run_checks, statuses
+from live_support import docker_client, run_checks, statuses
 
 from conformance.checks.live.database import compare_migrations, migration_files
 from conformance.checks.registry import CheckContext
@@ -227,17 +227,8 @@ def contrib_postgres() -> Iterator[str]:
     import os
     import time
 
-    import docker
-
     image = os.environ.get("TASKFORGE_POSTGRES_IMAGE", "taskforge-local/postgres:15-bookworm")
-    try:
-        client = docker.from_env(timeout=10)
-        client.ping()
-        client.images.get(image)
-    except Exception as exc:  # any reason the engine cannot serve this test
-        if os.environ.get("TASKFORGE_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"TASKFORGE_REQUIRE_DOCKER=1 but docker/{image}: {exc}", pytrace=False)
-        pytest.skip(f"docker: {exc}")
+    client = docker_client(image)
     container = client.containers.run(
         image, detach=True, environment={"POSTGRES_PASSWORD": "uuid-test"},
         ports={"5432/tcp": ("127.0.0.1", None)}, labels={"org.taskforge.test": "uuid-ossp"},
