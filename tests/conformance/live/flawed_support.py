@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import signal
 import ssl
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from live_support import stop_process
 
 from conformance.checks.registry import CheckContext
 from conformance.stack import Target
@@ -101,10 +101,4 @@ def serve_flawed(
         yield FlawedServer(target=target, process=process, jwt_secret=secret,
                            second_email="b@flawed.example.test")
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, timeout=10)

@@ -91,11 +91,12 @@ def _wait_healthy(url: str, ca: Path, process: subprocess.Popen[bytes], output: 
     raise RuntimeError(f"server not ready in {START_TIMEOUT_SECONDS}s: {tail}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+    """SIGTERM, `timeout` seconds to exit, then SIGKILL; nothing if it has exited already."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(STOP_TIMEOUT_SECONDS)
+            process.wait(timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -162,7 +163,7 @@ def serve(
             database_name=database,
         )
     finally:
-        _stop(process)
+        stop_process(process)
         with psycopg.connect(postgres.url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 

@@ -9,7 +9,6 @@ and through the front; the front may not add a failure or an error.
 from __future__ import annotations
 
 import contextlib
-import signal
 import ssl
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from live_support import LiveServer, ServerFactory, explain, run_checks, statuses
+from live_support import LiveServer, ServerFactory, explain, run_checks, statuses, stop_process
 
 from conformance.checks.registry import CheckContext
 from conformance.model import Status
@@ -59,12 +58,7 @@ def front(server: LiveServer, tls: tuple[Path, Path, Path]) -> Iterator[tuple[st
             time.sleep(0.1)
         yield base_url, f"http://127.0.0.1:{metrics_port}/metrics"
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=10)
 
 
 def foreign_context(server: LiveServer, base_url: str, **fields: object) -> CheckContext:
