@@ -24,6 +24,7 @@ from conformance.checks.live.http import (
     LoginError,
     auth_headers,
     client_for,
+    credential_or_findings,
     error_code_of,
     login,
     login_credentials,
@@ -217,18 +218,12 @@ def auth_battery(ctx: CheckContext) -> Iterator[Finding]:
     refresh tokens all get 401 on a protected endpoint that accepts the run's own credential."""
     report = Report(f"{__name__}.auth_battery")
     with client_for(ctx) as client:
-        try:
-            credentials = _credentials(ctx, client)
-        except LoginError as exc:
-            for item in AUTH_ITEMS:
-                yield report.error(item, str(exc), exc.evidence)
-            return
+        credentials = yield from credential_or_findings(
+            report, AUTH_ITEMS, "no credential: give --token, --api-key or --email/--password "
+            "(a 401 proves nothing without a credential that gets 200)",
+            lambda: _credentials(ctx, client),
+        )
         if credentials is None:
-            for item in AUTH_ITEMS:
-                yield report.not_applicable(
-                    item, "no credential: give --token, --api-key or --email/--password "
-                    "(a 401 proves nothing without a credential that gets 200)",
-                )
             return
         path, tried = find_control(client, credentials.headers)
         if path is None:

@@ -13,21 +13,22 @@ import shlex
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
 from conformance.checks.live import reach
 from conformance.checks.live.common import deployment_input, metrics_path, shorten, target_of
-from conformance.model import Evidence
+from conformance.model import Evidence, Finding
 from conformance.resolve import describe
 from conformance.resolve import transport as resolving_transport
 
 if TYPE_CHECKING:
+    from conformance.checks.live.common import Report
     from conformance.checks.registry import CheckContext
     from conformance.stack import Target
 
@@ -323,6 +324,28 @@ def auth_headers(ctx: CheckContext, client: LiveClient) -> dict[str, str] | None
         return {"X-API-Key": api_key}
     tokens = login(ctx, client)
     return {"Authorization": f"Bearer {tokens.access_token}"} if tokens else None
+
+
+CredentialT = TypeVar("CredentialT")
+
+
+def credential_or_findings(
+    report: Report, items: Sequence[str], missing: str,
+    credential: Callable[[], CredentialT | None],
+) -> Generator[Finding, None, CredentialT | None]:
+    """`credential()`, the run's credential; or None once each of `items` has a finding, an
+    error when the login was refused, not_applicable (`missing` says what to give) when no
+    credential was given. A check writes `found = yield from credential_or_findings(...)`."""
+    try:
+        found = credential()
+    except LoginError as exc:
+        for item in items:
+            yield report.error(item, str(exc), exc.evidence)
+        return None
+    if found is None:
+        for item in items:
+            yield report.not_applicable(item, missing)
+    return found
 
 
 def secrets_in_use(ctx: CheckContext) -> dict[str, str]:

@@ -14,7 +14,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from conformance.checks.live.common import Report, known_setting
-from conformance.checks.live.http import LiveClient, LoginError, auth_headers, client_for
+from conformance.checks.live.http import (
+    LiveClient,
+    LoginError,
+    auth_headers,
+    client_for,
+    credential_or_findings,
+)
 from conformance.checks.registry import check
 
 if TYPE_CHECKING:
@@ -100,18 +106,12 @@ def error_hygiene(ctx: CheckContext) -> Iterator[Finding]:
     """Malformed JSON, non-JSON and oversized bodies get 400/415/413 envelopes, no internals."""
     report = Report(f"{__name__}.error_hygiene")
     with client_for(ctx) as client:
-        try:
-            headers = auth_headers(ctx, client)
-        except LoginError as exc:
-            for item in ERROR_ITEMS:
-                yield report.error(item, str(exc), exc.evidence)
-            return
+        headers = yield from credential_or_findings(
+            report, ERROR_ITEMS, "no credential: without one the server refuses before it reads "
+            "the body; give --token, --api-key or --email/--password",
+            lambda: auth_headers(ctx, client),
+        )
         if headers is None:
-            for item in ERROR_ITEMS:
-                yield report.not_applicable(
-                    item, "no credential: without one the server refuses before it reads the "
-                    "body; give --token, --api-key or --email/--password",
-                )
             return
         json_headers = {**headers, "Content-Type": "application/json"}
         truncated = json.dumps(undeliverable_job())[:-20]

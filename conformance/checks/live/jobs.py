@@ -22,9 +22,9 @@ from conformance.checks.live.common import (
 )
 from conformance.checks.live.http import (
     LiveClient,
-    LoginError,
     auth_headers,
     client_for,
+    credential_or_findings,
     payload_of,
 )
 from conformance.checks.live.metrics import public_refusal, scrape
@@ -96,15 +96,11 @@ def smoke(ctx: CheckContext) -> Iterator[Finding]:
                 "LIVE-SMOKE-METRICS", f"GET {path}: {metrics.status_code}", evidence,
                 expected="200", actual=str(metrics.status_code),
             )
-        try:
-            headers = auth_headers(ctx, client)
-        except LoginError as exc:
-            for item in ("LIVE-SMOKE-JOB", "LIVE-JOB-COMPLETES", "LIVE-AUDIT-LOG"):
-                yield report.error(item, str(exc), exc.evidence)
-            return
+        headers = yield from credential_or_findings(
+            report, ("LIVE-SMOKE-JOB", "LIVE-JOB-COMPLETES", "LIVE-AUDIT-LOG"),
+            "no credential: give --token or --api-key", lambda: auth_headers(ctx, client),
+        )
         if headers is None:
-            for item in ("LIVE-SMOKE-JOB", "LIVE-JOB-COMPLETES", "LIVE-AUDIT-LOG"):
-                yield report.not_applicable(item, "no credential: give --token or --api-key")
             return
         submitted = client.post("/api/v1/jobs", json=smoke_job_body(ctx), headers=headers)
         evidence = client.evidence(submitted, "POST /api/v1/jobs (the guide's sample job)")

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 from conformance.checks.live.common import Report, may_load
 from conformance.checks.live.frontdoor import hop
 from conformance.checks.live.http import (
-    LoginError,
     auth_headers,
     client_for,
+    credential_or_findings,
     retry_after_seconds,
 )
 from conformance.checks.registry import check
@@ -45,15 +45,11 @@ def rate_limit(ctx: CheckContext) -> Iterator[Finding]:
     """A bounded burst meets a 429 with Retry-After (or credible rate-limit headers)."""
     report = Report(f"{__name__}.rate_limit")
     with client_for(ctx) as client:
-        try:
-            headers = auth_headers(ctx, client)
-        except LoginError as exc:
-            yield report.error("LIVE-RATE-LIMIT", str(exc), exc.evidence)
-            return
+        headers = yield from credential_or_findings(
+            report, ["LIVE-RATE-LIMIT"], "no credential: give --token or --api-key for the probe",
+            lambda: auth_headers(ctx, client),
+        )
         if headers is None:
-            yield report.not_applicable(
-                "LIVE-RATE-LIMIT", "no credential: give --token or --api-key for the probe"
-            )
             return
         first = client.get(PROBE_PATH, headers=headers, retry_429=False)
         limit = _int_header(first, "x-ratelimit-limit")

@@ -28,9 +28,9 @@ from conformance.checks.live.common import (
     target_of,
 )
 from conformance.checks.live.http import (
-    LoginError,
     auth_headers,
     client_for,
+    credential_or_findings,
     error_code_of,
     payload_of,
     ssl_context,
@@ -219,14 +219,11 @@ def date_range(ctx: CheckContext) -> Iterator[Finding]:
     job = {"queue_name": "default", "job_type": "conformance_date_range", "payload": {},
            "scheduled_for": OUT_OF_RANGE}
     with client_for(ctx) as client:
-        try:
-            headers = auth_headers(ctx, client)
-        except LoginError as exc:
-            yield report.error("LIVE-DATE-RANGE", str(exc), exc.evidence)
-            return
+        headers = yield from credential_or_findings(
+            report, ["LIVE-DATE-RANGE"], "no credential: give --token, --api-key or "
+            "--email/--password", lambda: auth_headers(ctx, client),
+        )
         if headers is None:
-            yield report.not_applicable("LIVE-DATE-RANGE", "no credential: give --token, "
-                                                           "--api-key or --email/--password")
             return
         single = client.post("/api/v1/jobs", json=job, headers=headers)
         batch = client.post("/api/v1/jobs/batch", json={"jobs": [job]}, headers=headers)
@@ -276,14 +273,11 @@ def value_range(ctx: CheckContext) -> Iterator[Finding]:
             item, "a server that accepts the values stores a job: give --allow-writes")
         return
     with client_for(ctx) as client:
-        try:
-            headers = auth_headers(ctx, client)
-        except LoginError as exc:
-            yield report.error(item, str(exc), exc.evidence)
-            return
+        headers = yield from credential_or_findings(
+            report, [item], "no credential: give --token, --api-key or --email/--password",
+            lambda: auth_headers(ctx, client),
+        )
         if headers is None:
-            yield report.not_applicable(item, "no credential: give --token, --api-key or "
-                                              "--email/--password")
             return
         queue = f"conformance-range-{secrets.token_hex(4)}"
         made = client.post("/api/v1/queues", json={"name": queue}, headers=headers)
