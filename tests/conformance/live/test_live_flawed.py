@@ -433,3 +433,19 @@ def test_a_given_member_that_is_none_judges_nothing(
     member = next(f for f in findings if f.item_id == MEMBER_ITEM)
     assert member.status is Status.ERROR, explain(findings)
     assert text in member.message
+
+
+def test_a_refused_login_behind_a_401_metrics_path_is_a_finding_not_a_crash(
+    flawed: FlawedFactory,
+) -> None:
+    """The metrics path answers 401 and the run's password is wrong: the smoke item and the
+    metrics items each say so as a finding; none crashes with the login's error."""
+    with flawed(env_extra={"FLAWED_METRICS_STATUS": "401"}) as server:
+        findings = run_checks(server.context(password="not-the-password-1"),
+                              "jobs.smoke", "metrics.metrics")
+    result = statuses(findings)
+    assert result["LIVE-SMOKE-JOB"] is Status.ERROR, explain(findings)
+    assert "login refused with HTTP 401" in next(
+        f.message for f in findings if f.item_id == "LIVE-SMOKE-JOB")
+    # The public refusal is judged as such, the refused login aside (issue 16, point 5).
+    assert result["LIVE-METRICS"] is Status.PASSED, explain(findings)
