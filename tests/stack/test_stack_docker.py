@@ -163,7 +163,8 @@ CHILD = textwrap.dedent("""
     from conformance.stack import open_stack
     with open_stack("docker", create_admin=False) as target:
         print("ready", target.base_url, flush=True)
-        time.sleep(600)
+        for _ in range(600):  # short sleeps: a signal another thread took is raised at once
+            time.sleep(1)
 """)
 
 

@@ -66,7 +66,8 @@ CHILD = textwrap.dedent("""
     from conformance.stack import open_stack
     with open_stack("embedded", create_admin=False) as target:
         print(target.log_file.parent, target.database_url, flush=True)
-        time.sleep(600)
+        for _ in range(600):  # short sleeps: a signal another thread took is raised at once
+            time.sleep(1)
 """)
 
 
