@@ -309,7 +309,8 @@ async def _http_load(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     """An external worker: lease up to max_jobs, then settle them: one POST complete per job over
-    `connections` connections (`--ack each`), or one batched POST ack per lease (`--ack batch`)."""
+    `connections` connections (`--ack each`), or one batched POST ack per lease (`--ack batch`),
+    the next lease overlapping the previous ack."""
     parts = urlsplit(args.base_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     hostport = f"{host}:{port}"
@@ -360,6 +361,7 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 errors += 1
 
+    acking: asyncio.Future[None] | None = None
     try:
         while time.perf_counter() < deadline and empty < args.empty_leases:
             if first_lease is None:
@@ -376,10 +378,16 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
             empty = 0
             leased += len(ids)
             if args.ack == "batch":
-                await ack_all(ids, conns[0])
+                # The next lease goes out while this one's ack is in flight, as a worker that
+                # settles in batches does; one ack at a time, on its own connection.
+                if acking is not None:
+                    await acking
+                acking = asyncio.ensure_future(ack_all(ids, conns[0]))
                 continue
             share = [ids[n :: len(conns)] for n in range(len(conns))]
             await asyncio.gather(*(complete_all(s, c) for s, c in zip(share, conns, strict=True)))
+        if acking is not None:
+            await acking
     finally:
         lease_conn.close()
         for conn in conns:
