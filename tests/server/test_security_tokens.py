@@ -385,18 +385,24 @@ async def test_a_successful_login_gives_its_attempt_back(database_url: str, redi
     assert locked.status_code == 429
 
 
+async def _rotated_once(api: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(a new account, a second login of it, the pair its first refresh token rotated into)."""
+    account = await register(api)
+    other_login = await login(api, account["email"])
+    rotated = (await (await api.post(
+        "/api/v1/auth/refresh", json={"refresh_token": account["refresh_token"]}
+    )).get_json())["data"]
+    return account, other_login, rotated
+
+
 async def test_reusing_a_rotated_refresh_token_revokes_its_whole_family(
     database_url: str, redis_url: str
 ) -> None:
     """Reuse detection (OAuth 2.0 security BCP): whoever holds the newest token of a family that
     saw a replay loses it too; another login's family is untouched."""
     async with running_app(database_url, redis_url) as api:
-        account = await register(api)
-        other_login = await login(api, account["email"])
+        account, other_login, rotated = await _rotated_once(api)
         old = account["refresh_token"]
-        rotated = (await (await api.post(
-            "/api/v1/auth/refresh", json={"refresh_token": old}
-        )).get_json())["data"]
         replay = await api.post("/api/v1/auth/refresh", json={"refresh_token": old})
         newest = await api.post(
             "/api/v1/auth/refresh", json={"refresh_token": rotated["refresh_token"]}
@@ -419,12 +425,8 @@ async def test_reusing_a_rotated_refresh_token_refuses_the_familys_access_tokens
         running_app(database_url, redis_url) as api,
         running_app(database_url, redis_url) as other_process,
     ):
-        account = await register(api)
-        other_login = await login(api, account["email"])
+        account, other_login, rotated = await _rotated_once(api)
         old = account["refresh_token"]
-        rotated = (await (await api.post(
-            "/api/v1/auth/refresh", json={"refresh_token": old}
-        )).get_json())["data"]
         family = [account["access_token"], rotated["access_token"]]
         before = [
             (await other_process.get("/api/v1/auth/validate", token=t)).status_code
